@@ -1,0 +1,37 @@
+"""uae: Unified Autoencoding (The Prism Hypothesis) on PyTorch Lightning.
+
+>>> import uae
+>>> model = uae.create_model("uae_test")
+>>> out = model(images)  # images: (B, 3, 32, 32) in [0, 1]
+"""
+
+__version__ = "0.1.0"
+
+from uae.models import (  # noqa: E402
+    UAE,
+    DecoderOutput,
+    EncoderOutput,
+    UAEConfig,
+    UAELoadError,
+    UAEOutput,
+    create_model,
+    get_config,
+    list_models,
+    register_model,
+)
+from uae.utils import autocast_dtype  # noqa: E402
+
+__all__ = [
+    "UAE",
+    "DecoderOutput",
+    "EncoderOutput",
+    "UAEConfig",
+    "UAELoadError",
+    "UAEOutput",
+    "__version__",
+    "autocast_dtype",
+    "create_model",
+    "get_config",
+    "list_models",
+    "register_model",
+]

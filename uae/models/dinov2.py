@@ -1,0 +1,45 @@
+"""Finding DINOv2 weights for the encoder: a local file or a timm Hub id (cache first)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from uae.models.hub import is_repo_id
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+def resolve_dinov2_weights(source: str) -> Path:
+    """Local path of DINOv2 weights.
+
+    Args:
+        source: A file path, or a timm Hub id (``"timm/vit_base_patch14_reg4_dinov2.lvd142m"``,
+            optionally prefixed ``"hf-hub:"``) whose ``model.safetensors`` is read from the Hub cache,
+            or downloaded when online.
+
+    Raises:
+        FileNotFoundError: Naming the file to supply. With ``HF_HUB_OFFLINE=1`` this fails at once.
+    """
+    if not source:
+        raise FileNotFoundError(
+            "no DINOv2 weights configured (config.encoder_weights is empty): pass a file to load_encoder_weights()"
+        )
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path
+    repo = source.removeprefix("hf-hub:").removeprefix("hf_hub:")
+    if path.suffix in WEIGHT_SUFFIXES or not is_repo_id(repo):
+        raise FileNotFoundError(f"DINOv2 weights file not found: {path}")
+
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id=repo, filename="model.safetensors"))
+    except Exception as e:  # offline, not cached, no network, repo missing: all mean "supply the file"
+        raise FileNotFoundError(
+            f"DINOv2 weights 'model.safetensors' of Hub repo '{repo}' are not available here "
+            f"({type(e).__name__}: not in the Hub cache and no download possible). Supply the file: "
+            f"run `hf download {repo} model.safetensors` where you have network (it lands in the Hub cache), "
+            "or pass a local file, e.g. model.load_encoder_weights('dinov2_vitb14_reg4_pretrain.pth') "
+            "(facebookresearch release) or the timm model.safetensors."
+        ) from e

@@ -1,0 +1,416 @@
+"""The UAE model: unified encoder -> band projector -> band modulator -> pixel decoder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from uae.layers.band_modulator import BandModulator
+from uae.layers.band_projector import BandProjector
+from uae.layers.decoder import PixelDecoder
+from uae.layers.encoder import UnifiedEncoder, read_state_dict
+from uae.models.config import ARCHITECTURE, UAEConfig
+from uae.models.hub import CONFIG_NAME, WEIGHTS_NAME, UAELoadError, resolve_pretrained_files
+from uae.models.outputs import DecoderOutput, EncoderOutput, UAEOutput
+from uae.utils import check_images
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PAPER_URL = "https://arxiv.org/abs/2512.19693"
+
+MODEL_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+A **Unified Autoencoding (UAE)** tokenizer from the `uae` package: one latent space that gives both
+pixel-faithful reconstruction and semantic features ("The Prism Hypothesis: Harmonizing Semantic and
+Pixel Representations via Unified Autoencoding", Fan, Diao, Wang, Lin, Liu; {{ paper_url }}).
+
+| | |
+|---|---|
+| input | {{ img_size }}x{{ img_size }} RGB in [0, 1] |
+| output | {{ output_size }}x{{ output_size }} RGB |
+| latent | {{ latent_shape }} (C, h, w) |
+| frequency bands K | {{ num_bands }} ({{ band_transform }}) |
+| encoder | ViT {{ encoder_dim }}/{{ encoder_depth }}, patch {{ patch_size }}, init `{{ encoder_weights }}` |
+| decoder | ViT {{ decoder_dim }}/{{ decoder_depth }}, patch {{ decoder_patch_size }} |
+| parameters | {{ num_params }} |
+| uae version | {{ uae_version }} |
+
+## Usage
+
+```python
+import uae
+model = uae.UAE.from_pretrained("{{ repo_id }}")
+out = model(images)            # images: (B, 3, {{ img_size }}, {{ img_size }}) in [0, 1]
+out.sample, out.latent, out.bands
+features = model.features(images, band=0)   # band-0 features for linear probes
+```
+
+## Training
+
+{{ training | default("See the uae recipes (`recipes/`) for how this checkpoint was trained.", true) }}
+
+## Evaluation
+
+{{ evaluation | default("Not evaluated yet.", true) }}
+"""
+
+
+class UAE(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="uae",
+    license="apache-2.0",
+    paper_url=PAPER_URL,
+    tags=["uae", "image-tokenizer", "autoencoder", "dinov2", "frequency-bands"],
+    model_card_template=MODEL_CARD_TEMPLATE,
+):
+    """Unified Autoencoder.
+
+    ``encode`` maps images to a latent grid and its ``K`` frequency bands; ``decode`` fuses the bands
+    with the band modulator and renders pixels with the ViT decoder. The image normalisation and the
+    latent statistics are persistent buffers, so ``model.safetensors`` holds everything needed at
+    inference. Constructors never touch the network: load DINOv2 weights explicitly with
+    :meth:`load_encoder_weights`.
+
+    Args:
+        config: The model configuration (defaults to the DINOv2-B setting).
+    """
+
+    def __init__(self, config: UAEConfig | None = None) -> None:
+        super().__init__()
+        config = config if config is not None else UAEConfig()
+        self.config = config
+        self.encoder = UnifiedEncoder(
+            img_size=config.img_size,
+            patch_size=config.patch_size,
+            embed_dim=config.encoder_dim,
+            depth=config.encoder_depth,
+            num_heads=config.encoder_heads,
+            mlp_ratio=config.encoder_mlp_ratio,
+            reg_tokens=config.encoder_reg_tokens,
+            init_values=config.encoder_init_values,
+            latent_norm=config.latent_norm,
+        )
+        self.band_projector = BandProjector(
+            config.num_bands, transform=config.band_transform, softness=config.band_softness, grid_size=config.grid_size
+        )
+        self.modulator = BandModulator(
+            config.latent_dim,
+            config.num_bands,
+            hidden_dim=config.modulator_hidden_dim,
+            in_kernel=config.modulator_in_kernel,
+            out_kernel=config.modulator_out_kernel,
+            noise_std=config.noise_std,
+            noise_min_band=config.noise_min_band,
+            band_mixing=config.band_mixing,
+        )
+        self.decoder = PixelDecoder(
+            config.latent_dim,
+            dim=config.decoder_dim,
+            depth=config.decoder_depth,
+            num_heads=config.decoder_heads,
+            mlp_ratio=config.decoder_mlp_ratio,
+            patch_size=config.decoder_patch_size,
+            grid_size=config.grid_size,
+        )
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.register_buffer("latent_mean", torch.zeros(config.latent_dim))
+        self.register_buffer("latent_std", torch.ones(config.latent_dim))
+
+    # ------------------------------------------------------------------ pixels
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``[0, 1]`` images -> ImageNet-normalised (the encoder's and decoder's pixel space)."""
+        return (x - self.pixel_mean.to(x.dtype)) / self.pixel_std.to(x.dtype)
+
+    def denormalize(self, y: torch.Tensor) -> torch.Tensor:
+        """ImageNet-normalised -> ``[0, 1]`` scale (not clamped)."""
+        return y * self.pixel_std.to(y.dtype) + self.pixel_mean.to(y.dtype)
+
+    # ------------------------------------------------------------------ API
+    def encode(self, x: torch.Tensor) -> EncoderOutput:
+        """Encode images.
+
+        Args:
+            x: ``(B, 3, H, W)`` float images in ``[0, 1]``; ``H, W`` multiples of ``patch_size``.
+
+        Returns:
+            :class:`EncoderOutput` with ``latent (B, C, h, w)`` and ``bands (B, K, C, h, w)`` (float32).
+
+        Raises:
+            ValueError: Wrong rank, channels, dtype, size, non-finite or out-of-range values.
+        """
+        check_images(x, self.config.patch_size, self.config.img_size)
+        z = self.encoder(self.normalize(x)).float()
+        return EncoderOutput(latent=z, bands=self.band_projector(z))
+
+    def split(self, latent: torch.Tensor) -> torch.Tensor:
+        """Split a latent grid ``(B, C, h, w)`` into bands ``(B, K, C, h, w)``."""
+        self._check_latent(latent)
+        return self.band_projector(latent)
+
+    def fuse(self, bands: torch.Tensor) -> torch.Tensor:
+        """Band modulator: bands ``(B, K, C, h, w)`` -> fused latent ``q (B, C, h, w)``
+        (adds high-band noise in training mode)."""
+        return self.modulator(bands)
+
+    def render(self, fused: torch.Tensor, clamp: bool | None = None) -> torch.Tensor:
+        """Pixel decoder on a fused latent ``(B, C, h, w)`` -> images ``(B, 3, h*p, w*p)`` in [0, 1] scale.
+
+        Args:
+            fused: Modulator output.
+            clamp: Clamp to ``[0, 1]``; default: clamp outside training mode.
+        """
+        y = self.denormalize(self.decoder(fused).float())
+        if clamp is None:
+            clamp = not self.training
+        return y.clamp(0.0, 1.0) if clamp else y
+
+    def decode(self, latent: torch.Tensor, clamp: bool | None = None) -> DecoderOutput:
+        """Decode a latent grid (split into bands, fused, rendered).
+
+        Args:
+            latent: ``(B, C, h, w)``, e.g. ``model.encode(x).latent``.
+            clamp: Clamp to ``[0, 1]``; default: clamp outside training mode.
+
+        Returns:
+            :class:`DecoderOutput` with ``sample (B, 3, h*p, w*p)``.
+        """
+        return DecoderOutput(sample=self.render(self.fuse(self.split(latent)), clamp=clamp))
+
+    def decode_bands(self, bands: torch.Tensor, upto: int | None = None, clamp: bool | None = None) -> DecoderOutput:
+        """Progressive decoding from bands ``0..upto`` (the higher bands are zeroed).
+
+        Args:
+            bands: ``(B, K, C, h, w)``.
+            upto: Last band kept (``0 <= upto < K``); ``None`` keeps all.
+            clamp: Clamp to ``[0, 1]``; default: clamp outside training mode.
+
+        Returns:
+            :class:`DecoderOutput`.
+        """
+        k = self.config.num_bands
+        if bands.ndim != 5 or bands.shape[1] != k or bands.shape[2] != self.config.latent_dim:
+            raise ValueError(
+                f"expected bands of shape (B, {k}, {self.config.latent_dim}, h, w), got {tuple(bands.shape)}"
+            )
+        if upto is not None:
+            if not 0 <= upto < k:
+                raise ValueError(f"upto must be in 0..{k - 1}, got {upto}")
+            keep = (torch.arange(k, device=bands.device) <= upto).to(bands.dtype).view(1, k, 1, 1, 1)
+            bands = bands * keep
+        return DecoderOutput(sample=self.render(self.fuse(bands), clamp=clamp))
+
+    def forward(self, x: torch.Tensor, clamp: bool | None = None) -> UAEOutput:
+        """Reconstruct images.
+
+        Args:
+            x: ``(B, 3, H, W)`` float images in ``[0, 1]``.
+            clamp: Clamp the reconstruction to ``[0, 1]``; default: clamp outside training mode.
+
+        Returns:
+            :class:`UAEOutput` with ``sample``, ``latent``, ``bands`` and the fused latent.
+        """
+        enc = self.encode(x)
+        fused = self.fuse(enc.bands)
+        return UAEOutput(sample=self.render(fused, clamp=clamp), latent=enc.latent, bands=enc.bands, fused=fused)
+
+    def features(
+        self,
+        x: torch.Tensor,
+        band: int | Literal["all", "latent"] = 0,
+        pool: Literal["mean"] | None = "mean",
+    ) -> torch.Tensor:
+        """Features for linear probes and downstream models.
+
+        Args:
+            x: ``(B, 3, H, W)`` float images in ``[0, 1]``.
+            band: A band index (``0`` = the semantic band), ``"all"`` (bands concatenated on channels,
+                ``K*C``) or ``"latent"`` (the raw encoder latent).
+            pool: ``"mean"`` -> ``(B, C')`` averaged over the grid; ``None`` -> ``(B, C', h, w)``.
+
+        Returns:
+            Feature tensor (float32).
+        """
+        if pool not in ("mean", None):
+            raise ValueError(f"pool must be 'mean' or None, got {pool!r}")
+        enc = self.encode(x)
+        if band == "latent":
+            f = enc.latent
+        elif band == "all":
+            f = enc.bands.flatten(1, 2)
+        elif isinstance(band, int) and not isinstance(band, bool) and 0 <= band < self.config.num_bands:
+            f = enc.bands[:, band]
+        else:
+            raise ValueError(f"band must be an int in 0..{self.config.num_bands - 1}, 'all' or 'latent'; got {band!r}")
+        return f.mean(dim=(-2, -1)) if pool == "mean" else f
+
+    # ------------------------------------------------------------------ latent statistics
+    def normalize_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """Per-channel standardisation with the stored latent statistics (for diffusion training)."""
+        return (latent - self.latent_mean.view(1, -1, 1, 1)) / self.latent_std.view(1, -1, 1, 1)
+
+    def denormalize_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize_latent`."""
+        return latent * self.latent_std.view(1, -1, 1, 1) + self.latent_mean.view(1, -1, 1, 1)
+
+    @torch.no_grad()
+    def set_latent_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store per-channel latent mean/std ``(C,)`` (saved in ``model.safetensors``)."""
+        c = self.config.latent_dim
+        if mean.shape != (c,) or std.shape != (c,):
+            raise ValueError(f"latent stats must have shape ({c},), got {tuple(mean.shape)} and {tuple(std.shape)}")
+        if not bool((std > 0).all()):
+            raise ValueError("latent std must be positive")
+        self.latent_mean.copy_(mean)
+        self.latent_std.copy_(std)
+
+    def _check_latent(self, latent: torch.Tensor) -> None:
+        c = self.config.latent_dim
+        if latent.ndim != 4 or latent.shape[1] != c:
+            raise ValueError(f"expected a latent of shape (B, {c}, h, w), got {tuple(latent.shape)}")
+
+    # ------------------------------------------------------------------ encoder weights
+    def load_encoder_weights(self, source: str | os.PathLike | None = None) -> UAE:
+        """Initialise the encoder from DINOv2 weights (explicit step; strict key checks).
+
+        Args:
+            source: A local ``.safetensors`` / ``.pth`` file (timm or original facebookresearch key
+                names), or a timm Hub id such as ``"timm/vit_base_patch14_reg4_dinov2.lvd142m"``
+                (from the Hub cache, or downloaded when online). Defaults to ``config.encoder_weights``.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            FileNotFoundError: The weights are not available, naming the file to supply.
+            ValueError: The checkpoint's keys or shapes do not match the encoder.
+        """
+        from uae.models.dinov2 import resolve_dinov2_weights
+
+        source = source if source is not None else self.config.encoder_weights
+        path = resolve_dinov2_weights(str(source))
+        self.encoder.load_dinov2_state_dict(read_state_dict(path))
+        logger.info("Loaded encoder weights from %s", path)
+        return self
+
+    # ------------------------------------------------------------------ Hub
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from uae import __version__
+
+        cfg = {"architecture": ARCHITECTURE, "uae_version": __version__, **self.config.to_dict()}
+        (save_directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt", "uae_version": __version__})
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """Model card with the config summary filled in (extra ``kwargs`` reach the template)."""
+        from uae import __version__
+
+        c = self.config
+        values = {
+            "model_name": c.name,
+            "repo_id": kwargs.pop("repo_id", f"<org>/{c.name}"),
+            "latent_shape": "x".join(str(v) for v in c.latent_shape),
+            "output_size": c.output_size,
+            "num_params": f"{sum(p.numel() for p in self.parameters()) / 1e6:.1f}M",
+            "uae_version": __version__,
+            **c.to_dict(),
+        }
+        values.update(kwargs)
+        return super().generate_model_card(*args, **values)
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        strict: bool = True,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        force_download: bool = False,
+        map_location: str | torch.device = "cpu",
+        **config_overrides: Any,
+    ) -> UAE:
+        """Load a model saved with :meth:`save_pretrained` from a local directory or a Hub repo id.
+
+        Args:
+            pretrained_model_name_or_path: Directory holding ``config.json`` + ``model.safetensors``,
+                or a Hub repo id (read from the Hub cache when ``HF_HUB_OFFLINE=1``).
+            strict: Require the checkpoint's keys and config fields to match exactly. With
+                ``strict=False`` missing/unexpected keys are logged as warnings (shapes must still match).
+            revision, cache_dir, local_files_only, token, force_download: Passed to ``hf_hub_download``.
+            map_location: Device the weights are loaded to.
+            **config_overrides: Config fields to change (must not change parameter shapes).
+
+        Returns:
+            The model in eval mode.
+
+        Raises:
+            FileNotFoundError: The directory/repo or ``config.json`` / ``model.safetensors`` is missing.
+            UAELoadError: Wrong architecture, unknown config keys, or mismatched weight keys/shapes.
+        """
+        config_file, weights_file = resolve_pretrained_files(
+            pretrained_model_name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+            force_download=force_download,
+        )
+        try:
+            raw = json.loads(Path(config_file).read_text())
+        except json.JSONDecodeError as e:
+            raise UAELoadError(f"{config_file} is not valid JSON: {e}") from e
+        try:
+            config = UAEConfig.from_dict(raw, strict=strict)
+            if config_overrides:
+                config = config.replace(**config_overrides)
+        except (ValueError, TypeError) as e:
+            raise UAELoadError(f"{config_file}: {e}") from e
+        model = cls(config)
+        state = load_file(str(weights_file), device=str(map_location))
+        model.load_checked_state_dict(state, strict=strict, source=str(weights_file))
+        model.to(map_location)
+        model.eval()
+        return model
+
+    def load_checked_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True, source: str = "") -> None:
+        """``load_state_dict`` with a clear error listing missing/unexpected keys and shape mismatches.
+
+        Raises:
+            UAELoadError: Shape mismatch, or (with ``strict``) missing or unexpected keys.
+        """
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        bad = [
+            f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            for k in sorted(set(own) & set(state))
+            if state[k].shape != own[k].shape
+        ]
+        where = f" ({source})" if source else ""
+        if bad:
+            raise UAELoadError(f"weight shapes do not match the config{where}: {bad}")
+        if missing or unexpected:
+            msg = f"checkpoint keys do not match the model{where}: missing {missing}, unexpected {unexpected}"
+            if strict:
+                raise UAELoadError(msg)
+            logger.warning("%s (strict=False: missing weights keep their initial values)", msg)
+        self.load_state_dict(state, strict=False)

@@ -1,0 +1,73 @@
+"""Small shared helpers: precision selection and input validation."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+
+def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The mixed-precision dtype to use on a device.
+
+    Returns ``torch.bfloat16`` on CUDA devices that support it, ``torch.float16`` on older CUDA
+    devices, and ``None`` (run float32) on CPU and other devices, where bf16 autocast is slower.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@contextlib.contextmanager
+def maybe_autocast(device: torch.device | str, enabled: bool = True) -> Iterator[torch.dtype | None]:
+    """``torch.autocast`` with :func:`autocast_dtype` on CUDA; a no-op elsewhere or when disabled.
+
+    Yields:
+        The autocast dtype in use, or ``None``.
+    """
+    dtype = autocast_dtype(device) if enabled else None
+    if dtype is None:
+        yield None
+        return
+    with torch.autocast(device_type=torch.device(device).type, dtype=dtype):
+        yield dtype
+
+
+def check_images(x: torch.Tensor, patch_size: int, default_size: int, name: str = "x") -> None:
+    """Validate an image batch for :class:`uae.UAE`.
+
+    Args:
+        x: Expected ``(B, 3, H, W)`` floating images in ``[0, 1]`` with ``H, W`` multiples of ``patch_size``.
+        patch_size: Encoder patch size.
+        default_size: The model's native input side (for the message).
+        name: Argument name used in messages.
+
+    Raises:
+        ValueError: Naming the expected shape and what was wrong. Nothing is resized.
+    """
+    expected = (
+        f"expected {name} of shape (B, 3, H, W), float in [0, 1], H and W multiples of {patch_size} "
+        f"(native size {default_size}x{default_size})"
+    )
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{expected}; got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{expected}; got rank {x.ndim} shape {tuple(x.shape)}")
+    if x.shape[1] != 3:
+        raise ValueError(f"{expected}; got {x.shape[1]} channels (shape {tuple(x.shape)})")
+    if not x.is_floating_point():
+        raise ValueError(f"{expected}; got dtype {x.dtype} (convert with x.float() / 255)")
+    if x.shape[0] == 0:
+        raise ValueError(f"{expected}; got an empty batch")
+    if x.shape[-2] % patch_size or x.shape[-1] % patch_size:
+        raise ValueError(f"{expected}; got spatial size {tuple(x.shape[-2:])}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{expected}; got non-finite values (NaN or inf)")
+    lo, hi = torch.aminmax(x.detach().float())
+    if lo < -0.5 or hi > 1.5:
+        raise ValueError(
+            f"{expected}; got values in [{float(lo):.3g}, {float(hi):.3g}] "
+            "(0-255 pixels or already-normalised inputs? the model normalises internally)"
+        )
