@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny models, real bundled photographs, an offline Hub cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+# Never touch the network from tests: Hub cache misses fail in milliseconds.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+ASSETS = Path(__file__).parent / "assets"
+PHOTOS = sorted(ASSETS.glob("*.png"))
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture
+def photo_paths() -> list[Path]:
+    """The bundled 128x128 photographs (see tests/assets/ATTRIBUTION.md)."""
+    assert len(PHOTOS) >= 3
+    return list(PHOTOS)
+
+
+def load_photo(path: Path, size: int) -> torch.Tensor:
+    """A bundled photo as a ``(3, size, size)`` float tensor in [0, 1]."""
+    im = Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255.0
+
+
+@pytest.fixture
+def photos32() -> torch.Tensor:
+    """``(N, 3, 32, 32)`` batch of the bundled photos."""
+    return torch.stack([load_photo(p, 32) for p in PHOTOS])
+
+
+@pytest.fixture
+def tiny_model():
+    """The registered ``uae_test`` model, seeded, in eval mode."""
+    import uae
+
+    torch.manual_seed(0)
+    return uae.create_model("uae_test").eval()
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """A temp folder of real photos in two class subfolders (``a/``, ``b/``), 4 files each."""
+    root = tmp_path / "images"
+    for cls, names in {"a": PHOTOS[:2], "b": PHOTOS[2:4]}.items():
+        (root / cls).mkdir(parents=True)
+        for i, p in enumerate(names):
+            shutil.copy(p, root / cls / f"{p.stem}.png")
+            # A flipped copy as a second distinct image per source photo.
+            Image.open(p).transpose(Image.FLIP_LEFT_RIGHT).save(root / cls / f"{p.stem}_flip{i}.jpg")
+    return root

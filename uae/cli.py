@@ -1,0 +1,94 @@
+"""``uae`` command line: one entry point, sub-commands implemented next to their code.
+
+Errors a user can fix (missing files, unreadable images, unknown model names, bad arguments) are
+printed as one line on stderr with a non-zero exit code, without a traceback. Set ``UAE_DEBUG=1``
+to see the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+# name -> (module, function, one-line help). Each function takes argv (list[str]) and returns an exit code.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "fit": ("uae.training.cli", "fit_main", "train a UAE stage with LightningCLI (--config recipes/<...>.yaml)"),
+    "validate": ("uae.training.cli", "validate_main", "run validation of a training config (LightningCLI)"),
+    "reconstruct": ("uae.inference", "reconstruct_main", "reconstruct images and write band pictures"),
+    "eval": ("uae.evaluation.cli", "eval_main", "PSNR / SSIM / LPIPS / rFID of a model on a dataset"),
+    "probe": ("uae.evaluation.cli", "probe_main", "linear probe on band features"),
+    "spectrum": ("uae.evaluation.cli", "spectrum_main", "radial power spectrum of latents and energy per band"),
+    "filtered-eval": ("uae.evaluation.cli", "filtered_main", "low-pass / high-pass filtered evaluation"),
+    "bands": ("uae.evaluation.cli", "bands_main", "picture of progressive band decodes"),
+    "encode": ("uae.evaluation.cli", "encode_main", "export band latents of a dataset as sharded safetensors"),
+    "convert": ("uae.convert", "convert_main", "convert the authors' or RAE checkpoints into uae's layout"),
+    "models": ("uae.cli", "models_main", "list the registered models and their pretrained status"),
+}
+
+USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, PermissionError, KeyError)
+
+
+class CLIError(Exception):
+    """An error to report as one line (exit code 2)."""
+
+
+def models_main(argv: Sequence[str]) -> int:
+    """``uae models [PATTERN]``: list registered model names with their pretrained status."""
+    import argparse
+
+    from uae.models.registry import get_entry, list_models
+
+    parser = argparse.ArgumentParser(prog="uae models", description="List registered models.")
+    parser.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. '*dinov2*'")
+    args = parser.parse_args(list(argv))
+    for name in list_models(args.pattern):
+        e = get_entry(name)
+        print(f"{name:40s} {e.pretrained.status:14s} {e.description}")
+    return 0
+
+
+def _usage() -> str:
+    lines = ["usage: uae <command> [options]", "", "Unified Autoencoding toolkit. Commands:"]
+    lines += [f"  {name:14s} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += ["", "Run `uae <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``uae`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=os.environ.get("UAE_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from uae import __version__
+
+        print(f"uae {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"uae: error: unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[name]
+    try:
+        fn = getattr(importlib.import_module(module), func)
+        return int(fn(rest) or 0)
+    except (CLIError, *USER_ERRORS) as e:
+        if os.environ.get("UAE_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, KeyError):
+            msg = f"missing key {msg}"
+        print(f"uae {name}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"uae {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
