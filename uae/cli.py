@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "probe": ("uae.evaluation.cli", "probe_main", "linear probe on band features"),
     "spectrum": ("uae.evaluation.cli", "spectrum_main", "radial power spectrum of latents and energy per band"),
     "filtered-eval": ("uae.evaluation.cli", "filtered_main", "low-pass / high-pass filtered evaluation"),
-    "bands": ("uae.evaluation.cli", "bands_main", "picture of progressive band decodes"),
+    "bands": ("uae.inference", "bands_main", "picture of progressive band decodes and band energies"),
     "encode": ("uae.evaluation.cli", "encode_main", "export band latents of a dataset as sharded safetensors"),
     "convert": ("uae.convert", "convert_main", "convert the authors' or RAE checkpoints into uae's layout"),
     "models": ("uae.cli", "models_main", "list the registered models and their pretrained status"),
