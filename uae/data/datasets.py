@@ -1,0 +1,379 @@
+"""Image datasets shared by training and evaluation: plain folders, ImageNet and MS-COCO layouts.
+
+Every sample is a dict (so the default collate gives dict batches)::
+
+    {"image": (3, H, W) float in [0, 1], "label": int (-1 if unlabelled), "index": int, "path": str,
+     "skipped": int}            # + "target": (3, H', W') when the transform makes one (see below)
+
+When the model's encoder input and decoder output resolutions differ (paper: 224 in, 256 out), build
+the transform with ``image_transform(size=224, out_size=256)``: it returns a dict
+``{"image": (3, 224, 224), "target": (3, 256, 256)}`` cut from the *same* crop (and flip), and the
+dataset merges it into the sample, so a training step compares ``model(batch["image"])`` with
+``batch["target"]``. With ``out_size`` equal to ``size`` (or ``None``) the transform returns one
+tensor and there is no ``"target"`` key (the image is its own target).
+
+Corrupt or unreadable files never crash an epoch: the dataset logs one warning per file, counts it in
+:attr:`ImageFolderDataset.num_skipped`, and returns the next readable image instead (the sample's
+``"skipped"`` entry says how many files were passed over to produce it, so a training loop can sum it
+across workers and ranks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+#: File extensions treated as images (compared case-insensitively).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+PathLike = str | os.PathLike
+
+
+def is_image_file(path: PathLike) -> bool:
+    """True when ``path`` has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    return pathlib.Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def find_images(root: PathLike, recursive: bool = True) -> list[pathlib.Path]:
+    """All image files under ``root``, sorted.
+
+    Hidden files and folders (names starting with ``.``) are ignored.
+
+    Args:
+        root: A folder.
+        recursive: Descend into sub-folders.
+
+    Returns:
+        Sorted list of paths.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist or is not a folder.
+        ValueError: No image file found (the message names ``root`` and the extensions).
+    """
+    root = pathlib.Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
+    if not root.is_dir():
+        raise FileNotFoundError(f"{str(root)!r} is not a folder")
+    files: list[pathlib.Path] = []
+    if recursive:
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            files.extend(pathlib.Path(dirpath) / f for f in filenames if not f.startswith(".") and is_image_file(f))
+    else:
+        files = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p)]
+    if not files:
+        raise ValueError(
+            f"no images found in {str(root)!r} ({'recursively, ' if recursive else ''}"
+            f"extensions {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return sorted(files)
+
+
+def _to_tensor(im: Image.Image) -> torch.Tensor:
+    """PIL RGB image -> ``(3, H, W)`` float32 in [0, 1]."""
+    return TF.pil_to_tensor(im).float().div_(255.0)
+
+
+class ImageTransform:
+    """Resize the shorter side, crop a square, optionally flip, and convert to a float tensor.
+
+    Train mode: random crop position (or a random-resized crop when ``scale`` is given) and a random
+    horizontal flip. Eval mode: deterministic center crop, no flip.
+
+    Args:
+        size: Side of ``"image"`` (the encoder input).
+        train: Random crop + flip instead of a center crop.
+        out_size: Side of ``"target"`` (the decoder output). ``None`` or ``size``: no target.
+        hflip: Use random horizontal flips in train mode.
+        scale: Train only: ``(min, max)`` area fraction of a random-resized crop (torchvision's
+            ``RandomResizedCrop``, aspect ratio in [3/4, 4/3]); ``None`` keeps the full shorter side.
+        interpolation: PIL resampling for resizing (``"bicubic"``, ``"bilinear"``, ``"lanczos"``).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        train: bool = False,
+        out_size: int | None = None,
+        hflip: bool = True,
+        scale: tuple[float, float] | None = None,
+        interpolation: str = "bicubic",
+    ) -> None:
+        if size <= 0 or (out_size is not None and out_size <= 0):
+            raise ValueError(f"image sizes must be positive, got size={size}, out_size={out_size}")
+        if scale is not None and not (0 < scale[0] <= scale[1] <= 1):
+            raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
+        modes = {"bicubic": TF.InterpolationMode.BICUBIC, "bilinear": TF.InterpolationMode.BILINEAR,
+                 "lanczos": TF.InterpolationMode.LANCZOS}
+        if interpolation not in modes:
+            raise ValueError(f"interpolation must be one of {sorted(modes)}, got {interpolation!r}")
+        self.size = int(size)
+        self.out_size = None if out_size is None or out_size == size else int(out_size)
+        self.train = train
+        self.hflip = hflip
+        self.scale = scale
+        self.interpolation = modes[interpolation]
+
+    def _crop_box(self, w: int, h: int) -> tuple[int, int, int, int]:
+        """``(top, left, height, width)`` of the crop in the original image."""
+        if self.train and self.scale is not None:
+            from torchvision.transforms import RandomResizedCrop
+
+            dummy = torch.empty(1, h, w)  # get_params only reads the shape
+            return RandomResizedCrop.get_params(dummy, list(self.scale), [3 / 4, 4 / 3])
+        s = min(w, h)
+        if self.train:
+            top, left = random.randint(0, h - s), random.randint(0, w - s)
+        else:
+            top, left = (h - s) // 2, (w - s) // 2
+        return top, left, s, s
+
+    def __call__(self, im: Image.Image) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Transform one PIL image.
+
+        Returns:
+            ``(3, size, size)`` float tensor in [0, 1], or ``{"image": (3, size, size),
+            "target": (3, out_size, out_size)}`` when ``out_size`` differs from ``size``.
+        """
+        im = im.convert("RGB")
+        w, h = im.size
+        top, left, ch, cw = self._crop_box(w, h)
+        flip = self.train and self.hflip and random.random() < 0.5
+        # The crop is done on the PIL image first, then resized (antialiased by PIL) to each size.
+        crop = im.crop((left, top, left + cw, top + ch))
+        if flip:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+
+        def resized(side: int) -> torch.Tensor:
+            if crop.size == (side, side):
+                return _to_tensor(crop)
+            return _to_tensor(TF.resize(crop, [side, side], interpolation=self.interpolation, antialias=True))
+
+        image = resized(self.size)
+        if self.out_size is None:
+            return image
+        return {"image": image, "target": resized(self.out_size)}
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(size={self.size}, train={self.train}, out_size={self.out_size}, "
+                f"hflip={self.hflip}, scale={self.scale})")
+
+
+def image_transform(
+    size: int,
+    train: bool = False,
+    out_size: int | None = None,
+    hflip: bool = True,
+    scale: tuple[float, float] | None = None,
+    interpolation: str = "bicubic",
+) -> Callable[[Image.Image], torch.Tensor | dict[str, torch.Tensor]]:
+    """The standard transform: resize shorter side + center crop (random crop + flip in train).
+
+    Args:
+        size: Output side (encoder input resolution).
+        train: Random crop position and horizontal flip instead of a deterministic center crop.
+        out_size: Decoder output resolution; when it differs from ``size`` the transform returns
+            ``{"image": (3, size, size), "target": (3, out_size, out_size)}`` from the same crop.
+        hflip: Random horizontal flips in train mode.
+        scale: Train only: area range of a random-resized crop (``None``: full shorter side).
+        interpolation: ``"bicubic"`` (default), ``"bilinear"`` or ``"lanczos"``.
+
+    Returns:
+        A callable ``PIL.Image -> (3, size, size) float tensor in [0, 1]`` (or the dict above).
+    """
+    return ImageTransform(size, train=train, out_size=out_size, hflip=hflip, scale=scale,
+                          interpolation=interpolation)
+
+
+def infer_classes(files: Sequence[pathlib.Path], root: pathlib.Path) -> list[str] | None:
+    """Sorted class names when every file lies in a sub-folder of ``root``, else ``None``.
+
+    The class of a file is the first path component below ``root`` (so ``root/cat/x.jpg`` and
+    ``root/cat/more/y.jpg`` are both ``"cat"``).
+    """
+    names = set()
+    for f in files:
+        try:
+            rel = f.relative_to(root)
+        except ValueError:
+            return None
+        if len(rel.parts) < 2:
+            return None
+        names.add(rel.parts[0])
+    return sorted(names) if names else None
+
+
+class ImageFolderDataset(Dataset):
+    """Images of a folder (recursive) or of an explicit file list, with optional class labels.
+
+    Args:
+        root_or_files: A folder, or a sequence of image paths.
+        transform: ``PIL.Image -> tensor`` (or ``-> {"image", "target"}``); default: plain
+            ``to_tensor`` of the RGB image (sizes may then differ between images).
+        labels: ``None``: automatic, class sub-folders give labels (sorted names in :attr:`classes`)
+            when *every* image lies in a sub-folder; ``True``: require class sub-folders
+            (``ValueError`` otherwise); ``False``: no labels (``label == -1``).
+        recursive: Descend into sub-folders when ``root_or_files`` is a folder.
+        class_root: For a file list: the folder whose sub-folders are the classes (default: the
+            common parent folder of the files' parent folders).
+        classes: Explicit class names (e.g. shared by a train and a val split); files in other
+            sub-folders get label -1.
+
+    Attributes:
+        files: The image paths.
+        classes: Sorted class names, or ``[]`` when unlabelled.
+        num_skipped: Unreadable files met so far in this process (each counted once).
+
+    Raises:
+        FileNotFoundError: Missing folder or a listed file that does not exist.
+        ValueError: No images; ``labels=True`` without class sub-folders.
+    """
+
+    def __init__(
+        self,
+        root_or_files: PathLike | Sequence[PathLike],
+        transform: Callable[[Image.Image], Any] | None = None,
+        labels: bool | None = None,
+        recursive: bool = True,
+        class_root: PathLike | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> None:
+        if isinstance(root_or_files, (str, os.PathLike)):
+            root = pathlib.Path(root_or_files).expanduser()
+            files = find_images(root, recursive=recursive)
+        else:
+            files = [pathlib.Path(f).expanduser() for f in root_or_files]
+            if not files:
+                raise ValueError("ImageFolderDataset got an empty file list")
+            missing = [str(f) for f in files if not f.exists()]
+            if missing:
+                raise FileNotFoundError(f"{len(missing)} listed image file(s) do not exist, e.g. {missing[0]!r}")
+            if class_root is not None:
+                root = pathlib.Path(class_root).expanduser()
+            else:
+                root = pathlib.Path(os.path.commonpath([str(f.parent) for f in files]))
+                # A single shared parent folder is the class folder itself: go one level up.
+                if all(f.parent == root for f in files) and classes is not None:
+                    root = root.parent
+        self.root = root
+        self.files: list[pathlib.Path] = files
+        self.transform = transform
+        if classes is not None:
+            self.classes = list(classes)
+        elif labels is False:
+            self.classes = []
+        else:
+            found = infer_classes(files, root)
+            if found is None and labels:
+                raise ValueError(
+                    f"labels=True but the images of {str(root)!r} are not all in class sub-folders "
+                    "(expected root/<class>/<image>)"
+                )
+            self.classes = found or []
+        if labels is False:
+            self.classes = []
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.targets: list[int] = []
+        for f in files:
+            label = -1
+            if index:
+                try:
+                    label = index.get(f.relative_to(root).parts[0], -1)
+                except ValueError:
+                    label = -1
+            self.targets.append(label)
+        self.num_skipped = 0
+        self._bad: set[int] = set()
+
+    @property
+    def labelled(self) -> bool:
+        """True when the samples carry class labels."""
+        return bool(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _load(self, i: int) -> Image.Image | None:
+        """Open and fully decode file ``i`` as RGB; ``None`` (warning logged once) when unreadable."""
+        if i in self._bad:
+            return None
+        path = self.files[i]
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return im.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError) as e:
+            self._bad.add(i)
+            self.num_skipped += 1
+            logger.warning("Skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
+            return None
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        """Sample ``i`` (or the next readable one) as ``{"image", "label", "index", "path", "skipped"}``."""
+        n = len(self.files)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {n} images")
+        i %= n
+        for k in range(n):
+            j = (i + k) % n
+            im = self._load(j)
+            if im is None:
+                continue
+            out = self.transform(im) if self.transform is not None else _to_tensor(im)
+            sample: dict[str, Any] = {"label": self.targets[j], "index": j, "path": str(self.files[j]), "skipped": k}
+            if isinstance(out, dict):
+                sample.update(out)
+            else:
+                sample["image"] = out
+            return sample
+        raise RuntimeError(f"none of the {n} images under {str(self.root)!r} could be read")
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(root={str(self.root)!r}, n={len(self)}, classes={len(self.classes)}, "
+                f"transform={self.transform!r})")
+
+
+def imagenet_split(root: PathLike, split: str) -> pathlib.Path:
+    """Folder of an ImageNet split: ``root/<split>`` (``train`` / ``val``) with class sub-folders.
+
+    Raises:
+        FileNotFoundError: The split folder is missing (the message shows the expected layout).
+    """
+    path = pathlib.Path(root).expanduser() / split
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"ImageNet split folder {str(path)!r} not found; expected {root}/train/<wnid>/*.JPEG and "
+            f"{root}/val/<wnid>/*.JPEG"
+        )
+    return path
+
+
+def coco_split(root: PathLike, split: str) -> pathlib.Path:
+    """Images folder of an MS-COCO 2017 split: ``root/<split>2017`` or ``root/images/<split>2017``.
+
+    Annotations (``root/annotations``) are not needed and ignored.
+
+    Raises:
+        FileNotFoundError: Neither folder exists.
+    """
+    root = pathlib.Path(root).expanduser()
+    name = split if split.endswith("2017") else f"{split}2017"
+    for cand in (root / name, root / "images" / name):
+        if cand.is_dir():
+            return cand
+    raise FileNotFoundError(
+        f"MS-COCO folder {str(root / name)!r} not found; expected {root}/{name}/*.jpg "
+        f"(or {root}/images/{name}/*.jpg)"
+    )
