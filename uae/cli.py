@@ -15,15 +15,27 @@ from collections.abc import Sequence
 
 # name -> (module, function, one-line help). Each function takes argv (list[str]) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "fit": ("uae.training.cli", "fit_main", "train a UAE stage with LightningCLI (--config recipes/<...>.yaml)"),
+    "fit": (
+        "uae.training.cli",
+        "fit_main",
+        "train a UAE stage with LightningCLI (--config recipes/<...>.yaml)",
+    ),
     "validate": ("uae.training.cli", "validate_main", "run validation of a training config (LightningCLI)"),
     "reconstruct": ("uae.inference", "reconstruct_main", "reconstruct images and write band pictures"),
     "eval": ("uae.evaluation.cli", "eval_main", "PSNR / SSIM / LPIPS / rFID of a model on a dataset"),
     "probe": ("uae.evaluation.cli", "probe_main", "linear probe on band features"),
-    "spectrum": ("uae.evaluation.cli", "spectrum_main", "radial power spectrum of latents and energy per band"),
+    "spectrum": (
+        "uae.evaluation.cli",
+        "spectrum_main",
+        "radial power spectrum of latents and energy per band",
+    ),
     "filtered-eval": ("uae.evaluation.cli", "filtered_main", "low-pass / high-pass filtered evaluation"),
     "bands": ("uae.inference", "bands_main", "picture of progressive band decodes and band energies"),
-    "encode": ("uae.evaluation.cli", "encode_main", "export band latents of a dataset as sharded safetensors"),
+    "encode": (
+        "uae.evaluation.cli",
+        "encode_main",
+        "export band latents of a dataset as sharded safetensors",
+    ),
     "convert": ("uae.convert", "convert_main", "convert the authors' or RAE checkpoints into uae's layout"),
     "models": ("uae.cli", "models_main", "list the registered models and their pretrained status"),
 }
@@ -60,7 +72,9 @@ def _usage() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``uae`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=os.environ.get("UAE_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("UAE_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
+    )
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0

@@ -24,7 +24,9 @@ import torch
 from torch import nn
 
 
-def radial_frequency(height: int, width: int, transform: str, device: torch.device | None = None) -> torch.Tensor:
+def radial_frequency(
+    height: int, width: int, transform: str, device: torch.device | None = None
+) -> torch.Tensor:
     """Normalised radial frequency of each spectral coefficient.
 
     Args:
@@ -90,7 +92,9 @@ def band_masks(rho: torch.Tensor, num_bands: int, softness: float) -> torch.Tens
     return torch.stack(out)
 
 
-def dct_matrix(n: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def dct_matrix(
+    n: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Orthonormal DCT-II matrix ``D`` (``n x n``): coefficients ``X = D @ x``, inverse ``x = D.T @ X``."""
     k = torch.arange(n, device=device, dtype=torch.float64)[:, None]
     i = torch.arange(n, device=device, dtype=torch.float64)[None, :]
@@ -110,7 +114,9 @@ class BandProjector(nn.Module):
             computed on first use and cached.
     """
 
-    def __init__(self, num_bands: int, transform: str = "fft", softness: float = 0.5, grid_size: int = 16) -> None:
+    def __init__(
+        self, num_bands: int, transform: str = "fft", softness: float = 0.5, grid_size: int = 16
+    ) -> None:
         super().__init__()
         if num_bands < 1:
             raise ValueError(f"num_bands must be >= 1, got {num_bands}")
@@ -172,7 +178,9 @@ class BandProjector(nn.Module):
             h, w = z.shape[-2:]
             masks = self.band_masks(h, w, z.device)[:-1]  # (K-1, H, W')
             spec = self._forward_transform(z)  # (B, C, H, W')
-            lower = self._inverse_transform(spec.unsqueeze(1) * masks[None, :, None], (h, w))  # (B, K-1, C, H, W)
+            lower = self._inverse_transform(
+                spec.unsqueeze(1) * masks[None, :, None], (h, w)
+            )  # (B, K-1, C, H, W)
             last = z - lower.sum(dim=1)
             return torch.cat([lower, last.unsqueeze(1)], dim=1)
 

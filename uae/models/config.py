@@ -121,15 +121,21 @@ class UAEConfig:
         if not 0 <= self.num_semantic_bands <= self.num_bands:
             problems.append(f"num_semantic_bands must be in 0..num_bands, got {self.num_semantic_bands}")
         if self.noise_min_band < 1:
-            problems.append(f"noise_min_band must be >= 1 (band 0 is never noised), got {self.noise_min_band}")
+            problems.append(
+                f"noise_min_band must be >= 1 (band 0 is never noised), got {self.noise_min_band}"
+            )
         if self.noise_std < 0:
             problems.append(f"noise_std must be >= 0, got {self.noise_std}")
         if not 0.0 <= self.band_softness <= 1.0:
             problems.append(f"band_softness must be in [0, 1], got {self.band_softness}")
         if self.encoder_dim % self.encoder_heads:
-            problems.append(f"encoder_dim {self.encoder_dim} is not divisible by encoder_heads {self.encoder_heads}")
+            problems.append(
+                f"encoder_dim {self.encoder_dim} is not divisible by encoder_heads {self.encoder_heads}"
+            )
         if self.decoder_dim % self.decoder_heads:
-            problems.append(f"decoder_dim {self.decoder_dim} is not divisible by decoder_heads {self.decoder_heads}")
+            problems.append(
+                f"decoder_dim {self.decoder_dim} is not divisible by decoder_heads {self.decoder_heads}"
+            )
         for k in ("modulator_in_kernel", "modulator_out_kernel"):
             if getattr(self, k) % 2 == 0:
                 problems.append(f"{k} must be odd, got {getattr(self, k)}")

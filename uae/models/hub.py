@@ -83,8 +83,6 @@ def resolve_pretrained_files(
             raise FileNotFoundError(f"Hub repo '{source}' not found (or private without a token)") from e
         except RevisionNotFoundError as e:
             raise FileNotFoundError(f"revision '{revision}' not found in Hub repo '{source}'") from e
-        except EntryNotFoundError as e:
-            raise FileNotFoundError(f"{name} not found in Hub repo '{source}'") from e
         except LocalEntryNotFoundError as e:
             cache = cache_dir or constants.HF_HUB_CACHE
             raise FileNotFoundError(
@@ -92,4 +90,6 @@ def resolve_pretrained_files(
                 "downloaded (offline or HF_HUB_OFFLINE=1). Download it once with network, or pass a local "
                 "directory holding config.json and model.safetensors."
             ) from e
+        except EntryNotFoundError as e:
+            raise FileNotFoundError(f"{name} not found in Hub repo '{source}'") from e
     return tuple(out)

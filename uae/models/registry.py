@@ -57,7 +57,9 @@ def register_model(
         key = name or fn.__name__
         if key in _REGISTRY:
             raise ValueError(f"model name {key!r} is already registered")
-        _REGISTRY[key] = ModelEntry(key, fn, pretrained or PretrainedSource(), description or (fn.__doc__ or "").strip())
+        _REGISTRY[key] = ModelEntry(
+            key, fn, pretrained or PretrainedSource(), description or (fn.__doc__ or "").strip()
+        )
         return fn
 
     return wrap

@@ -106,7 +106,10 @@ class UAE(
             latent_norm=config.latent_norm,
         )
         self.band_projector = BandProjector(
-            config.num_bands, transform=config.band_transform, softness=config.band_softness, grid_size=config.grid_size
+            config.num_bands,
+            transform=config.band_transform,
+            softness=config.band_softness,
+            grid_size=config.grid_size,
         )
         self.modulator = BandModulator(
             config.latent_dim,
@@ -192,7 +195,9 @@ class UAE(
         """
         return DecoderOutput(sample=self.render(self.fuse(self.split(latent)), clamp=clamp))
 
-    def decode_bands(self, bands: torch.Tensor, upto: int | None = None, clamp: bool | None = None) -> DecoderOutput:
+    def decode_bands(
+        self, bands: torch.Tensor, upto: int | None = None, clamp: bool | None = None
+    ) -> DecoderOutput:
         """Progressive decoding from bands ``0..upto`` (the higher bands are zeroed).
 
         Args:
@@ -227,7 +232,9 @@ class UAE(
         """
         enc = self.encode(x)
         fused = self.fuse(enc.bands)
-        return UAEOutput(sample=self.render(fused, clamp=clamp), latent=enc.latent, bands=enc.bands, fused=fused)
+        return UAEOutput(
+            sample=self.render(fused, clamp=clamp), latent=enc.latent, bands=enc.bands, fused=fused
+        )
 
     def features(
         self,
@@ -256,7 +263,9 @@ class UAE(
         elif isinstance(band, int) and not isinstance(band, bool) and 0 <= band < self.config.num_bands:
             f = enc.bands[:, band]
         else:
-            raise ValueError(f"band must be an int in 0..{self.config.num_bands - 1}, 'all' or 'latent'; got {band!r}")
+            raise ValueError(
+                f"band must be an int in 0..{self.config.num_bands - 1}, 'all' or 'latent'; got {band!r}"
+            )
         return f.mean(dim=(-2, -1)) if pool == "mean" else f
 
     # ------------------------------------------------------------------ latent statistics
@@ -273,7 +282,9 @@ class UAE(
         """Store per-channel latent mean/std ``(C,)`` (saved in ``model.safetensors``)."""
         c = self.config.latent_dim
         if mean.shape != (c,) or std.shape != (c,):
-            raise ValueError(f"latent stats must have shape ({c},), got {tuple(mean.shape)} and {tuple(std.shape)}")
+            raise ValueError(
+                f"latent stats must have shape ({c},), got {tuple(mean.shape)} and {tuple(std.shape)}"
+            )
         if not bool((std > 0).all()):
             raise ValueError("latent std must be positive")
         self.latent_mean.copy_(mean)
@@ -315,7 +326,9 @@ class UAE(
         cfg = {"architecture": ARCHITECTURE, "uae_version": __version__, **self.config.to_dict()}
         (save_directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt", "uae_version": __version__})
+        save_file(
+            state, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt", "uae_version": __version__}
+        )
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """Model card with the config summary filled in (extra ``kwargs`` reach the template)."""
@@ -391,7 +404,9 @@ class UAE(
         model.eval()
         return model
 
-    def load_checked_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True, source: str = "") -> None:
+    def load_checked_state_dict(
+        self, state: dict[str, torch.Tensor], strict: bool = True, source: str = ""
+    ) -> None:
         """``load_state_dict`` with a clear error listing missing/unexpected keys and shape mismatches.
 
         Raises:

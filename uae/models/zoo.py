@@ -11,7 +11,12 @@ _STAGE3_L = "recipes/stage3_gan_dinov2_l.yaml"
 # Decoder sizes (width, depth, heads, mlp ratio), as shipped by RAE.
 VIT_B_DECODER = {"decoder_dim": 768, "decoder_depth": 12, "decoder_heads": 12, "decoder_mlp_ratio": 4.0}
 VIT_L_DECODER = {"decoder_dim": 1024, "decoder_depth": 24, "decoder_heads": 16, "decoder_mlp_ratio": 4.0}
-VIT_XL_DECODER = {"decoder_dim": 1152, "decoder_depth": 28, "decoder_heads": 16, "decoder_mlp_ratio": 4096 / 1152}
+VIT_XL_DECODER = {
+    "decoder_dim": 1152,
+    "decoder_depth": 28,
+    "decoder_heads": 16,
+    "decoder_mlp_ratio": 4096 / 1152,
+}
 
 
 @register_model(
