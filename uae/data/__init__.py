@@ -11,7 +11,19 @@ from uae.data.datasets import (
     is_image_file,
 )
 
+
+
+def __getattr__(name: str):  # lazy: importing lightning is slow and the datasets do not need it
+    if name in ("UAEDataModule", "RepeatDataset"):
+        from uae.data import datamodule
+
+        return getattr(datamodule, name)
+    raise AttributeError(f"module 'uae.data' has no attribute {name!r}")
+
+
 __all__ = [
+    "RepeatDataset",
+    "UAEDataModule",
     "IMAGE_EXTENSIONS",
     "ImageFolderDataset",
     "ImageTransform",

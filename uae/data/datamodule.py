@@ -1,0 +1,216 @@
+"""One LightningDataModule for every training stage: ImageNet, MS-COCO 2017, or any image folder."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import random
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, Dataset
+
+from uae.data.datasets import ImageFolderDataset, coco_split, find_images, image_transform, imagenet_split
+
+logger = logging.getLogger(__name__)
+
+DATASETS = ("folder", "imagenet", "coco")
+
+
+class RepeatDataset(Dataset):
+    """``times`` passes over ``dataset`` as one epoch (small folders with random crops)."""
+
+    def __init__(self, dataset: Dataset, times: int) -> None:
+        self.dataset = dataset
+        self.times = int(times)
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.times  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[i % len(self.dataset)]  # type: ignore[arg-type]
+
+
+class UAEDataModule(pl.LightningDataModule):
+    """Images for UAE training and validation.
+
+    Layouts (``dataset``):
+
+    * ``"folder"``: any folder of images, searched recursively (:data:`uae.data.IMAGE_EXTENSIONS`);
+      class sub-folders give labels (unused by the reconstruction stages). A deterministic
+      ``val_fraction`` of the files (seeded shuffle) is held out for validation, or ``val_root`` is used.
+    * ``"imagenet"``: ``root/train/<wnid>/*.JPEG`` and ``root/val/<wnid>/*.JPEG``.
+    * ``"coco"``: MS-COCO 2017, ``root/train2017`` and ``root/val2017`` (or ``root/images/...``);
+      annotations are ignored.
+
+    Train samples: resize shorter side, random crop (or random-resized crop with ``train_scale``), random
+    horizontal flip. Val samples: resize shorter side + center crop (deterministic). Batches are dicts:
+    ``batch["image"]`` at the encoder input size and, when the decoder output size differs,
+    ``batch["target"]`` at the output size cut from the same crop (see :mod:`uae.data.datasets`).
+
+    Args:
+        root: Dataset root folder.
+        dataset: ``"folder"``, ``"imagenet"`` or ``"coco"``.
+        image_size: Encoder input side; ``None``: taken from the model being trained
+            (``model.config.img_size``) when the trainer sets the module up.
+        out_size: Decoder output side; ``None``: from the model (``model.config.output_size``), or
+            ``image_size`` when there is no model.
+        batch_size: Batch size per device (global batch = batch_size x devices x num_nodes x
+            accumulate_grad_batches).
+        val_batch_size: Validation batch per device (default ``batch_size``).
+        num_workers: DataLoader worker processes per device.
+        pin_memory: Pinned host memory for faster host-to-GPU copies.
+        val_fraction: ``"folder"`` only: fraction of the files held out for validation (0 = no validation).
+        val_root: A separate validation folder (overrides ``val_fraction`` and the layout's val split).
+        max_val_images: Use at most this many validation images (the first ones, deterministic).
+        train_scale: Area range of a random-resized crop for training (``None``: full shorter side).
+        hflip: Random horizontal flips for training.
+        train_repeats: Passes over the training files per epoch (for small folders with random crops).
+        seed: Seed of the held-out split.
+        labels: Class labels from sub-folders: ``None`` automatic, ``False`` never.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        dataset: Literal["folder", "imagenet", "coco"] = "folder",
+        image_size: int | None = None,
+        out_size: int | None = None,
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        num_workers: int = 8,
+        pin_memory: bool = True,
+        val_fraction: float = 0.05,
+        val_root: str | None = None,
+        max_val_images: int | None = None,
+        train_scale: tuple[float, float] | None = None,
+        hflip: bool = True,
+        train_repeats: int = 1,
+        seed: int = 0,
+        labels: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if batch_size < 1 or train_repeats < 1:
+            raise ValueError(f"batch_size and train_repeats must be >= 1, got {batch_size}, {train_repeats}")
+        self.save_hyperparameters()
+        self.root = pathlib.Path(root).expanduser()
+        if not self.root.exists():
+            raise FileNotFoundError(f"data root {str(self.root)!r} does not exist (set --data.root)")
+        if val_root is not None and not pathlib.Path(val_root).expanduser().exists():
+            raise FileNotFoundError(f"validation folder {val_root!r} does not exist")
+        self.dataset = dataset
+        self.image_size = image_size
+        self.out_size = out_size
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.val_fraction = val_fraction
+        self.val_root = val_root
+        self.max_val_images = max_val_images
+        self.train_scale = train_scale
+        self.hflip = hflip
+        self.train_repeats = train_repeats
+        self.seed = seed
+        self.labels = labels
+        self.train_set: ImageFolderDataset | None = None
+        self.val_set: ImageFolderDataset | None = None
+
+    # ------------------------------------------------------------------ sizes
+    def _resolve_sizes(self) -> tuple[int, int]:
+        size, out = self.image_size, self.out_size
+        model = None
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and getattr(trainer, "lightning_module", None) is not None:
+            model = getattr(trainer.lightning_module, "model", None)
+        cfg = getattr(model, "config", None)
+        if size is None:
+            if cfg is None:
+                raise ValueError("UAEDataModule: image_size is not set and there is no model to take it from")
+            size = int(cfg.img_size)
+        if out is None:
+            out = int(cfg.output_size) if cfg is not None and cfg.img_size == size else size
+        return size, out
+
+    # ------------------------------------------------------------------ files
+    def _split_files(self) -> tuple[list[pathlib.Path], list[pathlib.Path], pathlib.Path, pathlib.Path | None]:
+        """Train files, val files, and the folders their class names are relative to."""
+        if self.dataset == "imagenet":
+            tr, va = imagenet_split(self.root, "train"), imagenet_split(self.root, "val")
+        elif self.dataset == "coco":
+            tr, va = coco_split(self.root, "train"), coco_split(self.root, "val")
+        else:
+            tr, va = self.root, None
+        if self.val_root is not None:
+            va = pathlib.Path(self.val_root).expanduser()
+        train_files = find_images(tr)
+        if va is not None:
+            val_files = find_images(va)
+        else:
+            files = list(train_files)
+            random.Random(self.seed).shuffle(files)
+            n_val = int(round(len(files) * self.val_fraction))
+            if self.val_fraction > 0 and len(files) >= 2:
+                n_val = max(1, min(n_val, len(files) - 1))
+            val_files, train_files = sorted(files[:n_val]), sorted(files[n_val:])
+        if self.max_val_images is not None:
+            val_files = val_files[: self.max_val_images]
+        return train_files, val_files, tr, va if va is not None else tr
+
+    def setup(self, stage: str | None = None) -> None:
+        """Scan the folders and build the datasets (raises before training on a missing/empty folder)."""
+        if self.train_set is not None:
+            return
+        size, out = self._resolve_sizes()
+        train_files, val_files, train_root, val_root = self._split_files()
+        labels = False if self.dataset == "coco" else self.labels
+        self.train_set = ImageFolderDataset(
+            train_files,
+            transform=image_transform(size, train=True, out_size=out, hflip=self.hflip, scale=self.train_scale),
+            labels=labels,
+            class_root=train_root,
+        )
+        classes = self.train_set.classes or None
+        self.val_set = (
+            ImageFolderDataset(
+                val_files, transform=image_transform(size, train=False, out_size=out),
+                labels=labels, class_root=val_root, classes=classes if labels is not False else None,
+            )
+            if val_files
+            else None
+        )
+        logger.info(
+            "UAEDataModule(%s, %s): %d train / %d val images, %d px in, %d px out",
+            self.dataset, self.root, len(self.train_set), len(self.val_set or []), size, out,
+        )
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, ds: Dataset, batch_size: int, train: bool) -> DataLoader:
+        n = len(ds)  # type: ignore[arg-type]
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train and n >= batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        ds: Dataset = self.train_set if self.train_repeats == 1 else RepeatDataset(self.train_set, self.train_repeats)
+        return self._loader(ds, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.train_set is None:
+            self.setup("validate")
+        if self.val_set is None:
+            return []
+        return self._loader(self.val_set, self.val_batch_size, train=False)

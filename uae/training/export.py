@@ -1,0 +1,76 @@
+"""Export a Lightning training checkpoint to a Hub-layout directory (``config.json`` + ``model.safetensors``).
+
+``python -m uae.training.export CKPT OUT_DIR [--raw]`` (EMA weights by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from uae.models.config import UAEConfig
+from uae.models.uae import UAE
+
+logger = logging.getLogger(__name__)
+
+
+def load_checkpoint_model(ckpt_path: str | Path, ema: bool = True) -> UAE:
+    """Rebuild the trained :class:`uae.UAE` from a checkpoint written by a uae stage module.
+
+    Args:
+        ckpt_path: Lightning ``.ckpt`` file.
+        ema: Take the EMA weights (``ema.module.*``) when the checkpoint has them; else the raw
+            weights (``model.*``).
+
+    Returns:
+        The model in eval mode on CPU.
+
+    Raises:
+        FileNotFoundError: Missing file.
+        ValueError: Not a uae training checkpoint.
+    """
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)  # Lightning checkpoints hold hparams
+    if "uae_config" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a uae training checkpoint (no 'uae_config')")
+    state = ckpt["state_dict"]
+    prefix = "ema.module." if ema and any(k.startswith("ema.module.") for k in state) else "model."
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not weights:
+        raise ValueError(f"{path} holds no '{prefix}*' weights")
+    model = UAE(UAEConfig.from_dict(ckpt["uae_config"]))
+    model.load_checked_state_dict(weights, strict=True, source=str(path))
+    logger.info("Loaded %s weights from %s", "EMA" if prefix.startswith("ema") else "raw", path)
+    return model.eval()
+
+
+def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, ema: bool = True) -> Path:
+    """Write a checkpoint's model with ``save_pretrained`` into ``out_dir`` (returned)."""
+    model = load_checkpoint_model(ckpt_path, ema=ema)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    return out
+
+
+def export_main(argv: Sequence[str]) -> int:
+    """``uae export CKPT OUT_DIR [--raw]``: Lightning checkpoint -> Hub-layout directory."""
+    parser = argparse.ArgumentParser(prog="uae export", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="Lightning .ckpt written by `uae fit`")
+    parser.add_argument("out_dir", help="output folder (config.json + model.safetensors)")
+    parser.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA weights")
+    args = parser.parse_args(list(argv))
+    out = export_checkpoint(args.checkpoint, args.out_dir, ema=not args.raw)
+    print(f"exported {'raw' if args.raw else 'EMA'} weights to {out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    sys.exit(export_main(sys.argv[1:]))
