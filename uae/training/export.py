@@ -39,14 +39,31 @@ def load_checkpoint_model(ckpt_path: str | Path, ema: bool = True) -> UAE:
     ckpt = torch.load(str(path), map_location="cpu", weights_only=False)  # Lightning checkpoints hold hparams
     if "uae_config" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a uae training checkpoint (no 'uae_config')")
-    state = ckpt["state_dict"]
+    return model_from_state_dict(ckpt["uae_config"], ckpt["state_dict"], ema=ema, source=str(path))
+
+
+def model_from_state_dict(
+    config: dict, state: dict[str, torch.Tensor], ema: bool = True, source: str = "state dict"
+) -> UAE:
+    """Build a :class:`uae.UAE` from a training module's full state dict (``model.*`` / ``ema.module.*`` keys).
+
+    Args:
+        config: ``UAEConfig.to_dict()`` of the trained model.
+        state: The LightningModule's (unsharded) state dict.
+        ema: Prefer the EMA weights when present.
+        source: Name used in messages.
+
+    Raises:
+        ValueError: No model weights in ``state``.
+        UAELoadError: Keys or shapes do not match the config.
+    """
     prefix = "ema.module." if ema and any(k.startswith("ema.module.") for k in state) else "model."
-    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    weights = {k[len(prefix):]: v.detach().cpu() for k, v in state.items() if k.startswith(prefix)}
     if not weights:
-        raise ValueError(f"{path} holds no '{prefix}*' weights")
-    model = UAE(UAEConfig.from_dict(ckpt["uae_config"]))
-    model.load_checked_state_dict(weights, strict=True, source=str(path))
-    logger.info("Loaded %s weights from %s", "EMA" if prefix.startswith("ema") else "raw", path)
+        raise ValueError(f"{source} holds no '{prefix}*' weights")
+    model = UAE(UAEConfig.from_dict(config))
+    model.load_checked_state_dict(weights, strict=True, source=source)
+    logger.info("Loaded %s weights from %s", "EMA" if prefix.startswith("ema") else "raw", source)
     return model.eval()
 
 

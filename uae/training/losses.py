@@ -300,14 +300,15 @@ class DinoDiscriminator(nn.Module):
     """RAE-style discriminator: a frozen DINO ViT (timm) and trainable per-layer heads on its tokens.
 
     Args:
-        weights: File with the ViT weights (timm or original DINO key names); required.
+        weights: File with the ViT weights (timm or original DINO key names), or a timm Hub id
+            (``"timm/vit_small_patch8_224.dino"``) read from the Hub cache; required.
         arch: timm architecture name (RAE: DINO-S/8, ``"vit_small_patch8_224"``).
         layers: Block indices whose token features feed a head (default: 4 evenly spaced).
         img_size: Input side the images are resized to.
         arch_kwargs: Extra timm ``create_model`` arguments (e.g. for tiny test models).
 
     Raises:
-        FileNotFoundError: ``weights`` missing.
+        FileNotFoundError: ``weights`` not available (the message names what to supply).
     """
 
     def __init__(
@@ -323,9 +324,9 @@ class DinoDiscriminator(nn.Module):
 
         from uae.layers.encoder import read_state_dict
 
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"DINO discriminator weights not found: {path}")
+        from uae.models.dinov2 import resolve_dinov2_weights
+
+        path = resolve_dinov2_weights(str(weights))  # a local file, or a timm Hub id from the cache
         kwargs = dict(arch_kwargs or {})
         kwargs.setdefault("img_size", img_size)
         self.backbone = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kwargs)

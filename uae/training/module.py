@@ -440,7 +440,18 @@ class UAETrainingModule(pl.LightningModule):
         checkpoint["uae_stage"] = self.STAGE
 
     def on_train_end(self) -> None:
-        if self.export_dir and self.trainer.is_global_zero:
+        if not self.export_dir:
+            return
+        strategy = self.trainer.strategy
+        if "FSDP" in type(strategy).__name__:  # sharded weights: gather the full state dict (collective)
+            from uae.training.export import model_from_state_dict
+
+            state = strategy.lightning_module_state_dict()
+            if self.trainer.is_global_zero:
+                model = model_from_state_dict(self.model.config.to_dict(), state, source="FSDP state dict")
+                model.save_pretrained(Path(self.export_dir))
+                logger.info("Exported model weights to %s", self.export_dir)
+        elif self.trainer.is_global_zero:
             self.export_pretrained(self.export_dir)
 
 
