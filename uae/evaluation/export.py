@@ -1,0 +1,371 @@
+"""Export band latents (and/or the raw or fused latent) of a whole dataset as sharded safetensors.
+
+Layout of ``out_dir``::
+
+    index.json                 # written atomically after every committed shard
+    files.txt                  # the dataset's image paths (relative to its root), one per line
+    shard-00000.safetensors    # "bands" (n, K, C, h, w) / "latent" (n, C, h, w) / "fused" (n, C, h, w),
+    shard-00001.safetensors    #  "index" (n,) dataset indices, "label" (n,), per-shard float64 moments
+    latent_stats.safetensors   # per-channel mean/std of each exported tensor (when complete)
+
+Shard ``s`` always holds dataset indices ``[s * shard_size, min((s + 1) * shard_size, N))``. A shard
+is written to ``shard-xxxxx.safetensors.tmp``, renamed into place, and only then recorded in
+``index.json`` (itself replaced atomically). A restart with the same arguments skips the shards the
+index lists, deletes stale ``.tmp`` files and recomputes any shard file that the index does not list
+(a crash between rename and index update), so no shard is lost or duplicated.
+
+Per-channel statistics are exact: every shard stores its count, mean and centred sum of squares
+(float64) per channel, and the totals are combined with Chan et al.'s parallel formula, so resumed
+runs give the same statistics as uninterrupted ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from uae.evaluation.common import batch_images
+from uae.utils import maybe_autocast
+
+logger = logging.getLogger(__name__)
+
+INDEX_NAME = "index.json"
+FILES_NAME = "files.txt"
+STATS_NAME = "latent_stats.safetensors"
+EXPORTABLE = ("bands", "latent", "fused")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+FORMAT_VERSION = 1
+
+
+def shard_name(shard: int) -> str:
+    """``shard-00042.safetensors``."""
+    return f"shard-{shard:05d}.safetensors"
+
+
+def channel_moments(x: torch.Tensor, channel_dim: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """``(count, mean, M2)`` per channel in float64; ``channel_dim`` and the dims before it are kept.
+
+    For ``latent (n, C, h, w)`` use ``channel_dim=1`` -> ``(C,)`` moments; for ``bands (n, K, C, h, w)``
+    use ``channel_dim=2`` -> ``(K, C)`` moments (dim 0, the samples, is always reduced).
+    """
+    x = x.double()
+    keep = list(range(1, channel_dim + 1))
+    red = [0] + list(range(channel_dim + 1, x.ndim))
+    count = x.numel() // int(torch.tensor([x.shape[d] for d in keep]).prod())
+    mean = x.mean(dim=red)
+    shape = [1] + [x.shape[d] for d in keep] + [1] * (x.ndim - channel_dim - 1)
+    m2 = (x - mean.view(shape)).pow(2).sum(dim=red)
+    return count, mean, m2
+
+
+def combine_moments(parts: Sequence[tuple[int, torch.Tensor, torch.Tensor]]) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Chan et al.'s pairwise combination of ``(count, mean, M2)`` triples."""
+    n, mean, m2 = parts[0]
+    for nb, mb, m2b in parts[1:]:
+        tot = n + nb
+        delta = mb - mean
+        mean = mean + delta * (nb / tot)
+        m2 = m2 + m2b + delta.pow(2) * (n * nb / tot)
+        n = tot
+    return n, mean, m2
+
+
+def _atomic_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fingerprint(items: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@torch.no_grad()
+def _encode(model: nn.Module, x: torch.Tensor, what: Sequence[str], amp: bool) -> dict[str, torch.Tensor]:
+    with maybe_autocast(x.device, enabled=amp):
+        enc = model.encode(x)
+        out: dict[str, torch.Tensor] = {}
+        if "latent" in what:
+            out["latent"] = enc.latent.float()
+        if "bands" in what:
+            out["bands"] = enc.bands.float()
+        if "fused" in what:
+            out["fused"] = model.fuse(enc.bands).float()
+    return out
+
+
+def read_index(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The export's ``index.json``."""
+    path = Path(out_dir) / INDEX_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {INDEX_NAME} in {str(out_dir)!r}")
+    return json.loads(path.read_text())
+
+
+def export_latents(
+    model: nn.Module,
+    dataset: Dataset,
+    out_dir: str | os.PathLike,
+    what: Sequence[str] = ("bands",),
+    shard_size: int = 4096,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    dtype: str = "float32",
+    device: str | torch.device = "cpu",
+    amp: bool = True,
+    progress: bool = True,
+    metadata: dict[str, Any] | None = None,
+    callback: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Encode a dataset into sharded safetensors; resumable.
+
+    Args:
+        model: A :class:`uae.UAE` (eval mode).
+        dataset: Dict samples with ``"image"`` (and ``"label"``, ``"path"``).
+        out_dir: Output folder (created). Re-running with the same arguments resumes.
+        what: Any of ``"bands"`` ``(K, C, h, w)``, ``"latent"`` ``(C, h, w)``, ``"fused"`` ``(C, h, w)``
+            (the band modulator's output in eval mode, i.e. what the decoder sees).
+        shard_size: Images per shard.
+        batch_size: Encoding batch size.
+        num_workers: Loader workers.
+        dtype: Storage dtype of the latents (statistics are always computed in float64 first).
+        device: Device.
+        amp: Autocast on CUDA.
+        progress: tqdm bar.
+        metadata: Extra JSON-able entries for the index (e.g. the model spec).
+        callback: Called as ``callback(event, shard, batch)`` with ``event`` ``"batch"`` (after each
+            batch inside a shard) or ``"shard"`` (after a shard is committed); for progress hooks and tests.
+
+    Returns:
+        The final index dict.
+
+    Raises:
+        ValueError: Bad arguments, or ``out_dir`` holds an export made with different settings.
+    """
+    from tqdm.auto import tqdm
+
+    what = list(dict.fromkeys(what))
+    bad = [w for w in what if w not in EXPORTABLE]
+    if not what or bad:
+        raise ValueError(f"--what must be some of {EXPORTABLE}, got {what}")
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if shard_size <= 0 or batch_size <= 0:
+        raise ValueError(f"shard_size and batch_size must be positive, got {shard_size}, {batch_size}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(dataset)
+    files = [str(f) for f in getattr(dataset, "files", [])]
+    root = getattr(dataset, "root", None)
+    rel_files = [os.path.relpath(f, root) if root is not None else f for f in files]
+    cfg = model.config
+    settings = {
+        "num_images": n,
+        "shard_size": shard_size,
+        "what": what,
+        "dtype": dtype,
+        "files_sha1": hashlib.sha1("\n".join(rel_files).encode()).hexdigest(),
+        "model_config": cfg.to_dict(),
+        "model_weights_sha1": _state_fingerprint(model),
+    }
+    fp = _fingerprint(settings)
+    index_path = out / INDEX_NAME
+    if index_path.is_file():
+        index = json.loads(index_path.read_text())
+        if index.get("fingerprint") != fp:
+            raise ValueError(
+                f"{str(out)!r} holds an export made with different settings (model, data, shard size, --what or "
+                "--dtype); use a new --out folder"
+            )
+    else:
+        index = {
+            "format_version": FORMAT_VERSION,
+            "fingerprint": fp,
+            "num_images": n,
+            "num_shards": (n + shard_size - 1) // shard_size,
+            "shard_size": shard_size,
+            "what": what,
+            "dtype": dtype,
+            "shapes": {},
+            "classes": list(getattr(dataset, "classes", [])),
+            "model": {"name": cfg.name, "latent_shape": list(cfg.latent_shape), "num_bands": cfg.num_bands,
+                      "band_transform": cfg.band_transform, "img_size": cfg.img_size},
+            "metadata": metadata or {},
+            "shards": [],
+            "complete": False,
+        }
+        (out / FILES_NAME).write_text("\n".join(rel_files) + ("\n" if rel_files else ""))
+        _atomic_json(index_path, index)
+    # Discard partial work: temp files, and shard files the index does not list.
+    done = {int(s["shard"]) for s in index["shards"]}
+    for p in out.glob("*.tmp"):
+        logger.info("Removing partial file %s", p)
+        p.unlink()
+    for p in out.glob("shard-*.safetensors"):
+        try:
+            sid = int(p.name[len("shard-") : -len(".safetensors")])
+        except ValueError:
+            continue
+        if sid not in done:
+            logger.info("Removing uncommitted shard %s (will be recomputed)", p)
+            p.unlink()
+    num_shards = index["num_shards"]
+    pending = [s for s in range(num_shards) if s not in done]
+    if pending:
+        logger.info("Exporting %d of %d shards to %s", len(pending), num_shards, out)
+    batches: list[list[int]] = []
+    owner: list[int] = []
+    for s in pending:
+        lo, hi = s * shard_size, min((s + 1) * shard_size, n)
+        for b in range(lo, hi, batch_size):
+            batches.append(list(range(b, min(b + batch_size, hi))))
+            owner.append(s)
+    device = torch.device(device)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=device.type == "cuda")
+    store = DTYPES[dtype]
+    bar = tqdm(total=sum(len(b) for b in batches), desc="encode", unit="img", disable=not progress, dynamic_ncols=True)
+    cur: int | None = None
+    buf: dict[str, list[torch.Tensor]] = {}
+    batch_in_shard = 0
+    try:
+        for bi, batch in enumerate(loader):
+            s = owner[bi]
+            if cur is not None and s != cur:
+                _commit(out, index, index_path, cur, buf, store)
+                if callback is not None:
+                    callback("shard", cur, batch_in_shard)
+                buf, batch_in_shard = {}, 0
+            cur = s
+            x, _ = batch_images(batch, device)
+            for k, v in _encode(model, x, what, amp).items():
+                buf.setdefault(k, []).append(v.cpu())
+            buf.setdefault("index", []).append(torch.as_tensor(batch["index"]).long())
+            buf.setdefault("label", []).append(torch.as_tensor(batch["label"]).long())
+            bar.update(x.shape[0])
+            batch_in_shard += 1
+            if callback is not None:
+                callback("batch", s, batch_in_shard)
+        if cur is not None:
+            _commit(out, index, index_path, cur, buf, store)
+            if callback is not None:
+                callback("shard", cur, batch_in_shard)
+    finally:
+        bar.close()
+    return _finalize(out, index, index_path)
+
+
+def _state_fingerprint(model: nn.Module) -> str:
+    """A cheap fingerprint of the weights (shapes + a few values of every tensor)."""
+    h = hashlib.sha1()
+    for k, v in model.state_dict().items():
+        flat = v.detach().flatten()
+        h.update(f"{k}{tuple(v.shape)}".encode())
+        if flat.numel():
+            h.update(flat[:: max(1, flat.numel() // 8)].double().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _commit(out: Path, index: dict[str, Any], index_path: Path, shard: int, buf: dict[str, list[torch.Tensor]], store: torch.dtype) -> None:
+    """Write one complete shard (tmp + rename), then record it in the index (atomic)."""
+    tensors: dict[str, torch.Tensor] = {}
+    entry: dict[str, Any] = {"shard": shard, "file": shard_name(shard)}
+    idx = torch.cat(buf["index"])
+    lo = shard * index["shard_size"]
+    expected = torch.arange(lo, min(lo + index["shard_size"], index["num_images"]))
+    if not torch.equal(idx, expected):
+        raise RuntimeError(f"shard {shard} got indices {idx[:4].tolist()}... instead of {lo}..{int(expected[-1])}")
+    tensors["index"] = idx
+    tensors["label"] = torch.cat(buf["label"])
+    for k in EXPORTABLE:
+        if k not in buf:
+            continue
+        full = torch.cat(buf[k])
+        count, mean, m2 = channel_moments(full, channel_dim=2 if k == "bands" else 1)
+        tensors[k] = full.to(store).contiguous()
+        tensors[f"stats.{k}.mean"] = mean
+        tensors[f"stats.{k}.m2"] = m2
+        tensors[f"stats.{k}.count"] = torch.tensor([count], dtype=torch.int64)
+        index["shapes"][k] = list(full.shape[1:])
+    final = out / shard_name(shard)
+    tmp = final.with_name(final.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"shard": str(shard), "start": str(lo), "count": str(len(idx))})
+    os.replace(tmp, final)
+    entry.update({"start": lo, "count": len(idx), "bytes": final.stat().st_size})
+    index["shards"] = sorted([*(s for s in index["shards"] if s["shard"] != shard), entry], key=lambda e: e["shard"])
+    _atomic_json(index_path, index)
+
+
+def _finalize(out: Path, index: dict[str, Any], index_path: Path) -> dict[str, Any]:
+    """When all shards are committed: combine the per-shard moments into per-channel mean/std."""
+    if len(index["shards"]) != index["num_shards"]:
+        return index
+    stats: dict[str, Any] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    for k in index["what"]:
+        parts = []
+        for e in index["shards"]:
+            with safe_open(str(out / e["file"]), framework="pt") as f:
+                parts.append((int(f.get_tensor(f"stats.{k}.count")[0]), f.get_tensor(f"stats.{k}.mean"), f.get_tensor(f"stats.{k}.m2")))
+        count, mean, m2 = combine_moments(parts)
+        std = (m2 / max(count - 1, 1)).sqrt()
+        stats[k] = {"count": count, "mean": mean.tolist(), "std": std.tolist()}
+        tensors[f"{k}.mean"] = mean.float().contiguous()
+        tensors[f"{k}.std"] = std.float().contiguous()
+    tmp = out / (STATS_NAME + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, out / STATS_NAME)
+    index["stats"] = stats
+    index["complete"] = True
+    _atomic_json(index_path, index)
+    return index
+
+
+def load_shard(out_dir: str | os.PathLike, shard: int) -> dict[str, torch.Tensor]:
+    """All tensors of one shard (``bands``/``latent``/``fused``, ``index``, ``label``, ``stats.*``)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(out_dir) / shard_name(shard)))
+
+
+def verify_export(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Check an export: every indexed shard exists, no stray shard files, indices cover ``0..N-1`` once.
+
+    Returns:
+        The index.
+
+    Raises:
+        ValueError: Naming the inconsistency.
+    """
+    out = Path(out_dir)
+    index = read_index(out)
+    listed = {e["file"] for e in index["shards"]}
+    on_disk = {p.name for p in out.glob("shard-*.safetensors")}
+    if listed != on_disk:
+        raise ValueError(f"index and shard files differ: only indexed {sorted(listed - on_disk)}, only on disk {sorted(on_disk - listed)}")
+    seen: list[torch.Tensor] = []
+    for e in index["shards"]:
+        with safe_open(str(out / e["file"]), framework="pt") as f:
+            idx = f.get_tensor("index")
+        if len(idx) != e["count"] or int(idx[0]) != e["start"]:
+            raise ValueError(f"{e['file']}: holds {len(idx)} samples from {int(idx[0])}, index says {e['count']} from {e['start']}")
+        seen.append(idx)
+    allidx = torch.cat(seen) if seen else torch.zeros(0, dtype=torch.long)
+    if len(torch.unique(allidx)) != len(allidx):
+        raise ValueError("duplicate sample indices across shards")
+    if index.get("complete") and not torch.equal(torch.sort(allidx).values, torch.arange(index["num_images"])):
+        raise ValueError("complete export does not cover every sample exactly once")
+    return index

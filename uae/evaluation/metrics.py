@@ -1,0 +1,320 @@
+"""Streaming reconstruction metrics: PSNR, SSIM (torchmetrics), LPIPS (torchmetrics) and rFID (torch-fidelity).
+
+Nothing holds a whole dataset: PSNR/SSIM/LPIPS accumulate per-image scores, rFID accumulates the
+first and second moments of the 2048-d Inception pool features in float64 and turns them into the
+Frechet distance with torch-fidelity's own formula.
+
+rFID uses torch-fidelity's **standard** ``inception-v3-compat`` network (the TF-FID Inception, the one
+behind published FID numbers), *not* torchvision's ``inception_v3`` as in the authors' code, so our
+numbers compare with torch-fidelity / RAE numbers but not with the authors' own rFID.
+
+Pretrained weights the metrics need (Inception for rFID, the torchvision VGG/AlexNet/SqueezeNet
+backbone for LPIPS) are looked up in the torch hub cache first; when they are missing and the machine
+is offline (``HF_HUB_OFFLINE=1``, ``UAE_OFFLINE=1`` or no route to the download host, checked with a
+2 s connection attempt) the metric is reported as unavailable with the file name and where to put
+it, immediately, and the other metrics still run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+#: torch-fidelity's Inception weights (file name in the torch hub cache).
+INCEPTION_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+#: The same TF-FID network as distributed by pytorch-fid (same key names); accepted from the cache too.
+INCEPTION_FILE_ALT = "pt_inception-2015-12-05-6726825d.pth"
+#: How every rFID result describes its feature network.
+RFID_NOTE = (
+    "rFID: torch-fidelity's standard inception-v3-compat (TF-FID Inception, 2048-d pool features), "
+    "not torchvision's inception_v3 as in the authors' code"
+)
+LPIPS_NETS = {"vgg": "VGG16_Weights", "alex": "AlexNet_Weights", "squeeze": "SqueezeNet1_1_Weights"}
+
+
+class MetricUnavailable(RuntimeError):
+    """A metric cannot run (missing pretrained weights offline); the message says how to fix it."""
+
+
+def offline_mode() -> bool:
+    """True when ``HF_HUB_OFFLINE`` or ``UAE_OFFLINE`` is set to a true value."""
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "UAE_OFFLINE"))
+
+
+def network_available(url: str, timeout: float = 2.0) -> bool:
+    """Whether ``url``'s host accepts a TCP connection within ``timeout`` seconds (``False`` when offline mode)."""
+    if offline_mode():
+        return False
+    host = urlparse(url).hostname or ""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_checkpoint_dir() -> Path:
+    """``$TORCH_HOME/hub/checkpoints`` (where torch and torch-fidelity cache downloaded weights)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def resolve_inception_weights(path: str | os.PathLike | None = None, allow_download: bool = True) -> Path:
+    """Path of the FID Inception weights.
+
+    Args:
+        path: An explicit file (``--inception-weights``); must exist.
+        allow_download: Download into the torch hub cache when missing and the network is reachable.
+
+    Returns:
+        The weights file.
+
+    Raises:
+        FileNotFoundError: ``path`` was given and does not exist.
+        MetricUnavailable: Not cached and cannot be downloaded (the reason names the file and folder).
+    """
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"--inception-weights {str(p)!r} does not exist")
+        return p
+    cache = hub_checkpoint_dir()
+    for name in (INCEPTION_FILE, INCEPTION_FILE_ALT):
+        if (cache / name).is_file():
+            return cache / name
+    hint = (
+        f"Inception weights for rFID not found: put {INCEPTION_FILE} (torch-fidelity; pytorch-fid's "
+        f"{INCEPTION_FILE_ALT} also works) into {cache} or pass --inception-weights PATH "
+        f"(download: {INCEPTION_URL})"
+    )
+    if not allow_download:
+        raise MetricUnavailable(hint + "; downloads disabled")
+    if not network_available(INCEPTION_URL):
+        raise MetricUnavailable(hint + "; offline")
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(INCEPTION_URL, str(cache / INCEPTION_FILE), progress=False)
+    except Exception as e:  # noqa: BLE001 - any download failure makes the metric unavailable
+        raise MetricUnavailable(f"{hint}; download failed: {e}") from e
+    return cache / INCEPTION_FILE
+
+
+def resolve_lpips_backbone(net: str = "vgg", allow_download: bool = True) -> None:
+    """Check that torchvision's pretrained backbone for LPIPS is cached (or downloadable).
+
+    The LPIPS linear heads ship inside torchmetrics; only the backbone comes from the network.
+
+    Raises:
+        ValueError: Unknown ``net``.
+        MetricUnavailable: Not cached and cannot be downloaded (the reason names the file and folder).
+    """
+    if net not in LPIPS_NETS:
+        raise ValueError(f"--lpips-net must be one of {sorted(LPIPS_NETS)}, got {net!r}")
+    import torchvision
+
+    url = getattr(torchvision.models, LPIPS_NETS[net]).DEFAULT.url
+    name = os.path.basename(urlparse(url).path)
+    cache = hub_checkpoint_dir()
+    if (cache / name).is_file():
+        return
+    hint = f"LPIPS ({net}) backbone weights not found: put {name} into {cache} (download: {url})"
+    if not allow_download:
+        raise MetricUnavailable(hint + "; downloads disabled")
+    if not network_available(url):
+        raise MetricUnavailable(hint + "; offline")
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """``[0, 1]`` float images -> uint8 ``0..255`` (rounded, clamped)."""
+    return (x.detach().float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Round ``[0, 1]`` images to the 8-bit grid (what a saved PNG holds), back to float."""
+    return to_uint8(x).float() / 255.0
+
+
+class InceptionFeatures(nn.Module):
+    """torch-fidelity's ``inception-v3-compat`` 2048-d pool features of ``[0, 1]`` images.
+
+    Args:
+        weights_path: The Inception weights file (see :func:`resolve_inception_weights`). It is first
+            read with ``torch.load(weights_only=True)`` (a file with arbitrary pickled code is refused).
+    """
+
+    def __init__(self, weights_path: str | os.PathLike) -> None:
+        super().__init__()
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        try:
+            torch.load(str(weights_path), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise MetricUnavailable(f"cannot read Inception weights {str(weights_path)!r}: {e}") from e
+        try:
+            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights_path))
+        except RuntimeError as e:
+            raise MetricUnavailable(f"Inception weights {str(weights_path)!r} do not match torch-fidelity's network: {e}") from e
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` in ``[0, 1]`` -> ``(B, 2048)`` float64 features."""
+        (feats,) = self.net(to_uint8(x))
+        return feats.double()
+
+
+@dataclass
+class GaussianStats:
+    """Streaming mean / covariance of feature vectors (float64 sums; constant memory)."""
+
+    dim: int | None = None
+    n: int = 0
+    total: torch.Tensor | None = None
+    outer: torch.Tensor | None = None
+
+    def update(self, feats: torch.Tensor) -> None:
+        """Add ``(B, D)`` features."""
+        f = feats.detach().double().cpu()
+        if f.ndim != 2:
+            raise ValueError(f"expected features (B, D), got {tuple(f.shape)}")
+        if self.total is None:
+            self.dim = f.shape[1]
+            self.total = torch.zeros(self.dim, dtype=torch.float64)
+            self.outer = torch.zeros(self.dim, self.dim, dtype=torch.float64)
+        self.n += f.shape[0]
+        self.total += f.sum(0)
+        self.outer += f.T @ f
+
+    def statistics(self) -> dict[str, np.ndarray]:
+        """``{"mu": (D,), "sigma": (D, D)}`` (unbiased covariance, as ``np.cov``)."""
+        if self.n < 2 or self.total is None or self.outer is None:
+            raise ValueError(f"need at least 2 samples for a covariance, got {self.n}")
+        mu = self.total / self.n
+        sigma = (self.outer - self.n * torch.outer(mu, mu)) / (self.n - 1)
+        return {"mu": mu.numpy(), "sigma": sigma.numpy()}
+
+
+def frechet_distance(real: GaussianStats, fake: GaussianStats) -> float:
+    """Frechet distance between two feature Gaussians, with torch-fidelity's formula."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    return float(fid_statistics_to_metric(real.statistics(), fake.statistics(), verbose=False)[KEY_METRIC_FID])
+
+
+@dataclass
+class ReconstructionMetrics:
+    """Accumulate PSNR / SSIM / LPIPS / rFID over batches of (reconstruction, reference) pairs.
+
+    Args:
+        lpips: Compute LPIPS.
+        fid: Compute rFID.
+        lpips_net: ``"vgg"`` (default), ``"alex"`` or ``"squeeze"``.
+        inception_weights: Explicit Inception weights file (``--inception-weights``).
+        allow_download: Allow fetching missing weights when online.
+        quantize: Round both images to 8 bits first (the numbers then describe saved PNGs).
+        device: Device of the metric networks.
+    """
+
+    lpips: bool = True
+    fid: bool = True
+    lpips_net: str = "vgg"
+    inception_weights: str | os.PathLike | None = None
+    allow_download: bool = True
+    quantize: bool = True
+    device: str | torch.device = "cpu"
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+        dev = torch.device(self.device)
+        # Per-image PSNR (dim over C, H, W) averaged over images, as tokenizer papers report it.
+        self._psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean").to(dev)
+        self._ssim = StructuralSimilarityIndexMeasure(data_range=1.0).to(dev)
+        self._lpips = None
+        self._inception: InceptionFeatures | None = None
+        self._real = GaussianStats()
+        self._fake = GaussianStats()
+        self.num_images = 0
+        if self.lpips:
+            try:
+                resolve_lpips_backbone(self.lpips_net, allow_download=self.allow_download)
+                from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+                self._lpips = LearnedPerceptualImagePatchSimilarity(net_type=self.lpips_net, normalize=True).to(dev)
+            except MetricUnavailable as e:
+                self.unavailable["lpips"] = str(e)
+                logger.warning("LPIPS unavailable: %s", e)
+        else:
+            self.unavailable["lpips"] = "disabled (--no-lpips)"
+        if self.fid:
+            try:
+                path = resolve_inception_weights(self.inception_weights, allow_download=self.allow_download)
+                self._inception = InceptionFeatures(path).to(dev)
+            except MetricUnavailable as e:
+                self.unavailable["rfid"] = str(e)
+                logger.warning("rFID unavailable: %s", e)
+        else:
+            self.unavailable["rfid"] = "disabled (--no-fid)"
+
+    @torch.no_grad()
+    def update(self, recon: torch.Tensor, ref: torch.Tensor) -> None:
+        """Add a batch.
+
+        Args:
+            recon: ``(B, 3, H, W)`` reconstructions in ``[0, 1]``.
+            ref: ``(B, 3, H, W)`` references (originals) in ``[0, 1]``, same size.
+        """
+        if recon.shape != ref.shape:
+            raise ValueError(f"reconstruction {tuple(recon.shape)} and reference {tuple(ref.shape)} differ in shape")
+        recon = recon.float().clamp(0.0, 1.0)
+        ref = ref.float().clamp(0.0, 1.0)
+        if self.quantize:
+            recon, ref = quantize(recon), quantize(ref)
+        self._psnr.update(recon, ref)
+        self._ssim.update(recon, ref)
+        if self._lpips is not None:
+            self._lpips.update(recon, ref)
+        if self._inception is not None:
+            self._real.update(self._inception(ref))
+            self._fake.update(self._inception(recon))
+        self.num_images += recon.shape[0]
+
+    def compute(self) -> dict[str, Any]:
+        """The metrics as a JSON-ready dict (``None`` for unavailable ones, with ``unavailable`` reasons)."""
+        if self.num_images == 0:
+            raise ValueError("no images were evaluated")
+        out: dict[str, Any] = {
+            "num_images": self.num_images,
+            "psnr": float(self._psnr.compute()),
+            "ssim": float(self._ssim.compute()),
+            "lpips": float(self._lpips.compute()) if self._lpips is not None else None,
+            "rfid": None,
+        }
+        if self._inception is not None:
+            if self.num_images < 2:
+                self.unavailable["rfid"] = "rFID needs at least 2 images"
+            else:
+                out["rfid"] = frechet_distance(self._real, self._fake)
+                if self.num_images < 2048:
+                    logger.warning("rFID on %d images (< 2048, the feature size) is strongly biased", self.num_images)
+        out["unavailable"] = dict(self.unavailable)
+        out["notes"] = {
+            "rfid": RFID_NOTE,
+            "psnr": "per-image PSNR (data range 1) averaged over images" + (", 8-bit quantised" if self.quantize else ""),
+            "ssim": "torchmetrics SSIM (gaussian 11x11, sigma 1.5, data range 1)",
+            "lpips": f"torchmetrics LPIPS ({self.lpips_net})",
+        }
+        return out
