@@ -1,0 +1,174 @@
+"""Streamed reconstruction metrics agree with direct torchmetrics / torch-fidelity computations."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from uae.evaluation import metrics as M
+from uae.evaluation.metrics import GaussianStats, ReconstructionMetrics, frechet_distance, quantize
+
+
+@pytest.fixture
+def empty_hub(tmp_path, monkeypatch) -> Path:
+    """An empty torch hub cache and offline mode: no metric weights anywhere."""
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return hub
+
+
+def _pairs(photos32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    noisy = (photos32 + 0.08 * torch.randn(photos32.shape, generator=g)).clamp(0, 1)
+    return noisy, photos32
+
+
+def test_streamed_psnr_ssim_equal_direct_torchmetrics(photos32, empty_hub):
+    recon, ref = _pairs(photos32)
+    m = ReconstructionMetrics(lpips=False, fid=False, quantize=False)
+    for i in range(0, len(ref), 3):  # uneven batches: 3 + 1
+        m.update(recon[i : i + 3], ref[i : i + 3])
+    res = m.compute()
+    per_image_psnr = torch.stack(
+        [peak_signal_noise_ratio(recon[i : i + 1], ref[i : i + 1], data_range=1.0) for i in range(len(ref))]
+    ).mean()
+    ssim = structural_similarity_index_measure(recon, ref, data_range=1.0)
+    assert res["num_images"] == len(ref)
+    assert res["psnr"] == pytest.approx(float(per_image_psnr), rel=1e-5)
+    assert res["ssim"] == pytest.approx(float(ssim), rel=1e-5)
+    assert 10 < res["psnr"] < 40 and 0 < res["ssim"] < 1
+    # With 8-bit quantisation (default) the numbers are those of the rounded images.
+    mq = ReconstructionMetrics(lpips=False, fid=False)
+    mq.update(recon, ref)
+    rq = mq.compute()
+    direct_q = torch.stack(
+        [peak_signal_noise_ratio(quantize(recon[i : i + 1]), quantize(ref[i : i + 1]), data_range=1.0) for i in range(len(ref))]
+    ).mean()
+    assert rq["psnr"] == pytest.approx(float(direct_q), rel=1e-5)
+    assert rq["psnr"] != pytest.approx(res["psnr"], rel=1e-7)
+
+
+def test_identical_images_give_infinite_psnr_and_unit_ssim(photos32, empty_hub):
+    m = ReconstructionMetrics(lpips=False, fid=False)
+    m.update(photos32, photos32)
+    res = m.compute()
+    assert res["ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert res["psnr"] > 80 or np.isinf(res["psnr"])
+
+
+def test_shape_mismatch_and_empty_raise(photos32, empty_hub):
+    m = ReconstructionMetrics(lpips=False, fid=False)
+    with pytest.raises(ValueError, match="differ in shape"):
+        m.update(photos32[:, :, :16], photos32)
+    with pytest.raises(ValueError, match="no images"):
+        m.compute()
+
+
+def test_gaussian_stats_and_fid_match_torch_fidelity():
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(300, 12, generator=g, dtype=torch.float64) @ torch.randn(12, 12, generator=g, dtype=torch.float64)
+    b = a[torch.randperm(300, generator=g)][:250] * 1.3 + 0.5
+    sa, sb = GaussianStats(), GaussianStats()
+    for i in range(0, 300, 64):
+        sa.update(a[i : i + 64])
+    for i in range(0, 250, 50):
+        sb.update(b[i : i + 50])
+    ref_a, ref_b = fid_features_to_statistics(a), fid_features_to_statistics(b)
+    np.testing.assert_allclose(sa.statistics()["mu"], ref_a["mu"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sa.statistics()["sigma"], ref_a["sigma"], rtol=1e-8, atol=1e-10)
+    expected = fid_statistics_to_metric(ref_a, ref_b, verbose=False)["frechet_inception_distance"]
+    assert frechet_distance(sa, sb) == pytest.approx(expected, rel=1e-8)
+    assert expected > 1.0
+    # Same covariance, shifted mean: FID is exactly the squared shift.
+    shift = torch.full((12,), 0.25, dtype=torch.float64)
+    sc = GaussianStats()
+    sc.update(a + shift)
+    assert frechet_distance(sa, sc) == pytest.approx(float(shift @ shift), rel=1e-6, abs=1e-8)
+
+
+def test_offline_inception_and_lpips_are_reported_unavailable_quickly(photos32, empty_hub):
+    start = time.perf_counter()
+    m = ReconstructionMetrics()  # lpips + fid requested, nothing cached, offline
+    elapsed = time.perf_counter() - start
+    recon, ref = _pairs(photos32)
+    m.update(recon, ref)
+    res = m.compute()
+    assert elapsed < 2.0
+    assert res["rfid"] is None and res["lpips"] is None
+    why = res["unavailable"]["rfid"]
+    assert M.INCEPTION_FILE in why and M.INCEPTION_FILE_ALT in why and "--inception-weights" in why
+    assert str(empty_hub / "checkpoints") in why and "offline" in why
+    assert "vgg16-397923af.pth" in res["unavailable"]["lpips"]
+    assert res["psnr"] > 0 and res["ssim"] > 0  # the other metrics still ran
+    assert "inception-v3-compat" in res["notes"]["rfid"] and "not torchvision" in res["notes"]["rfid"]
+
+
+def test_missing_explicit_inception_weights_is_a_user_error(tmp_path, empty_hub):
+    with pytest.raises(FileNotFoundError, match="inception-weights"):
+        ReconstructionMetrics(lpips=False, inception_weights=tmp_path / "nope.pth")
+
+
+def _random_inception_file(path: Path, monkeypatch) -> Path:
+    """A randomly initialised torch-fidelity Inception saved in its expected state-dict format."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    with monkeypatch.context() as mp:
+        mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: None)
+        mp.setattr(fe, "load_state_dict_from_url", lambda *a, **k: {})
+        torch.manual_seed(0)
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_full_rfid_path_with_weights_file_matches_direct_torch_fidelity(photos32, tmp_path, empty_hub, monkeypatch):
+    """Weights are found in the hub cache under torch-fidelity's file name and loaded by torch-fidelity;
+    the streamed rFID equals torch-fidelity's statistics on all features at once. The 299 px Inception
+    forward is replaced by a cheap deterministic 64-d feature map to keep the test fast (a random
+    Inception's forward and 2048-d eigendecompositions take minutes on a small CPU)."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    ckpt = empty_hub / "checkpoints"
+    ckpt.mkdir(parents=True)
+    _random_inception_file(ckpt / M.INCEPTION_FILE, monkeypatch)
+    proj = torch.randn(3 * 4 * 4, 64, generator=torch.Generator().manual_seed(1))
+    seen_dtypes = []
+
+    def cheap_forward(self, x):
+        seen_dtypes.append(x.dtype)
+        pooled = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255.0, 4).flatten(1)
+        return (torch.tanh(pooled @ proj),)
+
+    monkeypatch.setattr(FeatureExtractorInceptionV3, "forward", cheap_forward)
+    recon, ref = _pairs(photos32)
+    recon = torch.cat([recon, recon.flip(-1)])
+    ref = torch.cat([ref, ref.flip(-1)])
+    m = ReconstructionMetrics(lpips=False)
+    assert "rfid" not in m.unavailable
+    for i in range(0, len(ref), 3):
+        m.update(recon[i : i + 3], ref[i : i + 3])
+    res = m.compute()
+    assert set(seen_dtypes) == {torch.uint8}
+    net = m._inception.net
+    fr = fid_features_to_statistics(net(M.to_uint8(ref))[0].double())
+    ff = fid_features_to_statistics(net(M.to_uint8(recon))[0].double())
+    expected = fid_statistics_to_metric(fr, ff, verbose=False)["frechet_inception_distance"]
+    assert res["rfid"] == pytest.approx(expected, rel=1e-6, abs=1e-6)
+    assert res["rfid"] > 0
+    assert abs(frechet_distance(m._real, m._real)) < 1e-6 * res["rfid"] + 1e-9
+
+
+def test_pickled_code_in_inception_file_is_refused(tmp_path, empty_hub):
+    bad = tmp_path / "bad.pth"
+    torch.save({"x": object()}, bad)
+    m = ReconstructionMetrics(lpips=False, inception_weights=bad)
+    assert "cannot read Inception weights" in m.unavailable["rfid"]
