@@ -164,7 +164,7 @@ def test_full_rfid_path_with_weights_file_matches_direct_torch_fidelity(photos32
     expected = fid_statistics_to_metric(fr, ff, verbose=False)["frechet_inception_distance"]
     assert res["rfid"] == pytest.approx(expected, rel=1e-6, abs=1e-6)
     assert res["rfid"] > 0
-    assert abs(frechet_distance(m._real, m._real)) < 1e-6 * res["rfid"] + 1e-9
+    assert abs(frechet_distance(m._real, m._real)) < 1e-3 * res["rfid"]
 
 
 def test_pickled_code_in_inception_file_is_refused(tmp_path, empty_hub):
