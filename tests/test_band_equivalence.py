@@ -1,0 +1,102 @@
+"""Optimised band-projector paths equal their references within float tolerance.
+
+The fused split (one real FFT / DCT, precomputed effective masks, one batched inverse) must equal the
+literal iterative split ``BandProjector.split_iterative``; the cached, matmul-based DCT must equal the
+plain einsum with freshly built DCT matrices; caches built under ``torch.inference_mode`` must still
+work with autograd.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import uae
+from uae.layers.band_projector import BandProjector, dct_matrix
+
+
+def _einsum_dct(z: torch.Tensor) -> torch.Tensor:
+    """Reference forward DCT-II over the last two axes (matrices rebuilt each call)."""
+    return torch.einsum("uh,...hw,vw->...uv", dct_matrix(z.shape[-2]), z, dct_matrix(z.shape[-1]))
+
+
+def _einsum_idct(spec: torch.Tensor) -> torch.Tensor:
+    """Reference inverse DCT-II."""
+    return torch.einsum("uh,...uv,vw->...hw", dct_matrix(spec.shape[-2]), spec, dct_matrix(spec.shape[-1]))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 16, 16), (3, 4, 7, 9), (2, 3, 4, 8, 8)])
+def test_cached_matmul_dct_equals_einsum_reference(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    z = torch.randn(shape)
+    proj = BandProjector(4, transform="dct", grid_size=16)
+    spec = proj._forward_transform(z)
+    torch.testing.assert_close(spec, _einsum_dct(z), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        proj._inverse_transform(spec, z.shape[-2:]), _einsum_idct(spec), rtol=1e-5, atol=1e-5
+    )
+    torch.testing.assert_close(proj._inverse_transform(spec, z.shape[-2:]), z, rtol=1e-5, atol=1e-5)
+
+
+def test_dct_matrices_are_cached_once_per_size_and_device() -> None:
+    proj = BandProjector(3, transform="dct", grid_size=8)
+    d16 = proj._dct(16, torch.device("cpu"))
+    assert proj._dct(16, torch.device("cpu")) is d16  # built once
+    torch.testing.assert_close(d16 @ d16.T, torch.eye(16), atol=1e-6, rtol=0)  # orthonormal
+    torch.testing.assert_close(d16, dct_matrix(16))
+    proj(torch.randn(1, 2, 16, 16))
+    proj(torch.randn(1, 2, 7, 5))
+    assert set(proj._dct_cache) == {(16, "cpu"), (7, "cpu"), (5, "cpu")}
+
+
+@pytest.mark.parametrize("transform", ["fft", "dct"])
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+@pytest.mark.parametrize("hw", [(16, 16), (9, 12)])
+def test_fused_split_equals_iterative_reference(transform: str, k: int, hw: tuple[int, int]) -> None:
+    torch.manual_seed(k)
+    z = torch.randn(2, 64, *hw) * 2 + 0.5
+    proj = BandProjector(k, transform=transform, grid_size=16)
+    fused = proj(z)
+    ref = proj.split_iterative(z)
+    assert fused.shape == ref.shape == (2, k, 64, *hw)
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(fused.sum(1), z, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("transform", ["fft", "dct"])
+def test_split_stays_float32_and_equal_under_bf16_autocast(transform: str) -> None:
+    torch.manual_seed(1)
+    z = torch.randn(2, 16, 16, 16)
+    proj = BandProjector(4, transform=transform, grid_size=16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = proj(z.bfloat16())
+    assert fused.dtype == torch.float32
+    torch.testing.assert_close(fused, proj.split_iterative(z.bfloat16().float()), rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("transform", ["fft", "dct"])
+def test_caches_built_in_inference_mode_still_support_backward(transform: str) -> None:
+    proj = BandProjector(4, transform=transform, grid_size=8)
+    with torch.inference_mode():  # first use of a 6x6 grid fills the mask (and DCT) caches
+        proj(torch.randn(1, 2, 6, 6))
+    torch.manual_seed(2)
+    z = torch.randn(1, 2, 6, 6, requires_grad=True)
+    w = torch.randn(1, 4, 2, 6, 6)
+    (grad,) = torch.autograd.grad((proj(z) * w).sum(), z)
+    (grad_ref,) = torch.autograd.grad((proj.split_iterative(z) * w).sum(), z)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("transform", ["fft", "dct"])
+def test_model_bands_and_decode_equal_the_reference_split(transform: str, photos32: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    model = uae.create_model("uae_test", band_transform=transform).eval()
+    # A non-zero spectral transform, so the fused latent depends on every band.
+    torch.nn.init.normal_(model.modulator.conv_out.weight, std=0.02)
+    with torch.no_grad():
+        enc = model.encode(photos32)
+        ref_bands = model.band_projector.split_iterative(enc.latent)
+        torch.testing.assert_close(enc.bands, ref_bands, rtol=1e-5, atol=1e-5)
+        out = model.decode(enc.latent).sample
+        ref = model.render(model.fuse(ref_bands))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
