@@ -19,7 +19,14 @@ from typing import Any
 from uae.training.export import export_main  # noqa: F401  (re-exported for a `uae export` entry)
 
 
-def _cli(subcommand: str, argv: Sequence[str], **kwargs: Any) -> Any:
+def make_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> Any:
+    """The ``LightningCLI`` of uae (stage module by ``model.class_path``, :class:`UAEDataModule` as ``data``).
+
+    Args:
+        args: Command-line arguments; with ``run=True`` the first is the sub-command (``fit``, ``validate``).
+        run: Run the sub-command; ``False`` only parses and instantiates (``cli.model``, ``cli.trainer``...).
+        **kwargs: More ``LightningCLI`` arguments.
+    """
     from lightning.pytorch.cli import LightningCLI
 
     from uae.data.datamodule import UAEDataModule
@@ -29,11 +36,16 @@ def _cli(subcommand: str, argv: Sequence[str], **kwargs: Any) -> Any:
         UAETrainingModule,
         UAEDataModule,
         subclass_mode_model=True,
-        args=[subcommand, *argv],
+        args=list(args),
+        run=run,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         **kwargs,
     )
+
+
+def _cli(subcommand: str, argv: Sequence[str], **kwargs: Any) -> Any:
+    return make_cli([subcommand, *argv], **kwargs)
 
 
 def fit_main(argv: Sequence[str]) -> int:
