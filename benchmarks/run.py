@@ -652,12 +652,11 @@ def _device(name: str) -> torch.device:
 def run_subject(
     name: str,
     ops: dict[str, Callable[[], Any]],
-    flop_ops: dict[str, Callable[[], Any]] | None,
     args: argparse.Namespace,
     device: torch.device,
     batch: int,
 ) -> dict[str, Any]:
-    """Measure each operation of one subject; FLOPs per image from ``flop_ops`` (batch-1 closures)."""
+    """Measure each operation of one subject (one call processes ``batch`` images)."""
     out: dict[str, Any] = {}
     for op, fn in ops.items():
         logger.info("%s %s (batch %d)", name, op, batch)
@@ -668,10 +667,6 @@ def run_subject(
             out[op]["median_ms"],
             out[op]["peak_mem_mib"],
         )
-    if flop_ops and not args.no_flops:
-        for op, fn in flop_ops.items():
-            if op in out:
-                out[op]["gflop_per_image"] = count_flops(fn, device, args.precision) / 1e9
     return out
 
 
@@ -730,13 +725,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # ---- FLOPs (eager, batch 1, before compiling) ---------------------------------------------
     with torch.inference_mode(), autocast_context(device, args.precision):
         latent = model.encode(x_in).latent
-    flop_uae = None if args.no_flops else uae_ops(model, x_in[:1], latent[:1])
+    uae_gflops: dict[str, float] = {}
+    if not args.no_flops:
+        for op, fn in uae_ops(model, x_in[:1], latent[:1]).items():
+            uae_gflops[op] = count_flops(fn, device, args.precision) / 1e9
     if args.compile:
         for m in (model.encoder, model.modulator, model.decoder):
             _compile(m, True)
 
     # ---- uae: encode / decode / reconstruct -------------------------------------------------------
-    result["uae"] = run_subject("uae", uae_ops(model, x_in, latent), flop_uae, args, device, b)
+    result["uae"] = run_subject("uae", uae_ops(model, x_in, latent), args, device, b)
+    for op, g in uae_gflops.items():
+        result["uae"][op]["gflop_per_image"] = g
 
     # ---- encode-side pieces: encoder, band projector, modulator --------------------------------------
     with torch.inference_mode(), autocast_context(device, args.precision):
@@ -883,7 +883,7 @@ def run_peer(
             _compile(m, True)
     if module is not None and args.compile:
         _compile(module, True)
-    out.update(run_subject(peer, ops, None, args, device, b))
+    out.update(run_subject(peer, ops, args, device, b))
     for op, g in counted.items():
         out[op]["gflop_per_image"] = g
     return out
