@@ -137,18 +137,30 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_fn(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> list[float]:
-    """Seconds of each of ``repeats`` timed calls of ``fn`` after ``warmup`` untimed calls."""
+def time_fn(
+    fn: Callable[[], Any],
+    device: torch.device,
+    repeats: int,
+    warmup: int,
+    cpu_times: list[float] | None = None,
+) -> list[float]:
+    """Wall-clock seconds of each of ``repeats`` timed calls of ``fn`` after ``warmup`` untimed calls.
+
+    Args:
+        cpu_times: If given, receives the process CPU seconds (all threads) of each timed call.
+    """
     for _ in range(warmup):
         fn()
     _sync(device)
     times = []
     for _ in range(repeats):
         _sync(device)
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
+        if cpu_times is not None:
+            cpu_times.append(time.process_time() - c0)
     return times
 
 
@@ -232,15 +244,20 @@ def measure(
     """Time ``fn`` (one call processes ``images`` images) and record its peak memory.
 
     Returns:
-        ``images_per_s`` (from the median time), ``median_ms``, ``min_ms``, ``max_ms``, ``times_ms``,
-        ``peak_mem_mib``, ``base_mem_mib``, ``mem_kind``.
+        ``images_per_s`` (from the median time), ``cpu_per_wall``, ``images_per_cpu_s``, ``median_ms``,
+        ``min_ms``, ``max_ms``, ``times_ms``, ``peak_mem_mib``, ``base_mem_mib``, ``mem_kind``.
     """
     mode = contextlib.nullcontext() if grad else torch.inference_mode()
+    cpu: list[float] = []
     with PeakMemory(device) as mem, mode, autocast_context(device, precision):
-        times = time_fn(fn, device, repeats, warmup)
+        times = time_fn(fn, device, repeats, warmup, cpu)
     med = statistics.median(times)
     return {
         "images_per_s": images / med,
+        # CPU seconds used per wall second (up to the thread count; lower = the process was not
+        # scheduled all the time, e.g. on a shared machine) and images per CPU second.
+        "cpu_per_wall": sum(cpu) / sum(times),
+        "images_per_cpu_s": images * len(cpu) / sum(cpu) if sum(cpu) > 0 else None,
         "median_ms": med * 1e3,
         "min_ms": min(times) * 1e3,
         "max_ms": max(times) * 1e3,
@@ -882,7 +899,9 @@ def run_peer(
         for m in shared:
             _compile(m, True)
     if module is not None and args.compile:
-        _compile(module, True)
+        # encode/decode/forward_features bypass the module's own __call__: compile its top-level children.
+        for child in module.children():
+            _compile(child, True)
     out.update(run_subject(peer, ops, args, device, b))
     for op, g in counted.items():
         out[op]["gflop_per_image"] = g
@@ -977,6 +996,14 @@ def to_markdown(result: dict[str, Any]) -> str:
         "Ratios are peer images/s divided by uae images/s (> 1: the peer is faster). "
         f"Peak memory: {u['reconstruct']['mem_kind']} (includes the weights).",
     ]
+    if env["device"] == "cpu":
+        lines += [
+            "",
+            f"CPU seconds per wall second during the uae reconstruct: {u['reconstruct']['cpu_per_wall']:.2f} "
+            f"(of {env['torch_threads']} threads); images per CPU second: "
+            + ", ".join(f"{op} {_f(u[op]['images_per_cpu_s'])}" for op in OPS)
+            + ".",
+        ]
     pm = result["projector_modulator"]
     lines += [
         "",

@@ -59,7 +59,15 @@ def test_json_has_every_section_with_sane_numbers(smoke: tuple[dict, str]) -> No
     for op in bench.OPS:
         r = result["uae"][op]
         assert r["batch_size"] == 2 and len(r["times_ms"]) == 1
-        for key in ("images_per_s", "median_ms", "peak_mem_mib", "gflop_per_image", "achieved_tflops"):
+        for key in (
+            "images_per_s",
+            "images_per_cpu_s",
+            "cpu_per_wall",
+            "median_ms",
+            "peak_mem_mib",
+            "gflop_per_image",
+            "achieved_tflops",
+        ):
             assert _positive(r[key]), (op, key, r[key])
         assert r["images_per_s"] == pytest.approx(2 / (r["median_ms"] / 1e3))
         assert r["peak_mem_mib"] >= r["base_mem_mib"] > 0
