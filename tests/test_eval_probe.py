@@ -15,6 +15,7 @@ from uae.evaluation.probe import (
     extract_features,
     feature_fingerprint,
     parse_band,
+    parse_pool,
     split_indices,
     train_probe,
 )
@@ -120,15 +121,26 @@ def test_feature_cache_is_written_once_and_reused(tiny_model, image_folder, tmp_
     monkeypatch.undo()
     f3, _ = extract_features(tiny_model, ds, band="latent", cache_path=cache, fingerprint=feature_fingerprint(model="tiny", band="latent"),
                              progress=False)
-    assert f3.shape == (8, 32) and not torch.allclose(f3, f1[:, :32])
-    direct = tiny_model.features(torch.stack([ds[i]["image"] for i in range(8)]), band="latent")
-    torch.testing.assert_close(f3, direct, rtol=1e-4, atol=1e-5)
+    images = torch.stack([ds[i]["image"] for i in range(8)])
+    torch.testing.assert_close(f3, tiny_model.features(images, band="latent"), rtol=1e-4, atol=1e-5)
+    # Mean pooling: band 0 (first C of "all") equals the latent, the higher bands have zero mean.
+    torch.testing.assert_close(f1[:, :32], f3, rtol=1e-4, atol=1e-5)
+    assert f1[:, 32:].abs().max() < 1e-4
+    # Grid pooling keeps spatial content: band 0 then differs from the latent.
+    g0, _ = extract_features(tiny_model, ds, band=0, pool=2, progress=False)
+    gl, _ = extract_features(tiny_model, ds, band="latent", pool=2, progress=False)
+    assert g0.shape == (8, 32 * 4) and (g0 - gl).abs().max() > 1e-2
+    grid = tiny_model.features(images, band=0, pool=None)
+    torch.testing.assert_close(g0, torch.nn.functional.adaptive_avg_pool2d(grid, 2).flatten(1), rtol=1e-4, atol=1e-5)
 
 
 def test_parse_band_and_split():
     assert parse_band("0") == 0 and parse_band("all") == "all" and parse_band("LATENT") == "latent"
     with pytest.raises(ValueError, match="--band"):
         parse_band("low")
+    assert parse_pool("mean") == "mean" and parse_pool("4") == 4
+    with pytest.raises(ValueError, match="--pool"):
+        parse_pool("0")
     labels = [0] * 10 + [1] * 5 + [2] * 1
     tr, va = split_indices(labels, 0.2, seed=1)
     assert sorted(tr + va) == list(range(16)) and not set(tr) & set(va)

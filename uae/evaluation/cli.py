@@ -64,6 +64,8 @@ def _add_probe_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-data", default=None, help="validation folder (default: ImageNet val for imagenet, else a split)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of --data held out when there is no --val-data")
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default: <output dir>/features)")
+    p.add_argument("--pool", default="mean",
+                   help="'mean' (C features; band 0 then equals the raw latent) or a grid side g (avg-pool to g x g, C*g*g features)")
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, torch.device]:
@@ -142,7 +144,7 @@ def _probe_datasets(args: argparse.Namespace, img_size: int):
 
 
 def _probe_features(model, datasets, band, args, device, cache_dir: Path, tag: str, input_filter=None, filter_tag: str = ""):
-    from uae.evaluation.probe import extract_features, feature_fingerprint
+    from uae.evaluation.probe import extract_features, feature_fingerprint, parse_pool
 
     out = []
     for split, ds in zip(("train", "val"), datasets):
@@ -151,12 +153,13 @@ def _probe_features(model, datasets, band, args, device, cache_dir: Path, tag: s
             continue
         base = ds.dataset if hasattr(ds, "dataset") else ds
         ids = list(ds.indices) if hasattr(ds, "indices") else None
+        pool = parse_pool(args.pool)
         fp = feature_fingerprint(model=args.model, random_init=args.random_init, band=band, files=[str(f) for f in base.files],
-                                 subset=ids, size=model.config.img_size, filter=filter_tag)
-        path = cache_dir / f"{tag}_{split}_band-{band}{'_' + filter_tag if filter_tag else ''}_{fp}.safetensors"
+                                 subset=ids, size=model.config.img_size, filter=filter_tag, pool=pool)
+        path = cache_dir / f"{tag}_{split}_band-{band}_pool-{pool}{'_' + filter_tag if filter_tag else ''}_{fp}.safetensors"
         out.append(extract_features(model, ds, band=band, batch_size=args.batch_size, num_workers=args.num_workers,
                                     device=device, input_filter=input_filter, cache_path=path, fingerprint=fp,
-                                    progress=not args.no_progress, amp=not args.no_amp))
+                                    progress=not args.no_progress, amp=not args.no_amp, pool=pool))
     return out
 
 

@@ -45,6 +45,19 @@ def parse_band(value: str | int) -> Band:
         raise ValueError(f"--band must be an integer band index, 'all' or 'latent'; got {value!r}") from None
 
 
+def parse_pool(value: str | int) -> str | int:
+    """``"mean"`` or a positive grid side (``--pool``)."""
+    if str(value).strip().lower() == "mean":
+        return "mean"
+    try:
+        g = int(value)
+    except ValueError:
+        raise ValueError(f"--pool must be 'mean' or a grid side such as 2 or 4; got {value!r}") from None
+    if g < 1:
+        raise ValueError(f"--pool grid side must be >= 1, got {g}")
+    return g
+
+
 def feature_fingerprint(**items: Any) -> str:
     """A short stable hash of what determines a feature cache (model, band, files, sizes, filter)."""
     blob = json.dumps(items, sort_keys=True, default=str).encode()
@@ -64,11 +77,16 @@ def extract_features(
     fingerprint: str = "",
     progress: bool = True,
     amp: bool = True,
+    pool: str | int = "mean",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean-pooled features and labels of a dataset, from the cache when it matches.
+    """Pooled features and labels of a dataset, from the cache when it matches.
+
+    Note that with mean pooling band 0 and the raw latent give *identical* features: every higher band
+    has zero spatial mean (the DC term lies in band 0). Use ``pool=g`` (average-pool the grid to
+    ``g x g`` cells and flatten, ``D = C * g * g``) to probe the spatial content of the bands.
 
     Args:
-        model: A :class:`uae.UAE`; ``model.features(x, band=band, pool="mean")`` is used.
+        model: A :class:`uae.UAE`; ``model.features(x, band=band, pool=...)`` is used.
         dataset: Dict samples with ``"image"`` and ``"label"``.
         band: Band index, ``"all"`` (``K*C`` concatenated) or ``"latent"`` (raw encoder latent).
         batch_size: Extraction batch size.
@@ -79,6 +97,7 @@ def extract_features(
         fingerprint: Identifies the extraction (see :func:`feature_fingerprint`).
         progress: tqdm bar.
         amp: Autocast on CUDA.
+        pool: ``"mean"`` (``D = C``) or an int ``g`` (adaptive average pool to ``g x g``, ``D = C g^2``).
 
     Returns:
         ``features (N, D)`` float32 and ``labels (N,)`` int64, in dataset order.
@@ -98,7 +117,11 @@ def extract_features(
         if input_filter is not None:
             x = input_filter(x).clamp(0.0, 1.0)
         with maybe_autocast(device, enabled=amp):
-            f = model.features(x, band=band, pool="mean")
+            if pool == "mean":
+                f = model.features(x, band=band, pool="mean")
+            else:
+                grid = model.features(x, band=band, pool=None).float()
+                f = nn.functional.adaptive_avg_pool2d(grid, int(pool)).flatten(1)
         feats.append(f.float().cpu())
         labels.append(torch.as_tensor(batch["label"]).long().cpu())
     features = torch.cat(feats).contiguous()
