@@ -33,12 +33,23 @@ def offline_hub(tmp_path, monkeypatch) -> Path:
 COMMON = ["--num-workers", "0", "--no-progress", "--batch-size", "3"]
 
 
-def test_eval_writes_json_and_table_matching_direct_torchmetrics(model_dir, image_folder, tmp_path, offline_hub, capsys):
+def test_eval_writes_json_and_table_matching_direct_torchmetrics(
+    model_dir, image_folder, tmp_path, offline_hub, capsys
+):
     out = tmp_path / "res" / "eval.json"
-    assert ecli.eval_main(["--model", str(model_dir), "--data", str(image_folder), "--output", str(out), *COMMON]) == 0
+    assert (
+        ecli.eval_main(
+            ["--model", str(model_dir), "--data", str(image_folder), "--output", str(out), *COMMON]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     printed = capsys.readouterr().out
-    assert "PSNR" in printed and f"{res['psnr']:.4f}" in printed and "weights-inception-2015-12-05-6726825d.pth" in printed
+    assert (
+        "PSNR" in printed
+        and f"{res['psnr']:.4f}" in printed
+        and "weights-inception-2015-12-05-6726825d.pth" in printed
+    )
     assert res["num_images"] == 8 and res["eval_size"] == 32
     assert res["rfid"] is None and "--inception-weights" in res["unavailable"]["rfid"]
     assert res["lpips"] is None and "offline" in res["unavailable"]["lpips"]
@@ -52,17 +63,43 @@ def test_eval_writes_json_and_table_matching_direct_torchmetrics(model_dir, imag
     with torch.no_grad():
         y = model(x).sample
     xq, yq = quantize(x), quantize(y)
-    psnr = torch.stack([peak_signal_noise_ratio(yq[i : i + 1], xq[i : i + 1], data_range=1.0) for i in range(len(x))]).mean()
+    psnr = torch.stack(
+        [peak_signal_noise_ratio(yq[i : i + 1], xq[i : i + 1], data_range=1.0) for i in range(len(x))]
+    ).mean()
     assert res["psnr"] == pytest.approx(float(psnr), rel=1e-5)
-    assert res["ssim"] == pytest.approx(float(structural_similarity_index_measure(yq, xq, data_range=1.0)), rel=1e-5)
+    assert res["ssim"] == pytest.approx(
+        float(structural_similarity_index_measure(yq, xq, data_range=1.0)), rel=1e-5
+    )
 
 
 def test_eval_with_limit_and_larger_eval_size(model_dir, image_folder, tmp_path, offline_hub):
     out = tmp_path / "e.json"
-    assert ecli.eval_main(["--model", str(model_dir), "--data", str(image_folder), "--limit", "5", "--size", "64",
-                           "--no-fid", "--no-lpips", "--output", str(out), *COMMON]) == 0
+    assert (
+        ecli.eval_main(
+            [
+                "--model",
+                str(model_dir),
+                "--data",
+                str(image_folder),
+                "--limit",
+                "5",
+                "--size",
+                "64",
+                "--no-fid",
+                "--no-lpips",
+                "--output",
+                str(out),
+                *COMMON,
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
-    assert res["num_images"] == 5 and res["eval_size"] == 64 and res["unavailable"]["rfid"].startswith("disabled")
+    assert (
+        res["num_images"] == 5
+        and res["eval_size"] == 64
+        and res["unavailable"]["rfid"].startswith("disabled")
+    )
 
 
 def test_cli_user_errors_are_one_line(model_dir, image_folder, tmp_path, capsys):
@@ -71,7 +108,20 @@ def test_cli_user_errors_are_one_line(model_dir, image_folder, tmp_path, capsys)
     assert err.startswith("uae eval: error:") and "\n" not in err
     assert main(["eval", "--model", str(model_dir), "--data", "imagenet-val"]) == 2
     assert "--data-root" in capsys.readouterr().err
-    assert main(["encode", "--model", str(model_dir), "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "encode",
+                "--model",
+                str(model_dir),
+                "--data",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "not a folder" in capsys.readouterr().err
 
 
@@ -80,15 +130,45 @@ def test_named_dataset_resolution(model_dir, image_folder, tmp_path, offline_hub
     root.mkdir()
     (root / "val2017").symlink_to(image_folder / "a")
     out = tmp_path / "coco.json"
-    assert ecli.eval_main(["--model", str(model_dir), "--data", "coco-val", "--data-root", str(root), "--no-fid", "--no-lpips",
-                           "--output", str(out), *COMMON]) == 0
+    assert (
+        ecli.eval_main(
+            [
+                "--model",
+                str(model_dir),
+                "--data",
+                "coco-val",
+                "--data-root",
+                str(root),
+                "--no-fid",
+                "--no-lpips",
+                "--output",
+                str(out),
+                *COMMON,
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["num_images"] == 4
 
 
 def test_probe_cli_caches_features_and_reports_bands(model_dir, image_folder, tmp_path, capsys):
     out = tmp_path / "probe" / "p.json"
-    args = ["--model", str(model_dir), "--data", str(image_folder), "--val-fraction", "0.25", "--band", "0", "all",
-            "--epochs", "3", "--output", str(out), *COMMON]
+    args = [
+        "--model",
+        str(model_dir),
+        "--data",
+        str(image_folder),
+        "--val-fraction",
+        "0.25",
+        "--band",
+        "0",
+        "all",
+        "--epochs",
+        "3",
+        "--output",
+        str(out),
+        *COMMON,
+    ]
     assert ecli.probe_main(args) == 0
     res = json.loads(out.read_text())
     assert set(res["bands"]) == {"0", "all"} and res["classes"] == ["a", "b"]
@@ -103,30 +183,84 @@ def test_probe_cli_caches_features_and_reports_bands(model_dir, image_folder, tm
 
 def test_spectrum_cli_writes_csv_png_json(model_dir, image_folder, tmp_path):
     out = tmp_path / "spec"
-    assert ecli.spectrum_main(["--model", str(model_dir), "--data", str(image_folder), "--out-dir", str(out), *COMMON]) == 0
+    assert (
+        ecli.spectrum_main(
+            ["--model", str(model_dir), "--data", str(image_folder), "--out-dir", str(out), *COMMON]
+        )
+        == 0
+    )
     res = json.loads((out / "spectrum.json").read_text())
     assert sum(res["encoders"][0]["band_share"]) == pytest.approx(1.0, abs=1e-6)
-    assert (out / "spectrum.png").stat().st_size > 5000 and (out / "spectrum.csv").is_file() and (out / "band_energy.csv").is_file()
+    assert (
+        (out / "spectrum.png").stat().st_size > 5000
+        and (out / "spectrum.csv").is_file()
+        and (out / "band_energy.csv").is_file()
+    )
 
 
 def test_spectrum_cli_with_autoencoderkl(model_dir, image_folder, tmp_path):
     diffusers = pytest.importorskip("diffusers")
-    vae = diffusers.AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, layers_per_block=1,
-                                  norm_num_groups=4, sample_size=32)
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=32,
+    )
     vae.save_pretrained(tmp_path / "vae")
     out = tmp_path / "spec"
-    assert ecli.spectrum_main(["--model", str(model_dir), "--data", str(image_folder), "--out-dir", str(out), "--encoders", "uae", "vae",
-                               "--vae", str(tmp_path / "vae"), "--vae-size", "32", *COMMON]) == 0
+    assert (
+        ecli.spectrum_main(
+            [
+                "--model",
+                str(model_dir),
+                "--data",
+                str(image_folder),
+                "--out-dir",
+                str(out),
+                "--encoders",
+                "uae",
+                "vae",
+                "--vae",
+                str(tmp_path / "vae"),
+                "--vae-size",
+                "32",
+                *COMMON,
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "spectrum.json").read_text())
     vae_res = res["encoders"][1]
-    assert vae_res["latent_shape"] == [4, 16, 16] and sum(vae_res["band_share"]) == pytest.approx(1.0, abs=1e-6)
+    assert vae_res["latent_shape"] == [4, 16, 16] and sum(vae_res["band_share"]) == pytest.approx(
+        1.0, abs=1e-6
+    )
 
 
 def test_filtered_eval_cli(model_dir, image_folder, tmp_path, offline_hub, capsys):
     out = tmp_path / "f.json"
-    assert ecli.filtered_main(["--model", str(model_dir), "--data", str(image_folder), "--radius", "0.25", "--epochs", "2",
-                               "--val-fraction", "0.25", "--output", str(out), *COMMON]) == 0
+    assert (
+        ecli.filtered_main(
+            [
+                "--model",
+                str(model_dir),
+                "--data",
+                str(image_folder),
+                "--radius",
+                "0.25",
+                "--epochs",
+                "2",
+                "--val-fraction",
+                "0.25",
+                "--output",
+                str(out),
+                *COMMON,
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert list(res["variants"]) == ["original", "lfc@0.25", "hfc@0.25"]
     for v in res["variants"].values():
@@ -140,7 +274,20 @@ def test_encode_cli_exports_and_resumes(model_dir, image_folder, tmp_path, capsy
     from uae.evaluation.export import verify_export
 
     out = tmp_path / "lat"
-    args = ["--model", str(model_dir), "--data", str(image_folder), "--out", str(out), "--shard-size", "5", "--what", "bands", "latent", *COMMON]
+    args = [
+        "--model",
+        str(model_dir),
+        "--data",
+        str(image_folder),
+        "--out",
+        str(out),
+        "--shard-size",
+        "5",
+        "--what",
+        "bands",
+        "latent",
+        *COMMON,
+    ]
     assert ecli.encode_main(args) == 0
     index = verify_export(out)
     assert index["complete"] and index["num_shards"] == 2 and index["shapes"]["bands"] == [3, 32, 8, 8]

@@ -74,15 +74,23 @@ def test_export_resumes_after_crash_mid_shard(tiny_model, image_folder, tmp_path
     # Per-channel statistics: equal to a direct float64 computation over all latents.
     mean = enc.latent.double().mean((0, 2, 3))
     std = enc.latent.double().permute(1, 0, 2, 3).flatten(1).std(1)
-    torch.testing.assert_close(torch.tensor(index["stats"]["latent"]["mean"], dtype=torch.float64), mean, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(torch.tensor(index["stats"]["latent"]["std"], dtype=torch.float64), std, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor(index["stats"]["latent"]["mean"], dtype=torch.float64), mean, rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(
+        torch.tensor(index["stats"]["latent"]["std"], dtype=torch.float64), std, rtol=1e-4, atol=1e-5
+    )
     assert index["stats"] == read_index(clean)["stats"]
     stats = load_file(str(out / STATS_NAME))
     assert stats["latent.mean"].shape == (32,) and stats["bands.std"].shape == (3, 32)
-    tiny_model.set_latent_stats(stats["latent.mean"], stats["latent.std"])  # usable for diffusion training as is
+    tiny_model.set_latent_stats(
+        stats["latent.mean"], stats["latent.std"]
+    )  # usable for diffusion training as is
 
 
-def test_crash_between_rename_and_index_update_recomputes_the_shard(tiny_model, image_folder, tmp_path, monkeypatch):
+def test_crash_between_rename_and_index_update_recomputes_the_shard(
+    tiny_model, image_folder, tmp_path, monkeypatch
+):
     import uae.evaluation.export as ex
 
     ds = build_dataset(image_folder, 32)
@@ -105,13 +113,18 @@ def test_crash_between_rename_and_index_update_recomputes_the_shard(tiny_model, 
         verify_export(out)
     export_latents(tiny_model, ds, out, shard_size=4, batch_size=4, progress=False)
     index = verify_export(out)
-    assert index["complete"] and [e["file"] for e in index["shards"]] == ["shard-00000.safetensors", "shard-00001.safetensors"]
+    assert index["complete"] and [e["file"] for e in index["shards"]] == [
+        "shard-00000.safetensors",
+        "shard-00001.safetensors",
+    ]
 
 
 def test_export_refuses_different_settings_and_bad_args(tiny_model, image_folder, tmp_path):
     ds = build_dataset(image_folder, 32)
     out = tmp_path / "export"
-    export_latents(tiny_model, ds, out, shard_size=4, batch_size=4, progress=False, dtype="bfloat16", what=("fused",))
+    export_latents(
+        tiny_model, ds, out, shard_size=4, batch_size=4, progress=False, dtype="bfloat16", what=("fused",)
+    )
     shard = load_shard(out, 0)
     assert shard["fused"].dtype == torch.bfloat16 and shard["fused"].shape == (4, 32, 8, 8)
     assert shard["label"].tolist() == [0, 0, 0, 0] and shard["index"].tolist() == [0, 1, 2, 3]

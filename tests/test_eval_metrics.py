@@ -48,7 +48,10 @@ def test_streamed_psnr_ssim_equal_direct_torchmetrics(photos32, empty_hub):
     mq.update(recon, ref)
     rq = mq.compute()
     direct_q = torch.stack(
-        [peak_signal_noise_ratio(quantize(recon[i : i + 1]), quantize(ref[i : i + 1]), data_range=1.0) for i in range(len(ref))]
+        [
+            peak_signal_noise_ratio(quantize(recon[i : i + 1]), quantize(ref[i : i + 1]), data_range=1.0)
+            for i in range(len(ref))
+        ]
     ).mean()
     assert rq["psnr"] == pytest.approx(float(direct_q), rel=1e-5)
     assert rq["psnr"] != pytest.approx(res["psnr"], rel=1e-7)
@@ -74,7 +77,9 @@ def test_gaussian_stats_and_fid_match_torch_fidelity():
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(300, 12, generator=g, dtype=torch.float64) @ torch.randn(12, 12, generator=g, dtype=torch.float64)
+    a = torch.randn(300, 12, generator=g, dtype=torch.float64) @ torch.randn(
+        12, 12, generator=g, dtype=torch.float64
+    )
     b = a[torch.randperm(300, generator=g)][:250] * 1.3 + 0.5
     sa, sb = GaussianStats(), GaussianStats()
     for i in range(0, 300, 64):
@@ -129,7 +134,9 @@ def _random_inception_file(path: Path, monkeypatch) -> Path:
     return path
 
 
-def test_full_rfid_path_with_weights_file_matches_direct_torch_fidelity(photos32, tmp_path, empty_hub, monkeypatch):
+def test_full_rfid_path_with_weights_file_matches_direct_torch_fidelity(
+    photos32, tmp_path, empty_hub, monkeypatch
+):
     """Weights are found in the hub cache under torch-fidelity's file name and loaded by torch-fidelity;
     the streamed rFID equals torch-fidelity's statistics on all features at once. The 299 px Inception
     forward is replaced by a cheap deterministic 64-d feature map to keep the test fast (a random

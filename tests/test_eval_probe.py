@@ -52,7 +52,9 @@ def test_probe_learns_separable_toy_labelling_above_chance(tiny_model, tmp_path)
     xtr, ytr = extract_features(tiny_model, train, band=0, batch_size=8, progress=False)
     xva, yva = extract_features(tiny_model, val, band=0, batch_size=8, progress=False)
     assert xtr.shape == (16, 32) and xva.shape == (8, 32)
-    head, res = train_probe(xtr, ytr, xva, yva, num_classes=4, epochs=25, batch_size=16, progress=False, accelerator="cpu")
+    head, res = train_probe(
+        xtr, ytr, xva, yva, num_classes=4, epochs=25, batch_size=16, progress=False, accelerator="cpu"
+    )
     assert res["chance"] == 0.25
     assert res["train_top1"] == 1.0
     assert res["top1"] >= 0.75, res  # well above the 25 % chance level
@@ -65,7 +67,9 @@ def test_head_is_batchnorm_without_affine_plus_linear():
     centers = torch.randn(3, 10) * 3
     y = torch.arange(60) % 3
     x = centers[y] + 0.3 * torch.randn(60, 10)
-    head, res = train_probe(x[:45], y[:45], x[45:], y[45:], epochs=10, batch_size=45, progress=False, accelerator="cpu")
+    head, res = train_probe(
+        x[:45], y[:45], x[45:], y[45:], epochs=10, batch_size=45, progress=False, accelerator="cpu"
+    )
     bn, lin = head.head
     assert isinstance(bn, torch.nn.BatchNorm1d) and bn.weight is None and bn.bias is None
     assert isinstance(lin, torch.nn.Linear) and lin.out_features == 3
@@ -109,7 +113,9 @@ def test_feature_cache_is_written_once_and_reused(tiny_model, image_folder, tmp_
     ds = build_dataset(image_folder, 32)
     cache = tmp_path / "cache" / "f.safetensors"
     fp = feature_fingerprint(model="tiny", band="all")
-    f1, y1 = extract_features(tiny_model, ds, band="all", batch_size=3, cache_path=cache, fingerprint=fp, progress=False)
+    f1, y1 = extract_features(
+        tiny_model, ds, band="all", batch_size=3, cache_path=cache, fingerprint=fp, progress=False
+    )
     assert cache.is_file() and f1.shape == (8, 3 * 32) and y1.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
 
     def boom(*a, **k):
@@ -119,8 +125,14 @@ def test_feature_cache_is_written_once_and_reused(tiny_model, image_folder, tmp_
     f2, y2 = extract_features(tiny_model, ds, band="all", cache_path=cache, fingerprint=fp, progress=False)
     assert torch.equal(f1, f2) and torch.equal(y1, y2)
     monkeypatch.undo()
-    f3, _ = extract_features(tiny_model, ds, band="latent", cache_path=cache, fingerprint=feature_fingerprint(model="tiny", band="latent"),
-                             progress=False)
+    f3, _ = extract_features(
+        tiny_model,
+        ds,
+        band="latent",
+        cache_path=cache,
+        fingerprint=feature_fingerprint(model="tiny", band="latent"),
+        progress=False,
+    )
     images = torch.stack([ds[i]["image"] for i in range(8)])
     torch.testing.assert_close(f3, tiny_model.features(images, band="latent"), rtol=1e-4, atol=1e-5)
     # Mean pooling: band 0 (first C of "all") equals the latent, the higher bands have zero mean.
@@ -131,7 +143,9 @@ def test_feature_cache_is_written_once_and_reused(tiny_model, image_folder, tmp_
     gl, _ = extract_features(tiny_model, ds, band="latent", pool=2, progress=False)
     assert g0.shape == (8, 32 * 4) and (g0 - gl).abs().max() > 1e-2
     grid = tiny_model.features(images, band=0, pool=None)
-    torch.testing.assert_close(g0, torch.nn.functional.adaptive_avg_pool2d(grid, 2).flatten(1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        g0, torch.nn.functional.adaptive_avg_pool2d(grid, 2).flatten(1), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_parse_band_and_split():

@@ -35,7 +35,9 @@ def test_radial_power_obeys_parseval_and_separates_smooth_from_noise():
     rel = torch.tensor(acc.result()["relative_power"])[1:]
     assert rel.min() > 0.5 and rel.max() < 1.6
     # A smooth field puts almost all its energy in the lowest bins.
-    yy, xx = torch.meshgrid(torch.linspace(0, 2 * math.pi, 16), torch.linspace(0, 2 * math.pi, 16), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.linspace(0, 2 * math.pi, 16), torch.linspace(0, 2 * math.pi, 16), indexing="ij"
+    )
     smooth = (torch.sin(xx) + torch.cos(yy)).expand(2, 3, 16, 16)
     acc2 = SpectrumAccumulator("smooth")
     acc2.update(smooth)
@@ -57,7 +59,9 @@ def test_spectrum_shares_sum_to_one_for_uae_and_teacher(tiny_model, image_folder
     save_file({k: v.contiguous() for k, v in tiny_model.encoder.vit.state_dict().items()}, str(weights))
     encoders = [uae_encoder(tiny_model), teacher_encoder(tiny_model, weights)]
     ds = build_dataset(image_folder, 32)
-    results = compute_spectra(encoders, make_loader(ds, 3), band_energy=tiny_model.band_projector.band_energy, progress=False)
+    results = compute_spectra(
+        encoders, make_loader(ds, 3), band_energy=tiny_model.band_projector.band_energy, progress=False
+    )
     assert [r["encoder"] for r in results] == ["uae", "teacher"]
     for r in results:
         assert r["num_images"] == 8 and r["latent_shape"] == [32, 8, 8]
@@ -84,7 +88,9 @@ def test_custom_encoder_with_other_grid_size(tiny_model, image_folder):
     """Any encoder (e.g. a pixel autoencoder with a 4x4 grid) gets spectra and UAE-band shares."""
     pool = LatentEncoder("pixels-avg", lambda x: torch.nn.functional.avg_pool2d(x, 4), 16)
     ds = build_dataset(image_folder, 32)
-    (r,) = compute_spectra([pool], make_loader(ds, 4), band_energy=tiny_model.band_projector.band_energy, progress=False)
+    (r,) = compute_spectra(
+        [pool], make_loader(ds, 4), band_energy=tiny_model.band_projector.band_energy, progress=False
+    )
     assert r["latent_shape"] == [3, 4, 4] and sum(r["band_share"]) == pytest.approx(1.0, abs=1e-6)
 
 
@@ -98,7 +104,9 @@ def test_lfc_plus_hfc_sum_back_to_the_original(photos32):
         lfc, hfc = split_frequencies(photos32, radius)
         torch.testing.assert_close(lfc + hfc, photos32, rtol=0, atol=1e-5)
     lfc0, _ = split_frequencies(photos32, 0.0)  # only the DC term: the per-channel mean image
-    torch.testing.assert_close(lfc0, photos32.mean((-2, -1), keepdim=True).expand_as(photos32), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        lfc0, photos32.mean((-2, -1), keepdim=True).expand_as(photos32), rtol=0, atol=1e-5
+    )
     lfc_all, hfc_none = split_frequencies(photos32, math.sqrt(2) + 0.01)
     torch.testing.assert_close(lfc_all, photos32, rtol=0, atol=1e-5)
     assert hfc_none.abs().max() < 1e-5

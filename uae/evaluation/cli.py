@@ -31,10 +31,20 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- options
 def _add_model_data(p: argparse.ArgumentParser, data_help: str = "") -> None:
-    p.add_argument("--model", required=True, help="registered name, save_pretrained directory, or Hub repo id")
-    p.add_argument("--random-init", action="store_true", help="registered name without trained weights (smoke tests)")
-    p.add_argument("--data", required=True, help=data_help or f"image folder or one of {', '.join(NAMED_DATASETS)}")
-    p.add_argument("--data-root", default=None, help="root of ImageNet (train/, val/) or MS-COCO (val2017/) for named --data")
+    p.add_argument(
+        "--model", required=True, help="registered name, save_pretrained directory, or Hub repo id"
+    )
+    p.add_argument(
+        "--random-init", action="store_true", help="registered name without trained weights (smoke tests)"
+    )
+    p.add_argument(
+        "--data", required=True, help=data_help or f"image folder or one of {', '.join(NAMED_DATASETS)}"
+    )
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="root of ImageNet (train/, val/) or MS-COCO (val2017/) for named --data",
+    )
     p.add_argument("--limit", type=int, default=None, help="use only the first N images (sorted paths)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
@@ -47,8 +57,11 @@ def _add_metric_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
     p.add_argument("--no-fid", action="store_true", help="skip rFID")
     p.add_argument("--lpips-net", default="vgg", choices=["vgg", "alex", "squeeze"])
-    p.add_argument("--inception-weights", default=None,
-                   help="torch-fidelity Inception weights file (weights-inception-2015-12-05-6726825d.pth)")
+    p.add_argument(
+        "--inception-weights",
+        default=None,
+        help="torch-fidelity Inception weights file (weights-inception-2015-12-05-6726825d.pth)",
+    )
     p.add_argument("--no-download", action="store_true", help="never download metric weights")
     p.add_argument("--no-quantize", action="store_true", help="compare float images instead of 8-bit ones")
 
@@ -57,15 +70,26 @@ def _add_probe_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=90)
     p.add_argument("--head-batch-size", type=int, default=256)
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "lars"])
-    p.add_argument("--lr", type=float, default=None, help="peak lr (default: 0.1 for SGD, 0.1*bs/256 for LARS)")
+    p.add_argument(
+        "--lr", type=float, default=None, help="peak lr (default: 0.1 for SGD, 0.1*bs/256 for LARS)"
+    )
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--warmup-epochs", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-data", default=None, help="validation folder (default: ImageNet val for imagenet, else a split)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share of --data held out when there is no --val-data")
+    p.add_argument(
+        "--val-data",
+        default=None,
+        help="validation folder (default: ImageNet val for imagenet, else a split)",
+    )
+    p.add_argument(
+        "--val-fraction", type=float, default=0.2, help="share of --data held out when there is no --val-data"
+    )
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default: <output dir>/features)")
-    p.add_argument("--pool", default="mean",
-                   help="'mean' (C features; band 0 then equals the raw latent) or a grid side g (avg-pool to g x g, C*g*g features)")
+    p.add_argument(
+        "--pool",
+        default="mean",
+        help="'mean' (C features; band 0 then equals the raw latent) or a grid side g (avg-pool to g x g, C*g*g features)",
+    )
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, torch.device]:
@@ -78,8 +102,13 @@ def _metrics(args: argparse.Namespace, device: torch.device):  # -> Reconstructi
     from uae.evaluation.metrics import ReconstructionMetrics
 
     return ReconstructionMetrics(
-        lpips=not args.no_lpips, fid=not args.no_fid, lpips_net=args.lpips_net, inception_weights=args.inception_weights,
-        allow_download=not args.no_download, quantize=not args.no_quantize, device=device,
+        lpips=not args.no_lpips,
+        fid=not args.no_fid,
+        lpips_net=args.lpips_net,
+        inception_weights=args.inception_weights,
+        allow_download=not args.no_download,
+        quantize=not args.no_quantize,
+        device=device,
     )
 
 
@@ -93,10 +122,17 @@ def eval_main(argv: Sequence[str]) -> int:
     """``uae eval``: PSNR / SSIM / LPIPS / rFID of reconstructions against the originals."""
     from uae.evaluation.reconstruction import evaluate_reconstruction
 
-    p = argparse.ArgumentParser(prog="uae eval", description="Reconstruction metrics (PSNR, SSIM, LPIPS, rFID) on a dataset.")
+    p = argparse.ArgumentParser(
+        prog="uae eval", description="Reconstruction metrics (PSNR, SSIM, LPIPS, rFID) on a dataset."
+    )
     _add_model_data(p)
     _add_metric_opts(p)
-    p.add_argument("--size", type=int, default=None, help="comparison resolution (default: the model's output size, 256 for the paper models)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="comparison resolution (default: the model's output size, 256 for the paper models)",
+    )
     p.add_argument("--output", default="uae_eval.json", help="result JSON file")
     args = p.parse_args(list(argv))
     root = resolve_data(args.data, args.data_root)
@@ -104,10 +140,23 @@ def eval_main(argv: Sequence[str]) -> int:
     size = args.size or model.config.output_size
     ds = build_dataset(root, model.config.img_size, out_size=size, labels=False, limit=args.limit)
     metrics = _metrics(args, device)
-    res = evaluate_reconstruction(model, make_loader(ds, args.batch_size, args.num_workers), metrics, size,
-                                  device=device, amp=not args.no_amp, progress=not args.no_progress)
-    res = {"model": args.model, "data": args.data, "data_path": str(root), "input_size": model.config.img_size,
-           "eval_size": size, **res}
+    res = evaluate_reconstruction(
+        model,
+        make_loader(ds, args.batch_size, args.num_workers),
+        metrics,
+        size,
+        device=device,
+        amp=not args.no_amp,
+        progress=not args.no_progress,
+    )
+    res = {
+        "model": args.model,
+        "data": args.data,
+        "data_path": str(root),
+        "input_size": model.config.img_size,
+        "eval_size": size,
+        **res,
+    }
     write_json(args.output, res)
     print(f"uae eval: {args.model} on {args.data} ({res['num_images']} images, {size}x{size})")
     rows = [[m.upper(), res[m]] for m in ("psnr", "ssim", "lpips", "rfid")]
@@ -126,7 +175,10 @@ def _probe_datasets(args: argparse.Namespace, img_size: int):
     if args.data == "imagenet":
         if not args.data_root:
             raise FileNotFoundError("--data imagenet needs --data-root (the folder holding train/ and val/)")
-        train_root, val_root = resolve_data("imagenet-train", args.data_root), resolve_data("imagenet-val", args.data_root)
+        train_root, val_root = (
+            resolve_data("imagenet-train", args.data_root),
+            resolve_data("imagenet-val", args.data_root),
+        )
     else:
         train_root = resolve_data(args.data, args.data_root)
         val_root = resolve_data(args.val_data, args.data_root) if args.val_data else None
@@ -135,7 +187,9 @@ def _probe_datasets(args: argparse.Namespace, img_size: int):
         from uae.data.datasets import ImageFolderDataset, find_images, image_transform
 
         files = find_images(val_root)[: args.limit] if args.limit else val_root
-        val = ImageFolderDataset(files, transform=image_transform(img_size), classes=train.classes, class_root=val_root)
+        val = ImageFolderDataset(
+            files, transform=image_transform(img_size), classes=train.classes, class_root=val_root
+        )
         return train, val, train.classes
     from uae.evaluation.probe import split_indices
 
@@ -143,7 +197,9 @@ def _probe_datasets(args: argparse.Namespace, img_size: int):
     return Subset(train, tr), Subset(train, va), train.classes
 
 
-def _probe_features(model, datasets, band, args, device, cache_dir: Path, tag: str, input_filter=None, filter_tag: str = ""):
+def _probe_features(
+    model, datasets, band, args, device, cache_dir: Path, tag: str, input_filter=None, filter_tag: str = ""
+):
     from uae.evaluation.probe import extract_features, feature_fingerprint, parse_pool
 
     out = []
@@ -154,12 +210,36 @@ def _probe_features(model, datasets, band, args, device, cache_dir: Path, tag: s
         base = ds.dataset if hasattr(ds, "dataset") else ds
         ids = list(ds.indices) if hasattr(ds, "indices") else None
         pool = parse_pool(args.pool)
-        fp = feature_fingerprint(model=args.model, random_init=args.random_init, band=band, files=[str(f) for f in base.files],
-                                 subset=ids, size=model.config.img_size, filter=filter_tag, pool=pool)
-        path = cache_dir / f"{tag}_{split}_band-{band}_pool-{pool}{'_' + filter_tag if filter_tag else ''}_{fp}.safetensors"
-        out.append(extract_features(model, ds, band=band, batch_size=args.batch_size, num_workers=args.num_workers,
-                                    device=device, input_filter=input_filter, cache_path=path, fingerprint=fp,
-                                    progress=not args.no_progress, amp=not args.no_amp, pool=pool))
+        fp = feature_fingerprint(
+            model=args.model,
+            random_init=args.random_init,
+            band=band,
+            files=[str(f) for f in base.files],
+            subset=ids,
+            size=model.config.img_size,
+            filter=filter_tag,
+            pool=pool,
+        )
+        path = (
+            cache_dir
+            / f"{tag}_{split}_band-{band}_pool-{pool}{'_' + filter_tag if filter_tag else ''}_{fp}.safetensors"
+        )
+        out.append(
+            extract_features(
+                model,
+                ds,
+                band=band,
+                batch_size=args.batch_size,
+                num_workers=args.num_workers,
+                device=device,
+                input_filter=input_filter,
+                cache_path=path,
+                fingerprint=fp,
+                progress=not args.no_progress,
+                amp=not args.no_amp,
+                pool=pool,
+            )
+        )
     return out
 
 
@@ -167,10 +247,20 @@ def probe_main(argv: Sequence[str]) -> int:
     """``uae probe``: linear probe (BN without affine + linear) on frozen band features."""
     from uae.evaluation.probe import parse_band, train_probe
 
-    p = argparse.ArgumentParser(prog="uae probe", description="Linear probe on frozen UAE features (cached once).")
-    _add_model_data(p, data_help="labelled folder (class sub-folders), 'imagenet' (with --data-root: train/ + val/), or a named split")
+    p = argparse.ArgumentParser(
+        prog="uae probe", description="Linear probe on frozen UAE features (cached once)."
+    )
+    _add_model_data(
+        p,
+        data_help="labelled folder (class sub-folders), 'imagenet' (with --data-root: train/ + val/), or a named split",
+    )
     _add_probe_opts(p)
-    p.add_argument("--band", nargs="+", default=["0"], help="band index, 'all' (bands concatenated), 'latent' (raw encoder); several allowed")
+    p.add_argument(
+        "--band",
+        nargs="+",
+        default=["0"],
+        help="band index, 'all' (bands concatenated), 'latent' (raw encoder); several allowed",
+    )
     p.add_argument("--output", default="uae_probe.json", help="result JSON file")
     args = p.parse_args(list(argv))
     bands = [parse_band(b) for b in args.band]
@@ -179,16 +269,44 @@ def probe_main(argv: Sequence[str]) -> int:
     cache_dir = Path(args.cache_dir) if args.cache_dir else Path(args.output).resolve().parent / "features"
     results: dict[str, Any] = {"model": args.model, "data": args.data, "classes": classes, "bands": {}}
     for band in bands:
-        (xtr, ytr), (xva, yva) = _probe_features(model, (train_ds, val_ds), band, args, device, cache_dir, "probe")
-        _, res = train_probe(xtr, ytr, xva, yva, num_classes=len(classes), epochs=args.epochs, batch_size=args.head_batch_size,
-                             optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-                             warmup_epochs=args.warmup_epochs, seed=args.seed, progress=not args.no_progress)
+        (xtr, ytr), (xva, yva) = _probe_features(
+            model, (train_ds, val_ds), band, args, device, cache_dir, "probe"
+        )
+        _, res = train_probe(
+            xtr,
+            ytr,
+            xva,
+            yva,
+            num_classes=len(classes),
+            epochs=args.epochs,
+            batch_size=args.head_batch_size,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            warmup_epochs=args.warmup_epochs,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
         results["bands"][str(band)] = res
     write_json(args.output, results)
     print(f"uae probe: {args.model} on {args.data} ({len(classes)} classes)")
-    rows = [[b, r["feature_dim"], 100 * r["top1"], 100 * r["top5"], 100 * r["train_top1"], r["num_train"], r["num_val"]]
-            for b, r in results["bands"].items()]
-    print(format_table(rows, ["band", "dim", "top1 %", f"top{min(5, len(classes))} %", "train top1 %", "train", "val"]))
+    rows = [
+        [
+            b,
+            r["feature_dim"],
+            100 * r["top1"],
+            100 * r["top5"],
+            100 * r["train_top1"],
+            r["num_train"],
+            r["num_val"],
+        ]
+        for b, r in results["bands"].items()
+    ]
+    print(
+        format_table(
+            rows, ["band", "dim", "top1 %", f"top{min(5, len(classes))} %", "train top1 %", "train", "val"]
+        )
+    )
     print(f"results written to {args.output}")
     return 0
 
@@ -205,14 +323,29 @@ def spectrum_main(argv: Sequence[str]) -> int:
         write_spectrum_csv,
     )
 
-    p = argparse.ArgumentParser(prog="uae spectrum", description="Radial power spectrum of latent grids and energy per UAE band.")
+    p = argparse.ArgumentParser(
+        prog="uae spectrum", description="Radial power spectrum of latent grids and energy per UAE band."
+    )
     _add_model_data(p)
-    p.add_argument("--encoders", nargs="+", default=["uae"], choices=["uae", "teacher", "vae"],
-                   help="uae (the unified encoder), teacher (DINOv2 init), vae (diffusers AutoencoderKL, needs --vae)")
-    p.add_argument("--teacher-weights", default=None, help="DINOv2 weights for the teacher (default: the config's)")
-    p.add_argument("--vae", default=None, help="AutoencoderKL directory or Hub id (e.g. stabilityai/sd-vae-ft-mse)")
+    p.add_argument(
+        "--encoders",
+        nargs="+",
+        default=["uae"],
+        choices=["uae", "teacher", "vae"],
+        help="uae (the unified encoder), teacher (DINOv2 init), vae (diffusers AutoencoderKL, needs --vae)",
+    )
+    p.add_argument(
+        "--teacher-weights", default=None, help="DINOv2 weights for the teacher (default: the config's)"
+    )
+    p.add_argument(
+        "--vae", default=None, help="AutoencoderKL directory or Hub id (e.g. stabilityai/sd-vae-ft-mse)"
+    )
     p.add_argument("--vae-size", type=int, default=256, help="input side of the VAE")
-    p.add_argument("--out-dir", default="uae_spectrum", help="folder for spectrum.csv, band_energy.csv, spectrum.png, spectrum.json")
+    p.add_argument(
+        "--out-dir",
+        default="uae_spectrum",
+        help="folder for spectrum.csv, band_energy.csv, spectrum.png, spectrum.json",
+    )
     args = p.parse_args(list(argv))
     root = resolve_data(args.data, args.data_root)
     model, device = _setup(args)
@@ -231,15 +364,32 @@ def spectrum_main(argv: Sequence[str]) -> int:
                 skipped["vae"] = str(e)
     size = max(e.size for e in encoders)
     ds = build_dataset(root, size, labels=False, limit=args.limit)
-    results = compute_spectra(encoders, make_loader(ds, args.batch_size, args.num_workers), band_energy=model.band_projector.band_energy,
-                              device=device, amp=not args.no_amp, progress=not args.no_progress)
+    results = compute_spectra(
+        encoders,
+        make_loader(ds, args.batch_size, args.num_workers),
+        band_energy=model.band_projector.band_energy,
+        device=device,
+        amp=not args.no_amp,
+        progress=not args.no_progress,
+    )
     out = Path(args.out_dir)
     spec_csv, band_csv = write_spectrum_csv(results, out)
     png = plot_spectra(results, out / "spectrum.png", title=f"{args.model} on {args.data}")
-    write_json(out / "spectrum.json", {"model": args.model, "data": args.data, "num_bands": model.config.num_bands,
-                                       "encoders": results, "skipped": skipped})
+    write_json(
+        out / "spectrum.json",
+        {
+            "model": args.model,
+            "data": args.data,
+            "num_bands": model.config.num_bands,
+            "encoders": results,
+            "skipped": skipped,
+        },
+    )
     k = model.config.num_bands
-    rows = [[r["encoder"], "x".join(map(str, r["latent_shape"])), *(100 * s for s in r["band_share"])] for r in results]
+    rows = [
+        [r["encoder"], "x".join(map(str, r["latent_shape"])), *(100 * s for s in r["band_share"])]
+        for r in results
+    ]
     print(f"uae spectrum: energy share per band (%), {results[0]['num_images']} images")
     print(format_table(rows, ["encoder", "latent", *(f"band {i}" for i in range(k))]))
     print(f"written: {spec_csv}, {band_csv}, {png}")
@@ -253,16 +403,26 @@ def filtered_main(argv: Sequence[str]) -> int:
     from uae.evaluation.probe import evaluate_head, parse_band, train_probe
     from uae.evaluation.reconstruction import evaluate_reconstruction
 
-    p = argparse.ArgumentParser(prog="uae filtered-eval",
-                                description="Low-pass (LFC) / high-pass (HFC) filtered evaluation at radius r beside the originals.")
-    _add_model_data(p, data_help="labelled folder (for the probe), 'imagenet' (with --data-root), or any image folder (--no-probe)")
+    p = argparse.ArgumentParser(
+        prog="uae filtered-eval",
+        description="Low-pass (LFC) / high-pass (HFC) filtered evaluation at radius r beside the originals.",
+    )
+    _add_model_data(
+        p,
+        data_help="labelled folder (for the probe), 'imagenet' (with --data-root), or any image folder (--no-probe)",
+    )
     _add_metric_opts(p)
     _add_probe_opts(p)
     p.add_argument("--radius", type=float, nargs="+", default=[0.25, 0.5], help="cut-off radii (1 = Nyquist)")
     p.add_argument("--band", default="0", help="probe feature band")
     p.add_argument("--no-probe", action="store_true", help="only reconstruction metrics")
     p.add_argument("--no-recon", action="store_true", help="only probe accuracy")
-    p.add_argument("--size", type=int, default=None, help="reconstruction comparison resolution (default: model output size)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="reconstruction comparison resolution (default: model output size)",
+    )
     p.add_argument("--output", default="uae_filtered.json", help="result JSON file")
     args = p.parse_args(list(argv))
     if args.no_probe and args.no_recon:
@@ -274,11 +434,27 @@ def filtered_main(argv: Sequence[str]) -> int:
     if not args.no_probe:
         band = parse_band(args.band)
         train_ds, val_ds, classes = _probe_datasets(args, model.config.img_size)
-        cache_dir = Path(args.cache_dir) if args.cache_dir else Path(args.output).resolve().parent / "features"
-        (xtr, ytr), (xva, yva) = _probe_features(model, (train_ds, val_ds), band, args, device, cache_dir, "filtered")
-        head, res = train_probe(xtr, ytr, xva, yva, num_classes=len(classes), epochs=args.epochs, batch_size=args.head_batch_size,
-                                optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-                                warmup_epochs=args.warmup_epochs, seed=args.seed, progress=not args.no_progress)
+        cache_dir = (
+            Path(args.cache_dir) if args.cache_dir else Path(args.output).resolve().parent / "features"
+        )
+        (xtr, ytr), (xva, yva) = _probe_features(
+            model, (train_ds, val_ds), band, args, device, cache_dir, "filtered"
+        )
+        head, res = train_probe(
+            xtr,
+            ytr,
+            xva,
+            yva,
+            num_classes=len(classes),
+            epochs=args.epochs,
+            batch_size=args.head_batch_size,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            warmup_epochs=args.warmup_epochs,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
         results["probe"] = {"band": str(band), "trained_on": "original images", **res}
     for kind, radius in variants:
         name = kind if kind == "original" else f"{kind}@{radius:g}"
@@ -288,26 +464,51 @@ def filtered_main(argv: Sequence[str]) -> int:
             if kind == "original":
                 entry.update({"top1": results["probe"]["top1"], "top5": results["probe"]["top5"]})
             else:
-                _, (fva, lva) = _probe_features(model, (None, val_ds), band, args, device, cache_dir, "filtered",
-                                                     input_filter=flt, filter_tag=f"{kind}{radius:g}")
+                _, (fva, lva) = _probe_features(
+                    model,
+                    (None, val_ds),
+                    band,
+                    args,
+                    device,
+                    cache_dir,
+                    "filtered",
+                    input_filter=flt,
+                    filter_tag=f"{kind}{radius:g}",
+                )
                 keep = lva >= 0
                 entry.update(evaluate_head(head, fva[keep], lva[keep]))
         if not args.no_recon:
-            root = resolve_data("imagenet-val", args.data_root) if args.data == "imagenet" else resolve_data(
-                args.val_data or args.data, args.data_root)
+            root = (
+                resolve_data("imagenet-val", args.data_root)
+                if args.data == "imagenet"
+                else resolve_data(args.val_data or args.data, args.data_root)
+            )
             size = args.size or model.config.output_size
             ds = build_dataset(root, model.config.img_size, out_size=size, labels=False, limit=args.limit)
-            rec = evaluate_reconstruction(model, make_loader(ds, args.batch_size, args.num_workers), _metrics(args, device), size,
-                                          input_filter=flt, device=device, amp=not args.no_amp, progress=not args.no_progress,
-                                          desc=f"eval {name}")
+            rec = evaluate_reconstruction(
+                model,
+                make_loader(ds, args.batch_size, args.num_workers),
+                _metrics(args, device),
+                size,
+                input_filter=flt,
+                device=device,
+                amp=not args.no_amp,
+                progress=not args.no_progress,
+                desc=f"eval {name}",
+            )
             entry.update({k: rec[k] for k in ("psnr", "ssim", "lpips", "rfid", "num_images")})
             entry["unavailable"] = rec["unavailable"]
             results.setdefault("notes", rec["notes"])
         results["variants"][name] = entry
     write_json(args.output, results)
     print(f"uae filtered-eval: {args.model} on {args.data}")
-    cols = (["top1"] if head is not None else []) + ([] if args.no_recon else ["psnr", "ssim", "lpips", "rfid"])
-    rows = [[n, *((100 * e[c]) if c == "top1" else e.get(c) for c in cols)] for n, e in results["variants"].items()]
+    cols = (["top1"] if head is not None else []) + (
+        [] if args.no_recon else ["psnr", "ssim", "lpips", "rfid"]
+    )
+    rows = [
+        [n, *((100 * e[c]) if c == "top1" else e.get(c) for c in cols)]
+        for n, e in results["variants"].items()
+    ]
     print(format_table(rows, ["images", *(c + (" %" if c == "top1" else "") for c in cols)]))
     if not args.no_recon:
         _print_unavailable(next(iter(results["variants"].values())))
@@ -320,22 +521,41 @@ def encode_main(argv: Sequence[str]) -> int:
     """``uae encode``: band latents of a dataset as sharded safetensors (resumable), with latent stats."""
     from uae.evaluation.export import EXPORTABLE, export_latents
 
-    p = argparse.ArgumentParser(prog="uae encode", description="Export band / fused latents of a dataset as sharded safetensors.")
+    p = argparse.ArgumentParser(
+        prog="uae encode", description="Export band / fused latents of a dataset as sharded safetensors."
+    )
     _add_model_data(p)
     p.add_argument("--out", required=True, help="output folder (re-run the same command to resume)")
     p.add_argument("--what", nargs="+", default=["bands"], choices=list(EXPORTABLE), help="tensors to store")
     p.add_argument("--shard-size", type=int, default=4096, help="images per shard")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="storage dtype")
+    p.add_argument(
+        "--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="storage dtype"
+    )
     args = p.parse_args(list(argv))
     root = resolve_data(args.data, args.data_root)
     model, device = _setup(args)
     ds = build_dataset(root, model.config.img_size, labels=None, limit=args.limit)
-    index = export_latents(model, ds, args.out, what=args.what, shard_size=args.shard_size, batch_size=args.batch_size,
-                           num_workers=args.num_workers, dtype=args.dtype, device=device, amp=not args.no_amp,
-                           progress=not args.no_progress, metadata={"model": args.model, "data": args.data, "data_path": str(root)})
-    print(f"uae encode: {len(index['shards'])}/{index['num_shards']} shards, {index['num_images']} images -> {args.out}")
+    index = export_latents(
+        model,
+        ds,
+        args.out,
+        what=args.what,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        dtype=args.dtype,
+        device=device,
+        amp=not args.no_amp,
+        progress=not args.no_progress,
+        metadata={"model": args.model, "data": args.data, "data_path": str(root)},
+    )
+    print(
+        f"uae encode: {len(index['shards'])}/{index['num_shards']} shards, {index['num_images']} images -> {args.out}"
+    )
     for k, s in index.get("stats", {}).items():
         mean = torch.tensor(s["mean"])
         std = torch.tensor(s["std"])
-        print(f"  {k}: shape {index['shapes'][k]}, mean of channel means {mean.mean():.4f}, mean channel std {std.mean():.4f}")
+        print(
+            f"  {k}: shape {index['shapes'][k]}, mean of channel means {mean.mean():.4f}, mean channel std {std.mean():.4f}"
+        )
     return 0

@@ -111,9 +111,14 @@ def build_dataset(
             raise ValueError(f"--limit must be positive, got {limit}")
         files = find_images(root)[:limit]
         return ImageFolderDataset(
-            files, transform=image_transform(size, train=train, out_size=out_size), labels=labels, class_root=root
+            files,
+            transform=image_transform(size, train=train, out_size=out_size),
+            labels=labels,
+            class_root=root,
         )
-    return ImageFolderDataset(files, transform=image_transform(size, train=train, out_size=out_size), labels=labels)
+    return ImageFolderDataset(
+        files, transform=image_transform(size, train=train, out_size=out_size), labels=labels
+    )
 
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, shuffle: bool = False) -> DataLoader:
@@ -141,7 +146,9 @@ def match_size(x: torch.Tensor, size: int) -> torch.Tensor:
     """Resize ``(B, 3, H, W)`` images to ``size x size`` (bicubic, antialiased, clamped) if needed."""
     if x.shape[-2:] == (size, size):
         return x
-    return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0.0, 1.0)
+    return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(
+        0.0, 1.0
+    )
 
 
 def iterate(loader: DataLoader, desc: str, progress: bool = True) -> Iterator[dict[str, Any]]:

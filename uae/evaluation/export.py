@@ -69,7 +69,9 @@ def channel_moments(x: torch.Tensor, channel_dim: int) -> tuple[int, torch.Tenso
     return count, mean, m2
 
 
-def combine_moments(parts: Sequence[tuple[int, torch.Tensor, torch.Tensor]]) -> tuple[int, torch.Tensor, torch.Tensor]:
+def combine_moments(
+    parts: Sequence[tuple[int, torch.Tensor, torch.Tensor]],
+) -> tuple[int, torch.Tensor, torch.Tensor]:
     """Chan et al.'s pairwise combination of ``(count, mean, M2)`` triples."""
     n, mean, m2 = parts[0]
     for nb, mb, m2b in parts[1:]:
@@ -202,8 +204,13 @@ def export_latents(
             "dtype": dtype,
             "shapes": {},
             "classes": list(getattr(dataset, "classes", [])),
-            "model": {"name": cfg.name, "latent_shape": list(cfg.latent_shape), "num_bands": cfg.num_bands,
-                      "band_transform": cfg.band_transform, "img_size": cfg.img_size},
+            "model": {
+                "name": cfg.name,
+                "latent_shape": list(cfg.latent_shape),
+                "num_bands": cfg.num_bands,
+                "band_transform": cfg.band_transform,
+                "img_size": cfg.img_size,
+            },
             "metadata": metadata or {},
             "shards": [],
             "complete": False,
@@ -235,9 +242,17 @@ def export_latents(
             batches.append(list(range(b, min(b + batch_size, hi))))
             owner.append(s)
     device = torch.device(device)
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=device.type == "cuda"
+    )
     store = DTYPES[dtype]
-    bar = tqdm(total=sum(len(b) for b in batches), desc="encode", unit="img", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=sum(len(b) for b in batches),
+        desc="encode",
+        unit="img",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     cur: int | None = None
     buf: dict[str, list[torch.Tensor]] = {}
     batch_in_shard = 0
@@ -279,7 +294,14 @@ def _state_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _commit(out: Path, index: dict[str, Any], index_path: Path, shard: int, buf: dict[str, list[torch.Tensor]], store: torch.dtype) -> None:
+def _commit(
+    out: Path,
+    index: dict[str, Any],
+    index_path: Path,
+    shard: int,
+    buf: dict[str, list[torch.Tensor]],
+    store: torch.dtype,
+) -> None:
     """Write one complete shard (tmp + rename), then record it in the index (atomic)."""
     tensors: dict[str, torch.Tensor] = {}
     entry: dict[str, Any] = {"shard": shard, "file": shard_name(shard)}
@@ -287,7 +309,9 @@ def _commit(out: Path, index: dict[str, Any], index_path: Path, shard: int, buf:
     lo = shard * index["shard_size"]
     expected = torch.arange(lo, min(lo + index["shard_size"], index["num_images"]))
     if not torch.equal(idx, expected):
-        raise RuntimeError(f"shard {shard} got indices {idx[:4].tolist()}... instead of {lo}..{int(expected[-1])}")
+        raise RuntimeError(
+            f"shard {shard} got indices {idx[:4].tolist()}... instead of {lo}..{int(expected[-1])}"
+        )
     tensors["index"] = idx
     tensors["label"] = torch.cat(buf["label"])
     for k in EXPORTABLE:
@@ -305,7 +329,9 @@ def _commit(out: Path, index: dict[str, Any], index_path: Path, shard: int, buf:
     save_file(tensors, str(tmp), metadata={"shard": str(shard), "start": str(lo), "count": str(len(idx))})
     os.replace(tmp, final)
     entry.update({"start": lo, "count": len(idx), "bytes": final.stat().st_size})
-    index["shards"] = sorted([*(s for s in index["shards"] if s["shard"] != shard), entry], key=lambda e: e["shard"])
+    index["shards"] = sorted(
+        [*(s for s in index["shards"] if s["shard"] != shard), entry], key=lambda e: e["shard"]
+    )
     _atomic_json(index_path, index)
 
 
@@ -319,7 +345,13 @@ def _finalize(out: Path, index: dict[str, Any], index_path: Path) -> dict[str, A
         parts = []
         for e in index["shards"]:
             with safe_open(str(out / e["file"]), framework="pt") as f:
-                parts.append((int(f.get_tensor(f"stats.{k}.count")[0]), f.get_tensor(f"stats.{k}.mean"), f.get_tensor(f"stats.{k}.m2")))
+                parts.append(
+                    (
+                        int(f.get_tensor(f"stats.{k}.count")[0]),
+                        f.get_tensor(f"stats.{k}.mean"),
+                        f.get_tensor(f"stats.{k}.m2"),
+                    )
+                )
         count, mean, m2 = combine_moments(parts)
         std = (m2 / max(count - 1, 1)).sqrt()
         stats[k] = {"count": count, "mean": mean.tolist(), "std": std.tolist()}
@@ -355,17 +387,23 @@ def verify_export(out_dir: str | os.PathLike) -> dict[str, Any]:
     listed = {e["file"] for e in index["shards"]}
     on_disk = {p.name for p in out.glob("shard-*.safetensors")}
     if listed != on_disk:
-        raise ValueError(f"index and shard files differ: only indexed {sorted(listed - on_disk)}, only on disk {sorted(on_disk - listed)}")
+        raise ValueError(
+            f"index and shard files differ: only indexed {sorted(listed - on_disk)}, only on disk {sorted(on_disk - listed)}"
+        )
     seen: list[torch.Tensor] = []
     for e in index["shards"]:
         with safe_open(str(out / e["file"]), framework="pt") as f:
             idx = f.get_tensor("index")
         if len(idx) != e["count"] or int(idx[0]) != e["start"]:
-            raise ValueError(f"{e['file']}: holds {len(idx)} samples from {int(idx[0])}, index says {e['count']} from {e['start']}")
+            raise ValueError(
+                f"{e['file']}: holds {len(idx)} samples from {int(idx[0])}, index says {e['count']} from {e['start']}"
+            )
         seen.append(idx)
     allidx = torch.cat(seen) if seen else torch.zeros(0, dtype=torch.long)
     if len(torch.unique(allidx)) != len(allidx):
         raise ValueError("duplicate sample indices across shards")
-    if index.get("complete") and not torch.equal(torch.sort(allidx).values, torch.arange(index["num_images"])):
+    if index.get("complete") and not torch.equal(
+        torch.sort(allidx).values, torch.arange(index["num_images"])
+    ):
         raise ValueError("complete export does not cover every sample exactly once")
     return index

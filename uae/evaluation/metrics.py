@@ -32,9 +32,7 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 #: torch-fidelity's Inception weights (file name in the torch hub cache).
-INCEPTION_URL = (
-    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
-)
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 #: The same TF-FID network as distributed by pytorch-fid (same key names); accepted from the cache too.
 INCEPTION_FILE_ALT = "pt_inception-2015-12-05-6726825d.pth"
@@ -52,7 +50,10 @@ class MetricUnavailable(RuntimeError):
 
 def offline_mode() -> bool:
     """True when ``HF_HUB_OFFLINE`` or ``UAE_OFFLINE`` is set to a true value."""
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "UAE_OFFLINE"))
+    return any(
+        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+        for k in ("HF_HUB_OFFLINE", "UAE_OFFLINE")
+    )
 
 
 def network_available(url: str, timeout: float = 2.0) -> bool:
@@ -164,9 +165,13 @@ class InceptionFeatures(nn.Module):
         except Exception as e:  # noqa: BLE001
             raise MetricUnavailable(f"cannot read Inception weights {str(weights_path)!r}: {e}") from e
         try:
-            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights_path))
+            self.net = FeatureExtractorInceptionV3(
+                "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights_path)
+            )
         except RuntimeError as e:
-            raise MetricUnavailable(f"Inception weights {str(weights_path)!r} do not match torch-fidelity's network: {e}") from e
+            raise MetricUnavailable(
+                f"Inception weights {str(weights_path)!r} do not match torch-fidelity's network: {e}"
+            ) from e
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,7 +215,9 @@ def frechet_distance(real: GaussianStats, fake: GaussianStats) -> float:
     """Frechet distance between two feature Gaussians, with torch-fidelity's formula."""
     from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 
-    return float(fid_statistics_to_metric(real.statistics(), fake.statistics(), verbose=False)[KEY_METRIC_FID])
+    return float(
+        fid_statistics_to_metric(real.statistics(), fake.statistics(), verbose=False)[KEY_METRIC_FID]
+    )
 
 
 @dataclass
@@ -253,7 +260,9 @@ class ReconstructionMetrics:
                 resolve_lpips_backbone(self.lpips_net, allow_download=self.allow_download)
                 from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-                self._lpips = LearnedPerceptualImagePatchSimilarity(net_type=self.lpips_net, normalize=True).to(dev)
+                self._lpips = LearnedPerceptualImagePatchSimilarity(
+                    net_type=self.lpips_net, normalize=True
+                ).to(dev)
             except MetricUnavailable as e:
                 self.unavailable["lpips"] = str(e)
                 logger.warning("LPIPS unavailable: %s", e)
@@ -278,7 +287,9 @@ class ReconstructionMetrics:
             ref: ``(B, 3, H, W)`` references (originals) in ``[0, 1]``, same size.
         """
         if recon.shape != ref.shape:
-            raise ValueError(f"reconstruction {tuple(recon.shape)} and reference {tuple(ref.shape)} differ in shape")
+            raise ValueError(
+                f"reconstruction {tuple(recon.shape)} and reference {tuple(ref.shape)} differ in shape"
+            )
         recon = recon.float().clamp(0.0, 1.0)
         ref = ref.float().clamp(0.0, 1.0)
         if self.quantize:
@@ -309,11 +320,14 @@ class ReconstructionMetrics:
             else:
                 out["rfid"] = frechet_distance(self._real, self._fake)
                 if self.num_images < 2048:
-                    logger.warning("rFID on %d images (< 2048, the feature size) is strongly biased", self.num_images)
+                    logger.warning(
+                        "rFID on %d images (< 2048, the feature size) is strongly biased", self.num_images
+                    )
         out["unavailable"] = dict(self.unavailable)
         out["notes"] = {
             "rfid": RFID_NOTE,
-            "psnr": "per-image PSNR (data range 1) averaged over images" + (", 8-bit quantised" if self.quantize else ""),
+            "psnr": "per-image PSNR (data range 1) averaged over images"
+            + (", 8-bit quantised" if self.quantize else ""),
             "ssim": "torchmetrics SSIM (gaussian 11x11, sigma 1.5, data range 1)",
             "lpips": f"torchmetrics LPIPS ({self.lpips_net})",
         }

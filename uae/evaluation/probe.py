@@ -130,7 +130,11 @@ def extract_features(
         path = Path(cache_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        save_file({"features": features, "labels": label_t}, str(tmp), metadata={"fingerprint": fingerprint, "band": str(band)})
+        save_file(
+            {"features": features, "labels": label_t},
+            str(tmp),
+            metadata={"fingerprint": fingerprint, "band": str(band)},
+        )
         os.replace(tmp, path)
     return features, label_t
 
@@ -166,7 +170,9 @@ class LinearProbe(L.LightningModule):
         if num_classes < 2:
             raise ValueError(f"a linear probe needs at least 2 classes, got {num_classes}")
         self.save_hyperparameters()
-        self.head = nn.Sequential(nn.BatchNorm1d(feature_dim, affine=False, eps=1e-6), nn.Linear(feature_dim, num_classes))
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(feature_dim, affine=False, eps=1e-6), nn.Linear(feature_dim, num_classes)
+        )
         nn.init.trunc_normal_(self.head[1].weight, std=0.01)
         nn.init.zeros_(self.head[1].bias)
         from torchmetrics.classification import MulticlassAccuracy
@@ -217,7 +223,10 @@ class LinearProbe(L.LightningModule):
             ]
             opt: torch.optim.Optimizer = Lars(groups, lr=hp.lr, momentum=0.9)
         else:
-            groups = [{"params": [weight], "weight_decay": hp.weight_decay}, {"params": [bias], "weight_decay": 0.0}]
+            groups = [
+                {"params": [weight], "weight_decay": hp.weight_decay},
+                {"params": [bias], "weight_decay": 0.0},
+            ]
             opt = torch.optim.SGD(groups, lr=hp.lr, momentum=0.9)
         total = max(1, hp.max_epochs * hp.steps_per_epoch)
         warmup = min(total - 1, hp.warmup_epochs * hp.steps_per_epoch)
@@ -233,7 +242,9 @@ class LinearProbe(L.LightningModule):
 
 
 @torch.no_grad()
-def evaluate_head(head: LinearProbe, features: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
+def evaluate_head(
+    head: LinearProbe, features: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024
+) -> dict[str, float]:
     """Top-1 / top-5 accuracy (fractions) of a trained head on features ``(N, D)``."""
     from torchmetrics.classification import MulticlassAccuracy
 
@@ -295,15 +306,32 @@ def train_probe(
         lr = 0.1 * batch_size / 256 if optimizer == "lars" else 0.1
     L.seed_everything(seed, verbose=False)
     bs = min(batch_size, len(train_features))
-    train_loader = DataLoader(TensorDataset(train_features, train_labels), batch_size=bs, shuffle=True, drop_last=len(train_features) > bs)
+    train_loader = DataLoader(
+        TensorDataset(train_features, train_labels),
+        batch_size=bs,
+        shuffle=True,
+        drop_last=len(train_features) > bs,
+    )
     val_loader = DataLoader(TensorDataset(val_features, val_labels), batch_size=max(bs, 256))
     head = LinearProbe(
-        train_features.shape[1], num_classes, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-        warmup_epochs=warmup_epochs, max_epochs=epochs, steps_per_epoch=len(train_loader),
+        train_features.shape[1],
+        num_classes,
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        max_epochs=epochs,
+        steps_per_epoch=len(train_loader),
     )
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        max_epochs=epochs,
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
         check_val_every_n_epoch=max(1, epochs),
     )
     trainer.fit(head, train_loader, val_loader)

@@ -18,7 +18,9 @@ logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def reconstruct_batch(model: torch.nn.Module, x: torch.Tensor, out_size: int, amp: bool = True) -> torch.Tensor:
+def reconstruct_batch(
+    model: torch.nn.Module, x: torch.Tensor, out_size: int, amp: bool = True
+) -> torch.Tensor:
     """Reconstruct ``(B, 3, H, W)`` images in ``[0, 1]`` and resize the result to ``out_size`` if needed.
 
     Returns:

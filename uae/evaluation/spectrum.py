@@ -29,7 +29,9 @@ from uae.utils import maybe_autocast
 logger = logging.getLogger(__name__)
 
 
-def radial_bins(height: int, width: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def radial_bins(
+    height: int, width: int, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer radial bin of every full-FFT coefficient of an ``H x W`` grid and the bins' ``rho``.
 
     Bin ``i`` holds coefficients with normalised radius in ``[(i - 0.5) d, (i + 0.5) d)`` where
@@ -105,7 +107,9 @@ class SpectrumAccumulator:
             self.latent_shape = tuple(z.shape[1:])
         else:
             if tuple(z.shape[1:]) != self.latent_shape:
-                raise ValueError(f"{self.name}: latent shape changed from {self.latent_shape} to {tuple(z.shape[1:])}")
+                raise ValueError(
+                    f"{self.name}: latent shape changed from {self.latent_shape} to {tuple(z.shape[1:])}"
+                )
             self._share_sum += share
             self._power_sum += rel
         if self.band_energy is not None:
@@ -153,7 +157,9 @@ def uae_encoder(model: nn.Module, name: str = "uae") -> LatentEncoder:
     return LatentEncoder(name, lambda x: model.encode(x).latent, model.config.img_size)
 
 
-def teacher_encoder(model: nn.Module, weights: str | os.PathLike | None = None, name: str = "teacher") -> LatentEncoder:
+def teacher_encoder(
+    model: nn.Module, weights: str | os.PathLike | None = None, name: str = "teacher"
+) -> LatentEncoder:
     """The semantic teacher: a copy of the UAE encoder re-initialised from the DINOv2 weights.
 
     Args:
@@ -163,8 +169,8 @@ def teacher_encoder(model: nn.Module, weights: str | os.PathLike | None = None, 
     Raises:
         FileNotFoundError: The DINOv2 weights are not available (message names the file).
     """
-    from uae.models.dinov2 import resolve_dinov2_weights
     from uae.layers.encoder import read_state_dict
+    from uae.models.dinov2 import resolve_dinov2_weights
 
     source = weights if weights is not None else model.config.encoder_weights
     if not source:
@@ -174,7 +180,9 @@ def teacher_encoder(model: nn.Module, weights: str | os.PathLike | None = None, 
     return LatentEncoder(name, lambda x: teacher(model.normalize(x)), model.config.img_size)
 
 
-def autoencoderkl_encoder(source: str, size: int = 256, device: str | torch.device = "cpu", name: str | None = None) -> LatentEncoder:
+def autoencoderkl_encoder(
+    source: str, size: int = 256, device: str | torch.device = "cpu", name: str | None = None
+) -> LatentEncoder:
     """A diffusers ``AutoencoderKL`` (SD-VAE, FLUX-VAE, ...): the posterior mean of ``encode(2x - 1)``.
 
     Raises:
@@ -183,10 +191,16 @@ def autoencoderkl_encoder(source: str, size: int = 256, device: str | torch.devi
     try:
         from diffusers import AutoencoderKL
     except ImportError as e:
-        raise ValueError("the AutoencoderKL encoder needs diffusers: pip install 'uae[peers]' (or diffusers)") from e
+        raise ValueError(
+            "the AutoencoderKL encoder needs diffusers: pip install 'uae[peers]' (or diffusers)"
+        ) from e
     vae = AutoencoderKL.from_pretrained(source).eval().to(device)
     vae.requires_grad_(False)
-    return LatentEncoder(name or f"autoencoderkl:{Path(source).name}", lambda x: vae.encode(x * 2.0 - 1.0).latent_dist.mean, size)
+    return LatentEncoder(
+        name or f"autoencoderkl:{Path(source).name}",
+        lambda x: vae.encode(x * 2.0 - 1.0).latent_dist.mean,
+        size,
+    )
 
 
 @torch.no_grad()
@@ -232,7 +246,9 @@ def write_spectrum_csv(results: list[dict[str, Any]], out_dir: str | os.PathLike
         w = csv.writer(f)
         w.writerow(["encoder", "bin", "rho", "coefficients", "energy_share", "relative_power"])
         for r in results:
-            for i, (rho, c, s, p) in enumerate(zip(r["rho"], r["coefficients"], r["energy_share"], r["relative_power"])):
+            for i, (rho, c, s, p) in enumerate(
+                zip(r["rho"], r["coefficients"], r["energy_share"], r["relative_power"])
+            ):
                 w.writerow([r["encoder"], i, f"{rho:.6f}", int(c), f"{s:.8f}", f"{p:.8f}"])
     with band_path.open("w", newline="") as f:
         w = csv.writer(f)
@@ -263,7 +279,9 @@ def plot_spectra(results: list[dict[str, Any]], path: str | os.PathLike, title: 
         k = len(with_bands[0]["band_share"])
         width = 0.8 / len(with_bands)
         for j, r in enumerate(with_bands):
-            ax2.bar(np.arange(k) + j * width - 0.4 + width / 2, r["band_share"], width=width, label=r["encoder"])
+            ax2.bar(
+                np.arange(k) + j * width - 0.4 + width / 2, r["band_share"], width=width, label=r["encoder"]
+            )
         ax2.set_xticks(np.arange(k))
         ax2.set_xlabel("band (0 = lowest frequencies)")
         ax2.set_ylabel("share of latent energy")
