@@ -81,6 +81,7 @@ def test_projector_modulator_share_is_a_fraction(smoke: tuple[dict, str]) -> Non
     result, _ = smoke
     pm = result["projector_modulator"]
     assert 0 < pm["share_of_encode_side"] < 1
+    assert 0 < pm["share_of_encode_side_cpu_time"] < 1
     total = pm["encoder_ms"] + pm["projector_ms"] + pm["modulator_ms"]
     assert pm["share_of_encode_side"] == pytest.approx((pm["projector_ms"] + pm["modulator_ms"]) / total)
     assert result["pieces"]["band_projector"]["median_ms"] == pm["projector_ms"]
