@@ -65,6 +65,19 @@ def test_identical_images_give_infinite_psnr_and_unit_ssim(photos32, empty_hub):
     assert res["psnr"] > 80 or np.isinf(res["psnr"])
 
 
+def test_reset_forgets_images_but_keeps_settings(photos32, empty_hub):
+    recon, ref = _pairs(photos32)
+    m = ReconstructionMetrics(lpips=False, fid=False)
+    m.update(photos32, photos32)
+    m.reset()
+    m.update(recon, ref)
+    res = m.compute()
+    fresh = ReconstructionMetrics(lpips=False, fid=False)
+    fresh.update(recon, ref)
+    assert res["num_images"] == len(ref) and res["psnr"] == pytest.approx(fresh.compute()["psnr"], rel=1e-7)
+    assert res["unavailable"]["rfid"].startswith("disabled")
+
+
 def test_shape_mismatch_and_empty_raise(photos32, empty_hub):
     m = ReconstructionMetrics(lpips=False, fid=False)
     with pytest.raises(ValueError, match="differ in shape"):

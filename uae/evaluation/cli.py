@@ -456,6 +456,7 @@ def filtered_main(argv: Sequence[str]) -> int:
             progress=not args.no_progress,
         )
         results["probe"] = {"band": str(band), "trained_on": "original images", **res}
+    rec_metrics = None
     for kind, radius in variants:
         name = kind if kind == "original" else f"{kind}@{radius:g}"
         flt = make_filter(kind, radius)
@@ -485,10 +486,13 @@ def filtered_main(argv: Sequence[str]) -> int:
             )
             size = args.size or model.config.output_size
             ds = build_dataset(root, model.config.img_size, out_size=size, labels=False, limit=args.limit)
+            if rec_metrics is None:
+                rec_metrics = _metrics(args, device)  # weights resolved and loaded once for all variants
+            rec_metrics.reset()
             rec = evaluate_reconstruction(
                 model,
                 make_loader(ds, args.batch_size, args.num_workers),
-                _metrics(args, device),
+                rec_metrics,
                 size,
                 input_filter=flt,
                 device=device,

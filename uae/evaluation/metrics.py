@@ -278,6 +278,16 @@ class ReconstructionMetrics:
         else:
             self.unavailable["rfid"] = "disabled (--no-fid)"
 
+    def reset(self) -> None:
+        """Forget the accumulated images (the metric networks stay loaded)."""
+        self._psnr.reset()
+        self._ssim.reset()
+        if self._lpips is not None:
+            self._lpips.reset()
+        self._real = GaussianStats()
+        self._fake = GaussianStats()
+        self.num_images = 0
+
     @torch.no_grad()
     def update(self, recon: torch.Tensor, ref: torch.Tensor) -> None:
         """Add a batch.
