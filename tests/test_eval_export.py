@@ -138,6 +138,14 @@ def test_export_refuses_different_settings_and_bad_args(tiny_model, image_folder
     assert (out / "files.txt").read_text().splitlines()[0].startswith("a/")
 
 
+def test_default_shard_size_targets_one_gib():
+    from uae.evaluation.export import default_shard_size
+
+    assert default_shard_size(["bands"], 4, (768, 16, 16), "float32") == 2**30 // (4 * 768 * 256 * 4)
+    assert default_shard_size(["latent"], 4, (768, 16, 16), "bfloat16") == 2**30 // (768 * 256 * 2)
+    assert default_shard_size(["bands", "latent"], 3, (32, 8, 8), "float32", target_bytes=10) == 1
+
+
 def test_chan_combination_equals_global_moments():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(11, 2, 5, 3, 3, generator=g, dtype=torch.float64) * 3 + 1

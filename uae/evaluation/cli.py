@@ -531,7 +531,9 @@ def encode_main(argv: Sequence[str]) -> int:
     _add_model_data(p)
     p.add_argument("--out", required=True, help="output folder (re-run the same command to resume)")
     p.add_argument("--what", nargs="+", default=["bands"], choices=list(EXPORTABLE), help="tensors to store")
-    p.add_argument("--shard-size", type=int, default=4096, help="images per shard")
+    p.add_argument(
+        "--shard-size", type=int, default=None, help="images per shard (default: about 1 GiB per shard)"
+    )
     p.add_argument(
         "--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="storage dtype"
     )

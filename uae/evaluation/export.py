@@ -123,7 +123,7 @@ def export_latents(
     dataset: Dataset,
     out_dir: str | os.PathLike,
     what: Sequence[str] = ("bands",),
-    shard_size: int = 4096,
+    shard_size: int | None = None,
     batch_size: int = 64,
     num_workers: int = 0,
     dtype: str = "float32",
@@ -141,7 +141,8 @@ def export_latents(
         out_dir: Output folder (created). Re-running with the same arguments resumes.
         what: Any of ``"bands"`` ``(K, C, h, w)``, ``"latent"`` ``(C, h, w)``, ``"fused"`` ``(C, h, w)``
             (the band modulator's output in eval mode, i.e. what the decoder sees).
-        shard_size: Images per shard.
+        shard_size: Images per shard; default: as many as fit in about 1 GiB of stored tensors
+            (e.g. 341 images of 4 bands of a 16x16x768 grid in float32, 2730 such latents in bfloat16).
         batch_size: Encoding batch size.
         num_workers: Loader workers.
         dtype: Storage dtype of the latents (statistics are always computed in float64 first).
@@ -166,6 +167,9 @@ def export_latents(
         raise ValueError(f"--what must be some of {EXPORTABLE}, got {what}")
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    cfg = model.config
+    if shard_size is None:
+        shard_size = default_shard_size(what, cfg.num_bands, cfg.latent_shape, dtype)
     if shard_size <= 0 or batch_size <= 0:
         raise ValueError(f"shard_size and batch_size must be positive, got {shard_size}, {batch_size}")
     out = Path(out_dir)
@@ -174,7 +178,6 @@ def export_latents(
     files = [str(f) for f in getattr(dataset, "files", [])]
     root = getattr(dataset, "root", None)
     rel_files = [os.path.relpath(f, root) if root is not None else f for f in files]
-    cfg = model.config
     settings = {
         "num_images": n,
         "shard_size": shard_size,
@@ -281,6 +284,18 @@ def export_latents(
     finally:
         bar.close()
     return _finalize(out, index, index_path)
+
+
+def default_shard_size(
+    what: Sequence[str], num_bands: int, latent_shape: Sequence[int], dtype: str, target_bytes: int = 2**30
+) -> int:
+    """Images per shard so that a shard's tensors take about ``target_bytes`` (at least 1)."""
+    per = 1
+    for d in latent_shape:
+        per *= int(d)
+    itemsize = torch.empty(0, dtype=DTYPES[dtype]).element_size()
+    per_image = sum(per * (num_bands if w == "bands" else 1) for w in what) * itemsize
+    return max(1, target_bytes // max(1, per_image))
 
 
 def _state_fingerprint(model: nn.Module) -> str:
