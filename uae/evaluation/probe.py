@@ -111,7 +111,10 @@ def extract_features(
         logger.info("Feature cache %s is stale (different fingerprint); recomputing", cache_path)
     device = torch.device(device)
     loader = make_loader(dataset, batch_size, num_workers=num_workers)
-    feats, labels = [], []
+    n = len(dataset)
+    features: torch.Tensor | None = None  # preallocated (N, D) once D is known: no 2x peak from concatenation
+    label_t = torch.empty(n, dtype=torch.long)
+    pos = 0
     for batch in iterate(loader, f"features band={band}", progress):
         x, _ = batch_images(batch, device)
         if input_filter is not None:
@@ -122,10 +125,14 @@ def extract_features(
             else:
                 grid = model.features(x, band=band, pool=None).float()
                 f = nn.functional.adaptive_avg_pool2d(grid, int(pool)).flatten(1)
-        feats.append(f.float().cpu())
-        labels.append(torch.as_tensor(batch["label"]).long().cpu())
-    features = torch.cat(feats).contiguous()
-    label_t = torch.cat(labels).contiguous()
+        if features is None:
+            features = torch.empty(n, f.shape[1], dtype=torch.float32)
+        b = f.shape[0]
+        features[pos : pos + b] = f.float().cpu()
+        label_t[pos : pos + b] = torch.as_tensor(batch["label"]).long()
+        pos += b
+    if features is None or pos != n:
+        raise RuntimeError(f"feature extraction produced {pos} of {n} samples")
     if cache_path is not None:
         path = Path(cache_path)
         path.parent.mkdir(parents=True, exist_ok=True)
