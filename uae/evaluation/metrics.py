@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 #: torch-fidelity's Inception weights (file name in the torch hub cache).
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
-#: The same TF-FID network as distributed by pytorch-fid (same key names); accepted from the cache too.
+#: pytorch-fid's file of the same TF-FID network; looked for in the cache too (loaded strictly by torch-fidelity,
+#: so a file whose keys differ is reported as unavailable with the reason).
 INCEPTION_FILE_ALT = "pt_inception-2015-12-05-6726825d.pth"
 #: How every rFID result describes its feature network.
 RFID_NOTE = (
@@ -97,8 +98,8 @@ def resolve_inception_weights(path: str | os.PathLike | None = None, allow_downl
         if (cache / name).is_file():
             return cache / name
     hint = (
-        f"Inception weights for rFID not found: put {INCEPTION_FILE} (torch-fidelity; pytorch-fid's "
-        f"{INCEPTION_FILE_ALT} also works) into {cache} or pass --inception-weights PATH "
+        f"Inception weights for rFID not found: put {INCEPTION_FILE} (torch-fidelity's name; pytorch-fid's "
+        f"{INCEPTION_FILE_ALT} is looked for too) into {cache} or pass --inception-weights PATH "
         f"(download: {INCEPTION_URL})"
     )
     if not allow_download:
