@@ -109,6 +109,51 @@ def reconstruct(model, images: torch.Tensor, batch_size: int = 16) -> torch.Tens
     return torch.cat(outs)
 
 
+def bicubic_round_trip(images: torch.Tensor, side: int) -> torch.Tensor:
+    """Bicubic down-sampling to ``side x side`` (antialiased) and back up to the input size, clamped to ``[0, 1]``."""
+    h, w = images.shape[-2:]
+    small = torch.nn.functional.interpolate(images.float(), size=(side, side), mode="bicubic", antialias=True, align_corners=False)
+    return torch.nn.functional.interpolate(small, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+@torch.no_grad()
+def compare_with_bicubic(model, images: torch.Tensor, batch_size: int = 16) -> dict[str, dict[str, float]]:
+    """PSNR / SSIM of the model's reconstructions and of two bicubic baselines of the same "latent size".
+
+    * ``"bicubic_grid"``: down to the latent grid side ``h`` (``3*h*w`` values: as many pixels as
+      latent positions);
+    * ``"bicubic_equal_values"``: down to the side ``s = floor(sqrt(C*h*w / 3))`` whose RGB image holds
+      about as many values as the latent ``C*h*w`` (floats vs 8-bit pixels are not counted).
+
+    Args:
+        model: A :class:`uae.UAE` in eval mode whose output size equals its input size.
+        images: ``(N, 3, H, W)`` in ``[0, 1]`` at the model's input size.
+        batch_size: Reconstruction batch size.
+
+    Returns:
+        ``{name: {"psnr": dB, "ssim": value, "side": s}}`` averaged over the images (``side`` only for
+        the baselines), plus ``"uae"``.
+
+    Raises:
+        ValueError: Output and input sizes differ (the baselines would not be comparable).
+    """
+    from torchmetrics.functional import structural_similarity_index_measure as ssim
+
+    c = model.config
+    if c.output_size != images.shape[-1]:
+        raise ValueError(f"compare_with_bicubic needs output size == input size, got {c.output_size} vs {images.shape[-1]}")
+    images = images.float()
+    recon = reconstruct(model, images, batch_size)
+    sides = {"bicubic_grid": c.grid_size, "bicubic_equal_values": int((c.latent_dim * c.grid_size**2 / 3) ** 0.5)}
+    out: dict[str, dict[str, float]] = {}
+    for name, pred, side in [("uae", recon, None)] + [(k, bicubic_round_trip(images, s), s) for k, s in sides.items()]:
+        row = {"psnr": float(psnr(pred, images).mean()), "ssim": float(ssim(pred, images, data_range=1.0))}
+        if side is not None:
+            row["side"] = side
+        out[name] = row
+    return out
+
+
 def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMG", help="image files")
     parser.add_argument(
