@@ -20,6 +20,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 logger = logging.getLogger("make_demo_data")
@@ -100,18 +101,22 @@ def build(out: Path) -> dict[str, int]:
     crops = heldout_crops(held)
     for name, crop in crops:
         crop.save(out / "val" / f"{name}.png")
-    lines.append(f"| val/{HELDOUT[0]}_*.png ({len(crops)} crops) | `skimage.data.{HELDOUT[0]}()` (held out) | {HELDOUT[1]} |")
+    lines.append(
+        f"| val/{HELDOUT[0]}_*.png ({len(crops)} crops) | `skimage.data.{HELDOUT[0]}()` (held out) | {HELDOUT[1]} |"
+    )
     (out / "ATTRIBUTION.md").write_text("\n".join(lines) + "\n")
     return {"train": n_train, "val": len(crops)}
 
 
-def heldout_images(data: Path, size: int) -> tuple[list[Path], "torch.Tensor"]:
+def heldout_images(data: Path, size: int) -> tuple[list[Path], torch.Tensor]:
     """The held-out crops of ``data/val`` at the model input size (centre crop + bicubic, as ``uae reconstruct``)."""
     from uae.inference import load_images
 
     files = sorted((data / "val").glob("*.png"))
     if not files:
-        raise FileNotFoundError(f"no held-out crops in {data / 'val'} (run this script without arguments first)")
+        raise FileNotFoundError(
+            f"no held-out crops in {data / 'val'} (run this script without arguments first)"
+        )
     images, _ = load_images(files, size)
     return files, images
 
@@ -220,7 +225,9 @@ def write_card(run: Path, data: Path, out: Path) -> dict[str, object]:
         ),
         "val_psnr": summary["last_val_psnr"],
     }
-    training = CARD_TRAINING.format(steps=summary["steps"], samples=summary["steps"] * 24, wall=summary["wall_minutes"])
+    training = CARD_TRAINING.format(
+        steps=summary["steps"], samples=summary["steps"] * 24, wall=summary["wall_minutes"]
+    )
     card = model.generate_model_card(
         repo_id=str(out),
         training=training,
@@ -241,7 +248,9 @@ def write_card(run: Path, data: Path, out: Path) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", nargs="?", default="build", choices=("build", "card"))
-    parser.add_argument("--out", default=None, help="build: data folder (outputs/demo_data); card: checkpoint dir")
+    parser.add_argument(
+        "--out", default=None, help="build: data folder (outputs/demo_data); card: checkpoint dir"
+    )
     parser.add_argument("--data", default="outputs/demo_data", help="card: the data folder")
     parser.add_argument("--run", default="outputs/demo_run", help="card: the `uae fit` run directory")
     args = parser.parse_args()

@@ -43,7 +43,7 @@ def _timm_from_mae_index(model: uae.UAE) -> torch.Tensor:
 
 def uae_decoder_to_mae(model: uae.UAE) -> dict[str, torch.Tensor]:
     """A uae decoder in RAE's GeneralDecoder names (MAE channel order, q/k/v split)."""
-    sd = {k[len("decoder."):]: v.clone() for k, v in model.state_dict().items() if k.startswith("decoder.")}
+    sd = {k[len("decoder.") :]: v.clone() for k, v in model.state_dict().items() if k.startswith("decoder.")}
     j = _timm_from_mae_index(model)
     inv = torch.empty_like(j)
     inv[j] = torch.arange(len(j))  # mae channel m lives in our channel inv[m]
@@ -52,7 +52,9 @@ def uae_decoder_to_mae(model: uae.UAE) -> dict[str, torch.Tensor]:
         "decoder_embed.weight": sd["embed.weight"][inv],
         "decoder_embed.bias": sd["embed.bias"][inv],
         "trainable_cls_token": sd["cls_token"][..., inv],
-        "decoder_pos_embed": torch.cat([torch.zeros(1, 1, d), _mae_table_reference(d, model.config.grid_size)[None]], 1),
+        "decoder_pos_embed": torch.cat(
+            [torch.zeros(1, 1, d), _mae_table_reference(d, model.config.grid_size)[None]], 1
+        ),
         "decoder_norm.weight": sd["norm.weight"][inv],
         "decoder_norm.bias": sd["norm.bias"][inv],
         "decoder_pred.weight": sd["pred.weight"][:, inv],
@@ -80,7 +82,11 @@ def uae_decoder_to_mae(model: uae.UAE) -> dict[str, torch.Tensor]:
 
 def uae_encoder_to_hf(model: uae.UAE, cls_pos: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """A uae encoder in transformers Dinov2WithRegisters names (CLS position slot included)."""
-    sd = {k[len("encoder.vit."):]: v.clone() for k, v in model.state_dict().items() if k.startswith("encoder.vit.")}
+    sd = {
+        k[len("encoder.vit.") :]: v.clone()
+        for k, v in model.state_dict().items()
+        if k.startswith("encoder.vit.")
+    }
     c = model.config.encoder_dim
     p0 = torch.zeros(1, 1, c) if cls_pos is None else cls_pos
     out = {
@@ -94,7 +100,9 @@ def uae_encoder_to_hf(model: uae.UAE, cls_pos: torch.Tensor | None = None) -> di
     for i in range(model.config.encoder_depth):
         b, s = f"blocks.{i}.", f"encoder.layer.{i}."
         for name, w, bias in zip(
-            ("query", "key", "value"), sd[b + "attn.qkv.weight"].chunk(3, 0), sd[b + "attn.qkv.bias"].chunk(3, 0)
+            ("query", "key", "value"),
+            sd[b + "attn.qkv.weight"].chunk(3, 0),
+            sd[b + "attn.qkv.bias"].chunk(3, 0),
         ):
             out[s + f"attention.attention.{name}.weight"] = w
             out[s + f"attention.attention.{name}.bias"] = bias
@@ -115,16 +123,24 @@ def _randomise(model: uae.UAE) -> uae.UAE:
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (0.02 if p.ndim > 1 else 0.1) + (1.0 if "norm" in name else 0.0))
+            p.copy_(
+                torch.randn(p.shape, generator=g) * (0.02 if p.ndim > 1 else 0.1)
+                + (1.0 if "norm" in name else 0.0)
+            )
         if model.modulator.mix_in is not None:
-            model.modulator.mix_in.copy_(torch.eye(model.config.num_bands) + 0.1 * torch.randn(model.config.num_bands, model.config.num_bands, generator=g))
+            model.modulator.mix_in.copy_(
+                torch.eye(model.config.num_bands)
+                + 0.1 * torch.randn(model.config.num_bands, model.config.num_bands, generator=g)
+            )
     return model.eval()
 
 
 @pytest.fixture
 def authors_model() -> uae.UAE:
     torch.manual_seed(0)
-    return _randomise(uae.create_model("uae_test", band_mixing=True, modulator_in_kernel=3, modulator_hidden_dim=24))
+    return _randomise(
+        uae.create_model("uae_test", band_mixing=True, modulator_in_kernel=3, modulator_hidden_dim=24)
+    )
 
 
 def authors_state(model: uae.UAE) -> dict[str, torch.Tensor]:
@@ -148,7 +164,13 @@ def test_authors_round_trip_is_exact(authors_model, photos32):
     conv = authors_to_uae(authors_state(authors_model), **HEADS)
     c = conv.config
     assert (c.num_bands, c.band_mixing, c.modulator_in_kernel, c.modulator_hidden_dim) == (3, True, 3, 24)
-    assert (c.img_size, c.patch_size, c.encoder_reg_tokens, c.decoder_patch_size, c.latent_norm) == (32, 4, 4, 4, True)
+    assert (c.img_size, c.patch_size, c.encoder_reg_tokens, c.decoder_patch_size, c.latent_norm) == (
+        32,
+        4,
+        4,
+        4,
+        True,
+    )
     ref, got = authors_model.state_dict(), conv.state_dict()
     assert set(ref) == set(got)
     for k in ref:
@@ -164,7 +186,9 @@ def _mae_decoder_reference(sd: dict[str, torch.Tensor], q: torch.Tensor, heads: 
     n = len({k.split(".")[1] for k in sd if k.startswith("decoder_layers.")})
     for i in range(n):
         p = f"decoder_layers.{i}."
-        y = F.layer_norm(x, x.shape[-1:], sd[p + "layernorm_before.weight"], sd[p + "layernorm_before.bias"], 1e-5)
+        y = F.layer_norm(
+            x, x.shape[-1:], sd[p + "layernorm_before.weight"], sd[p + "layernorm_before.bias"], 1e-5
+        )
         qkv = [
             F.linear(y, sd[p + f"attention.attention.{t}.weight"], sd[p + f"attention.attention.{t}.bias"])
             .unflatten(-1, (heads, -1))
@@ -173,7 +197,9 @@ def _mae_decoder_reference(sd: dict[str, torch.Tensor], q: torch.Tensor, heads: 
         ]
         a = F.scaled_dot_product_attention(*qkv).transpose(1, 2).flatten(2)
         x = x + F.linear(a, sd[p + "attention.output.dense.weight"], sd[p + "attention.output.dense.bias"])
-        y = F.layer_norm(x, x.shape[-1:], sd[p + "layernorm_after.weight"], sd[p + "layernorm_after.bias"], 1e-5)
+        y = F.layer_norm(
+            x, x.shape[-1:], sd[p + "layernorm_after.weight"], sd[p + "layernorm_after.bias"], 1e-5
+        )
         y = F.gelu(F.linear(y, sd[p + "intermediate.dense.weight"], sd[p + "intermediate.dense.bias"]))
         x = x + F.linear(y, sd[p + "output.dense.weight"], sd[p + "output.dense.bias"])
     x = F.layer_norm(x, x.shape[-1:], sd["decoder_norm.weight"], sd["decoder_norm.bias"], 1e-6)
@@ -249,7 +275,9 @@ def rae_model() -> uae.UAE:
 def test_rae_round_trip_hf_encoder(rae_model, photos32):
     dec = {f"decoder.{k}": v for k, v in uae_decoder_to_mae(rae_model).items()}  # prefix accepted
     enc = uae_encoder_to_hf(rae_model)
-    conv = rae_to_uae(dec, enc, stats={"mean": torch.full((32, 1, 1), 0.5), "var": torch.full((32, 1, 1), 4.0)}, **HEADS)
+    conv = rae_to_uae(
+        dec, enc, stats={"mean": torch.full((32, 1, 1), 0.5), "var": torch.full((32, 1, 1), 4.0)}, **HEADS
+    )
     assert conv.config.num_bands == 1 and conv.config.latent_norm
     for k, v in rae_model.state_dict().items():
         if k.startswith(("encoder.", "decoder.")):
@@ -283,7 +311,20 @@ def test_convert_cli_authors_picks_ema_and_writes_pretrained_layout(authors_mode
     ckpt = tmp_path / "uae_v1.pt"
     torch.save({"model": raw, "ema": ema, "epoch": 3}, ckpt)
     out = tmp_path / "converted"
-    rc = cli_main(["convert", "--from", "authors", str(ckpt), "--out", str(out), "--encoder-heads", "2", "--decoder-heads", "2"])
+    rc = cli_main(
+        [
+            "convert",
+            "--from",
+            "authors",
+            str(ckpt),
+            "--out",
+            str(out),
+            "--encoder-heads",
+            "2",
+            "--decoder-heads",
+            "2",
+        ]
+    )
     assert rc == 0
     loaded = uae.UAE.from_pretrained(out)
     assert torch.equal(loaded(photos32).sample, authors_model(photos32).sample)
@@ -297,7 +338,9 @@ def test_convert_cli_errors_are_one_line(rae_model, tmp_path, capsys):
 
     dec = tmp_path / "model.pt"
     torch.save(uae_decoder_to_mae(rae_model), dec)
-    rc = cli_main(["convert", "--from", "rae", str(dec), "--out", str(tmp_path / "o")])  # no encoder weights offline
+    rc = cli_main(
+        ["convert", "--from", "rae", str(dec), "--out", str(tmp_path / "o")]
+    )  # no encoder weights offline
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "DINOv2" in err and "Traceback" not in err
 

@@ -76,3 +76,18 @@ def test_psnr_and_load_images(photo_paths):
     assert float(psnr(images, images)[0]) > 100
     noisy = (images + 0.1).clamp(0, 1)
     assert 15 < float(psnr(noisy, images).mean()) < 25
+
+
+def test_compare_with_bicubic_baselines(tiny_model, photos32):
+    from uae.inference import bicubic_round_trip, compare_with_bicubic
+
+    res = compare_with_bicubic(tiny_model, photos32)
+    assert res["bicubic_grid"]["side"] == 8
+    assert res["bicubic_equal_values"]["side"] == int((32 * 64 / 3) ** 0.5) == 26
+    # more kept resolution -> better baseline; the untrained tiny model is worse than both
+    assert res["bicubic_equal_values"]["psnr"] > res["bicubic_grid"]["psnr"] > res["uae"]["psnr"]
+    assert 0 < res["uae"]["ssim"] < res["bicubic_grid"]["ssim"] < 1
+    assert bicubic_round_trip(photos32, 32).sub(photos32).abs().max() < 1e-5  # same size: identity
+    wide = uae.create_model("uae_test", decoder_patch_size=8).eval()
+    with pytest.raises(ValueError, match="output size"):
+        compare_with_bicubic(wide, photos32)

@@ -196,7 +196,9 @@ def mae_sincos_table(dim: int, grid: int) -> torch.Tensor:
     """
     q = dim // 4
     omega = 1.0 / 10000 ** (torch.arange(q, dtype=torch.float64) / q)
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
+    )
     ax = xs.reshape(-1, 1) * omega
     ay = ys.reshape(-1, 1) * omega
     return torch.cat([ax.sin(), ax.cos(), ay.sin(), ay.cos()], dim=1).float()
@@ -260,7 +262,9 @@ def convert_hf_dinov2(src: _Source, prefix: str, grid: int, latent_norm: bool) -
     if side * side != n:
         raise ValueError(f"{src.what}: position_embeddings {tuple(pos.shape)} is not 1 + a square grid")
     if side != grid:
-        patch_pos = resample_abs_pos_embed(patch_pos, new_size=[grid, grid], old_size=[side, side], num_prefix_tokens=0)
+        patch_pos = resample_abs_pos_embed(
+            patch_pos, new_size=[grid, grid], old_size=[side, side], num_prefix_tokens=0
+        )
     out["pos_embed"] = patch_pos
     out["patch_embed.proj.weight"] = src.take(e + "patch_embeddings.projection.weight")
     out["patch_embed.proj.bias"] = src.take(e + "patch_embeddings.projection.bias")
@@ -318,8 +322,16 @@ def permute_decoder_residual(state: dict[str, torch.Tensor], perm: torch.Tensor)
     Returns:
         A new dict computing the same function with permuted residual channels.
     """
-    rows = ("attn.proj.weight", "attn.proj.bias", "mlp.fc2.weight", "mlp.fc2.bias", "norm1.weight", "norm1.bias",
-            "norm2.weight", "norm2.bias")
+    rows = (
+        "attn.proj.weight",
+        "attn.proj.bias",
+        "mlp.fc2.weight",
+        "mlp.fc2.bias",
+        "norm1.weight",
+        "norm1.bias",
+        "norm2.weight",
+        "norm2.bias",
+    )
     cols = ("attn.qkv.weight", "mlp.fc1.weight")
     out = {}
     for k, v in state.items():
@@ -373,7 +385,7 @@ def _timm_encoder_config(state: Mapping[str, torch.Tensor], encoder_heads: int |
     keys = dict(state)
     for prefix in ("module.", "backbone.", "encoder.vit.", "vit."):
         if keys and all(k.startswith(prefix) for k in keys):
-            keys = {k[len(prefix):]: v for k, v in keys.items()}
+            keys = {k[len(prefix) :]: v for k, v in keys.items()}
     if "patch_embed.proj.weight" not in keys:
         raise ValueError(
             "encoder weights are neither transformers (embeddings.*) nor timm/facebookresearch (patch_embed.*) DINOv2 weights"
@@ -474,14 +486,18 @@ def authors_to_uae(
     mod["conv_out.weight"] = src.take("freq_modulator.denoiser.2.weight")
     mod["conv_out.bias"] = src.take("freq_modulator.denoiser.2.bias")
     if w_in.shape[1] % c:
-        raise ValueError(f"freq_modulator.denoiser.0 has {w_in.shape[1]} input channels, not a multiple of C={c}")
+        raise ValueError(
+            f"freq_modulator.denoiser.0 has {w_in.shape[1]} input channels, not a multiple of C={c}"
+        )
     k = w_in.shape[1] // c
     mix_keys = src.keys_with("freq_modulator.band_transform.layers.")
     n_mix = _count_blocks(src, "freq_modulator.band_transform.layers.")
     if n_mix:
         layers = [src.take(f"freq_modulator.band_transform.layers.{i}.weight") for i in range(n_mix)]
         if any(w.shape != (k, k) for w in layers):
-            raise ValueError(f"band_transform weights must be ({k}, {k}); got {[tuple(w.shape) for w in layers]}")
+            raise ValueError(
+                f"band_transform weights must be ({k}, {k}); got {[tuple(w.shape) for w in layers]}"
+            )
         mod["mix_in"] = layers[0]
         mix_out = torch.eye(k, dtype=layers[0].dtype)
         for w in layers[1:]:
@@ -546,7 +562,7 @@ def rae_to_uae(
 
     dstate = dict(decoder_state)
     if dstate and all(k.startswith("decoder.") for k in dstate):
-        dstate = {k[len("decoder."):]: v for k, v in dstate.items()}
+        dstate = {k[len("decoder.") :]: v for k, v in dstate.items()}
     src = _Source(dstate, "RAE decoder checkpoint")
     dec, grid = convert_mae_decoder(src, "")
     src.check_consumed()
@@ -671,10 +687,16 @@ def convert_main(argv: Sequence[str]) -> int:
         help="rae: DINOv2-with-registers weights (transformers, timm or facebookresearch file); default: the "
         "timm Hub id from the Hub cache",
     )
-    parser.add_argument("--entry", default=None, help="authors: state dict entry to use (default 'ema', else 'model')")
+    parser.add_argument(
+        "--entry", default=None, help="authors: state dict entry to use (default 'ema', else 'model')"
+    )
     parser.add_argument("--stats", default=None, help="optional latent statistics file with 'mean' and 'var'")
-    parser.add_argument("--encoder-heads", type=int, default=None, help="encoder attention heads (default C // 64)")
-    parser.add_argument("--decoder-heads", type=int, default=None, help="decoder attention heads (default by width)")
+    parser.add_argument(
+        "--encoder-heads", type=int, default=None, help="encoder attention heads (default C // 64)"
+    )
+    parser.add_argument(
+        "--decoder-heads", type=int, default=None, help="decoder attention heads (default by width)"
+    )
     parser.add_argument("--name", default=None, help="config.name of the converted model")
     args = parser.parse_args(list(argv))
 

@@ -78,7 +78,9 @@ def load_image(path: str | os.PathLike, size: int, out_size: int | None = None) 
             im.load()
             im = im.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"cannot read image {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        raise ValueError(
+            f"cannot read image {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
     out_size = out_size or size
     res = image_transform(size, train=False, out_size=out_size)(im)
     if isinstance(res, dict):
@@ -86,7 +88,9 @@ def load_image(path: str | os.PathLike, size: int, out_size: int | None = None) 
     return {"image": res, "target": res}
 
 
-def load_images(paths: Sequence[str | os.PathLike], size: int, out_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_images(
+    paths: Sequence[str | os.PathLike], size: int, out_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Several images as a batch: ``(images (N, 3, size, size), targets (N, 3, out, out))``.
 
     All files are checked before any work is done, so a bad file fails fast with its name.
@@ -105,15 +109,21 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def reconstruct(model, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
     """Reconstruct ``(N, 3, H, W)`` images in batches -> ``(N, 3, H', W')`` in ``[0, 1]``."""
     device = next(model.parameters()).device
-    outs = [model(images[i : i + batch_size].to(device)).sample.cpu() for i in range(0, len(images), batch_size)]
+    outs = [
+        model(images[i : i + batch_size].to(device)).sample.cpu() for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(outs)
 
 
 def bicubic_round_trip(images: torch.Tensor, side: int) -> torch.Tensor:
     """Bicubic down-sampling to ``side x side`` (antialiased) and back up to the input size, clamped to ``[0, 1]``."""
     h, w = images.shape[-2:]
-    small = torch.nn.functional.interpolate(images.float(), size=(side, side), mode="bicubic", antialias=True, align_corners=False)
-    return torch.nn.functional.interpolate(small, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+    small = torch.nn.functional.interpolate(
+        images.float(), size=(side, side), mode="bicubic", antialias=True, align_corners=False
+    )
+    return torch.nn.functional.interpolate(small, size=(h, w), mode="bicubic", align_corners=False).clamp(
+        0, 1
+    )
 
 
 @torch.no_grad()
@@ -141,12 +151,19 @@ def compare_with_bicubic(model, images: torch.Tensor, batch_size: int = 16) -> d
 
     c = model.config
     if c.output_size != images.shape[-1]:
-        raise ValueError(f"compare_with_bicubic needs output size == input size, got {c.output_size} vs {images.shape[-1]}")
+        raise ValueError(
+            f"compare_with_bicubic needs output size == input size, got {c.output_size} vs {images.shape[-1]}"
+        )
     images = images.float()
     recon = reconstruct(model, images, batch_size)
-    sides = {"bicubic_grid": c.grid_size, "bicubic_equal_values": int((c.latent_dim * c.grid_size**2 / 3) ** 0.5)}
+    sides = {
+        "bicubic_grid": c.grid_size,
+        "bicubic_equal_values": int((c.latent_dim * c.grid_size**2 / 3) ** 0.5),
+    }
     out: dict[str, dict[str, float]] = {}
-    for name, pred, side in [("uae", recon, None)] + [(k, bicubic_round_trip(images, s), s) for k, s in sides.items()]:
+    for name, pred, side in [("uae", recon, None)] + [
+        (k, bicubic_round_trip(images, s), s) for k, s in sides.items()
+    ]:
         row = {"psnr": float(psnr(pred, images).mean()), "ssim": float(ssim(pred, images, data_range=1.0))}
         if side is not None:
             row["side"] = side
@@ -178,9 +195,13 @@ def reconstruct_main(argv: Sequence[str]) -> int:
         "and DIR/bands.png (progressive decodes from bands 0..k and band energies).",
     )
     _common_args(parser)
-    parser.add_argument("--out", default="reconstructions", help="output directory (default: ./reconstructions)")
+    parser.add_argument(
+        "--out", default="reconstructions", help="output directory (default: ./reconstructions)"
+    )
     parser.add_argument("--no-bands", action="store_true", help="do not write the band picture")
-    parser.add_argument("--max-band-rows", type=int, default=6, help="images shown in the band picture (default 6)")
+    parser.add_argument(
+        "--max-band-rows", type=int, default=6, help="images shown in the band picture (default 6)"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(list(argv))
 
@@ -209,7 +230,9 @@ def reconstruct_main(argv: Sequence[str]) -> int:
         titles = [Path(p).name for p in args.images[:rows]]
         dest = save_band_figure(model, images[:rows].to(args.device), out / "bands.png", titles=titles)
         print(f"band picture -> {dest}")
-    print(f"mean PSNR {float(scores.mean()):.2f} dB over {len(scores)} image(s) with {c.name} (K={c.num_bands})")
+    print(
+        f"mean PSNR {float(scores.mean()):.2f} dB over {len(scores)} image(s) with {c.name} (K={c.num_bands})"
+    )
     return 0
 
 

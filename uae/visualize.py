@@ -79,7 +79,9 @@ def band_figure(
         )
     size = decodes.shape[-2:]
     if inputs.shape[-2:] != size:
-        inputs = torch.nn.functional.interpolate(inputs.float(), size=size, mode="bicubic", align_corners=False)
+        inputs = torch.nn.functional.interpolate(
+            inputs.float(), size=size, mode="bicubic", align_corners=False
+        )
     cols = k + 2
     fig = Figure(figsize=(1.8 * cols, 1.9 * b + 0.3), dpi=dpi)
     FigureCanvasAgg(fig)
@@ -111,7 +113,9 @@ def band_figure(
     return Image.fromarray(rgba[..., :3].copy())
 
 
-def save_band_figure(model, x: torch.Tensor, path: str | os.PathLike, titles: Sequence[str] | None = None) -> Path:
+def save_band_figure(
+    model, x: torch.Tensor, path: str | os.PathLike, titles: Sequence[str] | None = None
+) -> Path:
     """Compute :func:`progressive_decodes` for ``x`` and save :func:`band_figure` as a PNG.
 
     Args:
