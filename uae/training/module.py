@@ -376,6 +376,10 @@ class UAETrainingModule(pl.LightningModule):
             if model is self.model and not self.TRAIN_ENCODER:
                 self.model.encoder.eval()
 
+    def setup(self, stage: str) -> None:
+        # trainer.log_dir is a collective under DDP: resolve it here, on every rank, never in rank-0-only code.
+        self._image_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "images"
+
     def _maybe_log_images(self, x: torch.Tensor, target: torch.Tensor, tag: str) -> None:
         n = self.log_images_every_n_steps
         if n and self.global_step % n == 0 and self._trainer is not None and self.trainer.is_global_zero:
@@ -408,8 +412,8 @@ class UAETrainingModule(pl.LightningModule):
                 exp.add_image(name, grid, self.global_step)
         from torchvision.utils import save_image
 
-        root = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        out = root / "images" / f"{tag}_step{self.global_step:07d}.png"
+        root = getattr(self, "_image_dir", None) or Path(self.trainer.default_root_dir) / "images"
+        out = root / f"{tag}_step{self.global_step:07d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         save_image(grid, out)
 
