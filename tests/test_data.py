@@ -67,7 +67,9 @@ def test_train_transform_random_and_paired_target(photo_paths):
     assert any(not torch.equal(outs[0]["image"], o["image"]) for o in outs[1:])
     # ...but image and target always come from the same crop and flip.
     for o in outs:
-        down = F.interpolate(o["target"][None], size=32, mode="bilinear", antialias=True, align_corners=False)[0]
+        down = F.interpolate(
+            o["target"][None], size=32, mode="bilinear", antialias=True, align_corners=False
+        )[0]
         assert (down - o["image"]).abs().mean() < 0.03
     assert not isinstance(image_transform(32, out_size=32)(im), dict)
 
@@ -112,8 +114,15 @@ def test_corrupt_files_skipped_warned_once_and_counted(tmp_path, photo_paths, ca
 def test_datamodule_folder_split_sizes_and_batches(image_folder):
     from uae.data import UAEDataModule
 
-    dm = UAEDataModule(str(image_folder), image_size=32, out_size=64, batch_size=2, num_workers=0,
-                       pin_memory=False, val_fraction=0.25)
+    dm = UAEDataModule(
+        str(image_folder),
+        image_size=32,
+        out_size=64,
+        batch_size=2,
+        num_workers=0,
+        pin_memory=False,
+        val_fraction=0.25,
+    )
     dm.setup("fit")
     train = {str(p) for p in dm.train_set.files}
     val = {str(p) for p in dm.val_set.files}

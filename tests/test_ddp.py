@@ -28,22 +28,72 @@ def test_ddp_two_processes_cpu_gloo_stage3(image_folder, tmp_path):
     uae.create_model("uae_test").save_pretrained(start)
     out = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "uae.cli", "fit", "--config", str(RECIPES / "finetune_folder.yaml"),
-        "--model.class_path", "uae.training.Stage3GANModule",
-        "--model.pretrained", str(start), "--model.teacher_weights", "null", "--model.disc_weights", "null",
-        "--model.disc_start", "1", "--model.diff_aug", "translation", "--model.lpips_weight", "0",
-        "--model.export_dir", str(out / "export"), "--model.log_images_every_n_steps", "0",
-        "--data.root", str(image_folder), "--data.batch_size", "2", "--data.num_workers", "0",
-        "--data.pin_memory", "false", "--data.val_fraction", "0.25",
-        "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2",
-        "--trainer.num_nodes", "1", "--trainer.precision", "32", "--trainer.max_steps", "3",
-        "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1",
-        "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false",
+        sys.executable,
+        "-m",
+        "uae.cli",
+        "fit",
+        "--config",
+        str(RECIPES / "finetune_folder.yaml"),
+        "--model.class_path",
+        "uae.training.Stage3GANModule",
+        "--model.pretrained",
+        str(start),
+        "--model.teacher_weights",
+        "null",
+        "--model.disc_weights",
+        "null",
+        "--model.disc_start",
+        "1",
+        "--model.diff_aug",
+        "translation",
+        "--model.lpips_weight",
+        "0",
+        "--model.export_dir",
+        str(out / "export"),
+        "--model.log_images_every_n_steps",
+        "0",
+        "--data.root",
+        str(image_folder),
+        "--data.batch_size",
+        "2",
+        "--data.num_workers",
+        "0",
+        "--data.pin_memory",
+        "false",
+        "--data.val_fraction",
+        "0.25",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.num_nodes",
+        "1",
+        "--trainer.precision",
+        "32",
+        "--trainer.max_steps",
+        "3",
+        "--trainer.val_check_interval",
+        "3",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.enable_progress_bar",
+        "false",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "UAE_DEBUG": "1"}
     # Own process group: on a hang, kill rank 0 *and* the rank-1 process it launched.
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         log, _ = proc.communicate(timeout=180)
     except subprocess.TimeoutExpired:
@@ -54,8 +104,9 @@ def test_ddp_two_processes_cpu_gloo_stage3(image_folder, tmp_path):
     assert "GLOBAL_RANK: 1" in log and "MEMBER: 2/2" in log, log[-2000:]
     # The recipe's logger and checkpoint callback write under runs/finetune (relative to the cwd).
     assert list((tmp_path / "runs" / "finetune" / "logs").glob("version_0/metrics.csv"))
-    ckpt = torch.load(tmp_path / "runs" / "finetune" / "checkpoints" / "last.ckpt", map_location="cpu",
-                      weights_only=False)
+    ckpt = torch.load(
+        tmp_path / "runs" / "finetune" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
     assert ckpt["global_step"] == 3
     assert ckpt["uae_stage"] == 3
     exported = uae.UAE.from_pretrained(out / "export")

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from uae.training.losses import (
-    LPIPSLoss,
     DinoDiscriminator,
+    LPIPSLoss,
     PatchDiscriminator,
     adaptive_weight,
     build_discriminator,

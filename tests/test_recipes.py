@@ -34,15 +34,50 @@ def _one_thread(monkeypatch):
 
 def tiny_overrides(root: Path, out: Path, cls: type) -> list[str]:
     args = [
-        "--model.model_name", "uae_test", "--model.pretrained", "null", "--model.encoder_weights", "null",
-        "--model.lpips_weight", "0", "--model.export_dir", str(out / "export"),
-        "--data.root", str(root), "--data.dataset", "folder", "--data.num_workers", "0",
-        "--data.batch_size", "2", "--data.pin_memory", "false",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.num_nodes", "1",
-        "--trainer.strategy", "auto", "--trainer.precision", "32", "--trainer.max_steps", "2",
-        "--trainer.default_root_dir", str(out), "--trainer.logger", "false", "--trainer.callbacks", "[]",
-        "--trainer.enable_checkpointing", "false", "--trainer.val_check_interval", "2",
-        "--trainer.limit_val_batches", "1",
+        "--model.model_name",
+        "uae_test",
+        "--model.pretrained",
+        "null",
+        "--model.encoder_weights",
+        "null",
+        "--model.lpips_weight",
+        "0",
+        "--model.export_dir",
+        str(out / "export"),
+        "--data.root",
+        str(root),
+        "--data.dataset",
+        "folder",
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "2",
+        "--data.pin_memory",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.num_nodes",
+        "1",
+        "--trainer.strategy",
+        "auto",
+        "--trainer.precision",
+        "32",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.logger",
+        "false",
+        "--trainer.callbacks",
+        "[]",
+        "--trainer.enable_checkpointing",
+        "false",
+        "--trainer.val_check_interval",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
     ]
     if cls is not Stage1DecoderModule:
         args += ["--model.teacher_weights", "null"]
@@ -101,7 +136,9 @@ def test_fsdp_strategy_of_large_recipes_parses():
         ns = parser.instantiate_classes(parser.parse_object({"strategy": cfg["trainer"]["strategy"]}))
         assert isinstance(ns.strategy, FSDPStrategy)
         assert cfg["model"]["init_args"]["ema_decay"] is None  # EMA is off under FSDP
-        assert ns.strategy.kwargs["auto_wrap_policy"]._module_classes == {Block}  # one FSDP unit per ViT block
+        assert ns.strategy.kwargs["auto_wrap_policy"]._module_classes == {
+            Block
+        }  # one FSDP unit per ViT block
         assert ns.strategy.kwargs["use_orig_params"] is True  # Lightning's default; frozen teacher needs it
 
 
@@ -110,7 +147,11 @@ def test_finetune_folder_recipe_fits_and_exports(image_folder, tmp_path):
     start = tmp_path / "pretrained"
     uae.create_model("uae_test").save_pretrained(start)
     out = tmp_path / "run"
-    args = ["--config", str(RECIPES / "finetune_folder.yaml"), *tiny_overrides(image_folder, out, Stage1DecoderModule)]
+    args = [
+        "--config",
+        str(RECIPES / "finetune_folder.yaml"),
+        *tiny_overrides(image_folder, out, Stage1DecoderModule),
+    ]
     args += ["--model.pretrained", str(start)]
     assert fit_main(args) == 0
     exported = uae.UAE.from_pretrained(out / "export")
@@ -118,13 +159,24 @@ def test_finetune_folder_recipe_fits_and_exports(image_folder, tmp_path):
     for k, v in exported.state_dict().items():
         if k.startswith("encoder."):
             assert torch.equal(v, original.state_dict()[k]), k  # the encoder stayed frozen
-    assert any(not torch.equal(v, original.state_dict()[k]) for k, v in exported.state_dict().items()
-               if k.startswith("decoder."))
+    assert any(
+        not torch.equal(v, original.state_dict()[k])
+        for k, v in exported.state_dict().items()
+        if k.startswith("decoder.")
+    )
     assert (out / "config.yaml").is_file()  # LightningCLI saved the resolved config
 
 
 def test_missing_data_root_is_a_clear_error(tmp_path):
-    args = ["--config", str(RECIPES / "finetune_folder.yaml"), "--model.model_name", "uae_test",
-            "--trainer.accelerator", "cpu", "--data.root", str(tmp_path / "nope")]
+    args = [
+        "--config",
+        str(RECIPES / "finetune_folder.yaml"),
+        "--model.model_name",
+        "uae_test",
+        "--trainer.accelerator",
+        "cpu",
+        "--data.root",
+        str(tmp_path / "nope"),
+    ]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         make_cli(args, run=False)

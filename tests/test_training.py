@@ -45,9 +45,16 @@ def make_trainer(tmp_path: Path, max_steps: int, callbacks=(), **kw) -> pl.Train
     kw.setdefault("limit_val_batches", 0)
     kw.setdefault("logger", False)
     return pl.Trainer(
-        max_steps=max_steps, accelerator="cpu", devices=1, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
-        callbacks=list(callbacks), num_sanity_val_steps=0, **kw,
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+        callbacks=list(callbacks),
+        num_sanity_val_steps=0,
+        **kw,
     )
 
 
@@ -81,8 +88,14 @@ def test_stage1_loss_decreases_on_one_image(tmp_path, photo_paths):
     root.mkdir()
     shutil.copy(photo_paths[0], root / "only.png")
     torch.manual_seed(0)
-    module = Stage1DecoderModule(model_name="uae_test", lr=2e-3, min_lr=2e-3, ema_decay=None,
-                                 log_images_every_n_steps=0, grad_clip=None)
+    module = Stage1DecoderModule(
+        model_name="uae_test",
+        lr=2e-3,
+        min_lr=2e-3,
+        ema_decay=None,
+        log_images_every_n_steps=0,
+        grad_clip=None,
+    )
     rec = Recorder()
     trainer = make_trainer(tmp_path, 50, [rec])
     trainer.fit(module, make_data(root, batch_size=1, val_fraction=0.0, hflip=False, train_repeats=25))
@@ -96,8 +109,14 @@ def test_each_stage_trains_and_validates(cls, image_folder, tmp_path):
     torch.manual_seed(0)
     kw = {"disc_start": 1, "diff_aug": "translation"} if cls is Stage3GANModule else {}
     module = cls(model_name="uae_test", log_images_every_n_steps=2, num_log_images=2, **kw)
-    trainer = make_trainer(tmp_path, 3, limit_val_batches=1, val_check_interval=3, check_val_every_n_epoch=None,
-                           logger=pl.loggers.CSVLogger(str(tmp_path)))
+    trainer = make_trainer(
+        tmp_path,
+        3,
+        limit_val_batches=1,
+        val_check_interval=3,
+        check_val_every_n_epoch=None,
+        logger=pl.loggers.CSVLogger(str(tmp_path)),
+    )
     if cls is Stage3GANModule:
         disc_before = [p.clone() for p in module.discriminator.parameters()]
     trainer.fit(module, make_data(image_folder, val_fraction=0.25))
@@ -141,8 +160,16 @@ def test_resume_continues_step_count_and_export_roundtrip(image_folder, tmp_path
     ckpt_dir = tmp_path / "ckpt"
     cb = pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, every_n_train_steps=3)
     module = Stage1DecoderModule(model_name="uae_test", ema_decay=0.9, log_images_every_n_steps=0)
-    trainer = pl.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[cb], limit_val_batches=0, default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[cb],
+        limit_val_batches=0,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(module, make_data(image_folder, val_fraction=0.0))
     last = ckpt_dir / "last.ckpt"
     assert last.is_file()
@@ -163,7 +190,9 @@ def test_resume_continues_step_count_and_export_roundtrip(image_folder, tmp_path
         assert not torch.equal(loaded(x).sample, resumed.model.eval()(x).sample)  # EMA differs from raw
     exported = uae.UAE.from_pretrained(export_checkpoint(last, tmp_path / "from_ckpt"))
     ck = torch.load(last, map_location="cpu", weights_only=False)
-    ema_state = {k[len("ema.module."):]: v for k, v in ck["state_dict"].items() if k.startswith("ema.module.")}
+    ema_state = {
+        k[len("ema.module.") :]: v for k, v in ck["state_dict"].items() if k.startswith("ema.module.")
+    }
     for k, v in exported.state_dict().items():
         assert torch.equal(v, ema_state[k]), k
 
@@ -171,8 +200,12 @@ def test_resume_continues_step_count_and_export_roundtrip(image_folder, tmp_path
 def test_input_and_output_resolution_differ(image_folder, tmp_path):
     """32 px in, 64 px out: the DataModule adds a 64 px target cut from the same crop."""
     torch.manual_seed(0)
-    module = Stage1DecoderModule(model_name="uae_test", model_overrides={"decoder_patch_size": 8},
-                                 ema_decay=None, log_images_every_n_steps=0)
+    module = Stage1DecoderModule(
+        model_name="uae_test",
+        model_overrides={"decoder_patch_size": 8},
+        ema_decay=None,
+        log_images_every_n_steps=0,
+    )
     assert module.model.config.output_size == 64
     dm = make_data(image_folder, val_fraction=0.0)
     trainer = make_trainer(tmp_path, 1)

@@ -12,7 +12,6 @@ from uae.data.datasets import (
 )
 
 
-
 def __getattr__(name: str):  # lazy: importing lightning is slow and the datasets do not need it
     if name in ("UAEDataModule", "RepeatDataset"):
         from uae.data import datamodule

@@ -137,7 +137,9 @@ class UAEDataModule(pl.LightningDataModule):
         return size, out
 
     # ------------------------------------------------------------------ files
-    def _split_files(self) -> tuple[list[pathlib.Path], list[pathlib.Path], pathlib.Path, pathlib.Path | None]:
+    def _split_files(
+        self,
+    ) -> tuple[list[pathlib.Path], list[pathlib.Path], pathlib.Path, pathlib.Path | None]:
         """Train files, val files, and the folders their class names are relative to."""
         if self.dataset == "imagenet":
             tr, va = imagenet_split(self.root, "train"), imagenet_split(self.root, "val")
@@ -170,22 +172,32 @@ class UAEDataModule(pl.LightningDataModule):
         labels = False if self.dataset == "coco" else self.labels
         self.train_set = ImageFolderDataset(
             train_files,
-            transform=image_transform(size, train=True, out_size=out, hflip=self.hflip, scale=self.train_scale),
+            transform=image_transform(
+                size, train=True, out_size=out, hflip=self.hflip, scale=self.train_scale
+            ),
             labels=labels,
             class_root=train_root,
         )
         classes = self.train_set.classes or None
         self.val_set = (
             ImageFolderDataset(
-                val_files, transform=image_transform(size, train=False, out_size=out),
-                labels=labels, class_root=val_root, classes=classes if labels is not False else None,
+                val_files,
+                transform=image_transform(size, train=False, out_size=out),
+                labels=labels,
+                class_root=val_root,
+                classes=classes if labels is not False else None,
             )
             if val_files
             else None
         )
         logger.info(
             "UAEDataModule(%s, %s): %d train / %d val images, %d px in, %d px out",
-            self.dataset, self.root, len(self.train_set), len(self.val_set or []), size, out,
+            self.dataset,
+            self.root,
+            len(self.train_set),
+            len(self.val_set or []),
+            size,
+            out,
         )
 
     # ------------------------------------------------------------------ loaders
@@ -205,7 +217,9 @@ class UAEDataModule(pl.LightningDataModule):
         if self.train_set is None:
             self.setup("fit")
         assert self.train_set is not None
-        ds: Dataset = self.train_set if self.train_repeats == 1 else RepeatDataset(self.train_set, self.train_repeats)
+        ds: Dataset = (
+            self.train_set if self.train_repeats == 1 else RepeatDataset(self.train_set, self.train_repeats)
+        )
         return self._loader(ds, self.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader | list:

@@ -70,7 +70,9 @@ def find_images(root: PathLike, recursive: bool = True) -> list[pathlib.Path]:
     if recursive:
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            files.extend(pathlib.Path(dirpath) / f for f in filenames if not f.startswith(".") and is_image_file(f))
+            files.extend(
+                pathlib.Path(dirpath) / f for f in filenames if not f.startswith(".") and is_image_file(f)
+            )
     else:
         files = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p)]
     if not files:
@@ -115,8 +117,11 @@ class ImageTransform:
             raise ValueError(f"image sizes must be positive, got size={size}, out_size={out_size}")
         if scale is not None and not (0 < scale[0] <= scale[1] <= 1):
             raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
-        modes = {"bicubic": TF.InterpolationMode.BICUBIC, "bilinear": TF.InterpolationMode.BILINEAR,
-                 "lanczos": TF.InterpolationMode.LANCZOS}
+        modes = {
+            "bicubic": TF.InterpolationMode.BICUBIC,
+            "bilinear": TF.InterpolationMode.BILINEAR,
+            "lanczos": TF.InterpolationMode.LANCZOS,
+        }
         if interpolation not in modes:
             raise ValueError(f"interpolation must be one of {sorted(modes)}, got {interpolation!r}")
         self.size = int(size)
@@ -167,8 +172,10 @@ class ImageTransform:
         return {"image": image, "target": resized(self.out_size)}
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(size={self.size}, train={self.train}, out_size={self.out_size}, "
-                f"hflip={self.hflip}, scale={self.scale})")
+        return (
+            f"{type(self).__name__}(size={self.size}, train={self.train}, out_size={self.out_size}, "
+            f"hflip={self.hflip}, scale={self.scale})"
+        )
 
 
 def image_transform(
@@ -193,8 +200,9 @@ def image_transform(
     Returns:
         A callable ``PIL.Image -> (3, size, size) float tensor in [0, 1]`` (or the dict above).
     """
-    return ImageTransform(size, train=train, out_size=out_size, hflip=hflip, scale=scale,
-                          interpolation=interpolation)
+    return ImageTransform(
+        size, train=train, out_size=out_size, hflip=hflip, scale=scale, interpolation=interpolation
+    )
 
 
 def infer_classes(files: Sequence[pathlib.Path], root: pathlib.Path) -> list[str] | None:
@@ -259,7 +267,9 @@ class ImageFolderDataset(Dataset):
                 raise ValueError("ImageFolderDataset got an empty file list")
             missing = [str(f) for f in files if not f.exists()]
             if missing:
-                raise FileNotFoundError(f"{len(missing)} listed image file(s) do not exist, e.g. {missing[0]!r}")
+                raise FileNotFoundError(
+                    f"{len(missing)} listed image file(s) do not exist, e.g. {missing[0]!r}"
+                )
             if class_root is not None:
                 root = pathlib.Path(class_root).expanduser()
             else:
@@ -332,7 +342,12 @@ class ImageFolderDataset(Dataset):
             if im is None:
                 continue
             out = self.transform(im) if self.transform is not None else _to_tensor(im)
-            sample: dict[str, Any] = {"label": self.targets[j], "index": j, "path": str(self.files[j]), "skipped": k}
+            sample: dict[str, Any] = {
+                "label": self.targets[j],
+                "index": j,
+                "path": str(self.files[j]),
+                "skipped": k,
+            }
             if isinstance(out, dict):
                 sample.update(out)
             else:
@@ -341,8 +356,10 @@ class ImageFolderDataset(Dataset):
         raise RuntimeError(f"none of the {n} images under {str(self.root)!r} could be read")
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(root={str(self.root)!r}, n={len(self)}, classes={len(self.classes)}, "
-                f"transform={self.transform!r})")
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, n={len(self)}, classes={len(self.classes)}, "
+            f"transform={self.transform!r})"
+        )
 
 
 def imagenet_split(root: PathLike, split: str) -> pathlib.Path:

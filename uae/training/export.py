@@ -58,7 +58,7 @@ def model_from_state_dict(
         UAELoadError: Keys or shapes do not match the config.
     """
     prefix = "ema.module." if ema and any(k.startswith("ema.module.") for k in state) else "model."
-    weights = {k[len(prefix):]: v.detach().cpu() for k, v in state.items() if k.startswith(prefix)}
+    weights = {k[len(prefix) :]: v.detach().cpu() for k, v in state.items() if k.startswith(prefix)}
     if not weights:
         raise ValueError(f"{source} holds no '{prefix}*' weights")
     model = UAE(UAEConfig.from_dict(config))
@@ -80,7 +80,9 @@ def export_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="uae export", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="Lightning .ckpt written by `uae fit`")
     parser.add_argument("out_dir", help="output folder (config.json + model.safetensors)")
-    parser.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA weights")
+    parser.add_argument(
+        "--raw", action="store_true", help="export the raw weights instead of the EMA weights"
+    )
     args = parser.parse_args(list(argv))
     out = export_checkpoint(args.checkpoint, args.out_dir, ema=not args.raw)
     print(f"exported {'raw' if args.raw else 'EMA'} weights to {out}")

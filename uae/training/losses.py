@@ -27,7 +27,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # --------------------------------------------------------------------------- pixel losses
 
 
-def pixel_loss(pred: torch.Tensor, target: torch.Tensor, l1_weight: float = 1.0, l2_weight: float = 0.0) -> torch.Tensor:
+def pixel_loss(
+    pred: torch.Tensor, target: torch.Tensor, l1_weight: float = 1.0, l2_weight: float = 0.0
+) -> torch.Tensor:
     """Weighted L1 + L2 (mean squared) pixel loss.
 
     Args:
@@ -40,7 +42,9 @@ def pixel_loss(pred: torch.Tensor, target: torch.Tensor, l1_weight: float = 1.0,
         Scalar loss.
     """
     if pred.shape != target.shape:
-        raise ValueError(f"pixel_loss: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+        raise ValueError(
+            f"pixel_loss: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ"
+        )
     loss = pred.new_zeros(())
     if l1_weight:
         loss = loss + l1_weight * (pred - target).abs().mean()
@@ -106,7 +110,9 @@ class LPIPSLoss(nn.Module):
             and the URL), or ``backbone_weights`` does not exist.
     """
 
-    def __init__(self, net_type: Literal["vgg", "alex", "squeeze"] = "vgg", backbone_weights: str | None = None) -> None:
+    def __init__(
+        self, net_type: Literal["vgg", "alex", "squeeze"] = "vgg", backbone_weights: str | None = None
+    ) -> None:
         super().__init__()
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
@@ -165,7 +171,9 @@ def semantic_loss(bands: torch.Tensor, teacher_bands: torch.Tensor, num_bands: i
 # --------------------------------------------------------------------------- GAN: losses and weight
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "hinge") -> torch.Tensor:
+def discriminator_loss(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "hinge"
+) -> torch.Tensor:
     """Discriminator loss on logits of real and (detached) fake images.
 
     ``hinge``: ``mean(relu(1 - real)) + mean(relu(1 + fake))``; ``vanilla``:
@@ -213,7 +221,9 @@ def adaptive_weight(
 # --------------------------------------------------------------------------- DiffAugment
 
 
-def diff_augment(x: torch.Tensor, policy: str = "color,translation,cutout", generator: torch.Generator | None = None) -> torch.Tensor:
+def diff_augment(
+    x: torch.Tensor, policy: str = "color,translation,cutout", generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Differentiable augmentation (Zhao et al., 2020) applied identically-distributed to real and fake.
 
     Args:
@@ -286,7 +296,11 @@ class PatchDiscriminator(nn.Module):
         for i in range(1, num_layers + 1):
             out = base_channels * min(2**i, 8)
             stride = 2 if i < num_layers else 1
-            layers += [nn.Conv2d(ch, out, 4, stride, 1), nn.GroupNorm(min(32, out // 4) or 1, out), nn.LeakyReLU(0.2, True)]
+            layers += [
+                nn.Conv2d(ch, out, 4, stride, 1),
+                nn.GroupNorm(min(32, out // 4) or 1, out),
+                nn.LeakyReLU(0.2, True),
+            ]
             ch = out
         layers.append(nn.Conv2d(ch, 1, 3, 1, 1))
         self.net = nn.Sequential(*layers)
@@ -323,13 +337,14 @@ class DinoDiscriminator(nn.Module):
         import timm
 
         from uae.layers.encoder import read_state_dict
-
         from uae.models.dinov2 import resolve_dinov2_weights
 
         path = resolve_dinov2_weights(str(weights))  # a local file, or a timm Hub id from the cache
         kwargs = dict(arch_kwargs or {})
         kwargs.setdefault("img_size", img_size)
-        self.backbone = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kwargs)
+        self.backbone = timm.create_model(
+            arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kwargs
+        )
         state = read_state_dict(path)
         from timm.models.vision_transformer import checkpoint_filter_fn
 
@@ -337,15 +352,20 @@ class DinoDiscriminator(nn.Module):
         state = {k: v for k, v in state.items() if not k.startswith("head")}
         missing, unexpected = self.backbone.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(f"DINO discriminator weights {path} do not match {arch}: missing {missing}, unexpected {unexpected}")
+            raise ValueError(
+                f"DINO discriminator weights {path} do not match {arch}: missing {missing}, unexpected {unexpected}"
+            )
         self.backbone.requires_grad_(False)
         self.backbone.eval()
         depth = len(self.backbone.blocks)
-        self.layers = list(layers) if layers is not None else sorted({round(i * (depth - 1) / 3) for i in range(4)})
+        self.layers = (
+            list(layers) if layers is not None else sorted({round(i * (depth - 1) / 3) for i in range(4)})
+        )
         dim = self.backbone.embed_dim
         self.img_size = img_size
         self.heads = nn.ModuleList(
-            nn.Sequential(nn.Conv1d(dim, dim, 1), nn.LeakyReLU(0.2, True), nn.Conv1d(dim, 1, 1)) for _ in self.layers
+            nn.Sequential(nn.Conv1d(dim, dim, 1), nn.LeakyReLU(0.2, True), nn.Conv1d(dim, 1, 1))
+            for _ in self.layers
         )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -358,9 +378,13 @@ class DinoDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` images in ``[0, 1]`` -> logits ``(B, n_layers * tokens)``."""
         if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
-            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False, antialias=True
+            )
         x = (x - self.mean) / self.std
-        feats = self.backbone.forward_intermediates(x, indices=self.layers, output_fmt="NLC", intermediates_only=True)
+        feats = self.backbone.forward_intermediates(
+            x, indices=self.layers, output_fmt="NLC", intermediates_only=True
+        )
         logits = [head(f.transpose(1, 2)).flatten(1) for head, f in zip(self.heads, feats)]
         return torch.cat(logits, dim=1)
 

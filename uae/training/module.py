@@ -147,7 +147,9 @@ class UAETrainingModule(pl.LightningModule):
         if min(l1_weight, l2_weight, lpips_weight, semantic_weight) < 0:
             raise ValueError("loss weights must be >= 0")
         if semantic_weight > 0 and not self.TRAIN_ENCODER:
-            raise ValueError(f"{type(self).__name__} freezes the encoder: the semantic loss needs stage 2 or 3")
+            raise ValueError(
+                f"{type(self).__name__} freezes the encoder: the semantic loss needs stage 2 or 3"
+            )
         if lr <= 0 or min_lr < 0 or min_lr > lr:
             raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={lr}, min_lr={min_lr}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
@@ -193,8 +195,10 @@ class UAETrainingModule(pl.LightningModule):
                 self.teacher = teacher.requires_grad_(False).eval()
             else:
                 if not (pretrained or encoder_weights):
-                    logger.warning("Semantic teacher is a copy of a randomly initialised encoder "
-                                   "(no pretrained, encoder_weights or teacher_weights given)")
+                    logger.warning(
+                        "Semantic teacher is a copy of a randomly initialised encoder "
+                        "(no pretrained, encoder_weights or teacher_weights given)"
+                    )
                 self.teacher = self.model.encoder.frozen_copy()
 
         # LPIPS: checked now (clear FileNotFoundError before training); kept out of checkpoints.
@@ -234,7 +238,9 @@ class UAETrainingModule(pl.LightningModule):
             groups.append({"params": no_decay, "weight_decay": 0.0, "lr": lr})
         return groups
 
-    def _scheduler(self, optimizer: torch.optim.Optimizer, peak_lr: float) -> torch.optim.lr_scheduler.LambdaLR:
+    def _scheduler(
+        self, optimizer: torch.optim.Optimizer, peak_lr: float
+    ) -> torch.optim.lr_scheduler.LambdaLR:
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
         ratio = self.min_lr / self.lr
         warm = self.warmup_steps
@@ -247,7 +253,9 @@ class UAETrainingModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
         """Clip the global gradient norm to ``grad_clip`` (unless the Trainer sets its own clipping)."""
@@ -261,7 +269,11 @@ class UAETrainingModule(pl.LightningModule):
     def _clip(self, params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
         strategy = self._trainer.strategy if self._trainer is not None else None
         wrapped = getattr(strategy, "model", None)
-        if wrapped is not None and hasattr(wrapped, "clip_grad_norm_") and type(wrapped).__name__ == "FullyShardedDataParallel":
+        if (
+            wrapped is not None
+            and hasattr(wrapped, "clip_grad_norm_")
+            and type(wrapped).__name__ == "FullyShardedDataParallel"
+        ):
             return wrapped.clip_grad_norm_(max_norm)
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
@@ -283,10 +295,15 @@ class UAETrainingModule(pl.LightningModule):
         out = self.model.config.output_size
         if target.shape[-1] != out or target.shape[-2] != out:
             if not getattr(self, "_warned_resize", False):
-                logger.warning("Batch has no 'target' at the output size %d: resizing the input (use "
-                               "UAEDataModule or image_transform(out_size=...) to avoid this)", out)
+                logger.warning(
+                    "Batch has no 'target' at the output size %d: resizing the input (use "
+                    "UAEDataModule or image_transform(out_size=...) to avoid this)",
+                    out,
+                )
                 self._warned_resize = True
-            target = F.interpolate(target, size=(out, out), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+            target = F.interpolate(
+                target, size=(out, out), mode="bicubic", align_corners=False, antialias=True
+            ).clamp(0, 1)
         return x, target
 
     def reconstruction_losses(self, x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -331,11 +348,24 @@ class UAETrainingModule(pl.LightningModule):
     def _log_losses(self, prefix: str, values: dict[str, torch.Tensor], batch: dict[str, Any]) -> None:
         logs = {f"{prefix}/{k}": v.detach() for k, v in values.items() if k != "recon" and v.ndim == 0}
         self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=batch["image"].shape[0])
-        self.log(f"{prefix}/loss_step", values["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False,
-                 batch_size=batch["image"].shape[0])
+        self.log(
+            f"{prefix}/loss_step",
+            values["loss"].detach(),
+            prog_bar=True,
+            on_step=True,
+            on_epoch=False,
+            batch_size=batch["image"].shape[0],
+        )
         if "skipped" in batch:
-            self.log("data/skipped_images", batch["skipped"].float().sum(), on_step=False, on_epoch=True,
-                     reduce_fx="sum", sync_dist=True, batch_size=batch["image"].shape[0])
+            self.log(
+                "data/skipped_images",
+                batch["skipped"].float().sum(),
+                on_step=False,
+                on_epoch=True,
+                reduce_fx="sum",
+                sync_dist=True,
+                batch_size=batch["image"].shape[0],
+            )
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -358,8 +388,13 @@ class UAETrainingModule(pl.LightningModule):
             recon = model(x).sample
         n = x.shape[0]
         self.log("val/l1", (recon - target).abs().mean(), sync_dist=True, batch_size=n, prog_bar=True)
-        self.log("val/psnr", peak_signal_noise_ratio(recon, target, data_range=1.0, dim=(1, 2, 3)),
-                 sync_dist=True, batch_size=n, prog_bar=True)
+        self.log(
+            "val/psnr",
+            peak_signal_noise_ratio(recon, target, data_range=1.0, dim=(1, 2, 3)),
+            sync_dist=True,
+            batch_size=n,
+            prog_bar=True,
+        )
         if batch_idx == 0:
             self._write_images(x, target, "val")
 
@@ -436,7 +471,9 @@ class UAETrainingModule(pl.LightningModule):
         model = copy.deepcopy(model).cpu().eval()
         directory = Path(directory)
         model.save_pretrained(directory)
-        logger.info("Exported %s weights to %s", "EMA" if (ema and self.ema is not None) else "model", directory)
+        logger.info(
+            "Exported %s weights to %s", "EMA" if (ema and self.ema is not None) else "model", directory
+        )
         return directory
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -527,15 +564,18 @@ class Stage3GANModule(UAETrainingModule):
         super().__init__(**kwargs)
         self.save_hyperparameters()
         if disc_loss not in ("hinge", "vanilla") or gen_loss not in ("hinge", "vanilla"):
-            raise ValueError(f"disc_loss/gen_loss must be 'hinge' or 'vanilla', got {disc_loss!r}, {gen_loss!r}")
+            raise ValueError(
+                f"disc_loss/gen_loss must be 'hinge' or 'vanilla', got {disc_loss!r}, {gen_loss!r}"
+            )
         self.automatic_optimization = False
         self.disc_weight, self.disc_start, self.disc_lr = disc_weight, disc_start, disc_lr
         self.disc_betas = tuple(disc_betas)
         self.disc_loss, self.gen_loss = disc_loss, gen_loss
         self.use_adaptive_weight = adaptive_weight
         self.diff_aug = diff_aug
-        self.discriminator = build_discriminator(disc_weights, arch=disc_arch, img_size=disc_img_size,
-                                                 arch_kwargs=disc_arch_kwargs)
+        self.discriminator = build_discriminator(
+            disc_weights, arch=disc_arch, img_size=disc_img_size, arch_kwargs=disc_arch_kwargs
+        )
 
     def on_fit_start(self) -> None:
         prec = str(self.trainer.precision)
@@ -546,7 +586,9 @@ class Stage3GANModule(UAETrainingModule):
         g_params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         d_params = [(n, p) for n, p in self.discriminator.named_parameters() if p.requires_grad]
         opt_g = torch.optim.AdamW(self._param_groups(g_params, self.lr), lr=self.lr, betas=self.betas)
-        opt_d = torch.optim.AdamW(self._param_groups(d_params, self.disc_lr), lr=self.disc_lr, betas=self.disc_betas)
+        opt_d = torch.optim.AdamW(
+            self._param_groups(d_params, self.disc_lr), lr=self.disc_lr, betas=self.disc_betas
+        )
         return [opt_g, opt_d], [self._scheduler(opt_g, self.lr), self._scheduler(opt_d, self.disc_lr)]
 
     def _disc_params(self) -> list[nn.Parameter]:
@@ -562,7 +604,9 @@ class Stage3GANModule(UAETrainingModule):
         g_total = out["loss"]
         if gan_on:
             frozen = {n: p.detach() for n, p in self.discriminator.named_parameters()}
-            fake_g = torch.func.functional_call(self.discriminator, frozen, (diff_augment(recon, self.diff_aug),))
+            fake_g = torch.func.functional_call(
+                self.discriminator, frozen, (diff_augment(recon, self.diff_aug),)
+            )
             g_adv = generator_loss(fake_g, self.gen_loss)
             if self.use_adaptive_weight:
                 w = adaptive_weight(out["rec"], g_adv, self.model.decoder.pred.weight) * self.disc_weight
@@ -572,8 +616,13 @@ class Stage3GANModule(UAETrainingModule):
             real = self.discriminator(diff_augment(target, self.diff_aug))
             fake = self.discriminator(diff_augment(recon.detach(), self.diff_aug))
             d_loss = discriminator_loss(real, fake, self.disc_loss)
-            out.update(gan_g=g_adv.detach(), gan_weight=w.detach(), disc=d_loss.detach(),
-                       logits_real=real.detach().mean(), logits_fake=fake.detach().mean())
+            out.update(
+                gan_g=g_adv.detach(),
+                gan_weight=w.detach(),
+                disc=d_loss.detach(),
+                logits_real=real.detach().mean(),
+                logits_fake=fake.detach().mean(),
+            )
         else:
             # Zero-weighted use of every trainable discriminator parameter keeps DDP's reducer happy.
             d_loss = sum((p.sum() * 0.0 for p in self._disc_params()), recon.new_zeros(()))
