@@ -180,3 +180,31 @@ def test_missing_data_root_is_a_clear_error(tmp_path):
     ]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         make_cli(args, run=False)
+
+
+def test_uae_fit_empty_folder_is_one_line_error_before_training(tmp_path, capsys):
+    from uae.cli import main
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    out = tmp_path / "run"
+    args = ["fit", "--config", str(RECIPES / "finetune_folder.yaml")]
+    args += tiny_overrides(tmp_path / "empty", out, Stage1DecoderModule)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "uae fit: error: no images found in" in err and "empty" in err
+    assert not (out / "export").exists()
+
+
+def test_uae_validate_runs_on_a_folder(image_folder, tmp_path):
+    start = tmp_path / "pretrained"
+    uae.create_model("uae_test").save_pretrained(start)
+    args = [
+        "--config",
+        str(RECIPES / "finetune_folder.yaml"),
+        *tiny_overrides(image_folder, tmp_path, Stage1DecoderModule),
+    ]
+    args += ["--model.pretrained", str(start), "--data.val_fraction", "0.25"]
+    cli = make_cli(["validate", *args])  # what `uae validate` runs
+    psnr = float(cli.trainer.callback_metrics["val/psnr"])
+    assert 0 < psnr < 60 and cli.trainer.global_step == 0
