@@ -412,6 +412,13 @@ class UAETrainingModule(pl.LightningModule):
                 self.model.encoder.eval()
 
     def setup(self, stage: str) -> None:
+        if "FSDP" in type(self.trainer.strategy).__name__:
+            if self.ema is not None:
+                raise ValueError(
+                    "EMA needs unsharded weights: set model.ema_decay: null with the FSDP strategy"
+                )
+            if not self.automatic_optimization:
+                raise ValueError(f"{type(self).__name__} does not support FSDP; use strategy: ddp")
         # trainer.log_dir is a collective under DDP: resolve it here, on every rank, never in rank-0-only code.
         self._image_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "images"
 
