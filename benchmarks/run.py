@@ -172,6 +172,14 @@ def _proc_status_mib(key: str) -> float | None:
     return None
 
 
+def _trim_heap() -> None:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``), so RSS reflects live memory."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS mark (``VmHWM``) to the current RSS (Linux >= 4.0)."""
     try:
@@ -185,8 +193,8 @@ class PeakMemory:
     """Peak memory during a ``with`` block.
 
     CUDA: ``torch.cuda.max_memory_allocated`` (tensors only, not the allocator's cache). CPU: the
-    process's peak resident set size (``VmHWM``, reset on entry via ``/proc/self/clear_refs``), which
-    includes the weights, the Python heap and the allocator's free lists; without ``clear_refs`` the
+    process's peak resident set size (``VmHWM``, reset on entry via ``/proc/self/clear_refs`` after
+    glibc's ``malloc_trim`` returned freed heap memory), which includes the weights and the Python heap; without ``clear_refs`` the
     process-lifetime ``ru_maxrss`` is reported instead (``kind`` says which).
 
     Attributes:
@@ -210,6 +218,7 @@ class PeakMemory:
             self.base_mib = torch.cuda.memory_allocated(self.device) / 2**20
             self.kind = "cuda_max_memory_allocated"
         else:
+            _trim_heap()
             self.base_mib = _proc_status_mib("VmRSS") or float("nan")
             self.kind = "cpu_peak_rss" if _reset_peak_rss() else "cpu_ru_maxrss_process_lifetime"
         return self
@@ -783,25 +792,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     logger.info("band projector + modulator share of the encode side: %.2f%%", 100 * share)
 
-    # ---- training steps -------------------------------------------------------------------------------
-    if not args.no_train:
-        tb = args.train_batch_size
-        tx_out = x_out[:tb] if tb <= b else torch.rand(tb, 3, out_size, out_size, generator=gen).to(device)
-        tx_in = F.interpolate(
-            tx_out, size=(res, res), mode="bilinear", antialias=True, align_corners=False
-        ).clamp(0, 1)
-        result["train"] = {}
-        for stage in (1, 3):
-            logger.info("training step, stage %d (batch %d)", stage, tb)
-            with _training_state(model):
-                step = train_step_fn(model, stage, tx_in, tx_out, device, args.precision)
-                r = measure(step, tb, device, "fp32", args.train_repeats, args.warmup, grad=True)
-                r["precision"] = args.precision
-                del step
-            _free(device)
-            result["train"][f"stage{stage}"] = r
-            logger.info("  %.3g images/s, peak %.0f MiB", r["images_per_s"], r["peak_mem_mib"])
-
     # ---- ablations: reconstruct with one option flipped -------------------------------------------
     result["ablations"] = {}
     for abl in args.ablations:
@@ -828,7 +818,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for peer in args.peers:
         try:
             result["peers"][peer] = run_peer(peer, model, x_in, x_out, latent, args, device)
-        except (ImportError, ValueError, RuntimeError) as e:
+        except Exception as e:  # noqa: BLE001 - a broken peer must not lose the rest of a long run
             logger.warning("peer %s skipped: %s", peer, e)
             result["peers"][peer] = {"label": PEER_LABELS[peer], "skipped": f"{type(e).__name__}: {e}"}
         _free(device)
@@ -837,6 +827,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for peer, r in result["peers"].items()
         if "skipped" not in r
     }
+
+    # ---- training steps (last: their optimizer states would inflate later CPU RSS peaks) -------------
+    if not args.no_train:
+        tb = args.train_batch_size
+        tx_out = x_out[:tb] if tb <= b else torch.rand(tb, 3, out_size, out_size, generator=gen).to(device)
+        tx_in = F.interpolate(
+            tx_out, size=(res, res), mode="bilinear", antialias=True, align_corners=False
+        ).clamp(0, 1)
+        result["train"] = {}
+        for stage in (1, 3):
+            logger.info("training step, stage %d (batch %d)", stage, tb)
+            with _training_state(model):
+                step = train_step_fn(model, stage, tx_in, tx_out, device, args.precision)
+                r = measure(step, tb, device, "fp32", args.train_repeats, args.warmup, grad=True)
+                r["precision"] = args.precision
+                del step
+            _free(device)
+            result["train"][f"stage{stage}"] = r
+            logger.info("  %.3g images/s, peak %.0f MiB", r["images_per_s"], r["peak_mem_mib"])
 
     # ---- FLOP utilisation and targets ------------------------------------------------------------------
     peak = args.peak_tflops or known_peak_tflops(device, args.precision)
