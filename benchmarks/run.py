@@ -989,7 +989,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         )
         + ".",
         "",
-        "| model | params (M) | encode img/s | decode img/s | reconstruct img/s | peak mem (MiB) "
+        "| model | params (M) | encode img/s | decode img/s | reconstruct img/s | peak mem, MiB (+ over resident) "
         "| GFLOP/img (reconstruct) | encode / uae | decode / uae | reconstruct / uae |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -999,7 +999,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         cells = [label, _f(params, 4)]
         cells += [_f(r[op]["images_per_s"]) if op in r else "-" for op in OPS]
         rec = r.get("reconstruct") or r.get("encode")
-        cells.append(_f(rec["peak_mem_mib"], 5) if rec else "-")
+        cells.append(
+            f"{rec['peak_mem_mib']:.0f} (+{rec['peak_mem_mib'] - rec['base_mem_mib']:.0f})" if rec else "-"
+        )
         g = (r.get("reconstruct") or r.get("encode") or {}).get("gflop_per_image")
         cells.append(_f(g, 4) + ("" if "reconstruct" in r else " (encode)") if g is not None else "-")
         cells += [
@@ -1051,12 +1053,13 @@ def to_markdown(result: dict[str, Any]) -> str:
     if result.get("train"):
         lines += [
             "",
-            "| training step | batch | img/s | ms / step | peak mem (MiB) |",
+            "| training step | batch | img/s | ms / step | peak mem, MiB (+ over resident) |",
             "|---|---:|---:|---:|---:|",
         ]
         for k, r in result["train"].items():
             lines.append(
-                f"| {k} | {r['batch_size']} | {_f(r['images_per_s'])} | {_f(r['median_ms'], 5)} | {_f(r['peak_mem_mib'], 5)} |"
+                f"| {k} | {r['batch_size']} | {_f(r['images_per_s'])} | {_f(r['median_ms'], 5)} | "
+                f"{r['peak_mem_mib']:.0f} (+{r['peak_mem_mib'] - r['base_mem_mib']:.0f}) |"
             )
     if any("gflop_per_image" in u[op] for op in OPS):
         peak = result["peak_tflops"]
