@@ -239,6 +239,18 @@ def write_card(run: Path, data: Path, out: Path) -> dict[str, object]:
     )
     attribution = (data / "ATTRIBUTION.md").read_text() if (data / "ATTRIBUTION.md").exists() else ""
     text += "\n## Data attribution\n\n" + attribution.split("\n", 2)[-1]
+    from uae.visualize import save_band_figure
+
+    pick = [i for i, f in enumerate(files) if "_s300_" in f.name][:1] + [0, len(files) // 2]
+    save_band_figure(model, images[pick], out / "bands.png", titles=[files[i].name for i in pick])
+    text += (
+        "\n## Bands\n\n![progressive decodes from bands 0..k and band energy shares](bands.png)\n\n"
+        "Held-out crops: the input, decodes from band 0, bands 0..1 and all 3 bands "
+        "(`uae bands IMG --model uae_demo`), and each band's share of the latent's spectral energy. "
+        "This recipe never trains the decoder on partial bands (no band noise or band dropping, which is "
+        "stage 3), so the band-0 and bands-0..1 decodes show what the bands hold, not an optimised "
+        "coarse-to-fine decoder.\n"
+    )
     (out / "README.md").write_text(text)
     metrics = {"heldout": res, "run": summary, "num_heldout_crops": len(files)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -128,7 +128,7 @@ def uae_rae_base_p14_dinov2() -> UAEConfig:
 @register_model(
     pretrained=PretrainedSource(
         local_dir="uae_demo",
-        status="not trained",
+        status="available",
         recipe="recipes/demo.yaml",
         notes="embedded demo (checkpoints/uae_demo): trained on CPU with recipes/demo.yaml on offline sample photos "
         "(scripts/make_demo_data.py); random-init encoder, the teacher is its frozen initial copy.",
