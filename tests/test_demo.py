@@ -15,7 +15,7 @@ from uae.models.registry import checkpoint_root, get_entry, pretrained_location
 
 DEMO = Path(__file__).resolve().parents[1] / "checkpoints" / "uae_demo"
 HELDOUT = Path(__file__).parent / "assets" / "chelsea.png"  # skimage's chelsea: held out of the demo's data
-MARGIN_DB = 2.0
+MARGIN_DB = 6.0  # measured: 34.9 dB vs 21.3 dB on tests/assets/chelsea.png
 
 
 @pytest.fixture(scope="module")
