@@ -237,6 +237,7 @@ def write_card(run: Path, data: Path, out: Path) -> dict[str, object]:
         'model = uae.UAE.from_pretrained("' + str(out) + '")',
         'model = uae.create_model("uae_demo", pretrained=True)   # or uae.UAE.from_pretrained("checkpoints/uae_demo")',
     )
+    text = text.replace("init ``", "random init (no DINOv2 weights)")
     attribution = (data / "ATTRIBUTION.md").read_text() if (data / "ATTRIBUTION.md").exists() else ""
     text += "\n## Data attribution\n\n" + attribution.split("\n", 2)[-1]
     from uae.visualize import save_band_figure
