@@ -182,7 +182,9 @@ equal-number-of-values bicubic image: the UAE latent is not a
 compression format (the paper's 16x16x768 latent holds as many values as a 256x256 RGB image); its
 point is a latent that is both decodable and split into frequency bands.
 
-Last validation PSNR logged during training (EMA weights, same crops): {val_psnr:.2f} dB.
+Last validation PSNR logged during training (EMA weights, same crops): {val_psnr:.2f} dB. The crops were
+only logged during training: no checkpoint or hyper-parameter was selected on them (the export is the
+EMA after the fixed 1,500 steps).
 `tests/test_demo.py` checks that the embedded checkpoint loads and beats the same-grid bicubic on the
 bundled held-out photo (`tests/assets/chelsea.png`) by a margin.
 
