@@ -63,6 +63,17 @@ def models_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _configure_logging() -> None:
+    """Log the package's messages to stderr (Lightning configures its own loggers)."""
+    log = logging.getLogger("uae")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(os.environ.get("UAE_LOG_LEVEL", "INFO"))
+        log.propagate = False
+
+
 def _usage() -> str:
     lines = ["usage: uae <command> [options]", "", "Unified Autoencoding toolkit. Commands:"]
     lines += [f"  {name:14s} {help_}" for name, (_, _, help_) in COMMANDS.items()]
@@ -73,9 +84,7 @@ def _usage() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``uae`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=os.environ.get("UAE_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging()
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
