@@ -71,7 +71,6 @@ def _configure_logging() -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(os.environ.get("UAE_LOG_LEVEL", "INFO"))
-        log.propagate = False
 
 
 def _usage() -> str:
