@@ -28,6 +28,8 @@ def test_python_block(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     if mark.startswith("skip"):
         assert "(" in mark, "a skipped README block must say why"
         return
+    for name in ("tests", "checkpoints", "recipes"):  # blocks refer to repo files; outputs go to tmp
+        (tmp_path / name).symlink_to(ROOT / name)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     exec(code, {"__name__": "__readme__"})
@@ -48,8 +50,40 @@ def test_cli_commands_in_readme_are_known() -> None:
     from uae.cli import COMMANDS
 
     for _, body in _blocks("bash"):
-        for line in body.splitlines():
+        for line in body.replace("\\\n", " ").splitlines():
             for part in line.split("&&"):
                 words = shlex.split(part.strip(), comments=True)
                 if words and words[0] == "uae":
                     assert words[1] in COMMANDS or words[1].startswith("-"), part
+
+
+def _uae_commands(body: str) -> list[list[str]]:
+    cmds = []
+    for line in body.replace("\\\n", " ").splitlines():
+        for part in line.split("&&"):
+            words = shlex.split(part.strip(), comments=True)
+            if words and words[0] == "uae":
+                cmds.append(words[1:])
+    return cmds
+
+
+RUN_COMMANDS = [c for mark, body in _blocks("bash") if mark.startswith("run") for c in _uae_commands(body)]
+MAIN_JOB = [c for _, body in _blocks("bash") if "pip install" in body for c in _uae_commands(body)]
+
+
+@pytest.mark.parametrize("argv", RUN_COMMANDS + MAIN_JOB, ids=lambda a: " ".join(a[:2]))
+def test_bash_uae_commands_run(argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from uae.cli import main
+
+    for name in ("tests", "checkpoints", "recipes"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 0
+    outs = [argv[i + 1] for i, a in enumerate(argv) if a == "--out"]
+    for out in outs:
+        assert (tmp_path / out).exists()
+
+
+def test_main_job_and_runnable_blocks_found() -> None:
+    assert MAIN_JOB and MAIN_JOB[0][0] == "reconstruct"
+    assert len(RUN_COMMANDS) >= 3

@@ -21,6 +21,19 @@ from uae.models import (  # noqa: E402
 )
 from uae.utils import autocast_dtype  # noqa: E402
 
+
+def load_image(path: str, size: int):  # -> torch.Tensor
+    """Read an image file as a model input ``(3, size, size)`` in ``[0, 1]`` (centre crop, bicubic resize).
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file is not a readable image.
+    """
+    from uae.inference import load_image as _load
+
+    return _load(path, size)["image"]
+
+
 __all__ = [
     "UAE",
     "DecoderOutput",
@@ -32,6 +45,7 @@ __all__ = [
     "autocast_dtype",
     "create_model",
     "get_config",
+    "load_image",
     "list_models",
     "register_model",
 ]
