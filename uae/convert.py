@@ -99,6 +99,7 @@ from typing import Any
 import torch
 
 from uae.models.config import UAEConfig
+from uae.utils import state_dict_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -411,13 +412,7 @@ def _build_checked(config: UAEConfig, state: dict[str, torch.Tensor], what: str)
     # Buffers uae defines itself (pixel/latent statistics) keep their values unless provided.
     for k in ("pixel_mean", "pixel_std", "latent_mean", "latent_std"):
         state.setdefault(k, own[k])
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    bad = [
-        f"{k}: converted {tuple(state[k].shape)} vs uae {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if state[k].shape != own[k].shape
-    ]
+    missing, unexpected, bad = state_dict_mismatch(own, state, other_name="converted")
     if missing or unexpected or bad:
         raise ValueError(
             f"{what}: converted weights do not fill the uae model: missing {missing}; unexpected {unexpected}; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 
@@ -73,3 +73,27 @@ def check_images(x: torch.Tensor, patch_size: int, default_size: int, name: str 
             f"{expected}; got values in [{lo:.3g}, {hi:.3g}] "
             "(0-255 pixels or already-normalised inputs? the model normalises internally)"
         )
+
+
+def state_dict_mismatch(
+    own: Mapping[str, torch.Tensor], other: Mapping[str, torch.Tensor], other_name: str = "checkpoint"
+) -> tuple[list[str], list[str], list[str]]:
+    """Compare a module's state dict with weights to load into it.
+
+    Args:
+        own: The target module's ``state_dict()``.
+        other: The weights to load.
+        other_name: How ``other`` is named in the shape messages.
+
+    Returns:
+        ``(missing, unexpected, bad_shapes)``: sorted keys of ``own`` absent from ``other``, keys of
+        ``other`` that ``own`` lacks, and ``"key: <other_name> (shape) vs model (shape)"`` strings.
+    """
+    missing = sorted(set(own) - set(other))
+    unexpected = sorted(set(other) - set(own))
+    bad_shapes = [
+        f"{k}: {other_name} {tuple(other[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(other))
+        if other[k].shape != own[k].shape
+    ]
+    return missing, unexpected, bad_shapes

@@ -14,6 +14,8 @@ from einops import rearrange
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
+from uae.utils import state_dict_mismatch
+
 logger = logging.getLogger(__name__)
 
 
@@ -123,14 +125,7 @@ class UnifiedEncoder(nn.Module):
             state_dict.pop(k)
         if dropped:
             logger.info("DINOv2 weights not used by the UAE encoder (by design): %s", dropped)
-        own = self.vit.state_dict()
-        missing = sorted(set(own) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(own))
-        bad_shapes = [
-            f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-            for k in sorted(set(own) & set(state_dict))
-            if state_dict[k].shape != own[k].shape
-        ]
+        missing, unexpected, bad_shapes = state_dict_mismatch(self.vit.state_dict(), state_dict)
         if missing or unexpected or bad_shapes:
             raise ValueError(
                 "DINOv2 checkpoint does not match the UAE encoder: "

@@ -20,7 +20,7 @@ from uae.layers.encoder import UnifiedEncoder, read_state_dict
 from uae.models.config import ARCHITECTURE, UAEConfig
 from uae.models.hub import CONFIG_NAME, WEIGHTS_NAME, UAELoadError, resolve_pretrained_files
 from uae.models.outputs import DecoderOutput, EncoderOutput, UAEOutput
-from uae.utils import check_images
+from uae.utils import check_images, state_dict_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -412,14 +412,7 @@ class UAE(
         Raises:
             UAELoadError: Shape mismatch, or (with ``strict``) missing or unexpected keys.
         """
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        bad = [
-            f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-            for k in sorted(set(own) & set(state))
-            if state[k].shape != own[k].shape
-        ]
+        missing, unexpected, bad = state_dict_mismatch(self.state_dict(), state)
         where = f" ({source})" if source else ""
         if bad:
             raise UAELoadError(f"weight shapes do not match the config{where}: {bad}")
