@@ -197,6 +197,28 @@ def _probe_datasets(args: argparse.Namespace, img_size: int):
     return Subset(train, tr), Subset(train, va), train.classes
 
 
+def _fit_probe(model, datasets, band, args, device, cache_dir: Path, tag: str, num_classes: int):
+    """Cached features of ``datasets`` (train, val) for ``band``, then the linear head with the CLI's options."""
+    from uae.evaluation.probe import train_probe
+
+    (xtr, ytr), (xva, yva) = _probe_features(model, datasets, band, args, device, cache_dir, tag)
+    return train_probe(
+        xtr,
+        ytr,
+        xva,
+        yva,
+        num_classes=num_classes,
+        epochs=args.epochs,
+        batch_size=args.head_batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+
+
 def _probe_features(
     model, datasets, band, args, device, cache_dir: Path, tag: str, input_filter=None, filter_tag: str = ""
 ):
@@ -245,7 +267,7 @@ def _probe_features(
 
 def probe_main(argv: Sequence[str]) -> int:
     """``uae probe``: linear probe (BN without affine + linear) on frozen band features."""
-    from uae.evaluation.probe import parse_band, train_probe
+    from uae.evaluation.probe import parse_band
 
     p = argparse.ArgumentParser(
         prog="uae probe", description="Linear probe on frozen UAE features (cached once)."
@@ -269,24 +291,7 @@ def probe_main(argv: Sequence[str]) -> int:
     cache_dir = Path(args.cache_dir) if args.cache_dir else Path(args.output).resolve().parent / "features"
     results: dict[str, Any] = {"model": args.model, "data": args.data, "classes": classes, "bands": {}}
     for band in bands:
-        (xtr, ytr), (xva, yva) = _probe_features(
-            model, (train_ds, val_ds), band, args, device, cache_dir, "probe"
-        )
-        _, res = train_probe(
-            xtr,
-            ytr,
-            xva,
-            yva,
-            num_classes=len(classes),
-            epochs=args.epochs,
-            batch_size=args.head_batch_size,
-            optimizer=args.optimizer,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            warmup_epochs=args.warmup_epochs,
-            seed=args.seed,
-            progress=not args.no_progress,
-        )
+        _, res = _fit_probe(model, (train_ds, val_ds), band, args, device, cache_dir, "probe", len(classes))
         results["bands"][str(band)] = res
     write_json(args.output, results)
     print(f"uae probe: {args.model} on {args.data} ({len(classes)} classes)")
@@ -400,7 +405,7 @@ def spectrum_main(argv: Sequence[str]) -> int:
 def filtered_main(argv: Sequence[str]) -> int:
     """``uae filtered-eval``: probe accuracy and reconstruction metrics on original / LFC / HFC images."""
     from uae.evaluation.filtered import make_filter
-    from uae.evaluation.probe import evaluate_head, parse_band, train_probe
+    from uae.evaluation.probe import evaluate_head, parse_band
     from uae.evaluation.reconstruction import evaluate_reconstruction
 
     p = argparse.ArgumentParser(
@@ -437,23 +442,8 @@ def filtered_main(argv: Sequence[str]) -> int:
         cache_dir = (
             Path(args.cache_dir) if args.cache_dir else Path(args.output).resolve().parent / "features"
         )
-        (xtr, ytr), (xva, yva) = _probe_features(
-            model, (train_ds, val_ds), band, args, device, cache_dir, "filtered"
-        )
-        head, res = train_probe(
-            xtr,
-            ytr,
-            xva,
-            yva,
-            num_classes=len(classes),
-            epochs=args.epochs,
-            batch_size=args.head_batch_size,
-            optimizer=args.optimizer,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            warmup_epochs=args.warmup_epochs,
-            seed=args.seed,
-            progress=not args.no_progress,
+        head, res = _fit_probe(
+            model, (train_ds, val_ds), band, args, device, cache_dir, "filtered", len(classes)
         )
         results["probe"] = {"band": str(band), "trained_on": "original images", **res}
     rec_metrics = None
