@@ -48,6 +48,8 @@ def tiny_overrides(root: Path, out: Path, cls: type) -> list[str]:
         str(root),
         "--data.dataset",
         "folder",
+        "--data.val_root",
+        "null",
         "--data.num_workers",
         "0",
         "--data.batch_size",

@@ -63,11 +63,23 @@ def models_main(argv: Sequence[str]) -> int:
     return 0
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (test capture may replace and close it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # the base class assigns it in __init__
+        pass
+
+
 def _configure_logging() -> None:
     """Log the package's messages to stderr (Lightning configures its own loggers)."""
     log = logging.getLogger("uae")
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(os.environ.get("UAE_LOG_LEVEL", "INFO"))
