@@ -13,6 +13,7 @@ The model is chosen by ``model.class_path`` (``uae.training.Stage1DecoderModule`
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +46,13 @@ def make_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> Any:
 
 
 def _cli(subcommand: str, argv: Sequence[str], **kwargs: Any) -> Any:
-    return make_cli([subcommand, *argv], **kwargs)
+    # LightningCLI warns when sys.argv also carries arguments; ours come only through ``args``.
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "uae"]
+    try:
+        return make_cli([subcommand, *argv], **kwargs)
+    finally:
+        sys.argv = saved
 
 
 def fit_main(argv: Sequence[str]) -> int:
