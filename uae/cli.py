@@ -21,7 +21,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "train a UAE stage with LightningCLI (--config recipes/<...>.yaml)",
     ),
     "validate": ("uae.training.cli", "validate_main", "run validation of a training config (LightningCLI)"),
-    "export": ("uae.training.export", "export_main", "Lightning checkpoint -> Hub-layout directory (EMA weights)"),
+    "export": (
+        "uae.training.export",
+        "export_main",
+        "Lightning checkpoint -> Hub-layout directory (EMA weights)",
+    ),
     "reconstruct": ("uae.inference", "reconstruct_main", "reconstruct images and write band pictures"),
     "eval": ("uae.evaluation.cli", "eval_main", "PSNR / SSIM / LPIPS / rFID of a model on a dataset"),
     "probe": ("uae.evaluation.cli", "probe_main", "linear probe on band features"),

@@ -13,7 +13,7 @@ The model is chosen by ``model.class_path`` (``uae.training.Stage1DecoderModule`
 
 from __future__ import annotations
 
-import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,13 +46,10 @@ def make_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> Any:
 
 
 def _cli(subcommand: str, argv: Sequence[str], **kwargs: Any) -> Any:
-    # LightningCLI warns when sys.argv also carries arguments; ours come only through ``args``.
-    saved = sys.argv
-    sys.argv = [saved[0] if saved else "uae"]
-    try:
-        return make_cli([subcommand, *argv], **kwargs)
-    finally:
-        sys.argv = saved
+    # sys.argv must stay as it is: Lightning's DDP launcher re-runs it for the other ranks. The
+    # arguments reach LightningCLI through ``args``, so its warning about both being set is noise.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    return make_cli([subcommand, *argv], **kwargs)
 
 
 def fit_main(argv: Sequence[str]) -> int:
