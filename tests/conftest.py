@@ -61,3 +61,12 @@ def image_folder(tmp_path: Path) -> Path:
             # A flipped copy as a second distinct image per source photo.
             Image.open(p).transpose(Image.FLIP_LEFT_RIGHT).save(root / cls / f"{p.stem}_flip{i}.jpg")
     return root
+
+
+@pytest.fixture
+def empty_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty torch hub cache (``torch.hub.get_dir()``) and offline mode: no metric weights anywhere."""
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return hub

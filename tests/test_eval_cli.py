@@ -22,19 +22,11 @@ def model_dir(tiny_model, tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
-def offline_hub(tmp_path, monkeypatch) -> Path:
-    hub = tmp_path / "hub"
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return hub
-
-
 COMMON = ["--num-workers", "0", "--no-progress", "--batch-size", "3"]
 
 
 def test_eval_writes_json_and_table_matching_direct_torchmetrics(
-    model_dir, image_folder, tmp_path, offline_hub, capsys
+    model_dir, image_folder, tmp_path, empty_hub, capsys
 ):
     out = tmp_path / "res" / "eval.json"
     assert (
@@ -72,7 +64,7 @@ def test_eval_writes_json_and_table_matching_direct_torchmetrics(
     )
 
 
-def test_eval_with_limit_and_larger_eval_size(model_dir, image_folder, tmp_path, offline_hub):
+def test_eval_with_limit_and_larger_eval_size(model_dir, image_folder, tmp_path, empty_hub):
     out = tmp_path / "e.json"
     assert (
         ecli.eval_main(
@@ -125,7 +117,7 @@ def test_cli_user_errors_are_one_line(model_dir, image_folder, tmp_path, capsys)
     assert "not a folder" in capsys.readouterr().err
 
 
-def test_named_dataset_resolution(model_dir, image_folder, tmp_path, offline_hub):
+def test_named_dataset_resolution(model_dir, image_folder, tmp_path, empty_hub):
     root = tmp_path / "coco"
     root.mkdir()
     (root / "val2017").symlink_to(image_folder / "a")
@@ -239,7 +231,7 @@ def test_spectrum_cli_with_autoencoderkl(model_dir, image_folder, tmp_path):
     )
 
 
-def test_filtered_eval_cli(model_dir, image_folder, tmp_path, offline_hub, capsys):
+def test_filtered_eval_cli(model_dir, image_folder, tmp_path, empty_hub, capsys):
     out = tmp_path / "f.json"
     assert (
         ecli.filtered_main(

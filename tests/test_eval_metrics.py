@@ -14,15 +14,6 @@ from uae.evaluation import metrics as M
 from uae.evaluation.metrics import GaussianStats, ReconstructionMetrics, frechet_distance, quantize
 
 
-@pytest.fixture
-def empty_hub(tmp_path, monkeypatch) -> Path:
-    """An empty torch hub cache and offline mode: no metric weights anywhere."""
-    hub = tmp_path / "hub"
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return hub
-
-
 def _pairs(photos32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     noisy = (photos32 + 0.08 * torch.randn(photos32.shape, generator=g)).clamp(0, 1)
