@@ -1,0 +1,401 @@
+"""Shared pieces of the converters: strict key consumption, the HF DINOv2 and MAE-decoder key maps, files.
+
+The key tables are in :mod:`uae.convert` (package docstring).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uae.models.config import UAEConfig
+from uae.utils import state_dict_mismatch
+
+logger = logging.getLogger(__name__)
+
+#: Decoder head counts by width, as RAE configures its ViT-B / ViT-L / ViT-XL decoders.
+DECODER_HEADS_BY_WIDTH = {768: 12, 1024: 16, 1152: 16}
+#: DINOv2 encoder depth by width (ViT-S/B/L/g), used for RAE when no encoder weights are given.
+DINOV2_DEPTH_BY_WIDTH = {384: 12, 768: 12, 1024: 24, 1536: 40}
+DINOV2_TIMM_IDS = {
+    384: "timm/vit_small_patch14_reg4_dinov2.lvd142m",
+    768: "timm/vit_base_patch14_reg4_dinov2.lvd142m",
+    1024: "timm/vit_large_patch14_reg4_dinov2.lvd142m",
+    1536: "timm/vit_giant_patch14_reg4_dinov2.lvd142m",
+}
+
+# Per-block renames (source suffix -> uae suffix); q/k/v are handled separately (fused).
+ENCODER_BLOCK_MAP = {
+    "norm1.weight": "norm1.weight",
+    "norm1.bias": "norm1.bias",
+    "attention.output.dense.weight": "attn.proj.weight",
+    "attention.output.dense.bias": "attn.proj.bias",
+    "layer_scale1.lambda1": "ls1.gamma",
+    "norm2.weight": "norm2.weight",
+    "norm2.bias": "norm2.bias",
+    "mlp.fc1.weight": "mlp.fc1.weight",
+    "mlp.fc1.bias": "mlp.fc1.bias",
+    "mlp.fc2.weight": "mlp.fc2.weight",
+    "mlp.fc2.bias": "mlp.fc2.bias",
+    "layer_scale2.lambda1": "ls2.gamma",
+}
+DECODER_BLOCK_MAP = {
+    "layernorm_before.weight": "norm1.weight",
+    "layernorm_before.bias": "norm1.bias",
+    "attention.output.dense.weight": "attn.proj.weight",
+    "attention.output.dense.bias": "attn.proj.bias",
+    "layernorm_after.weight": "norm2.weight",
+    "layernorm_after.bias": "norm2.bias",
+    "intermediate.dense.weight": "mlp.fc1.weight",
+    "intermediate.dense.bias": "mlp.fc1.bias",
+    "output.dense.weight": "mlp.fc2.weight",
+    "output.dense.bias": "mlp.fc2.bias",
+}
+QKV_PARTS = ("query", "key", "value")
+
+
+class Source:
+    """A source state dict whose keys must all be consumed (strict conversion)."""
+
+    def __init__(self, state: Mapping[str, torch.Tensor], what: str) -> None:
+        self.state = dict(state)
+        self.used: set[str] = set()
+        self.what = what
+
+    def has(self, key: str) -> bool:
+        return key in self.state
+
+    def take(self, key: str) -> torch.Tensor:
+        if key not in self.state:
+            raise ValueError(f"{self.what}: required key {key!r} is missing")
+        self.used.add(key)
+        return self.state[key]
+
+    def keys_with(self, prefix: str) -> list[str]:
+        return sorted(k for k in self.state if k.startswith(prefix))
+
+    def check_consumed(self) -> None:
+        left = sorted(set(self.state) - self.used)
+        if left:
+            raise ValueError(f"{self.what}: {len(left)} key(s) not understood by the converter: {left}")
+
+
+def count_blocks(src: Source, prefix: str) -> int:
+    idx = {int(m.group(1)) for k in src.state if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
+    if not idx:
+        return 0
+    if idx != set(range(max(idx) + 1)):
+        raise ValueError(f"{src.what}: block indices under {prefix!r} are not contiguous: {sorted(idx)}")
+    return max(idx) + 1
+
+
+def _fused_qkv(src: Source, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate ``{prefix}{query,key,value}.{weight,bias}`` into timm's fused ``qkv`` weight and bias."""
+    w = torch.cat([src.take(f"{prefix}{p}.weight") for p in QKV_PARTS], dim=0)
+    b = torch.cat([src.take(f"{prefix}{p}.bias") for p in QKV_PARTS], dim=0)
+    return w, b
+
+
+# ---------------------------------------------------------------------------------------------- sin-cos tables
+def mae_sincos_table(dim: int, grid: int) -> torch.Tensor:
+    """The MAE / RAE fixed 2-D sin-cos table ``(grid*grid, dim)`` (without the CLS slot).
+
+    Channel layout ``[sin(x w), cos(x w), sin(y w), cos(y w)]`` with ``x`` the column and ``y`` the row
+    index and ``w_i = 10000^(-i / (dim/4))``, computed in float64 like the original numpy code.
+    """
+    q = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(q, dtype=torch.float64) / q)
+    ys, xs = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
+    )
+    ax = xs.reshape(-1, 1) * omega
+    ay = ys.reshape(-1, 1) * omega
+    return torch.cat([ax.sin(), ax.cos(), ay.sin(), ay.cos()], dim=1).float()
+
+
+def mae_to_timm_channel_perm(dim: int) -> torch.Tensor:
+    """Index ``P`` with ``timm_table == mae_table[:, P]`` (timm: ``[sin y, sin x, cos y, cos x]``)."""
+    q = dim // 4
+    r = torch.arange(q)
+    return torch.cat([r + 2 * q, r, r + 3 * q, r + q])
+
+
+def _decoder_channel_perm(pos: torch.Tensor, what: str) -> tuple[torch.Tensor | None, int]:
+    """Check a source ``decoder_pos_embed (1, 1+n, D)`` and return (residual permutation or None, grid side)."""
+    from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
+
+    if pos.ndim != 3 or pos.shape[0] != 1:
+        raise ValueError(f"{what}: decoder_pos_embed must have shape (1, 1+h*w, D), got {tuple(pos.shape)}")
+    n, dim = pos.shape[1] - 1, pos.shape[2]
+    grid = math.isqrt(n)
+    if grid * grid != n or dim % 4:
+        raise ValueError(f"{what}: decoder_pos_embed {tuple(pos.shape)} is not a square sin-cos table")
+    table = pos[0, 1:].float()
+    if torch.allclose(table, mae_sincos_table(dim, grid), atol=1e-4):
+        return mae_to_timm_channel_perm(dim), grid
+    if torch.allclose(table, build_sincos2d_pos_embed([grid, grid], dim=dim), atol=1e-4):
+        return None, grid
+    raise ValueError(
+        f"{what}: decoder_pos_embed is not the fixed 2-D sin-cos table uae uses (learned or modified "
+        "positions cannot be represented)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- parts
+def convert_hf_dinov2(src: Source, prefix: str, grid: int, latent_norm: bool) -> dict[str, torch.Tensor]:
+    """Map a transformers Dinov2(WithRegisters) state dict (under ``prefix``) to timm names.
+
+    Args:
+        src: Source dict; consumed keys are recorded.
+        prefix: Key prefix of the encoder (``"encoder.encoder."`` for the authors, ``""`` for HF files).
+        grid: Target latent grid side; the position table is resampled to it.
+        latent_norm: Whether the target drops the final norm's affine (its weights are then consumed
+            and discarded when present).
+
+    Returns:
+        ``{timm_name: tensor}`` for ``UnifiedEncoder.vit``.
+    """
+    from timm.layers import resample_abs_pos_embed
+
+    out: dict[str, torch.Tensor] = {}
+    e = prefix + "embeddings."
+    pos = src.take(e + "position_embeddings")
+    out["cls_token"] = src.take(e + "cls_token") + pos[:, :1]
+    if src.has(e + "register_tokens"):
+        out["reg_token"] = src.take(e + "register_tokens")
+    if src.has(e + "mask_token"):
+        src.take(e + "mask_token")  # only used for masked-image-modeling training
+    patch_pos = pos[:, 1:]
+    n = patch_pos.shape[1]
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"{src.what}: position_embeddings {tuple(pos.shape)} is not 1 + a square grid")
+    if side != grid:
+        patch_pos = resample_abs_pos_embed(
+            patch_pos, new_size=[grid, grid], old_size=[side, side], num_prefix_tokens=0
+        )
+    out["pos_embed"] = patch_pos
+    out["patch_embed.proj.weight"] = src.take(e + "patch_embeddings.projection.weight")
+    out["patch_embed.proj.bias"] = src.take(e + "patch_embeddings.projection.bias")
+    depth = count_blocks(src, prefix + "encoder.layer.")
+    for i in range(depth):
+        s, t = f"{prefix}encoder.layer.{i}.", f"blocks.{i}."
+        out[t + "attn.qkv.weight"], out[t + "attn.qkv.bias"] = _fused_qkv(src, s + "attention.attention.")
+        for a, b in ENCODER_BLOCK_MAP.items():
+            if a.startswith("layer_scale") and not src.has(s + a):
+                continue  # no LayerScale in this checkpoint (checked against the target later)
+            out[t + b] = src.take(s + a)
+    for p in ("weight", "bias"):
+        if src.has(prefix + f"layernorm.{p}"):
+            v = src.take(prefix + f"layernorm.{p}")
+            if not latent_norm:
+                out[f"norm.{p}"] = v
+    return out
+
+
+def convert_mae_decoder(src: Source, prefix: str) -> tuple[dict[str, torch.Tensor], int]:
+    """Map an MAE-style ``GeneralDecoder`` state dict (under ``prefix``) to uae's ``PixelDecoder`` names.
+
+    Returns:
+        (``{uae decoder name (without 'decoder.'): tensor}``, latent grid side).
+    """
+    perm, grid = _decoder_channel_perm(src.take(prefix + "decoder_pos_embed"), src.what)
+    pos = src.state[prefix + "decoder_pos_embed"]
+    out: dict[str, torch.Tensor] = {
+        "embed.weight": src.take(prefix + "decoder_embed.weight"),
+        "embed.bias": src.take(prefix + "decoder_embed.bias"),
+        "cls_token": src.take(prefix + "trainable_cls_token") + pos[:, :1].to(pos.dtype),
+        "norm.weight": src.take(prefix + "decoder_norm.weight"),
+        "norm.bias": src.take(prefix + "decoder_norm.bias"),
+        "pred.weight": src.take(prefix + "decoder_pred.weight"),
+        "pred.bias": src.take(prefix + "decoder_pred.bias"),
+    }
+    depth = count_blocks(src, prefix + "decoder_layers.")
+    for i in range(depth):
+        s, t = f"{prefix}decoder_layers.{i}.", f"blocks.{i}."
+        out[t + "attn.qkv.weight"], out[t + "attn.qkv.bias"] = _fused_qkv(src, s + "attention.attention.")
+        for a, b in DECODER_BLOCK_MAP.items():
+            out[t + b] = src.take(s + a)
+    if perm is not None:
+        out = permute_decoder_residual(out, perm)
+    return out, grid
+
+
+def permute_decoder_residual(state: dict[str, torch.Tensor], perm: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Permute the residual-stream channels of a uae decoder state dict (an exact symmetry).
+
+    Args:
+        state: ``PixelDecoder`` state dict (names without ``decoder.``).
+        perm: ``(D,)`` index; new channel ``i`` is old channel ``perm[i]``.
+
+    Returns:
+        A new dict computing the same function with permuted residual channels.
+    """
+    rows = (
+        "attn.proj.weight",
+        "attn.proj.bias",
+        "mlp.fc2.weight",
+        "mlp.fc2.bias",
+        "norm1.weight",
+        "norm1.bias",
+        "norm2.weight",
+        "norm2.bias",
+    )
+    cols = ("attn.qkv.weight", "mlp.fc1.weight")
+    out = {}
+    for k, v in state.items():
+        if k == "cls_token":
+            v = v[..., perm]
+        elif k in ("embed.weight", "embed.bias", "norm.weight", "norm.bias") or (
+            k.startswith("blocks.") and k.endswith(rows)
+        ):
+            v = v[perm]  # writes to (or normalises) the residual stream
+        elif k == "pred.weight" or (k.startswith("blocks.") and k.endswith(cols)):
+            v = v[:, perm]  # reads the residual stream
+        out[k] = v.contiguous()
+    return out
+
+
+def decoder_config(dec: Mapping[str, torch.Tensor], decoder_heads: int | None) -> dict[str, Any]:
+    dim = dec["embed.weight"].shape[0]
+    depth = len({k.split(".")[1] for k in dec if k.startswith("blocks.")})
+    hidden = dec["blocks.0.mlp.fc1.weight"].shape[0] if depth else 4 * dim
+    patch = math.isqrt(dec["pred.weight"].shape[0] // 3)
+    if patch * patch * 3 != dec["pred.weight"].shape[0]:
+        raise ValueError(f"decoder_pred has {dec['pred.weight'].shape[0]} outputs, not 3 * p * p")
+    heads = decoder_heads or DECODER_HEADS_BY_WIDTH.get(dim, max(1, dim // 64))
+    return {
+        "decoder_dim": dim,
+        "decoder_depth": depth,
+        "decoder_heads": heads,
+        "decoder_mlp_ratio": hidden / dim,
+        "decoder_patch_size": patch,
+    }
+
+
+def encoder_config(enc: Mapping[str, torch.Tensor], encoder_heads: int | None) -> dict[str, Any]:
+    w = enc["patch_embed.proj.weight"]
+    dim, patch = w.shape[0], w.shape[-1]
+    depth = len({k.split(".")[1] for k in enc if k.startswith("blocks.")})
+    hidden = enc["blocks.0.mlp.fc1.weight"].shape[0] if depth else 4 * dim
+    return {
+        "encoder_dim": dim,
+        "patch_size": patch,
+        "encoder_depth": depth,
+        "encoder_heads": encoder_heads or max(1, dim // 64),
+        "encoder_mlp_ratio": hidden / dim,
+        "encoder_reg_tokens": enc["reg_token"].shape[1] if "reg_token" in enc else 0,
+        "encoder_init_values": 1e-5 if "blocks.0.ls1.gamma" in enc else None,
+    }
+
+
+def timm_encoder_config(state: Mapping[str, torch.Tensor], encoder_heads: int | None) -> dict[str, Any]:
+    """Encoder config from timm- or facebookresearch-named DINOv2 weights (prefixes as the encoder accepts)."""
+    keys = dict(state)
+    for prefix in ("module.", "backbone.", "encoder.vit.", "vit."):
+        if keys and all(k.startswith(prefix) for k in keys):
+            keys = {k[len(prefix) :]: v for k, v in keys.items()}
+    if "patch_embed.proj.weight" not in keys:
+        raise ValueError(
+            "encoder weights are neither transformers (embeddings.*) nor timm/facebookresearch (patch_embed.*) DINOv2 weights"
+        )
+    enc = {"patch_embed.proj.weight": keys["patch_embed.proj.weight"]}
+    for k, v in keys.items():
+        if k.startswith("blocks."):
+            enc[k] = v
+    reg = keys.get("reg_token", keys.get("register_tokens"))
+    if reg is not None:
+        enc["reg_token"] = reg
+    if "blocks.0.mlp.fc1.weight" not in enc:
+        raise ValueError("encoder weights have no blocks.0.mlp.fc1.weight (SwiGLU DINOv2-g is not supported)")
+    return encoder_config(enc, encoder_heads)
+
+
+def build_checked(config: UAEConfig, state: dict[str, torch.Tensor], what: str):  # -> UAE
+    """Build a UAE from a converted state dict; every target key must be filled, shapes must match."""
+    from uae.models.uae import UAE
+
+    model = UAE(config)
+    own = model.state_dict()
+    # Buffers uae defines itself (pixel/latent statistics) keep their values unless provided.
+    for k in ("pixel_mean", "pixel_std", "latent_mean", "latent_std"):
+        state.setdefault(k, own[k])
+    missing, unexpected, bad = state_dict_mismatch(own, state, other_name="converted")
+    if missing or unexpected or bad:
+        raise ValueError(
+            f"{what}: converted weights do not fill the uae model: missing {missing}; unexpected {unexpected}; "
+            f"shape mismatches {bad}"
+        )
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
+def latent_stats(stats: Mapping[str, torch.Tensor] | None, dim: int, eps: float) -> dict[str, torch.Tensor]:
+    """RAE-style ``{"mean", "var"}`` statistics -> uae's ``latent_mean`` / ``latent_std`` buffers."""
+    if not stats:
+        return {}
+    out = {}
+    mean, var = stats.get("mean"), stats.get("var")
+    for name, v in (("mean", mean), ("var", var)):
+        if v is not None and v.numel() != dim:
+            raise ValueError(
+                f"latent statistics '{name}' has shape {tuple(v.shape)}: uae stores per-channel statistics ({dim},); "
+                "per-position statistics cannot be converted (recompute them with `uae encode`)"
+            )
+    if mean is not None:
+        out["latent_mean"] = mean.reshape(dim).float()
+    if var is not None:
+        out["latent_std"] = torch.sqrt(var.reshape(dim).float() + eps)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- files
+def load_torch_state(path: str | os.PathLike, entry: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``).
+
+    Args:
+        path: The file.
+        entry: For torch files holding a dict of state dicts (``{"model", "ema", ...}``), which one to use;
+            ``None`` picks ``"ema"``, then ``"model"``, then ``"state_dict"``, else the dict itself.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file cannot be read as a state dict, or ``entry`` is absent.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:  # corrupt or not a safetensors file
+            raise ValueError(f"cannot read {path} as safetensors: {e}") from e
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle with arbitrary objects, corrupt file, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot read {path} as a torch state dict with weights_only=True: {first}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} does not hold a dict (got {type(obj).__name__})")
+    nested = [k for k in ("ema", "model", "state_dict") if isinstance(obj.get(k), dict)]
+    if entry is not None:
+        if not isinstance(obj.get(entry), dict):
+            raise ValueError(f"{path} has no state dict entry {entry!r}; entries: {sorted(map(str, obj))}")
+        obj = obj[entry]
+    elif nested:
+        logger.info("Using the %r entry of %s", nested[0], path)
+        obj = obj[nested[0]]
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if len(tensors) != len(obj):
+        others = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
+        raise ValueError(f"{path}: entries that are not tensors: {others[:10]}")
+    return tensors
