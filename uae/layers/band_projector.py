@@ -112,14 +112,24 @@ class BandProjector(nn.Module):
         softness: Raised-cosine transition width as a fraction of a band's width.
         grid_size: Default latent grid side; its masks are precomputed as a buffer, other sizes are
             computed on first use and cached.
+        scheme: ``"smooth"`` (this module's split). The released models' own schemes
+            (``"authors_v1"``, ``"dct_zigzag"``) are selected through :class:`uae.UAEConfig.band_scheme`.
     """
 
     def __init__(
-        self, num_bands: int, transform: str = "fft", softness: float = 0.5, grid_size: int = 16
+        self,
+        num_bands: int,
+        transform: str = "fft",
+        softness: float = 0.5,
+        grid_size: int = 16,
+        scheme: str = "smooth",
     ) -> None:
         super().__init__()
         if num_bands < 1:
             raise ValueError(f"num_bands must be >= 1, got {num_bands}")
+        if scheme != "smooth":
+            raise NotImplementedError(f"band scheme {scheme!r} is not implemented yet")
+        self.scheme = scheme
         self.num_bands = num_bands
         self.transform = transform
         self.softness = softness

@@ -13,6 +13,8 @@ logger = logging.getLogger(__name__)
 METADATA_KEYS = ("architecture", "uae_version")
 ARCHITECTURE = "UAE"
 BAND_TRANSFORMS = ("fft", "dct")
+#: How the latent spectrum is cut into bands: uae's smooth split (new models) or a release's own scheme.
+BAND_SCHEMES = ("smooth", "authors_v1", "dct_zigzag")
 
 
 @dataclass
@@ -38,6 +40,9 @@ class UAEConfig:
             (as RAE and the authors do), so the latent has unit per-token statistics.
         band_transform: ``"fft"`` (paper v1: radial masks on the 2-D FFT) or ``"dct"`` (authors' v2:
             orthonormal DCT-II, radial masks on the DCT index).
+        band_scheme: ``"smooth"`` (uae's raised-cosine radial split whose last band takes the whole
+            residual; the default for new models), ``"authors_v1"`` (the authors' v1 hard ring schedule,
+            for their converted weights) or ``"dct_zigzag"`` (the authors' v2 keep-N zigzag DCT low-pass).
         num_bands: Number of frequency bands ``K`` (1..16). 4 by default: the paper finds 2-10 equal
             in quality; with 4 bands on a 16x16 grid band 0 is a real low-frequency disc (radius
             1/4 of Nyquist, 13 frequencies) rather than only the DC term.
@@ -69,6 +74,7 @@ class UAEConfig:
     encoder_weights: str = "timm/vit_base_patch14_reg4_dinov2.lvd142m"
     latent_norm: bool = True
     band_transform: str = "fft"
+    band_scheme: str = "smooth"
     num_bands: int = 4
     band_softness: float = 0.5
     num_semantic_bands: int = 1
@@ -116,6 +122,8 @@ class UAEConfig:
             problems.append(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
         if self.band_transform not in BAND_TRANSFORMS:
             problems.append(f"band_transform must be one of {BAND_TRANSFORMS}, got {self.band_transform!r}")
+        if self.band_scheme not in BAND_SCHEMES:
+            problems.append(f"band_scheme must be one of {BAND_SCHEMES}, got {self.band_scheme!r}")
         if not 1 <= self.num_bands <= 16:
             problems.append(f"num_bands must be in 1..16, got {self.num_bands}")
         if not 0 <= self.num_semantic_bands <= self.num_bands:

@@ -109,6 +109,7 @@ class UAE(
             config.num_bands,
             transform=config.band_transform,
             softness=config.band_softness,
+            scheme=config.band_scheme,
             grid_size=config.grid_size,
         )
         self.modulator = BandModulator(
