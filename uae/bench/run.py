@@ -133,6 +133,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="folder for the JSON and markdown results (default: outputs/bench)",
     )
     p.add_argument("--name", default=None, help="file stem of the JSON / markdown results")
+    p.add_argument(
+        "--startup",
+        action="store_true",
+        help="measure the command's start-up instead: `uae --help`, each sub-command's --help, `uae models`",
+    )
     args = p.parse_args(None if argv is None else list(argv))
     args.peers = _parse_list(args.peers, PEERS, "--peers")
     args.ablations = _parse_list(args.ablations or "none", ABLATIONS, "--ablations")
@@ -411,11 +416,18 @@ def run_peer(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: ``uae bench [options]`` (also ``python -m benchmarks.run`` from a checkout)."""
-    logging.basicConfig(
-        level=os.environ.get("UAE_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
-    )
+    if not logging.getLogger("uae").handlers:  # `uae bench` has configured the package's logger already
+        logging.basicConfig(
+            level=os.environ.get("UAE_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
+        )
     try:
         args = parse_args(argv)
+        if args.startup:
+            from uae.bench.startup import run_startup, write_startup
+
+            md = write_startup(run_startup(args.repeats), args.out_dir, args.name or "startup")
+            print(md.read_text())
+            return 0
         result = run(args)
     except ValueError as e:
         print(f"uae bench: error: {e}", file=sys.stderr)
