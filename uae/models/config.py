@@ -15,6 +15,8 @@ ARCHITECTURE = "UAE"
 BAND_TRANSFORMS = ("fft", "dct")
 #: How the latent spectrum is cut into bands: uae's smooth split (new models) or a release's own scheme.
 BAND_SCHEMES = ("smooth", "authors_v1", "dct_zigzag")
+#: Shape of the stored latent statistics: one value per channel ``(C,)`` or per position ``(C, h, w)``.
+LATENT_STATS = ("per_channel", "per_position")
 
 
 @dataclass
@@ -60,6 +62,10 @@ class UAEConfig:
         decoder_heads: Pixel-decoder attention heads.
         decoder_mlp_ratio: Pixel-decoder MLP ratio (ViT-XL: 4096 / 1152).
         decoder_patch_size: Pixels per latent cell on each side; output size is ``grid * decoder_patch_size``.
+        decoder_norm_eps: eps of every decoder LayerNorm; ``None`` keeps uae's (1e-5 in the blocks, 1e-6
+            for the final norm). Converted RAE decoders use 1e-12, as their ``config.json``.
+        latent_stats: Shape of the ``latent_mean`` / ``latent_std`` buffers: ``"per_channel"`` ``(C,)``
+            or ``"per_position"`` ``(C, h, w)`` on the ``grid_size`` grid (RAE's released ``stat.pt``).
     """
 
     name: str = "uae_base_p14_dinov2"
@@ -89,6 +95,8 @@ class UAEConfig:
     decoder_heads: int = 16
     decoder_mlp_ratio: float = 4096 / 1152
     decoder_patch_size: int = 16
+    decoder_norm_eps: float | None = None
+    latent_stats: str = "per_channel"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -110,6 +118,13 @@ class UAEConfig:
         return self.grid_size * self.decoder_patch_size
 
     @property
+    def latent_stats_shape(self) -> tuple[int, ...]:
+        """Shape of the ``latent_mean`` / ``latent_std`` buffers: ``(C,)`` or ``(C, h, w)``."""
+        if self.latent_stats == "per_position":
+            return self.latent_shape
+        return (self.latent_dim,)
+
+    @property
     def latent_shape(self) -> tuple[int, int, int]:
         """``(C, h, w)`` of one image's latent."""
         return (self.latent_dim, self.grid_size, self.grid_size)
@@ -124,6 +139,10 @@ class UAEConfig:
             problems.append(f"band_transform must be one of {BAND_TRANSFORMS}, got {self.band_transform!r}")
         if self.band_scheme not in BAND_SCHEMES:
             problems.append(f"band_scheme must be one of {BAND_SCHEMES}, got {self.band_scheme!r}")
+        if self.latent_stats not in LATENT_STATS:
+            problems.append(f"latent_stats must be one of {LATENT_STATS}, got {self.latent_stats!r}")
+        if self.decoder_norm_eps is not None and not self.decoder_norm_eps > 0:
+            problems.append(f"decoder_norm_eps must be > 0 or None, got {self.decoder_norm_eps}")
         if not 1 <= self.num_bands <= 16:
             problems.append(f"num_bands must be in 1..16, got {self.num_bands}")
         if not 0 <= self.num_semantic_bands <= self.num_bands:
