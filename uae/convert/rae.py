@@ -135,6 +135,9 @@ def rae_to_uae(
             "encoder_mlp_ratio": 4.0,
             "encoder_reg_tokens": 4,
             "encoder_init_values": 1e-5,
+            # DINOv2's released 37x37 table (518 px), resampled at run time as transformers does.
+            "encoder_pos_grid": 37,
+            "encoder_pos_resample": "hf_dinov2",
         }
     if ecfg["encoder_dim"] != c:
         raise ValueError(f"encoder width {ecfg['encoder_dim']} does not match the decoder's latent width {c}")
