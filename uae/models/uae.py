@@ -111,6 +111,7 @@ class UAE(
             softness=config.band_softness,
             scheme=config.band_scheme,
             grid_size=config.grid_size,
+            schedule=config.band_schedule,
         )
         self.modulator = BandModulator(
             config.latent_dim,
@@ -130,6 +131,7 @@ class UAE(
             mlp_ratio=config.decoder_mlp_ratio,
             patch_size=config.decoder_patch_size,
             grid_size=config.grid_size,
+            norm_eps=config.decoder_norm_eps,
         )
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
