@@ -379,26 +379,29 @@ def load_release(
         raw_cfg, what = obj["config"], f"{ckpt_path} (embedded config)"
     else:
         raw_cfg, what = None, ""
+    schedule: tuple[float, ...] | None = None
+    params: dict[str, Any] = {}
     if raw_cfg is None:
         logger.warning(
-            "%s has no embedded config and none was given: assuming the released frequency_config %s",
+            "%s has no embedded config and none was given: using the released config's ring schedule "
+            "(freq_first_patch=0.32, freq_max_patch=16, K from the weights)",
             ckpt_path,
-            RELEASED_FREQUENCY_CONFIG,
         )
-        params: dict[str, Any] = {"frequency_config": RELEASED_FREQUENCY_CONFIG}
-        what = "released defaults"
     else:
         params = model_params(raw_cfg, stage)
-    freq = params.get("frequency_config")
-    if not freq:
-        raise ValueError(f"{what}: no frequency_config (models without the band modulator do not convert)")
+        freq = params.get("frequency_config")
+        if not freq:
+            raise ValueError(
+                f"{what}: no frequency_config (models without the band modulator do not convert)"
+            )
+        schedule = schedule_from_config(freq)
     model = authors_to_uae(
         state,
         encoder_heads=encoder_heads,
         decoder_heads=decoder_heads,
         stats=stats,
         name=name or "uae_authors_v1_converted",
-        band_schedule=schedule_from_config(freq),
+        band_schedule=schedule,
     )
     _check_params(params, model, what)
     return model
