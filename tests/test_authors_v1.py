@@ -154,6 +154,19 @@ def test_each_stage_matches_the_original(converted, golden, tag):
     assert _max_err(image, golden[f"image_{tag}"]) < ATOL
 
 
+def test_non_native_grid_encoder_and_bands_match_the_original(converted, golden):
+    """448 px -> 32x32 grid: their pipeline resizes every input to 224, but its encoder (run-time
+    position interpolation of the 37x37 table) and its band split (max_radius 16) run at any grid."""
+    x = (golden["input_224"].float() / 255.0).repeat_interleave(2, -2).repeat_interleave(2, -1)
+    assert converted.config.encoder_pos_grid == 37  # the source table is kept, resampled per input
+    with torch.no_grad():
+        enc = converted.encode(x)
+    assert enc.latent.shape == (1, 32, 32, 32)
+    assert _max_err(enc.latent, golden["latent_448"]) < ATOL
+    assert _max_err(enc.bands, golden["bands_448"]) < ATOL
+    assert _max_err(converted.split(golden["latent_448"]), golden["bands_448"]) < ATOL
+
+
 def test_uae_smooth_split_would_not_reproduce_them(golden):
     """Guard against the fixture being insensitive to the split: uae's own split is visibly off."""
     smooth = BandProjector(2, grid_size=16)
