@@ -11,8 +11,8 @@ logs", 2025-12-29): ``unified_ae/uae.py`` (``UnifiedUAE``: encode, decode), ``un
 What the converted model reproduces (eval mode, the evaluation's ``freq_ratio=1``):
 
 * **Encoder**: transformers ``Dinov2WithRegistersModel``, final LayerNorm without affine (eps 1e-6),
-  CLS + 4 registers dropped. Its 37x37 position table is bicubically (antialiased) resampled to the
-  grid, as transformers does at run time.
+  CLS + 4 registers dropped. Its 37x37 position table is kept and resampled to the input's grid at
+  every forward exactly as transformers does (``encoder_pos_resample="hf_dinov2"``).
 * **Band split** (``band_scheme="authors_v1"``, see :func:`uae.layers.band_projector.authors_v1_band_masks`):
   ring radii ``v_patch_nums / v_patch_nums[-1] * min(h//2, w//2)`` with a 0 prepended, hard and
   inclusive rings on the integer FFT frequency radius, iterative residual projection, real part;
