@@ -161,7 +161,11 @@ def test_mae_sincos_table_matches_the_reference_code():
 
 
 def test_authors_round_trip_is_exact(authors_model, photos32):
-    conv = authors_to_uae(authors_state(authors_model), **HEADS)
+    # Default: their band split and decoder eps; with uae's split and eps the round trip is bit-exact.
+    default = authors_to_uae(authors_state(authors_model), **HEADS).config
+    assert (default.band_scheme, default.decoder_norm_eps) == ("authors_v1", 1e-12)
+    assert default.band_schedule == pytest.approx((0.32, math.sqrt((0.32**2 + 16**2) / 2), 16.0))
+    conv = authors_to_uae(authors_state(authors_model), band_scheme="smooth", decoder_norm_eps=None, **HEADS)
     c = conv.config
     assert (c.num_bands, c.band_mixing, c.modulator_in_kernel, c.modulator_hidden_dim) == (3, True, 3, 24)
     assert (c.img_size, c.patch_size, c.encoder_reg_tokens, c.decoder_patch_size, c.latent_norm) == (
@@ -310,11 +314,11 @@ def test_rae_timm_named_encoder_and_missing_encoder_key(rae_model, photos32):
         rae_to_uae(dec, enc, **HEADS)
 
 
-def test_convert_cli_authors_picks_ema_and_writes_pretrained_layout(authors_model, tmp_path, photos32):
-    ema = authors_state(authors_model)
-    raw = {k: v + 1.0 if v.is_floating_point() and "pos" not in k else v for k, v in ema.items()}
+def test_convert_cli_authors_picks_model_and_writes_pretrained_layout(authors_model, tmp_path, photos32):
+    state = authors_state(authors_model)
+    ema = {k: v + 1.0 if v.is_floating_point() and "pos" not in k else v for k, v in state.items()}
     ckpt = tmp_path / "uae_v1.pt"
-    torch.save({"model": raw, "ema": ema, "epoch": 3}, ckpt)
+    torch.save({"model": state, "ema": ema, "epoch": 3}, ckpt)  # v1's evaluation loads "model"
     out = tmp_path / "converted"
     rc = cli_main(
         [
@@ -332,7 +336,10 @@ def test_convert_cli_authors_picks_ema_and_writes_pretrained_layout(authors_mode
     )
     assert rc == 0
     loaded = uae.UAE.from_pretrained(out)
-    assert torch.equal(loaded(photos32).sample, authors_model(photos32).sample)
+    expected = authors_to_uae(state, **HEADS)  # the authors' band split (released schedule for K=3)
+    assert loaded.config.band_scheme == "authors_v1" and loaded.config.band_schedule[0] == 0.32
+    assert torch.equal(loaded(photos32).sample, expected(photos32).sample)
+    assert not torch.allclose(loaded(photos32).sample, authors_to_uae(ema, **HEADS)(photos32).sample)
     assert load_torch_state(ckpt, "model")["decoder.decoder_norm.bias"].sum() != 0
 
 

@@ -105,7 +105,9 @@ def test_ddp_two_processes_cpu_gloo_stage3(image_folder, tmp_path):
     # The recipe's logger and checkpoint callback write under outputs/runs/finetune (relative to the cwd).
     assert list((tmp_path / "outputs" / "runs" / "finetune" / "logs").glob("version_0/metrics.csv"))
     ckpt = torch.load(
-        tmp_path / "outputs" / "runs" / "finetune" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+        tmp_path / "outputs" / "runs" / "finetune" / "checkpoints" / "last.ckpt",
+        map_location="cpu",
+        weights_only=False,
     )
     assert ckpt["global_step"] == 3
     assert ckpt["uae_stage"] == 3

@@ -57,6 +57,9 @@ class UAEConfig:
         band_scheme: ``"smooth"`` (uae's raised-cosine radial split whose last band takes the whole
             residual; the default for new models), ``"authors_v1"`` (the authors' v1 hard ring schedule,
             for their converted weights) or ``"dct_zigzag"`` (the authors' v2 keep-N zigzag DCT low-pass).
+        band_schedule: ``band_scheme="authors_v1"`` only: the release's ``v_patch_nums`` ring schedule
+            (``num_bands`` non-decreasing values, scaled so the last one is ``min(h, w) // 2``);
+            ``None`` gives evenly spaced ring radii. Must be ``None`` for the other schemes.
         num_bands: Number of frequency bands ``K`` (1..16). 4 by default: the paper finds 2-10 equal
             in quality; with 4 bands on a 16x16 grid band 0 is a real low-frequency disc (radius
             1/4 of Nyquist, 13 frequencies) rather than only the DC term.
@@ -75,7 +78,7 @@ class UAEConfig:
         decoder_mlp_ratio: Pixel-decoder MLP ratio (ViT-XL: 4096 / 1152).
         decoder_patch_size: Pixels per latent cell on each side; output size is ``grid * decoder_patch_size``.
         decoder_norm_eps: eps of every decoder LayerNorm; ``None`` keeps uae's (1e-5 in the blocks, 1e-6
-            for the final norm). Converted RAE decoders use 1e-12, as their ``config.json``.
+            for the final norm). Converted MAE-style decoders (the authors' releases, RAE) use 1e-12.
         latent_stats: Shape of the ``latent_mean`` / ``latent_std`` buffers: ``"per_channel"`` ``(C,)``
             or ``"per_position"`` ``(C, h, w)`` on the ``grid_size`` grid (RAE's released ``stat.pt``).
     """
@@ -96,6 +99,7 @@ class UAEConfig:
     latent_norm: bool = True
     band_transform: str = "fft"
     band_scheme: str = "smooth"
+    band_schedule: tuple[float, ...] | None = None
     num_bands: int = 4
     band_softness: float = 0.5
     num_semantic_bands: int = 1
@@ -114,6 +118,8 @@ class UAEConfig:
     latent_stats: str = "per_channel"
 
     def __post_init__(self) -> None:
+        if self.band_schedule is not None and not isinstance(self.band_schedule, tuple):
+            self.band_schedule = tuple(self.band_schedule)  # a list from config.json / YAML
         self.validate()
 
     # ------------------------------------------------------------------ derived values
@@ -160,6 +166,17 @@ class UAEConfig:
             problems.append(f"decoder_norm_eps must be > 0 or None, got {self.decoder_norm_eps}")
         if not 1 <= self.num_bands <= 16:
             problems.append(f"num_bands must be in 1..16, got {self.num_bands}")
+        if self.band_scheme == "authors_v1":
+            from uae.layers.band_projector import check_authors_v1_schedule
+
+            try:
+                check_authors_v1_schedule(self.band_schedule, self.num_bands, self.band_transform)
+            except (TypeError, ValueError) as e:
+                problems.append(f"band_schedule: {e}")
+        elif self.band_schedule is not None:
+            problems.append(
+                f"band_schedule is only used by band_scheme='authors_v1', not {self.band_scheme!r}"
+            )
         if not 0 <= self.num_semantic_bands <= self.num_bands:
             problems.append(f"num_semantic_bands must be in 0..num_bands, got {self.num_semantic_bands}")
         if self.noise_min_band < 1:

@@ -114,6 +114,7 @@ class UAE(
             softness=config.band_softness,
             scheme=config.band_scheme,
             grid_size=config.grid_size,
+            schedule=config.band_schedule,
         )
         self.modulator = BandModulator(
             config.latent_dim,
