@@ -45,7 +45,15 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "models": ("uae.cli", "models_main", "list the registered models and their pretrained status"),
 }
 
-USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, PermissionError, KeyError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError,
+    ValueError,
+    PermissionError,
+    KeyError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
 
 
 class CLIError(Exception):
