@@ -62,11 +62,10 @@ class CLIError(Exception):
 
 def models_main(argv: Sequence[str]) -> int:
     """``uae models [PATTERN]``: list registered model names with their pretrained status."""
-    import argparse
-
+    from uae.cliargs import ArgumentParser
     from uae.models.registry import get_entry, list_models
 
-    parser = argparse.ArgumentParser(prog="uae models", description="List registered models.")
+    parser = ArgumentParser(prog="uae models", description="List registered models.")
     parser.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. '*dinov2*'")
     args = parser.parse_args(list(argv))
     for name in list_models(args.pattern):

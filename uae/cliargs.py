@@ -1,9 +1,9 @@
-"""Shared argument checks of the ``uae`` commands: argparse number types, output paths, devices.
+"""Shared argument checks of the ``uae`` commands: a one-line-error parser, number types, output paths.
 
-The number types plug into ``argparse`` (``type=positive_int``), so a bad value is reported by
-argparse as one line naming the option (``--batch-size: must be a positive integer, got '0'``, exit
-code 2). The path checks raise ``ValueError`` naming the option, which :mod:`uae.cli` prints as one
-line (exit code 2).
+The number types plug into ``argparse`` (``type=positive_int``); with :class:`ArgumentParser` a bad
+value is reported as one line naming the option (``uae eval: error: argument --batch-size: must be a
+positive integer, got '0'``, exit code 2) instead of argparse's usage block. The path checks raise
+``ValueError`` naming the option, which :mod:`uae.cli` prints as one line (exit code 2).
 """
 
 from __future__ import annotations
@@ -13,6 +13,19 @@ import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line (raised as :class:`uae.cli.CLIError`).
+
+    :func:`uae.cli.main` prints them as ``uae <command>: error: <message>`` with exit code 2; the
+    usage stays available with ``--help``.
+    """
+
+    def error(self, message: str):  # type: ignore[override]
+        from uae.cli import CLIError
+
+        raise CLIError(f"{message} (see {self.prog} --help)")
 
 
 def _number(value: str, kind: type, what: str, ok) -> int | float:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from uae.cliargs import is_one_of, output_dir, output_file, positive_int
+from uae.cliargs import ArgumentParser, is_one_of, output_dir, output_file, positive_int
 from uae.utils import check_device
 
 logger = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def _free_name(out: Path, stem: str, used: set[str], inputs: Sequence[str]) -> s
 
 def reconstruct_main(argv: Sequence[str]) -> int:
     """``uae reconstruct IMG... [--model M] [--out DIR]``: write reconstructions and a band picture."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="uae reconstruct",
         description="Reconstruct images with a UAE: writes DIR/<name>.png per input (at the model's output size) "
         "and DIR/bands.png (progressive decodes from bands 0..k and band energies).",
@@ -238,7 +238,7 @@ def reconstruct_main(argv: Sequence[str]) -> int:
 
 def bands_main(argv: Sequence[str]) -> int:
     """``uae bands IMG... [--model M] [--out FILE.png]``: one picture of progressive band decodes and band energies."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="uae bands",
         description="Picture of progressive decodes from bands 0..k (band 0 = the semantic, lowest-frequency band) "
         "and each band's share of the latent energy, one row per image.",

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from uae.cliargs import (
+    ArgumentParser,
     non_negative_float,
     non_negative_int,
     open_unit_fraction,
@@ -162,7 +163,7 @@ def eval_main(argv: Sequence[str]) -> int:
     """``uae eval``: PSNR / SSIM / LPIPS / rFID of reconstructions against the originals."""
     from uae.evaluation.reconstruction import evaluate_reconstruction
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="uae eval", description="Reconstruction metrics (PSNR, SSIM, LPIPS, rFID) on a dataset."
     )
     _add_model_data(p)
@@ -338,9 +339,7 @@ def probe_main(argv: Sequence[str]) -> int:
     """``uae probe``: linear probe (BN without affine + linear) on frozen band features."""
     from uae.evaluation.probe import parse_band
 
-    p = argparse.ArgumentParser(
-        prog="uae probe", description="Linear probe on frozen UAE features (cached once)."
-    )
+    p = ArgumentParser(prog="uae probe", description="Linear probe on frozen UAE features (cached once).")
     _add_model_data(
         p,
         data_help="labelled folder (class sub-folders), 'imagenet' (with --data-root: train/ + val/), or a named split",
@@ -406,7 +405,7 @@ def spectrum_main(argv: Sequence[str]) -> int:
         write_spectrum_csv,
     )
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="uae spectrum", description="Radial power spectrum of latent grids and energy per UAE band."
     )
     _add_model_data(p)
@@ -491,7 +490,7 @@ def filtered_main(argv: Sequence[str]) -> int:
     from uae.evaluation.probe import evaluate_head, parse_band
     from uae.evaluation.reconstruction import evaluate_reconstruction
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="uae filtered-eval",
         description="Low-pass (LFC) / high-pass (HFC) filtered evaluation at radius r beside the originals.",
     )
@@ -617,7 +616,7 @@ def encode_main(argv: Sequence[str]) -> int:
     """``uae encode``: band latents of a dataset as sharded safetensors (resumable), with latent stats."""
     from uae.evaluation.export import EXPORTABLE, export_latents
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="uae encode", description="Export band / fused latents of a dataset as sharded safetensors."
     )
     _add_model_data(p)
