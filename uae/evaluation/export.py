@@ -455,10 +455,18 @@ def _finalize(out: Path, index: dict[str, Any], index_path: Path) -> dict[str, A
 
 
 def load_shard(out_dir: str | os.PathLike, shard: int) -> dict[str, torch.Tensor]:
-    """All tensors of one shard (``bands``/``latent``/``fused``, ``index``, ``label``, ``stats.*``)."""
+    """All tensors of one shard (``bands``/``latent``/``fused``, ``index``, ``label``, ``stats.*``).
+
+    A shard whose images were all unreadable has no file (``"file": null`` in the index): ``{}``.
+    """
     from safetensors.torch import load_file
 
-    return load_file(str(Path(out_dir) / shard_name(shard)))
+    path = Path(out_dir) / shard_name(shard)
+    if not path.is_file():
+        entries = {int(e["shard"]): e for e in read_index(out_dir)["shards"]}
+        if shard in entries and entries[shard].get("file") is None:
+            return {}
+    return load_file(str(path))
 
 
 def verify_export(out_dir: str | os.PathLike) -> dict[str, Any]:
