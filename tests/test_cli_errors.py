@@ -238,3 +238,15 @@ def test_image_over_the_pixel_budget_on_the_cli_is_one_line(model_dir, tmp_path,
 
 def test_unknown_option_is_one_line(capsys):
     _one_line_error(capsys, main(["models", "--nope"]), "unrecognized arguments: --nope")
+
+
+def test_export_with_a_shard_of_only_unreadable_images(tiny_model, mixed_folder, tmp_path):
+    from uae.evaluation.common import build_dataset
+    from uae.evaluation.export import export_latents, load_shard
+
+    ds = build_dataset(mixed_folder, 32)  # a ok, b bad, c ok, d bad
+    index = export_latents(tiny_model, ds, tmp_path / "x", what=("latent",), shard_size=1, progress=False)
+    assert [e["file"] is None for e in index["shards"]] == [False, True, False, True]
+    assert index["complete"] and index["stats"]["latent"]["count"] == 2 * 8 * 8
+    assert load_shard(tmp_path / "x", 1) == {} and load_shard(tmp_path / "x", 2)["index"].tolist() == [2]
+    assert verify_export(tmp_path / "x")["num_skipped"] == 2
