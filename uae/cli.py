@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from uae.cliargs import CLIError  # defined there so that `python -m uae.cli` catches it too
+
 # name -> (module, function, one-line help). Each function takes argv (list[str]) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "fit": (
@@ -54,10 +56,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     IsADirectoryError,
     NotADirectoryError,
 )
-
-
-class CLIError(Exception):
-    """An error to report as one line (exit code 2)."""
 
 
 def models_main(argv: Sequence[str]) -> int:

@@ -15,16 +15,18 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
+class CLIError(Exception):
+    """An error to report as one line (exit code 2); re-exported as ``uae.cli.CLIError``."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` whose errors are one line (raised as :class:`uae.cli.CLIError`).
+    """``argparse.ArgumentParser`` whose errors are one line (raised as :class:`CLIError`).
 
     :func:`uae.cli.main` prints them as ``uae <command>: error: <message>`` with exit code 2; the
     usage stays available with ``--help``.
     """
 
     def error(self, message: str):  # type: ignore[override]
-        from uae.cli import CLIError
-
         raise CLIError(f"{message} (see {self.prog} --help)")
 
 
