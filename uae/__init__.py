@@ -63,9 +63,12 @@ def __dir__() -> list[str]:
 def load_image(path: str, size: int):  # -> torch.Tensor
     """Read an image file as a model input ``(3, size, size)`` in ``[0, 1]`` (centre crop, bicubic resize).
 
+    16-bit and float images are scaled to 8 bits (never clipped); see :func:`uae.data.read_image`.
+
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: The file is not a readable image.
+        ValueError: The file is not a readable image, or exceeds the pixel budget
+            (``UAE_MAX_IMAGE_PIXELS``, default 2**26 pixels).
     """
     from uae.inference import load_image as _load
 

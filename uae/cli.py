@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from uae.cliargs import CLIError  # defined there so that `python -m uae.cli` catches it too
+
 # name -> (module, function, one-line help). Each function takes argv (list[str]) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "fit": (
@@ -46,20 +48,23 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "models": ("uae.cli", "models_main", "list the registered models and their pretrained status"),
 }
 
-USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, PermissionError, KeyError)
-
-
-class CLIError(Exception):
-    """An error to report as one line (exit code 2)."""
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError,
+    ValueError,
+    PermissionError,
+    KeyError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
 
 
 def models_main(argv: Sequence[str]) -> int:
     """``uae models [PATTERN]``: list registered model names with their pretrained status."""
-    import argparse
-
+    from uae.cliargs import ArgumentParser
     from uae.models.registry import get_entry, list_models
 
-    parser = argparse.ArgumentParser(prog="uae models", description="List registered models.")
+    parser = ArgumentParser(prog="uae models", description="List registered models.")
     parser.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. '*dinov2*'")
     args = parser.parse_args(list(argv))
     for name in list_models(args.pattern):

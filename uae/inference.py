@@ -15,6 +15,9 @@ from pathlib import Path
 
 import torch
 
+from uae.cliargs import ArgumentParser, is_one_of, output_dir, output_file, positive_int
+from uae.utils import check_device
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "uae_demo"
@@ -64,23 +67,13 @@ def load_image(path: str | os.PathLike, size: int, out_size: int | None = None) 
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: PIL cannot read it (naming the file).
+        ValueError: PIL cannot read it, or it exceeds the pixel budget (naming the file; see
+            :mod:`uae.data.image_io`: 16-bit and float images are scaled to 8 bits, never clipped).
     """
-    from PIL import Image, UnidentifiedImageError
-
     from uae.data.datasets import image_transform
+    from uae.data.image_io import read_image
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(
-            f"cannot read image {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        ) from e
+    im = read_image(path)
     out_size = out_size or size
     res = image_transform(size, train=False, out_size=out_size)(im)
     if isinstance(res, dict):
@@ -187,9 +180,19 @@ def _check_paths(paths: Sequence[str]) -> None:
             raise FileNotFoundError(f"image not found: {p}")
 
 
+def _free_name(out: Path, stem: str, used: set[str], inputs: Sequence[str]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``...: a ``.png`` name in ``out`` not used yet and not an input file."""
+    name, n = stem, 1
+    while name in used or is_one_of(out / f"{name}.png", inputs):
+        n += 1
+        name = f"{stem}_{n}"
+    used.add(name)
+    return name
+
+
 def reconstruct_main(argv: Sequence[str]) -> int:
     """``uae reconstruct IMG... [--model M] [--out DIR]``: write reconstructions and a band picture."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="uae reconstruct",
         description="Reconstruct images with a UAE: writes DIR/<name>.png per input (at the model's output size) "
         "and DIR/bands.png (progressive decodes from bands 0..k and band energies).",
@@ -200,35 +203,32 @@ def reconstruct_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--no-bands", action="store_true", help="do not write the band picture")
     parser.add_argument(
-        "--max-band-rows", type=int, default=6, help="images shown in the band picture (default 6)"
+        "--max-band-rows", type=positive_int, default=6, help="images shown in the band picture (default 6)"
     )
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
     args = parser.parse_args(list(argv))
 
     from uae.visualize import save_band_figure, save_image
 
     _check_paths(args.images)
+    out = output_dir(args.out)
+    check_device(args.device)
     model = load_model(args.model, args.device)
     c = model.config
     images, targets = load_images(args.images, c.img_size, c.output_size)
     recon = reconstruct(model, images, args.batch_size)
     scores = psnr(recon, targets)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     for path, img, score in zip(args.images, recon, scores):
-        stem = Path(path).stem
-        name, n = stem, 1
-        while name in used:  # two inputs with the same file name
-            n += 1
-            name = f"{stem}_{n}"
-        used.add(name)
+        name = _free_name(out, Path(path).stem, used, args.images)
         dest = save_image(img, out / f"{name}.png")
         print(f"{path} -> {dest}  (PSNR {float(score):.2f} dB vs the {c.output_size}px input crop)")
     if not args.no_bands:
-        rows = max(1, args.max_band_rows)
+        rows = args.max_band_rows
         titles = [Path(p).name for p in args.images[:rows]]
-        dest = save_band_figure(model, images[:rows].to(args.device), out / "bands.png", titles=titles)
+        name = _free_name(out, "bands", used, args.images)
+        dest = save_band_figure(model, images[:rows].to(args.device), out / f"{name}.png", titles=titles)
         print(f"band picture -> {dest}")
     print(
         f"mean PSNR {float(scores.mean()):.2f} dB over {len(scores)} image(s) with {c.name} (K={c.num_bands})"
@@ -238,25 +238,30 @@ def reconstruct_main(argv: Sequence[str]) -> int:
 
 def bands_main(argv: Sequence[str]) -> int:
     """``uae bands IMG... [--model M] [--out FILE.png]``: one picture of progressive band decodes and band energies."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="uae bands",
         description="Picture of progressive decodes from bands 0..k (band 0 = the semantic, lowest-frequency band) "
         "and each band's share of the latent energy, one row per image.",
     )
     _common_args(parser)
-    parser.add_argument("--out", default="bands.png", help="output PNG (default: ./bands.png)")
+    parser.add_argument(
+        "--out", default="bands.png", help="output PNG (default: ./bands.png; never one of the inputs)"
+    )
     args = parser.parse_args(list(argv))
 
-    from uae.visualize import band_figure, progressive_decodes
+    from uae.files import atomic_write
+    from uae.visualize import band_figure, pil_format, progressive_decodes
 
     _check_paths(args.images)
+    dest = output_file(args.out, "--out", inputs=args.images)
+    check_device(args.device)
     model = load_model(args.model, args.device)
     images, _ = load_images(args.images, model.config.img_size)
     images = images.to(args.device)
     decodes, energy = progressive_decodes(model, images)
-    dest = Path(args.out)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    band_figure(images, decodes, energy, titles=[Path(p).name for p in args.images]).save(dest)
+    figure = band_figure(images, decodes, energy, titles=[Path(p).name for p in args.images])
+    with atomic_write(dest) as tmp:
+        figure.save(tmp, format=pil_format(dest))
     for path, e in zip(args.images, energy):
         print(f"{path}: band energy " + " ".join(f"{float(v):.3f}" for v in e))
     print(f"band picture -> {dest}")

@@ -24,10 +24,18 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
     """Save a ``(3, H, W)`` tensor in ``[0, 1]`` as an image file (format from the suffix)."""
+    from uae.files import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    to_pil(image).save(path)
+    with atomic_write(path) as tmp:
+        to_pil(image).save(tmp, format=pil_format(path))
     return path
+
+
+def pil_format(path: Path) -> str | None:
+    """Pillow's format name for a file suffix (the temp file's name must not decide it)."""
+    Image.init()
+    return Image.EXTENSION.get(path.suffix.lower())
 
 
 @torch.no_grad()
@@ -127,8 +135,10 @@ def save_band_figure(
     Returns:
         The written path.
     """
+    from uae.files import atomic_write
+
     decodes, energy = progressive_decodes(model, x)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    band_figure(x, decodes, energy, titles=titles).save(path)
+    with atomic_write(path) as tmp:
+        band_figure(x, decodes, energy, titles=titles).save(tmp, format=pil_format(path))
     return path

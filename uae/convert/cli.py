@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from uae.cliargs import ArgumentParser, output_dir, positive_int
 from uae.convert.authors_v1 import load_release as load_authors_v1_release
 from uae.convert.common import load_torch_state
 from uae.convert.rae import rae_to_uae
@@ -15,7 +15,7 @@ SOURCES = ("authors", "rae")
 
 def convert_main(argv: Sequence[str]) -> int:
     """``uae convert --from authors|rae FILE --out DIR``: write a converted model in save_pretrained layout."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="uae convert",
         description="Convert the authors' v1 UAE checkpoint (.pt with 'model'/'ema') or an RAE decoder (model.pt) "
         "into uae's layout (config.json + model.safetensors).",
@@ -42,13 +42,14 @@ def convert_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--stats", default=None, help="optional latent statistics file with 'mean' and 'var'")
     parser.add_argument(
-        "--encoder-heads", type=int, default=None, help="encoder attention heads (default C // 64)"
+        "--encoder-heads", type=positive_int, default=None, help="encoder attention heads (default C // 64)"
     )
     parser.add_argument(
-        "--decoder-heads", type=int, default=None, help="decoder attention heads (default by width)"
+        "--decoder-heads", type=positive_int, default=None, help="decoder attention heads (default by width)"
     )
     parser.add_argument("--name", default=None, help="config.name of the converted model")
     args = parser.parse_args(list(argv))
+    output_dir(args.out, "--out")
 
     stats = load_torch_state(args.stats) if args.stats else None
     if args.source == "authors":

@@ -10,6 +10,7 @@ from uae.data.datasets import (
     imagenet_split,
     is_image_file,
 )
+from uae.data.image_io import ImageTooLargeError, read_image
 
 
 def __getattr__(name: str):  # lazy: importing lightning is slow and the datasets do not need it
@@ -31,4 +32,6 @@ __all__ = [
     "image_transform",
     "imagenet_split",
     "is_image_file",
+    "ImageTooLargeError",
+    "read_image",
 ]

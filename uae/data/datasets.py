@@ -12,10 +12,13 @@ dataset merges it into the sample, so a training step compares ``model(batch["im
 ``batch["target"]``. With ``out_size`` equal to ``size`` (or ``None``) the transform returns one
 tensor and there is no ``"target"`` key (the image is its own target).
 
-Corrupt or unreadable files never crash an epoch: the dataset logs one warning per file, counts it in
-:attr:`ImageFolderDataset.num_skipped`, and returns the next readable image instead (the sample's
-``"skipped"`` entry says how many files were passed over to produce it, so a training loop can sum it
-across workers and ranks).
+Corrupt or unreadable files (and images over the pixel budget, see :mod:`uae.data.image_io`) never
+crash an epoch. With ``on_error="next"`` (the default, for training) the dataset logs one warning per
+file, counts it in :attr:`ImageFolderDataset.num_skipped`, and returns the next readable image instead
+(the sample's ``"skipped"`` entry says how many files were passed over to produce it, so a training
+loop can sum it across workers and ranks). With ``on_error="skip"`` (evaluation: never substitute an
+image) it returns an :class:`UnreadableSample` marker instead, which :func:`collate_skipping` drops
+from the batch and lists under ``batch["unreadable"]`` so the consumer counts each file once.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ import os
 import pathlib
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
+
+from uae.data.image_io import ImageTooLargeError, read_image, to_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +157,7 @@ class ImageTransform:
             ``(3, size, size)`` float tensor in [0, 1], or ``{"image": (3, size, size),
             "target": (3, out_size, out_size)}`` when ``out_size`` differs from ``size``.
         """
-        im = im.convert("RGB")
+        im = to_rgb(im)
         w, h = im.size
         top, left, ch, cw = self._crop_box(w, h)
         flip = self.train and self.hflip and random.random() < 0.5
@@ -238,6 +243,11 @@ class ImageFolderDataset(Dataset):
             common parent folder of the files' parent folders).
         classes: Explicit class names (e.g. shared by a train and a val split); files in other
             sub-folders get label -1.
+        on_error: What an unreadable file (or one over the pixel budget) gives: ``"next"`` the next
+            readable image (training), ``"skip"`` an :class:`UnreadableSample` marker (evaluation;
+            load with :func:`collate_skipping`).
+        max_pixels: Pixel budget per image (checked from the header); ``"default"``:
+            :func:`uae.data.image_io.default_max_pixels`; ``None``: no budget.
 
     Attributes:
         files: The image paths.
@@ -257,7 +267,13 @@ class ImageFolderDataset(Dataset):
         recursive: bool = True,
         class_root: PathLike | None = None,
         classes: Sequence[str] | None = None,
+        on_error: str = "next",
+        max_pixels: int | None | str = "default",
     ) -> None:
+        if on_error not in ("next", "skip"):
+            raise ValueError(f"on_error must be 'next' or 'skip', got {on_error!r}")
+        self.on_error = on_error
+        self.max_pixels = max_pixels
         if isinstance(root_or_files, (str, os.PathLike)):
             root = pathlib.Path(root_or_files).expanduser()
             files = find_images(root, recursive=recursive)
@@ -306,6 +322,7 @@ class ImageFolderDataset(Dataset):
             self.targets.append(label)
         self.num_skipped = 0
         self._bad: set[int] = set()
+        self._reasons: dict[int, str] = {}
 
     @property
     def labelled(self) -> bool:
@@ -321,45 +338,106 @@ class ImageFolderDataset(Dataset):
             return None
         path = self.files[i]
         try:
-            with Image.open(path) as im:
-                im.load()
-                return im.convert("RGB")
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError) as e:
+            return read_image(path, max_pixels=self.max_pixels)
+        except (OSError, ValueError, MemoryError) as e:  # read_image wraps Pillow's errors in ValueError
             self._bad.add(i)
             self.num_skipped += 1
-            logger.warning("Skipping unreadable image %s (%s: %s)", path, type(e).__name__, e)
+            self._reasons[i] = str(e)
+            if self.on_error == "next":
+                what = "too large" if isinstance(e, ImageTooLargeError) else "unreadable"
+                logger.warning("Skipping %s image %s (%s)", what, path, e)
             return None
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        """Sample ``i`` (or the next readable one) as ``{"image", "label", "index", "path", "skipped"}``."""
+    def __getitem__(self, i: int) -> dict[str, Any] | UnreadableSample:
+        """Sample ``i`` as ``{"image", "label", "index", "path", "skipped"}``.
+
+        When file ``i`` is unreadable: the next readable sample (``on_error="next"``) or an
+        :class:`UnreadableSample` (``on_error="skip"``).
+        """
         n = len(self.files)
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for {n} images")
         i %= n
+        if self.on_error == "skip":
+            im = self._load(i)
+            if im is None:
+                return UnreadableSample(i, str(self.files[i]), self._reasons.get(i, "unreadable"))
+            return self._sample(i, im, 0)
         for k in range(n):
             j = (i + k) % n
             im = self._load(j)
             if im is None:
                 continue
-            out = self.transform(im) if self.transform is not None else _to_tensor(im)
-            sample: dict[str, Any] = {
-                "label": self.targets[j],
-                "index": j,
-                "path": str(self.files[j]),
-                "skipped": k,
-            }
-            if isinstance(out, dict):
-                sample.update(out)
-            else:
-                sample["image"] = out
-            return sample
+            return self._sample(j, im, k)
         raise RuntimeError(f"none of the {n} images under {str(self.root)!r} could be read")
+
+    def _sample(self, j: int, im: Image.Image, skipped: int) -> dict[str, Any]:
+        out = self.transform(im) if self.transform is not None else _to_tensor(im)
+        sample: dict[str, Any] = {
+            "label": self.targets[j],
+            "index": j,
+            "path": str(self.files[j]),
+            "skipped": skipped,
+        }
+        if isinstance(out, dict):
+            sample.update(out)
+        else:
+            sample["image"] = out
+        return sample
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(root={str(self.root)!r}, n={len(self)}, classes={len(self.classes)}, "
             f"transform={self.transform!r})"
         )
+
+
+class UnreadableSample(NamedTuple):
+    """What an ``on_error="skip"`` dataset returns for a file it cannot use."""
+
+    index: int
+    path: str
+    reason: str
+
+
+def collate_skipping(samples: Sequence[Any]) -> dict[str, Any]:
+    """``default_collate`` of the readable samples; unreadable ones go to ``"unreadable"``.
+
+    Returns:
+        The collated batch of the readable samples (no ``"image"`` key when there is none) plus
+        ``"unreadable"``: a list of :class:`UnreadableSample` (empty when all were read).
+    """
+    bad = [s for s in samples if isinstance(s, UnreadableSample)]
+    good = [s for s in samples if not isinstance(s, UnreadableSample)]
+    batch: dict[str, Any] = default_collate(good) if good else {}
+    batch["unreadable"] = bad
+    return batch
+
+
+class SkipLog:
+    """Counts the files an evaluation skipped, once each however often and by whichever worker met.
+
+    Feed it every batch of a :func:`collate_skipping` loader (:meth:`update`); it logs one warning per
+    new file and reports ``{"used", "skipped", "skipped_files"}`` (:meth:`summary`).
+    """
+
+    def __init__(self) -> None:
+        self.skipped: dict[str, str] = {}
+        self.used = 0
+
+    def update(self, batch: dict[str, Any]) -> bool:
+        """Record a batch; returns whether it holds any readable image."""
+        for s in batch.get("unreadable", ()):
+            if s.path not in self.skipped:
+                self.skipped[s.path] = s.reason
+                logger.warning("Skipped: %s", s.reason)
+        n = len(batch["image"]) if "image" in batch else 0
+        self.used += n
+        return n > 0
+
+    def summary(self) -> dict[str, Any]:
+        """``{"used": images used, "skipped": files skipped, "skipped_files": {path: reason}}``."""
+        return {"used": self.used, "skipped": len(self.skipped), "skipped_files": dict(self.skipped)}
 
 
 def imagenet_split(root: PathLike, split: str) -> pathlib.Path:

@@ -15,6 +15,17 @@ from typing import Any
 
 import torch
 
+from uae.cliargs import (
+    ArgumentParser,
+    non_negative_float,
+    non_negative_int,
+    open_unit_fraction,
+    output_dir,
+    output_file,
+    positive_float,
+    positive_int,
+)
+from uae.data.datasets import SkipLog
 from uae.evaluation.common import (
     NAMED_DATASETS,
     build_dataset,
@@ -45,9 +56,18 @@ def _add_model_data(p: argparse.ArgumentParser, data_help: str = "") -> None:
         default=None,
         help="root of ImageNet (train/, val/) or MS-COCO (val2017/) for named --data",
     )
-    p.add_argument("--limit", type=int, default=None, help="use only the first N images (sorted paths)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument(
+        "--limit", type=positive_int, default=None, help="use only the first N images (sorted paths)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--num-workers", type=non_negative_int, default=min(4, os.cpu_count() or 1))
+    p.add_argument(
+        "--max-pixels",
+        type=non_negative_int,
+        default=None,
+        help="skip images with more pixels than this (checked from the header; default: "
+        "UAE_MAX_IMAGE_PIXELS or 67108864; 0: no limit)",
+    )
     p.add_argument("--device", default="auto", help="cuda, cpu, cuda:1, ... (default: cuda when available)")
     p.add_argument("--no-amp", action="store_true", help="disable bf16/fp16 autocast on CUDA")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -67,14 +87,14 @@ def _add_metric_opts(p: argparse.ArgumentParser) -> None:
 
 
 def _add_probe_opts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, default=90)
-    p.add_argument("--head-batch-size", type=int, default=256)
+    p.add_argument("--epochs", type=positive_int, default=90)
+    p.add_argument("--head-batch-size", type=positive_int, default=256)
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "lars"])
     p.add_argument(
-        "--lr", type=float, default=None, help="peak lr (default: 0.1 for SGD, 0.1*bs/256 for LARS)"
+        "--lr", type=positive_float, default=None, help="peak lr (default: 0.1 for SGD, 0.1*bs/256 for LARS)"
     )
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--warmup-epochs", type=int, default=0)
+    p.add_argument("--weight-decay", type=non_negative_float, default=0.0)
+    p.add_argument("--warmup-epochs", type=non_negative_int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--val-data",
@@ -82,7 +102,10 @@ def _add_probe_opts(p: argparse.ArgumentParser) -> None:
         help="validation folder (default: ImageNet val for imagenet, else a split)",
     )
     p.add_argument(
-        "--val-fraction", type=float, default=0.2, help="share of --data held out when there is no --val-data"
+        "--val-fraction",
+        type=open_unit_fraction,
+        default=0.2,
+        help="share of --data held out when there is no --val-data",
     )
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default: <output dir>/features)")
     p.add_argument(
@@ -90,6 +113,24 @@ def _add_probe_opts(p: argparse.ArgumentParser) -> None:
         default="mean",
         help="'mean' (C features; band 0 then equals the raw latent) or a grid side g (avg-pool to g x g, C*g*g features)",
     )
+
+
+def _max_pixels(args: argparse.Namespace) -> int | None | str:
+    """``--max-pixels`` for the datasets: ``"default"`` when not given, ``None`` for 0 (no limit)."""
+    return "default" if args.max_pixels is None else (args.max_pixels or None)
+
+
+def _images_summary(*logs: Any) -> dict[str, Any]:
+    """One ``{"used", "skipped", "skipped_files"}`` entry from one or more SkipLogs."""
+    skipped: dict[str, str] = {}
+    for log in logs:
+        skipped.update(log.skipped)
+    return {"used": sum(log.used for log in logs), "skipped": len(skipped), "skipped_files": skipped}
+
+
+def _print_skipped(images: dict[str, Any]) -> None:
+    if images["skipped"]:
+        print(f"  skipped {images['skipped']} unreadable or too large image(s); see the result file")
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, torch.device]:
@@ -122,23 +163,31 @@ def eval_main(argv: Sequence[str]) -> int:
     """``uae eval``: PSNR / SSIM / LPIPS / rFID of reconstructions against the originals."""
     from uae.evaluation.reconstruction import evaluate_reconstruction
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="uae eval", description="Reconstruction metrics (PSNR, SSIM, LPIPS, rFID) on a dataset."
     )
     _add_model_data(p)
     _add_metric_opts(p)
     p.add_argument(
         "--size",
-        type=int,
+        type=positive_int,
         default=None,
         help="comparison resolution (default: the model's output size, 256 for the paper models)",
     )
     p.add_argument("--output", default="uae_eval.json", help="result JSON file")
     args = p.parse_args(list(argv))
+    output_file(args.output, "--output")
     root = resolve_data(args.data, args.data_root)
     model, device = _setup(args)
     size = args.size or model.config.output_size
-    ds = build_dataset(root, model.config.img_size, out_size=size, labels=False, limit=args.limit)
+    ds = build_dataset(
+        root,
+        model.config.img_size,
+        out_size=size,
+        labels=False,
+        limit=args.limit,
+        max_pixels=_max_pixels(args),
+    )
     metrics = _metrics(args, device)
     res = evaluate_reconstruction(
         model,
@@ -157,11 +206,14 @@ def eval_main(argv: Sequence[str]) -> int:
         "eval_size": size,
         **res,
     }
+    res["num_skipped"] = res["images"]["skipped"]
     write_json(args.output, res)
-    print(f"uae eval: {args.model} on {args.data} ({res['num_images']} images, {size}x{size})")
+    skipped = f", {res['num_skipped']} skipped" if res["num_skipped"] else ""
+    print(f"uae eval: {args.model} on {args.data} ({res['num_images']} images{skipped}, {size}x{size})")
     rows = [[m.upper(), res[m]] for m in ("psnr", "ssim", "lpips", "rfid")]
     print(format_table(rows, ["metric", "value"]))
     _print_unavailable(res)
+    _print_skipped(res["images"])
     print(f"  note: {res['notes']['rfid']}")
     print(f"results written to {args.output}")
     return 0
@@ -182,13 +234,18 @@ def _probe_datasets(args: argparse.Namespace, img_size: int):
     else:
         train_root = resolve_data(args.data, args.data_root)
         val_root = resolve_data(args.val_data, args.data_root) if args.val_data else None
-    train = build_dataset(train_root, img_size, labels=True, limit=args.limit)
+    train = build_dataset(train_root, img_size, labels=True, limit=args.limit, max_pixels=_max_pixels(args))
     if val_root is not None:
         from uae.data.datasets import ImageFolderDataset, find_images, image_transform
 
         files = find_images(val_root)[: args.limit] if args.limit else val_root
         val = ImageFolderDataset(
-            files, transform=image_transform(img_size), classes=train.classes, class_root=val_root
+            files,
+            transform=image_transform(img_size),
+            classes=train.classes,
+            class_root=val_root,
+            on_error="skip",
+            max_pixels=_max_pixels(args),
         )
         return train, val, train.classes
     from uae.evaluation.probe import split_indices
@@ -197,11 +254,14 @@ def _probe_datasets(args: argparse.Namespace, img_size: int):
     return Subset(train, tr), Subset(train, va), train.classes
 
 
-def _fit_probe(model, datasets, band, args, device, cache_dir: Path, tag: str, num_classes: int):
-    """Cached features of ``datasets`` (train, val) for ``band``, then the linear head with the CLI's options."""
+def _fit_probe(model, datasets, band, args, device, cache_dir: Path, tag: str, num_classes: int, logs=None):
+    """Cached features of ``datasets`` (train, val) for ``band``, then the linear head with the CLI's options.
+
+    ``logs``: optional (train, val) SkipLogs that receive the images used and skipped.
+    """
     from uae.evaluation.probe import train_probe
 
-    (xtr, ytr), (xva, yva) = _probe_features(model, datasets, band, args, device, cache_dir, tag)
+    (xtr, ytr), (xva, yva) = _probe_features(model, datasets, band, args, device, cache_dir, tag, logs=logs)
     return train_probe(
         xtr,
         ytr,
@@ -220,12 +280,21 @@ def _fit_probe(model, datasets, band, args, device, cache_dir: Path, tag: str, n
 
 
 def _probe_features(
-    model, datasets, band, args, device, cache_dir: Path, tag: str, input_filter=None, filter_tag: str = ""
+    model,
+    datasets,
+    band,
+    args,
+    device,
+    cache_dir: Path,
+    tag: str,
+    input_filter=None,
+    filter_tag: str = "",
+    logs=None,
 ):
     from uae.evaluation.probe import extract_features, feature_fingerprint, parse_pool
 
     out = []
-    for split, ds in zip(("train", "val"), datasets):
+    for split, ds, log in zip(("train", "val"), datasets, logs or (None, None)):
         if ds is None:
             out.append(None)
             continue
@@ -260,6 +329,7 @@ def _probe_features(
                 progress=not args.no_progress,
                 amp=not args.no_amp,
                 pool=pool,
+                skip_log=log,
             )
         )
     return out
@@ -269,9 +339,7 @@ def probe_main(argv: Sequence[str]) -> int:
     """``uae probe``: linear probe (BN without affine + linear) on frozen band features."""
     from uae.evaluation.probe import parse_band
 
-    p = argparse.ArgumentParser(
-        prog="uae probe", description="Linear probe on frozen UAE features (cached once)."
-    )
+    p = ArgumentParser(prog="uae probe", description="Linear probe on frozen UAE features (cached once).")
     _add_model_data(
         p,
         data_help="labelled folder (class sub-folders), 'imagenet' (with --data-root: train/ + val/), or a named split",
@@ -286,13 +354,21 @@ def probe_main(argv: Sequence[str]) -> int:
     p.add_argument("--output", default="uae_probe.json", help="result JSON file")
     args = p.parse_args(list(argv))
     bands = [parse_band(b) for b in args.band]
+    output_file(args.output, "--output")
+    if args.cache_dir:
+        output_dir(args.cache_dir, "--cache-dir")
     model, device = _setup(args)
     train_ds, val_ds, classes = _probe_datasets(args, model.config.img_size)
     cache_dir = Path(args.cache_dir) if args.cache_dir else Path(args.output).resolve().parent / "features"
     results: dict[str, Any] = {"model": args.model, "data": args.data, "classes": classes, "bands": {}}
     for band in bands:
-        _, res = _fit_probe(model, (train_ds, val_ds), band, args, device, cache_dir, "probe", len(classes))
+        logs = (SkipLog(), SkipLog())
+        _, res = _fit_probe(
+            model, (train_ds, val_ds), band, args, device, cache_dir, "probe", len(classes), logs=logs
+        )
         results["bands"][str(band)] = res
+        # The same files for every band: keep one count (of the last band's pass).
+        results["images"] = {"train": _images_summary(logs[0]), "val": _images_summary(logs[1])}
     write_json(args.output, results)
     print(f"uae probe: {args.model} on {args.data} ({len(classes)} classes)")
     rows = [
@@ -312,6 +388,7 @@ def probe_main(argv: Sequence[str]) -> int:
             rows, ["band", "dim", "top1 %", f"top{min(5, len(classes))} %", "train top1 %", "train", "val"]
         )
     )
+    _print_skipped(_images_summary(*logs))
     print(f"results written to {args.output}")
     return 0
 
@@ -328,7 +405,7 @@ def spectrum_main(argv: Sequence[str]) -> int:
         write_spectrum_csv,
     )
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="uae spectrum", description="Radial power spectrum of latent grids and energy per UAE band."
     )
     _add_model_data(p)
@@ -345,13 +422,14 @@ def spectrum_main(argv: Sequence[str]) -> int:
     p.add_argument(
         "--vae", default=None, help="AutoencoderKL directory or Hub id (e.g. stabilityai/sd-vae-ft-mse)"
     )
-    p.add_argument("--vae-size", type=int, default=256, help="input side of the VAE")
+    p.add_argument("--vae-size", type=positive_int, default=256, help="input side of the VAE")
     p.add_argument(
         "--out-dir",
         default="uae_spectrum",
         help="folder for spectrum.csv, band_energy.csv, spectrum.png, spectrum.json",
     )
     args = p.parse_args(list(argv))
+    output_dir(args.out_dir, "--out-dir")
     root = resolve_data(args.data, args.data_root)
     model, device = _setup(args)
     encoders, skipped = [], {}
@@ -368,7 +446,8 @@ def spectrum_main(argv: Sequence[str]) -> int:
             except ImportError as e:  # pragma: no cover - defensive
                 skipped["vae"] = str(e)
     size = max(e.size for e in encoders)
-    ds = build_dataset(root, size, labels=False, limit=args.limit)
+    ds = build_dataset(root, size, labels=False, limit=args.limit, max_pixels=_max_pixels(args))
+    log = SkipLog()
     results = compute_spectra(
         encoders,
         make_loader(ds, args.batch_size, args.num_workers),
@@ -376,6 +455,7 @@ def spectrum_main(argv: Sequence[str]) -> int:
         device=device,
         amp=not args.no_amp,
         progress=not args.no_progress,
+        skip_log=log,
     )
     out = Path(args.out_dir)
     spec_csv, band_csv = write_spectrum_csv(results, out)
@@ -388,6 +468,7 @@ def spectrum_main(argv: Sequence[str]) -> int:
             "num_bands": model.config.num_bands,
             "encoders": results,
             "skipped": skipped,
+            "images": _images_summary(log),
         },
     )
     k = model.config.num_bands
@@ -397,6 +478,7 @@ def spectrum_main(argv: Sequence[str]) -> int:
     ]
     print(f"uae spectrum: energy share per band (%), {results[0]['num_images']} images")
     print(format_table(rows, ["encoder", "latent", *(f"band {i}" for i in range(k))]))
+    _print_skipped(_images_summary(log))
     print(f"written: {spec_csv}, {band_csv}, {png}")
     return 0
 
@@ -408,7 +490,7 @@ def filtered_main(argv: Sequence[str]) -> int:
     from uae.evaluation.probe import evaluate_head, parse_band
     from uae.evaluation.reconstruction import evaluate_reconstruction
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="uae filtered-eval",
         description="Low-pass (LFC) / high-pass (HFC) filtered evaluation at radius r beside the originals.",
     )
@@ -418,13 +500,15 @@ def filtered_main(argv: Sequence[str]) -> int:
     )
     _add_metric_opts(p)
     _add_probe_opts(p)
-    p.add_argument("--radius", type=float, nargs="+", default=[0.25, 0.5], help="cut-off radii (1 = Nyquist)")
+    p.add_argument(
+        "--radius", type=positive_float, nargs="+", default=[0.25, 0.5], help="cut-off radii (1 = Nyquist)"
+    )
     p.add_argument("--band", default="0", help="probe feature band")
     p.add_argument("--no-probe", action="store_true", help="only reconstruction metrics")
     p.add_argument("--no-recon", action="store_true", help="only probe accuracy")
     p.add_argument(
         "--size",
-        type=int,
+        type=positive_int,
         default=None,
         help="reconstruction comparison resolution (default: model output size)",
     )
@@ -432,6 +516,9 @@ def filtered_main(argv: Sequence[str]) -> int:
     args = p.parse_args(list(argv))
     if args.no_probe and args.no_recon:
         raise ValueError("--no-probe and --no-recon leave nothing to evaluate")
+    output_file(args.output, "--output")
+    if args.cache_dir:
+        output_dir(args.cache_dir, "--cache-dir")
     model, device = _setup(args)
     variants = [("original", 0.0)] + [(k, r) for r in args.radius for k in ("lfc", "hfc")]
     results: dict[str, Any] = {"model": args.model, "data": args.data, "variants": {}}
@@ -442,10 +529,12 @@ def filtered_main(argv: Sequence[str]) -> int:
         cache_dir = (
             Path(args.cache_dir) if args.cache_dir else Path(args.output).resolve().parent / "features"
         )
+        logs = (SkipLog(), SkipLog())
         head, res = _fit_probe(
-            model, (train_ds, val_ds), band, args, device, cache_dir, "filtered", len(classes)
+            model, (train_ds, val_ds), band, args, device, cache_dir, "filtered", len(classes), logs=logs
         )
-        results["probe"] = {"band": str(band), "trained_on": "original images", **res}
+        images = {"train": _images_summary(logs[0]), "val": _images_summary(logs[1])}
+        results["probe"] = {"band": str(band), "trained_on": "original images", **res, "images": images}
     rec_metrics = None
     for kind, radius in variants:
         name = kind if kind == "original" else f"{kind}@{radius:g}"
@@ -475,7 +564,14 @@ def filtered_main(argv: Sequence[str]) -> int:
                 else resolve_data(args.val_data or args.data, args.data_root)
             )
             size = args.size or model.config.output_size
-            ds = build_dataset(root, model.config.img_size, out_size=size, labels=False, limit=args.limit)
+            ds = build_dataset(
+                root,
+                model.config.img_size,
+                out_size=size,
+                labels=False,
+                limit=args.limit,
+                max_pixels=_max_pixels(args),
+            )
             if rec_metrics is None:
                 rec_metrics = _metrics(args, device)  # weights resolved and loaded once for all variants
             rec_metrics.reset()
@@ -491,8 +587,10 @@ def filtered_main(argv: Sequence[str]) -> int:
                 desc=f"eval {name}",
             )
             entry.update({k: rec[k] for k in ("psnr", "ssim", "lpips", "rfid", "num_images")})
+            entry["num_skipped"] = rec["images"]["skipped"]
             entry["unavailable"] = rec["unavailable"]
             results.setdefault("notes", rec["notes"])
+            results.setdefault("images", rec["images"])  # the same files for every variant
         results["variants"][name] = entry
     write_json(args.output, results)
     print(f"uae filtered-eval: {args.model} on {args.data}")
@@ -506,6 +604,9 @@ def filtered_main(argv: Sequence[str]) -> int:
     print(format_table(rows, ["images", *(c + (" %" if c == "top1" else "") for c in cols)]))
     if not args.no_recon:
         _print_unavailable(next(iter(results["variants"].values())))
+        _print_skipped(results["images"])
+    elif "probe" in results:
+        _print_skipped(_images_summary(*logs))
     print(f"results written to {args.output}")
     return 0
 
@@ -515,22 +616,28 @@ def encode_main(argv: Sequence[str]) -> int:
     """``uae encode``: band latents of a dataset as sharded safetensors (resumable), with latent stats."""
     from uae.evaluation.export import EXPORTABLE, export_latents
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="uae encode", description="Export band / fused latents of a dataset as sharded safetensors."
     )
     _add_model_data(p)
     p.add_argument("--out", required=True, help="output folder (re-run the same command to resume)")
     p.add_argument("--what", nargs="+", default=["bands"], choices=list(EXPORTABLE), help="tensors to store")
     p.add_argument(
-        "--shard-size", type=int, default=None, help="images per shard (default: about 1 GiB per shard)"
+        "--shard-size",
+        type=positive_int,
+        default=None,
+        help="images per shard (default: about 1 GiB per shard)",
     )
     p.add_argument(
         "--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="storage dtype"
     )
     args = p.parse_args(list(argv))
+    output_dir(args.out, "--out")
     root = resolve_data(args.data, args.data_root)
     model, device = _setup(args)
-    ds = build_dataset(root, model.config.img_size, labels=None, limit=args.limit)
+    ds = build_dataset(
+        root, model.config.img_size, labels=None, limit=args.limit, max_pixels=_max_pixels(args)
+    )
     index = export_latents(
         model,
         ds,
@@ -546,7 +653,8 @@ def encode_main(argv: Sequence[str]) -> int:
         metadata={"model": args.model, "data": args.data, "data_path": str(root)},
     )
     print(
-        f"uae encode: {len(index['shards'])}/{index['num_shards']} shards, {index['num_images']} images -> {args.out}"
+        f"uae encode: {len(index['shards'])}/{index['num_shards']} shards, {index.get('num_used', 0)} images "
+        f"({index.get('num_skipped', 0)} skipped of {index['num_images']}) -> {args.out}"
     )
     for k, s in index.get("stats", {}).items():
         mean = torch.tensor(s["mean"])

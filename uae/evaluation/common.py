@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -54,10 +53,16 @@ def load_model(spec: str, pretrained: bool = True, device: str | torch.device = 
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """``"auto"``/``None`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
+    """``"auto"``/``None`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``.
+
+    Raises:
+        ValueError: Not a device, or not available here (e.g. ``cuda`` without a GPU).
+    """
+    from uae.utils import check_device
+
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return check_device(device)
 
 
 def resolve_data(data: str, data_root: str | None = None) -> Path:
@@ -91,8 +96,14 @@ def build_dataset(
     labels: bool | None = None,
     limit: int | None = None,
     train: bool = False,
+    max_pixels: int | None | str = "default",
+    on_error: str = "skip",
 ) -> Dataset:
     """An :class:`~uae.data.ImageFolderDataset` with the eval transform (center crop).
+
+    Unreadable images (and images over the pixel budget) are skipped, never replaced by another
+    image: the dataset returns a marker that :func:`make_loader`'s collate function drops and lists
+    under ``batch["unreadable"]`` (count them with :class:`uae.data.datasets.SkipLog`).
 
     Args:
         root: Image folder.
@@ -102,6 +113,8 @@ def build_dataset(
         labels: Passed to the dataset (``None``: class sub-folders when present).
         limit: Keep only the first ``limit`` images (sorted order).
         train: Random crop + flip instead of a center crop.
+        max_pixels: Pixel budget per image (``"default"``: ``UAE_MAX_IMAGE_PIXELS`` or 2**26; ``None``: none).
+        on_error: ``"skip"`` (evaluation) or ``"next"`` (substitute the next readable image).
     """
     from uae.data.datasets import ImageFolderDataset, find_images, image_transform
 
@@ -115,14 +128,27 @@ def build_dataset(
             transform=image_transform(size, train=train, out_size=out_size),
             labels=labels,
             class_root=root,
+            on_error=on_error,
+            max_pixels=max_pixels,
         )
     return ImageFolderDataset(
-        files, transform=image_transform(size, train=train, out_size=out_size), labels=labels
+        files,
+        transform=image_transform(size, train=train, out_size=out_size),
+        labels=labels,
+        on_error=on_error,
+        max_pixels=max_pixels,
     )
 
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, shuffle: bool = False) -> DataLoader:
-    """A ``DataLoader`` of dict batches (``pin_memory`` on CUDA)."""
+    """A ``DataLoader`` of dict batches (``pin_memory`` on CUDA).
+
+    Batches come from :func:`uae.data.datasets.collate_skipping`: samples the dataset could not read
+    are left out and listed under ``batch["unreadable"]``; a batch without any readable image has
+    no ``"image"`` key.
+    """
+    from uae.data.datasets import collate_skipping
+
     if batch_size <= 0:
         raise ValueError(f"--batch-size must be positive, got {batch_size}")
     return DataLoader(
@@ -132,6 +158,7 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, shuffle
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
+        collate_fn=collate_skipping,
     )
 
 
@@ -159,13 +186,17 @@ def iterate(loader: DataLoader, desc: str, progress: bool = True) -> Iterator[di
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
-    """Write ``data`` as indented JSON atomically (temp file + ``os.replace``)."""
+    """Write ``data`` as indented JSON atomically (temp file + ``os.replace``, usual permissions).
+
+    Raises:
+        ValueError: ``path`` is an existing folder (naming it).
+    """
+    from uae.files import write_json as _write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
-    return path
+    if path.is_dir():
+        raise ValueError(f"output {str(path)!r} is an existing folder; give a .json file path")
+    return _write(path, data, indent=2, sort_keys=False, default=_json_default)
 
 
 def _json_default(o: Any) -> Any:

@@ -8,10 +8,14 @@ Layout of ``out_dir``::
     shard-00001.safetensors    #  "index" (n,) dataset indices, "label" (n,), per-shard float64 moments
     latent_stats.safetensors   # per-channel mean/std of each exported tensor (when complete)
 
-Shard ``s`` always holds dataset indices ``[s * shard_size, min((s + 1) * shard_size, N))``. A shard
-is written to ``shard-xxxxx.safetensors.tmp``, renamed into place, and only then recorded in
-``index.json`` (itself replaced atomically). A restart with the same arguments skips the shards the
-index lists, deletes stale ``.tmp`` files and recomputes any shard file that the index does not list
+Shard ``s`` always covers dataset indices ``[s * shard_size, min((s + 1) * shard_size, N))``; it holds
+the readable ones (its ``"index"`` tensor) and its index entry lists the unreadable ones under
+``"skipped"`` (never replaced by another image; a shard whose images are all unreadable has
+``"file": null``). The index states ``num_used`` and ``num_skipped`` (and ``skipped_files``), each file
+counted once. A shard is written to a hidden temp file, renamed into place, and only then recorded
+in ``index.json`` (itself replaced atomically). A restart with the same arguments deletes stale temp
+files (``.tmp*``, ``*.tmp``), verifies each finished shard (size and header: a truncated or corrupt
+one is recomputed), skips the good ones and recomputes any shard file that the index does not list
 (a crash between rename and index update), so no shard is lost or duplicated.
 
 Per-channel statistics are exact: every shard stores its count, mean and centred sum of squares
@@ -31,11 +35,12 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from uae.data.datasets import collate_skipping
 from uae.evaluation.common import batch_images
+from uae.files import remove_temp_files, save_safetensors, write_json, write_text
 from uae.utils import maybe_autocast
 
 logger = logging.getLogger(__name__)
@@ -84,12 +89,47 @@ def combine_moments(
 
 
 def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_json(path, data, indent=1, fsync=True)
+
+
+def _shard_problem(out: Path, entry: dict[str, Any], what: Sequence[str]) -> str | None:
+    """Why a committed shard's file is unusable (missing, wrong size, bad header), or ``None``."""
+    if entry.get("file") is None:
+        return None if entry.get("count", 0) == 0 else "no file for a non-empty shard"
+    path = out / entry["file"]
+    if not path.is_file():
+        return "file missing"
+    size = path.stat().st_size
+    if "bytes" in entry and size != entry["bytes"]:
+        return f"{size} bytes, index says {entry['bytes']}"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
+            need = {
+                "index",
+                "label",
+                *what,
+                *(f"stats.{k}.{m}" for k in what for m in ("mean", "m2", "count")),
+            }
+            if need - keys:
+                return f"missing tensors {sorted(need - keys)}"
+            count = f.get_slice("index").get_shape()[0]
+    except Exception as e:  # SafetensorError (truncated header), OSError
+        return f"unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    if count != entry.get("count"):
+        return f"holds {count} samples, index says {entry.get('count')}"
+    return None
+
+
+def _relpath(path: str, root: Any) -> str:
+    return os.path.relpath(path, root) if root is not None else str(path)
+
+
+def _skip_totals(index: dict[str, Any]) -> None:
+    """``num_used`` / ``num_skipped`` / ``skipped_files`` of the index from its shard entries."""
+    index["num_used"] = sum(e["count"] for e in index["shards"])
+    index["num_skipped"] = sum(len(e.get("skipped", [])) for e in index["shards"])
+    index["skipped_files"] = [f for e in index["shards"] for f in e.get("skipped_files", [])]
 
 
 def _fingerprint(items: dict[str, Any]) -> str:
@@ -177,7 +217,7 @@ def export_latents(
     n = len(dataset)
     files = [str(f) for f in getattr(dataset, "files", [])]
     root = getattr(dataset, "root", None)
-    rel_files = [os.path.relpath(f, root) if root is not None else f for f in files]
+    rel_files = [_relpath(f, root) for f in files]
     settings = {
         "num_images": n,
         "shard_size": shard_size,
@@ -218,13 +258,26 @@ def export_latents(
             "shards": [],
             "complete": False,
         }
-        (out / FILES_NAME).write_text("\n".join(rel_files) + ("\n" if rel_files else ""))
+        write_text(out / FILES_NAME, "\n".join(rel_files) + ("\n" if rel_files else ""))
         _atomic_json(index_path, index)
-    # Discard partial work: temp files, and shard files the index does not list.
-    done = {int(s["shard"]) for s in index["shards"]}
+    # Discard partial work: temp files (ours and safetensors' hidden ones), finished shards whose file
+    # is truncated or corrupt, and shard files the index does not list.
+    remove_temp_files(out)
     for p in out.glob("*.tmp"):
         logger.info("Removing partial file %s", p)
         p.unlink()
+    bad = {}
+    for e in index["shards"]:
+        why = _shard_problem(out, e, index["what"])
+        if why is not None:
+            bad[int(e["shard"])] = why
+            logger.warning("Shard %s of %s is unusable (%s); recomputing it", e["shard"], out, why)
+    if bad:
+        index["shards"] = [e for e in index["shards"] if int(e["shard"]) not in bad]
+        index["complete"] = False
+        index.pop("stats", None)
+        _atomic_json(index_path, index)
+    done = {int(s["shard"]) for s in index["shards"]}
     for p in out.glob("shard-*.safetensors"):
         try:
             sid = int(p.name[len("shard-") : -len(".safetensors")])
@@ -246,7 +299,11 @@ def export_latents(
             owner.append(s)
     device = torch.device(device)
     loader = DataLoader(
-        dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=device.type == "cuda"
+        dataset,
+        batch_sampler=batches,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        collate_fn=collate_skipping,
     )
     store = DTYPES[dtype]
     bar = tqdm(
@@ -268,12 +325,16 @@ def export_latents(
                     callback("shard", cur, batch_in_shard)
                 buf, batch_in_shard = {}, 0
             cur = s
-            x, _ = batch_images(batch, device)
-            for k, v in _encode(model, x, what, amp).items():
-                buf.setdefault(k, []).append(v.cpu())
-            buf.setdefault("index", []).append(torch.as_tensor(batch["index"]).long())
-            buf.setdefault("label", []).append(torch.as_tensor(batch["label"]).long())
-            bar.update(x.shape[0])
+            for u in batch["unreadable"]:
+                logger.warning("Skipped: %s", u.reason)
+                buf.setdefault("skipped", []).append((int(u.index), _relpath(u.path, root)))
+            if "image" in batch:
+                x, _ = batch_images(batch, device)
+                for k, v in _encode(model, x, what, amp).items():
+                    buf.setdefault(k, []).append(v.cpu())
+                buf.setdefault("index", []).append(torch.as_tensor(batch["index"]).long())
+                buf.setdefault("label", []).append(torch.as_tensor(batch["label"]).long())
+            bar.update(len(batches[bi]))
             batch_in_shard += 1
             if callback is not None:
                 callback("batch", s, batch_in_shard)
@@ -320,13 +381,24 @@ def _commit(
     """Write one complete shard (tmp + rename), then record it in the index (atomic)."""
     tensors: dict[str, torch.Tensor] = {}
     entry: dict[str, Any] = {"shard": shard, "file": shard_name(shard)}
-    idx = torch.cat(buf["index"])
+    idx = torch.cat(buf["index"]) if "index" in buf else torch.zeros(0, dtype=torch.long)
+    skipped_pairs = sorted(buf.get("skipped", []))
+    skipped = [i for i, _ in skipped_pairs]
+    skipped_info = {"skipped": skipped, "skipped_files": [f for _, f in skipped_pairs]}
     lo = shard * index["shard_size"]
-    expected = torch.arange(lo, min(lo + index["shard_size"], index["num_images"]))
-    if not torch.equal(idx, expected):
+    hi = min(lo + index["shard_size"], index["num_images"])
+    if sorted(idx.tolist() + skipped) != list(range(lo, hi)):
         raise RuntimeError(
-            f"shard {shard} got indices {idx[:4].tolist()}... instead of {lo}..{int(expected[-1])}"
+            f"shard {shard} got indices {idx[:4].tolist()}... (skipped {skipped[:4]}) instead of {lo}..{hi - 1}"
         )
+    if not len(idx):  # every image of the shard is unreadable: nothing to store
+        entry.update({"file": None, "start": lo, "count": 0, "bytes": 0, **skipped_info})
+        index["shards"] = sorted(
+            [*(s for s in index["shards"] if s["shard"] != shard), entry], key=lambda e: e["shard"]
+        )
+        _skip_totals(index)
+        _atomic_json(index_path, index)
+        return
     tensors["index"] = idx
     tensors["label"] = torch.cat(buf["label"])
     for k in EXPORTABLE:
@@ -340,13 +412,12 @@ def _commit(
         tensors[f"stats.{k}.count"] = torch.tensor([count], dtype=torch.int64)
         index["shapes"][k] = list(full.shape[1:])
     final = out / shard_name(shard)
-    tmp = final.with_name(final.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"shard": str(shard), "start": str(lo), "count": str(len(idx))})
-    os.replace(tmp, final)
-    entry.update({"start": lo, "count": len(idx), "bytes": final.stat().st_size})
+    save_safetensors(tensors, final, metadata={"shard": str(shard), "start": str(lo), "count": str(len(idx))})
+    entry.update({"start": lo, "count": len(idx), "bytes": final.stat().st_size, **skipped_info})
     index["shards"] = sorted(
         [*(s for s in index["shards"] if s["shard"] != shard), entry], key=lambda e: e["shard"]
     )
+    _skip_totals(index)
     _atomic_json(index_path, index)
 
 
@@ -359,6 +430,8 @@ def _finalize(out: Path, index: dict[str, Any], index_path: Path) -> dict[str, A
     for k in index["what"]:
         parts = []
         for e in index["shards"]:
+            if e.get("file") is None:
+                continue
             with safe_open(str(out / e["file"]), framework="pt") as f:
                 parts.append(
                     (
@@ -367,14 +440,14 @@ def _finalize(out: Path, index: dict[str, Any], index_path: Path) -> dict[str, A
                         f.get_tensor(f"stats.{k}.m2"),
                     )
                 )
+        if not parts:
+            raise ValueError(f"none of the {index['num_images']} images could be read")
         count, mean, m2 = combine_moments(parts)
         std = (m2 / max(count - 1, 1)).sqrt()
         stats[k] = {"count": count, "mean": mean.tolist(), "std": std.tolist()}
         tensors[f"{k}.mean"] = mean.float().contiguous()
         tensors[f"{k}.std"] = std.float().contiguous()
-    tmp = out / (STATS_NAME + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, out / STATS_NAME)
+    save_safetensors(tensors, out / STATS_NAME)
     index["stats"] = stats
     index["complete"] = True
     _atomic_json(index_path, index)
@@ -382,10 +455,18 @@ def _finalize(out: Path, index: dict[str, Any], index_path: Path) -> dict[str, A
 
 
 def load_shard(out_dir: str | os.PathLike, shard: int) -> dict[str, torch.Tensor]:
-    """All tensors of one shard (``bands``/``latent``/``fused``, ``index``, ``label``, ``stats.*``)."""
+    """All tensors of one shard (``bands``/``latent``/``fused``, ``index``, ``label``, ``stats.*``).
+
+    A shard whose images were all unreadable has no file (``"file": null`` in the index): ``{}``.
+    """
     from safetensors.torch import load_file
 
-    return load_file(str(Path(out_dir) / shard_name(shard)))
+    path = Path(out_dir) / shard_name(shard)
+    if not path.is_file():
+        entries = {int(e["shard"]): e for e in read_index(out_dir)["shards"]}
+        if shard in entries and entries[shard].get("file") is None:
+            return {}
+    return load_file(str(path))
 
 
 def verify_export(out_dir: str | os.PathLike) -> dict[str, Any]:
@@ -399,7 +480,7 @@ def verify_export(out_dir: str | os.PathLike) -> dict[str, Any]:
     """
     out = Path(out_dir)
     index = read_index(out)
-    listed = {e["file"] for e in index["shards"]}
+    listed = {e["file"] for e in index["shards"] if e.get("file") is not None}
     on_disk = {p.name for p in out.glob("shard-*.safetensors")}
     if listed != on_disk:
         raise ValueError(
@@ -407,13 +488,23 @@ def verify_export(out_dir: str | os.PathLike) -> dict[str, Any]:
         )
     seen: list[torch.Tensor] = []
     for e in index["shards"]:
-        with safe_open(str(out / e["file"]), framework="pt") as f:
-            idx = f.get_tensor("index")
-        if len(idx) != e["count"] or int(idx[0]) != e["start"]:
+        why = _shard_problem(out, e, index["what"])
+        if why is not None:
+            raise ValueError(f"{e['file']}: {why}")
+        skipped = torch.tensor(e.get("skipped", []), dtype=torch.long)
+        if e.get("file") is None:
+            idx = torch.zeros(0, dtype=torch.long)
+        else:
+            with safe_open(str(out / e["file"]), framework="pt") as f:
+                idx = f.get_tensor("index")
+        lo = e["start"]
+        hi = min(lo + index["shard_size"], index["num_images"])
+        if sorted(torch.cat([idx, skipped]).tolist()) != list(range(lo, hi)):
             raise ValueError(
-                f"{e['file']}: holds {len(idx)} samples from {int(idx[0])}, index says {e['count']} from {e['start']}"
+                f"{e['file']}: holds samples {idx[:4].tolist()}... and skipped {skipped[:4].tolist()}, "
+                f"index says {lo}..{hi - 1}"
             )
-        seen.append(idx)
+        seen.extend([idx, skipped])
     allidx = torch.cat(seen) if seen else torch.zeros(0, dtype=torch.long)
     if len(torch.unique(allidx)) != len(allidx):
         raise ValueError("duplicate sample indices across shards")

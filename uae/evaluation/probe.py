@@ -19,12 +19,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from uae.evaluation.common import batch_images, iterate, make_loader
+from uae.files import save_safetensors
 from uae.utils import maybe_autocast
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def extract_features(
     progress: bool = True,
     amp: bool = True,
     pool: str | int = "mean",
+    skip_log: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features and labels of a dataset, from the cache when it matches.
 
@@ -98,24 +99,40 @@ def extract_features(
         progress: tqdm bar.
         amp: Autocast on CUDA.
         pool: ``"mean"`` (``D = C``) or an int ``g`` (adaptive average pool to ``g x g``, ``D = C g^2``).
+        skip_log: A :class:`uae.data.datasets.SkipLog` that receives the images used and the files
+            skipped (also from the cache, whose metadata records them).
 
     Returns:
-        ``features (N, D)`` float32 and ``labels (N,)`` int64, in dataset order.
+        ``features (N, D)`` float32 and ``labels (N,)`` int64 of the readable images, in dataset
+        order (unreadable files are skipped, never replaced).
     """
+    from uae.data.datasets import SkipLog
+
+    skip_log = skip_log if skip_log is not None else SkipLog()
     if cache_path is not None and Path(cache_path).is_file():
-        with safe_open(str(cache_path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("fingerprint") == fingerprint:
-                logger.info("Using cached features %s", cache_path)
-                return f.get_tensor("features"), f.get_tensor("labels")
-        logger.info("Feature cache %s is stale (different fingerprint); recomputing", cache_path)
+        try:
+            with safe_open(str(cache_path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("fingerprint") == fingerprint:
+                    logger.info("Using cached features %s", cache_path)
+                    feats, labels = f.get_tensor("features"), f.get_tensor("labels")
+                    skip_log.used += len(feats)
+                    for path, why in json.loads(meta.get("skipped_files", "{}")).items():
+                        skip_log.skipped.setdefault(path, why)
+                    return feats, labels
+            logger.info("Feature cache %s is stale (different fingerprint); recomputing", cache_path)
+        except SafetensorError as e:
+            logger.warning("Feature cache %s is unreadable (%s); recomputing", cache_path, e)
     device = torch.device(device)
     loader = make_loader(dataset, batch_size, num_workers=num_workers)
     n = len(dataset)
     features: torch.Tensor | None = None  # preallocated (N, D) once D is known: no 2x peak from concatenation
     label_t = torch.empty(n, dtype=torch.long)
     pos = 0
+    local = SkipLog()
     for batch in iterate(loader, f"features band={band}", progress):
+        if not local.update(batch):
+            continue
         x, _ = batch_images(batch, device)
         if input_filter is not None:
             x = input_filter(x).clamp(0.0, 1.0)
@@ -131,18 +148,24 @@ def extract_features(
         features[pos : pos + b] = f.float().cpu()
         label_t[pos : pos + b] = torch.as_tensor(batch["label"]).long()
         pos += b
-    if features is None or pos != n:
-        raise RuntimeError(f"feature extraction produced {pos} of {n} samples")
+    if features is None:
+        raise ValueError(f"none of the {n} images could be read ({len(local.skipped)} skipped)")
+    if pos + len(local.skipped) != n:
+        raise RuntimeError(f"feature extraction produced {pos} of {n} samples ({len(local.skipped)} skipped)")
+    features, label_t = features[:pos].contiguous(), label_t[:pos].contiguous()
+    skip_log.used += local.used
+    for path, why in local.skipped.items():
+        skip_log.skipped.setdefault(path, why)
     if cache_path is not None:
-        path = Path(cache_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(
+        save_safetensors(
             {"features": features, "labels": label_t},
-            str(tmp),
-            metadata={"fingerprint": fingerprint, "band": str(band)},
+            cache_path,
+            metadata={
+                "fingerprint": fingerprint,
+                "band": str(band),
+                "skipped_files": json.dumps(local.skipped),
+            },
         )
-        os.replace(tmp, path)
     return features, label_t
 
 

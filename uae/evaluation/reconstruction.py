@@ -59,18 +59,27 @@ def evaluate_reconstruction(
         desc: Progress bar label.
 
     Returns:
-        ``metrics.compute()`` plus ``seconds`` and ``images_per_second``.
+        ``metrics.compute()`` plus ``seconds``, ``images_per_second`` and ``images``
+        (``{"used", "skipped", "skipped_files"}``: unreadable files are skipped and counted once).
     """
+    from uae.data.datasets import SkipLog
+
     device = torch.device(device)
     start = time.perf_counter()
+    skips = SkipLog()
     for batch in iterate(loader, desc, progress):
+        if not skips.update(batch):
+            continue
         x, ref = batch_images(batch, device)
         ref = match_size(ref, eval_size)
         if input_filter is not None:
             x = input_filter(x).clamp(0.0, 1.0)
             ref = input_filter(ref).clamp(0.0, 1.0)
         metrics.update(reconstruct_batch(model, x, eval_size, amp=amp), ref)
+    if skips.used == 0:
+        raise ValueError(f"none of the images could be read ({len(skips.skipped)} skipped)")
     out = metrics.compute()
+    out["images"] = skips.summary()
     seconds = time.perf_counter() - start
     out["seconds"] = round(seconds, 3)
     out["images_per_second"] = round(out["num_images"] / max(seconds, 1e-9), 3)

@@ -211,6 +211,7 @@ def compute_spectra(
     device: str | torch.device = "cpu",
     amp: bool = True,
     progress: bool = True,
+    skip_log: Any = None,
 ) -> list[dict[str, Any]]:
     """Average radial spectra and band shares of several encoders over one pass of a loader.
 
@@ -221,18 +222,27 @@ def compute_spectra(
         device: Device.
         amp: Autocast on CUDA (the FFT always runs in float32).
         progress: tqdm bar.
+        skip_log: A :class:`uae.data.datasets.SkipLog` that counts the images used and skipped
+            (batches of unreadable files only are passed over).
 
     Returns:
         One :meth:`SpectrumAccumulator.result` per encoder.
     """
+    from uae.data.datasets import SkipLog
+
     device = torch.device(device)
+    skip_log = skip_log if skip_log is not None else SkipLog()
     accs = [SpectrumAccumulator(e.name, band_energy=band_energy) for e in encoders]
     for batch in iterate(loader, "spectrum", progress):
+        if not skip_log.update(batch):
+            continue
         x, _ = batch_images(batch, device)
         for enc, acc in zip(encoders, accs):
             with maybe_autocast(device, enabled=amp):
                 z = enc.fn(match_size(x, enc.size))
             acc.update(z.float())
+    if skip_log.used == 0:
+        raise ValueError(f"none of the images could be read ({len(skip_log.skipped)} skipped)")
     return [a.result() for a in accs]
 
 

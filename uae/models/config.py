@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import math
+import types
+import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -21,6 +25,96 @@ LATENT_STATS = ("per_channel", "per_position")
 ENCODER_FAMILIES = ("dinov2", "clip", "siglip2")
 #: How the encoder's position table is resampled to the input grid at every forward.
 POS_RESAMPLE_RULES = ("timm", "hf_dinov2", "hf_clip", "hf_siglip")
+
+
+#: Range of numeric fields: name -> (min, max, min_inclusive); checked after the type check. Fields not
+#: listed only get the type check (and floats must be finite). ``None`` values of ``X | None`` fields
+#: are not range-checked. num_bands, num_semantic_bands, noise_std, noise_min_band and band_softness
+#: have their own checks (with their explanations) in :meth:`UAEConfig.validate`.
+FIELD_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "img_size": (1, None, True),
+    "patch_size": (1, None, True),
+    "encoder_dim": (1, None, True),
+    "encoder_depth": (1, None, True),
+    "encoder_heads": (1, None, True),
+    "encoder_mlp_ratio": (0, None, False),
+    "encoder_reg_tokens": (0, None, True),
+    "encoder_init_values": (0, None, False),
+    "modulator_hidden_dim": (1, None, True),
+    "modulator_in_kernel": (1, None, True),
+    "modulator_out_kernel": (1, None, True),
+    "decoder_dim": (1, None, True),
+    "decoder_depth": (1, None, True),
+    "decoder_heads": (1, None, True),
+    "decoder_mlp_ratio": (0, None, False),
+    "decoder_patch_size": (1, None, True),
+}
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "None"
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return {"int": "an int", "float": "a number", "bool": "a bool (true/false)", "str": "a string"}.get(
+            tp.__name__, tp.__name__
+        )
+    return str(tp).replace("typing.", "")
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Whether ``value`` is of type ``tp``: bool is not an int, int is a float, lists pass for tuples."""
+    if tp is Any:
+        return True
+    if tp is type(None) or tp is None:
+        return value is None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is tuple or tp is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        if not args:
+            return True
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+    if origin is list or tp is list:
+        return isinstance(value, list) and (not args or all(_matches(v, args[0]) for v in value))
+    if origin is dict or tp is dict:
+        return isinstance(value, dict) and (
+            not args or all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+        )
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True  # an annotation this checker does not understand: accept
+
+
+def _is_tuple_type(tp: Any) -> bool:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_is_tuple_type(a) for a in typing.get_args(tp))
+    return tp is tuple or typing.get_origin(tp) is tuple
+
+
+def _check_range(name: str, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} must be finite, got {value}"
+    lo, hi, lo_inclusive = FIELD_RANGES.get(name, (None, None, True))
+    if lo is not None and (value < lo if lo_inclusive else value <= lo):
+        return f"{name} must be {'>=' if lo_inclusive else '>'} {lo}, got {value}"
+    if hi is not None and value > hi:
+        return f"{name} must be <= {hi}, got {value}"
+    return None
 
 
 @dataclass
@@ -152,8 +246,27 @@ class UAEConfig:
 
     # ------------------------------------------------------------------ checks and (de)serialisation
     def validate(self) -> None:
-        """Raise ``ValueError`` on an inconsistent configuration."""
+        """Raise ``ValueError`` naming every field of a wrong type, out of range, or inconsistent.
+
+        Types come from the field annotations (so new fields are checked too): a ``bool`` field needs
+        a real bool, an ``int`` field a real int (not a float, not a bool), a ``float`` field accepts
+        ints, ``X | None`` accepts ``None``, and tuple fields accept lists (from JSON; they are
+        converted to tuples). Ranges come from :data:`FIELD_RANGES`; cross-field checks follow.
+        """
         problems = []
+        for f in fields(self):
+            tp = _field_types(type(self)).get(f.name, Any)
+            value = getattr(self, f.name)
+            if not _matches(value, tp):
+                problems.append(f"{f.name} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
+                continue
+            if isinstance(value, list) and _is_tuple_type(tp):
+                setattr(self, f.name, tuple(value))
+            why = _check_range(f.name, value)
+            if why:
+                problems.append(why)
+        if problems:  # the cross-field checks below assume well-typed, positive values
+            raise ValueError("Invalid UAEConfig: " + "; ".join(problems))
         if self.img_size % self.patch_size:
             problems.append(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
         if self.band_transform not in BAND_TRANSFORMS:
@@ -244,3 +357,22 @@ class UAEConfig:
         if unknown:
             raise TypeError(f"Unknown UAEConfig field(s) {unknown}; valid fields: {sorted(names)}")
         return dataclasses.replace(self, **overrides)
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """The resolved field annotations of a config dataclass (``from __future__`` makes them strings).
+
+    An annotation that cannot be resolved (a name only imported for type checking) is not checked.
+    """
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # resolve field by field, skipping the unresolvable ones
+        hints: dict[str, Any] = {}
+        module = vars(__import__(cls.__module__, fromlist=["_"]))
+        for f in fields(cls):
+            try:
+                hints[f.name] = eval(f.type, module) if isinstance(f.type, str) else f.type  # noqa: S307
+            except Exception:
+                hints[f.name] = Any
+        return hints

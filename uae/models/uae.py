@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 import torch
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from uae.layers.band_modulator import BandModulator
@@ -380,12 +381,13 @@ class UAE(
     # ------------------------------------------------------------------ Hub
     def _save_pretrained(self, save_directory: Path) -> None:
         from uae import __version__
+        from uae.files import save_safetensors, write_json
 
         cfg = {"architecture": ARCHITECTURE, "uae_version": __version__, **self.config.to_dict()}
-        (save_directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        write_json(save_directory / CONFIG_NAME, cfg, indent=2, sort_keys=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(
-            state, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt", "uae_version": __version__}
+        save_safetensors(
+            state, save_directory / WEIGHTS_NAME, metadata={"format": "pt", "uae_version": __version__}
         )
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
@@ -456,7 +458,13 @@ class UAE(
         except (ValueError, TypeError) as e:
             raise UAELoadError(f"{config_file}: {e}") from e
         model = cls(config)
-        state = load_file(str(weights_file), device=str(map_location))
+        try:
+            state = load_file(str(weights_file), device=str(map_location))
+        except SafetensorError as e:  # truncated / not a safetensors file; not a ValueError
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UAELoadError(
+                f"cannot read weights file {weights_file} (truncated or not a safetensors file?): {first}"
+            ) from e
         model.load_checked_state_dict(state, strict=strict, source=str(weights_file))
         model.to(map_location)
         model.eval()

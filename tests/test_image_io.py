@@ -1,0 +1,148 @@
+"""Reading images: 16/32-bit and float files scaled (not clipped), the pixel budget, file permissions."""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import uae
+from uae.data import ImageFolderDataset, image_transform
+from uae.data.image_io import ImageTooLargeError, read_image
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
+
+
+def write_png16_rgb(path: Path, rgb16: np.ndarray) -> None:
+    """A 16-bit-per-channel RGB PNG (colour type 2, bit depth 16), written with zlib + struct."""
+    h, w, _ = rgb16.shape
+    raw = b"".join(b"\x00" + rgb16[y].astype(">u2").tobytes() for y in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(raw))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def write_png_header_only(path: Path, w: int, h: int) -> None:
+    """A PNG whose header claims ``w x h`` pixels, with no pixel data (a decode would fail)."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def photo8(photo_paths) -> np.ndarray:
+    """An 8-bit RGB photo ``(128, 128, 3)``."""
+    return np.asarray(Image.open(photo_paths[0]).convert("RGB"))
+
+
+def test_16bit_grey_png_matches_its_8bit_original(photo8, tmp_path):
+    grey8 = np.asarray(Image.fromarray(photo8).convert("L"))
+    Image.fromarray(grey8).save(tmp_path / "g8.png")
+    Image.fromarray(grey8.astype(np.uint16) * 257).save(tmp_path / "g16.png")  # Pillow mode I;16
+    assert Image.open(tmp_path / "g16.png").mode == "I;16"
+    a = uae.load_image(tmp_path / "g8.png", size=32)
+    b = uae.load_image(tmp_path / "g16.png", size=32)
+    assert b.mean() < 0.9  # was all white (1.0) before: Pillow clips I;16 -> RGB
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # The datasets read through the same function.
+    ds = ImageFolderDataset([tmp_path / "g8.png", tmp_path / "g16.png"], transform=image_transform(32))
+    torch.testing.assert_close(ds[0]["image"], ds[1]["image"], rtol=0, atol=0)
+
+
+def test_16bit_rgb_png_matches_its_8bit_original(photo8, tmp_path):
+    Image.fromarray(photo8).save(tmp_path / "rgb8.png")
+    write_png16_rgb(tmp_path / "rgb16.png", photo8.astype(np.uint16) * 257)
+    a = uae.load_image(tmp_path / "rgb8.png", size=32)
+    b = uae.load_image(tmp_path / "rgb16.png", size=32)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("array", "expected"),
+    [
+        (np.full((4, 4), 257 * 100, np.int32), 100),  # mode I holding 16-bit data
+        (np.full((4, 4), 2**31 - 1, np.int32), 255),  # mode I, full 32-bit range
+        (np.full((4, 4), 0.5, np.float32), 128),  # mode F in [0, 1]
+        (np.full((4, 4), 200.0, np.float32), 200),  # mode F in [0, 255]
+        (np.full((4, 4), 257.0 * 30, np.float32), 30),  # mode F in [0, 65535]
+    ],
+)
+def test_32bit_int_and_float_images_are_scaled(array, expected, tmp_path):
+    im = Image.fromarray(array)
+    assert im.mode in ("I", "F")
+    im.save(tmp_path / "x.tif")
+    rgb = np.asarray(read_image(tmp_path / "x.tif"))
+    assert rgb.shape == (4, 4, 3) and (rgb == expected).all(), rgb[0, 0]
+
+
+def test_pixel_budget_checked_from_the_header(tmp_path, photo_paths, caplog, monkeypatch):
+    huge = tmp_path / "huge.png"
+    write_png_header_only(huge, 13000, 13000)  # 169 Mpx, no pixel data: decoding would fail differently
+    with pytest.raises(ImageTooLargeError, match=r"13000x13000 .* over the budget"):
+        read_image(huge)
+    with pytest.raises(ValueError, match="over the budget of 1,000"):
+        read_image(photo_paths[0], max_pixels=1000)
+    monkeypatch.setenv("UAE_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(ImageTooLargeError):
+        uae.load_image(photo_paths[0], size=32)
+    monkeypatch.delenv("UAE_MAX_IMAGE_PIXELS")
+    # A dataset skips it with a warning (training: the next image; evaluation: a marker).
+    Image.open(photo_paths[0]).save(tmp_path / "ok.png")
+    ds = ImageFolderDataset(tmp_path, transform=image_transform(16))
+    with caplog.at_level(logging.WARNING, logger="uae.data.datasets"):
+        samples = [ds[i] for i in range(len(ds))]
+    assert [Path(s["path"]).name for s in samples] == ["ok.png", "ok.png"]
+    assert ds.num_skipped == 1 and any("too large" in r.getMessage() for r in caplog.records)
+    skip = ImageFolderDataset(tmp_path, transform=image_transform(16), on_error="skip")
+    assert skip[0].path.endswith("huge.png") and "budget" in skip[0].reason
+    assert ImageFolderDataset(tmp_path, transform=image_transform(16), on_error="skip", max_pixels=None)[
+        0
+    ].reason.startswith("cannot read image")  # no budget: the decode itself fails
+
+
+@pytest.fixture
+def umask022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _mode(p: Path) -> int:
+    return p.stat().st_mode & 0o777
+
+
+def test_saved_files_get_the_usual_permissions(tiny_model, tmp_path, umask022):
+    tiny_model.save_pretrained(tmp_path / "m")
+    for name in ("model.safetensors", "config.json", "README.md"):
+        assert _mode(tmp_path / "m" / name) == 0o644, name
+    os.umask(0o077)  # the umask is respected, as open() does
+    tiny_model.save_pretrained(tmp_path / "m2")
+    assert _mode(tmp_path / "m2" / "model.safetensors") == 0o600
+    assert not list((tmp_path / "m").glob(".tmp*"))
+
+
+def test_atomic_write_leaves_no_temp_file_on_error(tmp_path):
+    from uae.files import atomic_write, remove_temp_files
+
+    (tmp_path / "a.json").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(tmp_path / "a.json") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert (tmp_path / "a.json").read_text() == "old" and sorted(os.listdir(tmp_path)) == ["a.json"]
+    (tmp_path / ".tmpXyZ123").write_bytes(b"left by a kill")
+    assert [p.name for p in remove_temp_files(tmp_path)] == [".tmpXyZ123"]

@@ -1,0 +1,135 @@
+"""Reading image files as 8-bit RGB: the one loader used by the datasets, ``uae.load_image`` and the CLIs.
+
+Pillow's ``convert("RGB")`` clips high-bit-depth pixels instead of scaling them (a 16-bit grey PNG,
+Pillow mode ``I;16``, turns all white). :func:`read_image` scales them to the 8-bit range first:
+
+* ``I;16``, ``I;16L``, ``I;16B``, ``I;16N`` (16-bit grey): ``round(v / 257)`` (65535 -> 255);
+* ``I`` (32-bit integer; Pillow also uses it for some 16-bit files): values within ``[0, 65535]`` are
+  taken as 16-bit data (``/ 257``), other non-negative values as 32-bit (``/ (2**31 - 1)``),
+  negative values as signed 32-bit (offset by ``2**31``);
+* ``F`` (32-bit float): values within ``[0, 1]`` are taken as unit range, else within ``[0, 255]`` as
+  8-bit, else within ``[0, 65535]`` as 16-bit; NaN and negative values become 0, larger values 255.
+
+16-bit RGB(A) PNGs are already reduced to 8 bits by Pillow itself (mode ``RGB`` / ``RGBA``).
+
+Images larger than a pixel budget are refused from the header, before any pixel is decoded: a
+13000x13000 PNG would cost about 1.5 GB per loader worker. The budget is :data:`MAX_PIXELS`
+(overridden by the environment variable ``UAE_MAX_IMAGE_PIXELS``; ``0`` disables it) or the
+``max_pixels`` argument.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+#: Default pixel budget (width * height) of one image: 2**26 = 67,108,864 (e.g. 8192 x 8192).
+MAX_PIXELS: int = 2**26
+
+#: Exceptions that mean "this file is not a readable image" (besides :class:`ImageTooLargeError`).
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    Image.DecompressionBombError,
+    MemoryError,
+)
+
+
+class ImageTooLargeError(ValueError):
+    """An image exceeds the pixel budget (checked from the header, before decoding)."""
+
+
+def default_max_pixels() -> int | None:
+    """The pixel budget: ``UAE_MAX_IMAGE_PIXELS`` when set (``0``: no budget), else :data:`MAX_PIXELS`.
+
+    Raises:
+        ValueError: The environment variable is not a non-negative integer.
+    """
+    env = os.environ.get("UAE_MAX_IMAGE_PIXELS")
+    if env is None or not env.strip():
+        return MAX_PIXELS
+    try:
+        value = int(env)
+        if value < 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"UAE_MAX_IMAGE_PIXELS must be a non-negative integer, got {env!r}") from None
+    return value or None
+
+
+def _scale_to_uint8(im: Image.Image) -> Image.Image:
+    """A single-channel high-bit-depth image (modes ``I;16*``, ``I``, ``F``) as mode ``L``."""
+    a = np.asarray(im)
+    if im.mode.startswith("I;16"):
+        out = np.rint(a.astype(np.float64) / 257.0)
+    elif im.mode == "I":
+        a = a.astype(np.float64)
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo >= 0 and hi <= 65535:
+            out = np.rint(a / 257.0)
+        elif lo >= 0:
+            out = np.rint(a * (255.0 / (2**31 - 1)))
+        else:
+            out = np.rint((a + 2**31) * (255.0 / (2**32 - 1)))
+    else:  # "F"
+        a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=np.inf, neginf=0.0)
+        finite = a[np.isfinite(a)]
+        hi = float(finite.max()) if finite.size else 0.0
+        scale = 255.0 if hi <= 1.0 else 1.0 if hi <= 255.0 else 1.0 / 257.0
+        out = np.rint(a * scale)
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), mode="L")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow image as 8-bit RGB, scaling 16/32-bit integer and float pixels (never clipping them)."""
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        im = _scale_to_uint8(im)
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def read_image(path: str | os.PathLike, max_pixels: int | None | str = "default") -> Image.Image:
+    """Open, check the size of, fully decode and convert one image file to 8-bit RGB.
+
+    Args:
+        path: Image file (any format Pillow reads).
+        max_pixels: Pixel budget (width * height); ``"default"``: :func:`default_max_pixels`;
+            ``None`` or ``0``: no budget.
+
+    Returns:
+        A loaded ``RGB`` image.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ImageTooLargeError: The header's size exceeds the budget (nothing decoded).
+        ValueError: Pillow cannot read it (the message names the file and the cause).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    budget = default_max_pixels() if max_pixels == "default" else (max_pixels or None)
+    try:
+        with warnings.catch_warnings():
+            # Our own budget replaces Pillow's advisory warning; its hard limit still raises.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if budget is not None and w * h > budget:
+                    raise ImageTooLargeError(
+                        f"image {path} is {w}x{h} = {w * h:,} pixels, over the budget of {budget:,} "
+                        "(set UAE_MAX_IMAGE_PIXELS or --max-pixels to raise it)"
+                    )
+                im.load()
+                return to_rgb(im)
+    except ImageTooLargeError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"image {path} is too large for Pillow: {e}") from e
+    except READ_ERRORS as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"cannot read image {path}: {type(e).__name__}: {first}") from e

@@ -1,0 +1,134 @@
+"""Writing files atomically with the usual permissions: every file uae writes goes through here.
+
+``tempfile.mkstemp`` (and safetensors >= 0.6's own atomic ``save_file``) create files with mode
+``0600``; a renamed temp file keeps it, so weights, configs and shards would end up unreadable by the
+group and others (timm, diffusers and a plain ``open()`` give ``0644`` under the usual umask 022).
+:func:`atomic_write` gives the finished file the mode ``open()`` would (``0666`` minus the umask)
+before it is renamed into place, once, for every writer.
+
+Temp files are hidden and named ``.tmp-<random>-<final name>`` in the destination folder (same file
+system, so the rename is atomic); :func:`remove_temp_files` deletes the ones a killed run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: Prefix of the temp files of :func:`atomic_write` (safetensors' own temp files start with ``.tmp`` too).
+TEMP_PREFIX = ".tmp"
+
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (read from ``/proc`` on Linux, else set-and-restored under a lock)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: ``0666`` minus the umask (``0644`` under umask 022)."""
+    return 0o666 & ~current_umask()
+
+
+def fix_permissions(path: str | os.PathLike) -> None:
+    """Give an existing file written by a ``0600`` writer the mode :func:`default_file_mode`."""
+    os.chmod(path, default_file_mode())
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path next to ``path``; on success it gets the usual mode and replaces ``path``.
+
+    The temp file keeps ``path``'s suffix (so writers that pick a format from the name, such as
+    Pillow, still work). On an exception it is removed and ``path`` is left untouched.
+
+    Example::
+
+        with atomic_write("out/model.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+
+    Raises:
+        IsADirectoryError: ``path`` is an existing folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, expected a file path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}-", suffix=f"-{path.name}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, default_file_mode())  # the writer may have replaced our file by its own 0600 one
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str, fsync: bool = False) -> Path:
+    """Write a text file atomically (usual permissions)."""
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        with tmp.open("w") as f:
+            f.write(text)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+    return path
+
+
+def write_json(
+    path: str | os.PathLike, data: Any, indent: int = 2, fsync: bool = False, **kwargs: Any
+) -> Path:
+    """Write ``data`` as JSON atomically (usual permissions); ``kwargs`` go to ``json.dumps``."""
+    return write_text(path, json.dumps(data, indent=indent, **kwargs) + "\n", fsync=fsync)
+
+
+def save_safetensors(
+    tensors: Mapping[str, Any], path: str | os.PathLike, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """``safetensors.torch.save_file`` atomically, with the usual permissions."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        save_file(dict(tensors), str(tmp), metadata=dict(metadata) if metadata else None)
+    return path
+
+
+def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the hidden ``.tmp*`` files a killed writer left in ``folder`` (not recursive).
+
+    Returns:
+        The removed paths.
+    """
+    removed = []
+    for p in Path(folder).glob(f"{TEMP_PREFIX}*"):
+        if p.is_file():
+            logger.info("Removing partial file %s", p)
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
