@@ -69,6 +69,18 @@ features = model.features(images, band=0)   # band-0 features for linear probes
 """
 
 
+def _zigzag_options(config: UAEConfig) -> dict[str, Any] | None:
+    """The ``dct_zigzag`` band split's options from the config (``None`` for other schemes)."""
+    if config.band_scheme != "dct_zigzag":
+        return None
+    return {
+        "keep_count": config.zigzag_keep_count,
+        "count_min": config.zigzag_count_min,
+        "count_max": config.zigzag_count_max,
+        "apply_prob": config.zigzag_apply_prob,
+    }
+
+
 class UAE(
     nn.Module,
     PyTorchModelHubMixin,
@@ -111,6 +123,7 @@ class UAE(
             softness=config.band_softness,
             scheme=config.band_scheme,
             grid_size=config.grid_size,
+            zigzag=_zigzag_options(config),
         )
         self.modulator = BandModulator(
             config.latent_dim,
@@ -131,6 +144,9 @@ class UAE(
             patch_size=config.decoder_patch_size,
             grid_size=config.grid_size,
         )
+        if config.band_scheme == "dct_zigzag":
+            with torch.no_grad():  # the decoder sees the kept coefficients only (band 0), as in v2
+                self.modulator.mix_in.copy_(torch.diag(torch.tensor([1.0, 0.0])))
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.register_buffer("latent_mean", torch.zeros(config.latent_dim))
