@@ -6,19 +6,21 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from uae.convert import authors_v2
 from uae.convert.authors_v1 import authors_to_uae
 from uae.convert.common import load_torch_state
 from uae.convert.rae import rae_to_uae
 
-SOURCES = ("authors", "rae")
+SOURCES = ("authors", "authors_v2", "rae")
 
 
 def convert_main(argv: Sequence[str]) -> int:
-    """``uae convert --from authors|rae FILE --out DIR``: write a converted model in save_pretrained layout."""
+    """``uae convert --from authors|authors_v2|rae FILE --out DIR``: write a converted model in save_pretrained layout."""
     parser = argparse.ArgumentParser(
         prog="uae convert",
-        description="Convert the authors' v1 UAE checkpoint (.pt with 'model'/'ema') or an RAE decoder (model.pt) "
-        "into uae's layout (config.json + model.safetensors).",
+        description="Convert the authors' v1 UAE checkpoint (.pt with 'model'/'ema'), their v2 release "
+        "(checkpoints/<encoder>/ep-last.pt + config.yaml) or an RAE decoder (model.pt) into uae's layout "
+        "(config.json + model.safetensors).",
     )
     parser.add_argument("--from", dest="source", choices=SOURCES, required=True, help="checkpoint family")
     parser.add_argument("file", help="checkpoint file (.pt/.pth/.bin/.safetensors)")
@@ -32,6 +34,11 @@ def convert_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--entry", default=None, help="authors: state dict entry to use (default 'ema', else 'model')"
     )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="authors_v2: the release's config.yaml (default: config.yaml beside the checkpoint)",
+    )
     parser.add_argument("--stats", default=None, help="optional latent statistics file with 'mean' and 'var'")
     parser.add_argument(
         "--encoder-heads", type=int, default=None, help="encoder attention heads (default C // 64)"
@@ -42,9 +49,21 @@ def convert_main(argv: Sequence[str]) -> int:
     parser.add_argument("--name", default=None, help="config.name of the converted model")
     args = parser.parse_args(list(argv))
 
+    if args.source == "authors_v2":
+        config = Path(args.config) if args.config else Path(args.file).parent / "config.yaml"
+        heads = {"encoder_heads": args.encoder_heads, "decoder_heads": args.decoder_heads}
+        options = {k: v for k, v in heads.items() if v is not None}
+        if args.entry:
+            options["entry"] = args.entry
+        model = authors_v2.load_release(
+            {"checkpoint": args.file, "config": config}, name=args.name, **options
+        )
+        return _write(model, Path(args.out))
     stats = load_torch_state(args.stats) if args.stats else None
     if args.source == "authors":
         state = load_torch_state(args.file, args.entry)
+        if authors_v2.is_v2_state(state):
+            raise ValueError(f"{args.file} is a v2 checkpoint, use --from authors_v2")
         model = authors_to_uae(
             state,
             encoder_heads=args.encoder_heads,
@@ -63,7 +82,11 @@ def convert_main(argv: Sequence[str]) -> int:
             stats=stats,
             name=args.name,
         )
-    out = Path(args.out)
+    return _write(model, Path(args.out))
+
+
+def _write(model, out: Path) -> int:  # model: UAE
+    """Save a converted model and print a one-line summary."""
     model.save_pretrained(out)
     c = model.config
     print(

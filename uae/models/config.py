@@ -66,6 +66,8 @@ class UAEConfig:
         decoder_heads: Pixel-decoder attention heads.
         decoder_mlp_ratio: Pixel-decoder MLP ratio (ViT-XL: 4096 / 1152).
         decoder_patch_size: Pixels per latent cell on each side; output size is ``grid * decoder_patch_size``.
+        decoder_norm_eps: eps of every decoder LayerNorm; ``None`` keeps uae's (1e-5 in the blocks, 1e-6
+            for the final norm). Converted authors' v2 decoders use 1e-12, as their ``config.json``.
     """
 
     name: str = "uae_base_p14_dinov2"
@@ -99,6 +101,7 @@ class UAEConfig:
     decoder_heads: int = 16
     decoder_mlp_ratio: float = 4096 / 1152
     decoder_patch_size: int = 16
+    decoder_norm_eps: float | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -135,6 +138,8 @@ class UAEConfig:
         if self.band_scheme not in BAND_SCHEMES:
             problems.append(f"band_scheme must be one of {BAND_SCHEMES}, got {self.band_scheme!r}")
         problems += self._zigzag_problems()
+        if self.decoder_norm_eps is not None and not self.decoder_norm_eps > 0:
+            problems.append(f"decoder_norm_eps must be > 0 or None, got {self.decoder_norm_eps}")
         if not 1 <= self.num_bands <= 16:
             problems.append(f"num_bands must be in 1..16, got {self.num_bands}")
         if not 0 <= self.num_semantic_bands <= self.num_bands:

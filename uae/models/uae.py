@@ -143,6 +143,7 @@ class UAE(
             mlp_ratio=config.decoder_mlp_ratio,
             patch_size=config.decoder_patch_size,
             grid_size=config.grid_size,
+            norm_eps=config.decoder_norm_eps,
         )
         if config.band_scheme == "dct_zigzag":
             with torch.no_grad():  # the decoder sees the kept coefficients only (band 0), as in v2
