@@ -12,7 +12,13 @@ from safetensors.torch import load_file
 import uae
 from uae.cli import main as cli_main
 from uae.convert import authors_v2
-from uae.convert.authors_v2 import RELEASE_FILES, load_release, read_checkpoint, read_release_config
+from uae.convert.authors_v2 import (
+    RELEASE_FILES,
+    load_release,
+    read_checkpoint,
+    read_release_config,
+    v2_preprocess,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "authors_v2"
 #: family -> release folder name (as in weepiess2383/UAE checkpoints/<encoder>/)
@@ -72,6 +78,19 @@ def test_each_stage_from_the_original_inputs(converted) -> None:
         )
         assert max_err(rec, ref["sample_unclamped"]) < TOL  # their kept latent -> uae's decoder
         assert max_err(model.decode(ref["kept"]).sample, ref["sample"]) < TOL  # low-pass is idempotent
+
+
+def test_their_evaluation_crop_size_with_v2_preprocess() -> None:
+    model = load_release(release_files("dinov2"), **HEADS)
+    ref = golden("dinov2")
+    x = ref["image"].float() / 255.0
+    x256 = torch.nn.functional.interpolate(x, size=(256, 256), mode="bilinear", align_corners=False)
+    assert v2_preprocess(x, 224) is x
+    with torch.no_grad():
+        rec = model(v2_preprocess(x256, model.config.img_size), clamp=False).sample
+    assert max_err(rec, ref["sample_unclamped_from_256"]) < TOL  # their encode resized 256 -> 224
+    with pytest.raises(ValueError):
+        model(x256)  # uae never resizes: 256 px is not the DINOv2 model's patch grid
 
 
 def test_config_follows_the_release_yaml(converted) -> None:

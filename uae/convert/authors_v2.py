@@ -9,8 +9,8 @@ model_utils.py`` (``instantiate_from_config``: the ``"ema"`` entry is loaded), `
 Release layout: ``checkpoints/<encoder>/ep-last.pt`` (a training checkpoint; ``torch.load(weights_only=
 True)``, entry ``"ema"``) and ``checkpoints/<encoder>/config.yaml`` (``stage_1.params`` of their
 ``stage1.UAE``). What their evaluation computes for an image ``x`` in ``[0, 1]`` at the native size
-(224 px for DINOv2-B and CLIP-L/14, 256 px for SigLIP2-B/16; other sizes are first resized bicubically
-to it, which uae does not do):
+(224 px for DINOv2-B and CLIP-L/14, 256 px for SigLIP2-B/16; other sizes, such as the 256 px crops
+of their evaluation, are first resized bicubically to it: :func:`v2_preprocess`, uae does not resize):
 
 1. ``(x - mean) / std`` with the encoder's image-processor statistics (DINOv2: ImageNet; CLIP: OpenAI's;
    SigLIP2: 0.5 / 0.5) -> uae's ``pixel_mean`` / ``pixel_std`` buffers;
@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from uae.convert.common import (
     Source,
@@ -348,6 +349,25 @@ def read_checkpoint(path: str | os.PathLike, entry: str | None = None) -> dict[s
     return dict(obj)
 
 
+def v2_preprocess(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize images to the encoder input size the way their ``UAE._preprocess_encoder_input`` does.
+
+    Their evaluation feeds 256 px centre crops (``--image-size 256``) and ``encode`` resizes every
+    input whose side is not ``encoder_input_size`` bicubically (``align_corners=False``, no
+    antialias, not clamped). uae never resizes silently: call this to evaluate like the authors.
+
+    Args:
+        images: ``(B, 3, H, W)`` in ``[0, 1]``.
+        size: The converted model's ``config.img_size`` (224 for DINOv2-B and CLIP-L, 256 for SigLIP2).
+
+    Returns:
+        ``(B, 3, size, size)``; ``images`` itself when it already has that size.
+    """
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
+
+
 def is_v2_state(state: Mapping[str, torch.Tensor]) -> bool:
     """Whether a state dict is an authors' v2 ``stage1.UAE`` (decoder without a band modulator)."""
     has_decoder = any(k.startswith("decoder.decoder_layers.") for k in state)
@@ -401,5 +421,6 @@ __all__ = [
     "load_release",
     "read_checkpoint",
     "read_release_config",
+    "v2_preprocess",
     "zigzag_settings",
 ]
