@@ -229,15 +229,19 @@ def test_authors_cls_position_slot_is_folded_and_positions_resampled(authors_mod
     conv = authors_to_uae(state, **HEADS)
     assert torch.allclose(conv.encoder.vit.cls_token, authors_model.encoder.vit.cls_token, atol=1e-6)
 
-    # A 12x12 source table (like DINOv2's 37x37) is resampled to the 8x8 latent grid with timm.
+    # A 12x12 source table (like DINOv2's 37x37) is kept and resampled at every forward, as transformers does.
     from timm.layers import resample_abs_pos_embed
 
     big = torch.randn(1, 144, 32)
     state["encoder.encoder.embeddings.position_embeddings"] = torch.cat([p0, big], 1)
     conv = authors_to_uae(state, **HEADS)
+    assert conv.config.encoder_pos_grid == 12 and conv.config.encoder_pos_resample == "hf_dinov2"
+    assert conv.config.grid_size == 8
+    assert torch.equal(conv.encoder.vit.pos_embed, big)
+    x = torch.randn(1, 8, 8, 32)  # NHWC patch grid, as timm's _pos_embed receives it
     expected = resample_abs_pos_embed(big, new_size=[8, 8], old_size=[12, 12], num_prefix_tokens=0)
-    assert conv.encoder.vit.pos_embed.shape == (1, 64, 32)
-    assert torch.allclose(conv.encoder.vit.pos_embed, expected)
+    tokens = conv.encoder.vit._pos_embed(x)[:, conv.encoder.num_prefix_tokens :]
+    torch.testing.assert_close(tokens, x.reshape(1, 64, 32) + expected, rtol=0, atol=0)
 
 
 def test_authors_missing_and_extra_keys_are_listed(authors_model):

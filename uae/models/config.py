@@ -15,6 +15,10 @@ ARCHITECTURE = "UAE"
 BAND_TRANSFORMS = ("fft", "dct")
 #: How the latent spectrum is cut into bands: uae's smooth split (new models) or a release's own scheme.
 BAND_SCHEMES = ("smooth", "authors_v1", "dct_zigzag")
+#: Encoder families (timm ViT options reproducing transformers' Dinov2WithRegisters, CLIP and SigLIP2 towers).
+ENCODER_FAMILIES = ("dinov2", "clip", "siglip2")
+#: How the encoder's position table is resampled to the input grid at every forward.
+POS_RESAMPLE_RULES = ("timm", "hf_dinov2", "hf_clip", "hf_siglip")
 
 
 @dataclass
@@ -34,6 +38,14 @@ class UAEConfig:
         encoder_mlp_ratio: Encoder MLP hidden ratio.
         encoder_reg_tokens: Register tokens (DINOv2 "with registers" uses 4); dropped from the latent.
         encoder_init_values: LayerScale init (DINOv2 uses 1e-5); ``None`` disables LayerScale.
+        encoder_family: ``"dinov2"`` (DINOv2 with registers), ``"clip"`` (OpenAI CLIP vision tower:
+            pre-norm, QuickGELU, latent = last block output) or ``"siglip2"`` (SigLIP2 fixed-resolution
+            vision tower: no CLS token, tanh GELU). See ``docs/released_models.md``.
+        encoder_pos_grid: Side of the encoder's stored position table; ``None`` means ``grid_size``.
+            Converted transformers encoders keep their source table (DINOv2: 37 from 518 px).
+        encoder_pos_resample: How the table is resampled to the input's grid at every forward:
+            ``"timm"`` (timm's antialiased bicubic), ``"hf_dinov2"``, ``"hf_clip"`` or ``"hf_siglip"``
+            (transformers' ``interpolate_pos_encoding`` of that model, bit for bit).
         encoder_weights: Where :meth:`uae.UAE.load_encoder_weights` looks by default: a timm Hub id
             (``"timm/vit_base_patch14_reg4_dinov2.lvd142m"``) or a local file. Never read at construction.
         latent_norm: Replace the encoder's final LayerNorm by a LayerNorm without affine parameters
@@ -79,6 +91,9 @@ class UAEConfig:
     encoder_mlp_ratio: float = 4.0
     encoder_reg_tokens: int = 4
     encoder_init_values: float | None = 1e-5
+    encoder_family: str = "dinov2"
+    encoder_pos_grid: int | None = None
+    encoder_pos_resample: str = "timm"
     encoder_weights: str = "timm/vit_base_patch14_reg4_dinov2.lvd142m"
     latent_norm: bool = True
     band_transform: str = "fft"
@@ -156,6 +171,14 @@ class UAEConfig:
             problems.append(
                 f"encoder_dim {self.encoder_dim} is not divisible by encoder_heads {self.encoder_heads}"
             )
+        if self.encoder_family not in ENCODER_FAMILIES:
+            problems.append(f"encoder_family must be one of {ENCODER_FAMILIES}, got {self.encoder_family!r}")
+        if self.encoder_pos_resample not in POS_RESAMPLE_RULES:
+            problems.append(
+                f"encoder_pos_resample must be one of {POS_RESAMPLE_RULES}, got {self.encoder_pos_resample!r}"
+            )
+        if self.encoder_pos_grid is not None and self.encoder_pos_grid < 1:
+            problems.append(f"encoder_pos_grid must be >= 1 or None, got {self.encoder_pos_grid}")
         if self.decoder_dim % self.decoder_heads:
             problems.append(
                 f"decoder_dim {self.decoder_dim} is not divisible by decoder_heads {self.decoder_heads}"

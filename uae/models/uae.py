@@ -16,7 +16,7 @@ from torch import nn
 from uae.layers.band_modulator import BandModulator
 from uae.layers.band_projector import BandProjector
 from uae.layers.decoder import PixelDecoder
-from uae.layers.encoder import UnifiedEncoder, read_state_dict
+from uae.layers.encoder import FAMILY_PIXEL_STATS, UnifiedEncoder, read_state_dict
 from uae.models.config import ARCHITECTURE, UAEConfig
 from uae.models.hub import CONFIG_NAME, WEIGHTS_NAME, UAELoadError, resolve_pretrained_files
 from uae.models.outputs import DecoderOutput, EncoderOutput, UAEOutput
@@ -116,6 +116,9 @@ class UAE(
             reg_tokens=config.encoder_reg_tokens,
             init_values=config.encoder_init_values,
             latent_norm=config.latent_norm,
+            family=config.encoder_family,
+            pos_grid=config.encoder_pos_grid,
+            pos_resample=config.encoder_pos_resample,
         )
         self.band_projector = BandProjector(
             config.num_bands,
@@ -148,8 +151,9 @@ class UAE(
         if config.band_scheme == "dct_zigzag":
             with torch.no_grad():  # the decoder sees the kept coefficients only (band 0), as in v2
                 self.modulator.mix_in.copy_(torch.diag(torch.tensor([1.0, 0.0])))
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        mean, std = FAMILY_PIXEL_STATS[config.encoder_family]  # the encoder's image processor statistics
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1))
         self.register_buffer("latent_mean", torch.zeros(config.latent_dim))
         self.register_buffer("latent_std", torch.ones(config.latent_dim))
 
