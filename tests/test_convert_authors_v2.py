@@ -22,7 +22,7 @@ from uae.convert.authors_v2 import (
 
 FIXTURES = Path(__file__).parent / "fixtures" / "authors_v2"
 #: family -> release folder name (as in weepiess2383/UAE checkpoints/<encoder>/)
-FAMILIES = {"dinov2": "DINOv2-B"}
+FAMILIES = {"dinov2": "DINOv2-B", "clip": "CLIP-L", "siglip2": "SigLIP2"}
 #: The tiny fixtures use 2 heads (not visible in the weights).
 HEADS = {"encoder_heads": 2, "decoder_heads": 2}
 TOL = 1e-5

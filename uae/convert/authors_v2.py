@@ -52,14 +52,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from uae.convert.common import (
-    Source,
-    build_checked,
-    convert_hf_dinov2,
-    convert_mae_decoder,
-    decoder_config,
-    encoder_config,
-)
+from uae.convert.common import Source, build_checked, convert_mae_decoder, decoder_config
+from uae.convert.hf_encoders import FAMILY_CONVERTERS
+from uae.layers.encoder import FAMILY_PIXEL_STATS
 from uae.models.config import UAEConfig
 
 logger = logging.getLogger(__name__)
@@ -71,26 +66,23 @@ RELEASE_ENCODERS = {"DINOv2-B": 224, "CLIP-L": 224, "SigLIP2": 256}
 #: LayerNorm eps of their ViT-XL decoder (``configs/decoder/ViTXL/config.json``: ``layer_norm_eps``).
 DECODER_NORM_EPS = 1e-12
 
-#: ``encoder_cls`` of their config -> encoder family, state-dict prefix, the Hub ids whose image
-#: processor statistics are known (by id prefix), and those statistics (mean, std).
+#: ``encoder_cls`` of their config -> encoder family, state-dict prefix, and the Hub ids (by prefix)
+#: whose image-processor statistics are the family's (:data:`uae.layers.encoder.FAMILY_PIXEL_STATS`).
 ENCODERS: dict[str, dict[str, Any]] = {
     "Dinov2withNorm": {
         "family": "dinov2",
         "prefix": "encoder.encoder.",
         "ids": ("facebook/dinov2",),
-        "pixel": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     },
     "CLIPwNorm": {
         "family": "clip",
         "prefix": "encoder.model.vision_model.",
         "ids": ("openai/clip-vit",),
-        "pixel": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
     },
     "SigLIP2wNorm": {
         "family": "siglip2",
         "prefix": "encoder.model.",
         "ids": ("google/siglip2-", "google/siglip-"),
-        "pixel": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     },
 }
 
@@ -200,18 +192,24 @@ def _pixel_stats(params: Mapping[str, Any], spec: Mapping[str, Any]) -> tuple[tu
             f"encoder_config_path {hub_id!r}: its image-processor mean/std are not known to uae "
             f"(known: {', '.join(spec['ids'])}*); pass pixel_mean=... and pixel_std=..."
         )
-    return spec["pixel"]
+    return FAMILY_PIXEL_STATS[spec["family"]]
 
 
 # ---------------------------------------------------------------------------------------------- conversion
 def _convert_encoder(
-    src: Source, family: str, prefix: str, grid: int, latent_norm: bool, encoder_heads: int | None
+    src: Source, family: str, prefix: str, encoder_heads: int | None
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The encoder's uae weights (names under ``encoder.vit.``) and config fields."""
-    if family != "dinov2":
-        raise ValueError(f"authors' v2 {family!r} encoders are not supported yet")
-    enc = convert_hf_dinov2(src, prefix, grid, latent_norm)
-    return enc, encoder_config(enc, encoder_heads)
+    """The encoder's uae weights (``encoder.vit.*``) and config fields (:mod:`uae.convert.hf_encoders`).
+
+    The final-norm handling follows the weights: their ``Dinov2withNorm`` / ``SigLIP2wNorm`` remove the
+    final LayerNorm's affine (``latent_norm``); CLIP's ``last_hidden_state`` has no final norm.
+    """
+    enc = FAMILY_CONVERTERS[family](src, prefix, encoder_heads=encoder_heads)
+    for key, reason in sorted(enc.dropped.items()):
+        logger.debug("authors' v2 checkpoint: %s not used (%s)", key, reason)
+    cfg = dict(enc.config)
+    cfg.pop("img_size")  # the table's native size; the model's input size comes from config.yaml
+    return enc.state, cfg
 
 
 def authors_v2_to_uae(
@@ -258,9 +256,7 @@ def authors_v2_to_uae(
             f"decoder_pred predicts {dcfg['decoder_patch_size']}px patches; config.yaml says "
             f"decoder_patch_size {patch_cfg}"
         )
-    # Dinov2withNorm(normalize=False) keeps the final LayerNorm's affine (then present in the weights).
-    latent_norm = not src.has(spec["prefix"] + "layernorm.weight")
-    enc, ecfg = _convert_encoder(src, spec["family"], spec["prefix"], grid, latent_norm, encoder_heads)
+    enc, ecfg = _convert_encoder(src, spec["family"], spec["prefix"], encoder_heads)
     src.check_consumed()
     size = int(params.get("encoder_input_size", 224))
     if size != grid * ecfg["patch_size"]:
@@ -280,7 +276,6 @@ def authors_v2_to_uae(
         name=name or f"uae_authors_v2_{spec['family']}",
         img_size=size,
         encoder_weights="",
-        latent_norm=latent_norm,
         band_transform="dct",
         band_scheme="dct_zigzag",
         num_bands=2,
@@ -303,7 +298,7 @@ def authors_v2_to_uae(
         "mix_in": torch.diag(torch.tensor([1.0, 0.0])),
         "mix_out": torch.eye(2),
     }
-    full = {f"encoder.vit.{k}": v for k, v in enc.items()}
+    full = dict(enc)
     full.update({f"decoder.{k}": v for k, v in dec.items()})
     full.update({f"modulator.{k}": v for k, v in mod.items()})
     full["pixel_mean"] = torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1)
