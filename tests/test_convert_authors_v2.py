@@ -117,6 +117,8 @@ def test_saved_and_reloaded_model_is_identical(converted, tmp_path) -> None:
 
 def _write_release(tmp_path: Path, obj, params_update=None, family: str = "dinov2") -> dict[str, Path]:
     src = release_files(family)
+    tmp_path = tmp_path / family
+    tmp_path.mkdir(exist_ok=True)
     raw = yaml.safe_load(src["config"].read_text())
     for k, v in (params_update or {}).items():
         raw["stage_1"]["params"][k] = v
@@ -230,6 +232,38 @@ def test_cli_converts_v2_and_points_v1_users_to_it(tmp_path, capsys) -> None:
     )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "no.yaml" in err and len(err.splitlines()) == 1
+
+
+def _transformers5_names(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
+    """The same weights as a transformers 5 encoder names them."""
+    out = {}
+    for k, v in state.items():
+        if k.startswith("decoder."):
+            pass  # their decoder is their own copy of ViT-MAE: its names do not change
+        elif family == "dinov2":
+            for a, b in [
+                ("attention.attention.query", "attention.q_proj"),
+                ("attention.attention.key", "attention.k_proj"),
+            ]:
+                k = k.replace(a, b)
+            k = k.replace("attention.attention.value", "attention.v_proj")
+            k = k.replace("attention.output.dense", "attention.o_proj")
+        elif family == "clip":
+            k = k.replace("encoder.model.vision_model.", "encoder.model.")
+        out[k] = v
+    return out
+
+
+@pytest.mark.parametrize("family", ["dinov2", "clip"])
+def test_transformers5_key_names_convert_the_same(family: str, tmp_path) -> None:
+    state = read_checkpoint(release_files(family)["checkpoint"])
+    renamed = _transformers5_names(state, family)
+    assert set(renamed) != set(state)
+    files = _write_release(tmp_path, {"ema": renamed}, family=family)
+    ref = golden(family)
+    with torch.no_grad():
+        sample = load_release(files, **HEADS)(ref["image"].float() / 255.0, clamp=False).sample
+    assert max_err(sample, ref["sample_unclamped"]) < TOL
 
 
 def test_v2_state_detection() -> None:

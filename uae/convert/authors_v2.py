@@ -26,13 +26,15 @@ of their evaluation, are first resized bicubically to it: :func:`v2_preprocess`,
 
 No latent statistics are used (their configs set no ``normalization_stat_path``).
 
-Key map (every source key consumed, every target key filled):
+Key map (every source key consumed, every target key filled; transformers 4 and 5 names, see
+:mod:`uae.convert.hf_encoders` for the encoders' tables):
 
 =================================================  =====================================================
 source (``ema`` state dict)                        uae
 =================================================  =====================================================
 ``encoder.encoder.*`` (``Dinov2withNorm``)          ``encoder.vit.*`` (:mod:`uae.convert.hf_encoders`)
-``encoder.model.vision_model.*`` (``CLIPwNorm``)    ``encoder.vit.*`` (:mod:`uae.convert.hf_encoders`)
+``encoder.model.vision_model.*`` (``CLIPwNorm``)    ``encoder.vit.*`` (:mod:`uae.convert.hf_encoders`;
+                                                   transformers 5: ``encoder.model.*``)
 ``encoder.model.*`` (``SigLIP2wNorm``)              ``encoder.vit.*``; ``head.*`` dropped (pooling head)
 ``decoder.*`` (``GeneralDecoder``)                  ``decoder.*`` (table in :mod:`uae.convert`)
 (none: the frequency module has no weights)        ``modulator.*``: ``mix_in = diag(1, 0)``,
@@ -71,19 +73,25 @@ DECODER_NORM_EPS = 1e-12
 ENCODERS: dict[str, dict[str, Any]] = {
     "Dinov2withNorm": {
         "family": "dinov2",
-        "prefix": "encoder.encoder.",
+        "prefixes": ("encoder.encoder.",),
         "ids": ("facebook/dinov2",),
     },
-    "CLIPwNorm": {
+    "CLIPwNorm": {  # CLIPVisionModel: transformers 5 has no ``vision_model.`` level
         "family": "clip",
-        "prefix": "encoder.model.vision_model.",
+        "prefixes": ("encoder.model.vision_model.", "encoder.model."),
         "ids": ("openai/clip-vit",),
     },
-    "SigLIP2wNorm": {
+    "SigLIP2wNorm": {  # SiglipModel(...).vision_model
         "family": "siglip2",
-        "prefix": "encoder.model.",
+        "prefixes": ("encoder.model.vision_model.", "encoder.model."),
         "ids": ("google/siglip2-", "google/siglip-"),
     },
+}
+#: The patch-embedding key (under the encoder prefix) that locates each family's encoder.
+_PATCH_KEYS = {
+    "dinov2": "embeddings.patch_embeddings.projection.weight",
+    "clip": "embeddings.patch_embedding.weight",
+    "siglip2": "embeddings.patch_embedding.weight",
 }
 
 
@@ -256,7 +264,13 @@ def authors_v2_to_uae(
             f"decoder_pred predicts {dcfg['decoder_patch_size']}px patches; config.yaml says "
             f"decoder_patch_size {patch_cfg}"
         )
-    enc, ecfg = _convert_encoder(src, spec["family"], spec["prefix"], encoder_heads)
+    prefix = next((p for p in spec["prefixes"] if src.has(p + _PATCH_KEYS[spec["family"]])), None)
+    if prefix is None:
+        raise ValueError(
+            f"authors' v2 checkpoint: no {encoder_cls} encoder weights (expected "
+            f"{spec['prefixes'][0]}{_PATCH_KEYS[spec['family']]})"
+        )
+    enc, ecfg = _convert_encoder(src, spec["family"], prefix, encoder_heads)
     src.check_consumed()
     size = int(params.get("encoder_input_size", 224))
     if size != grid * ecfg["patch_size"]:
@@ -366,7 +380,7 @@ def v2_preprocess(images: torch.Tensor, size: int) -> torch.Tensor:
 def is_v2_state(state: Mapping[str, torch.Tensor]) -> bool:
     """Whether a state dict is an authors' v2 ``stage1.UAE`` (decoder without a band modulator)."""
     has_decoder = any(k.startswith("decoder.decoder_layers.") for k in state)
-    has_encoder = any(k.startswith(tuple(s["prefix"] for s in ENCODERS.values())) for k in state)
+    has_encoder = any(k.startswith(("encoder.encoder.", "encoder.model.")) for k in state)
     return has_decoder and has_encoder and not any(k.startswith("freq_modulator.") for k in state)
 
 

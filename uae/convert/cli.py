@@ -32,7 +32,9 @@ def convert_main(argv: Sequence[str]) -> int:
         "timm Hub id from the Hub cache",
     )
     parser.add_argument(
-        "--entry", default=None, help="authors: state dict entry to use (default 'ema', else 'model')"
+        "--entry",
+        default=None,
+        help="authors / authors_v2: state dict entry to use (default 'ema', else 'model')",
     )
     parser.add_argument(
         "--config",
