@@ -143,7 +143,7 @@ def test_convert_hf_dinov2_keeps_the_old_signature() -> None:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_uae_with_a_converted_encoder_runs(family: str) -> None:
+def test_uae_with_a_converted_encoder_runs(family: str, tmp_path: Path) -> None:
     """A full UAE built from the converted config: encoder latent equals transformers' tokens."""
     t, _ = fixture(family)
     state = {k: v for k, v in hf_state(t).items() if not k.startswith(FINAL_NORM[family])}
@@ -160,6 +160,18 @@ def test_uae_with_a_converted_encoder_runs(family: str) -> None:
     expected = t["authors_last_hidden_state.32x32"][:, PREFIX[family] :]
     assert (latent.flatten(2).transpose(1, 2) - expected).abs().max() <= ATOL
     assert out.sample.shape == (2, 3, 32, 32)
+    # config.json carries the family and the table: a saved model reloads and still matches at 2x size.
+    model.save_pretrained(tmp_path)
+    loaded = uae.UAE.from_pretrained(tmp_path)
+    assert (
+        loaded.config.encoder_family == family
+        and loaded.config.encoder_pos_grid == conv.config["encoder_pos_grid"]
+    )
+    x2 = t["pixel_values.64x64"]
+    with torch.no_grad():
+        latent2 = loaded.encoder(x2)
+    expected2 = t["authors_last_hidden_state.64x64"][:, PREFIX[family] :]
+    assert (latent2.flatten(2).transpose(1, 2) - expected2).abs().max() <= ATOL
 
 
 @pytest.mark.parametrize("family", ["clip", "siglip2"])

@@ -17,7 +17,7 @@ source (authors: under ``encoder.encoder.``)                 uae (under ``encode
 ``embeddings.cls_token``                                    ``cls_token`` (+ CLS slot of the positions)
 ``embeddings.register_tokens``                              ``reg_token``
 ``embeddings.mask_token``                                   dropped (masked-image-modeling only)
-``embeddings.position_embeddings`` ``(1, 1+n, C)``          ``pos_embed[:, 1:]`` resampled to the grid
+``embeddings.position_embeddings`` ``(1, 1+n, C)``          ``pos_embed`` ``= [:, 1:]`` (kept at its grid)
 ``embeddings.patch_embeddings.projection.{weight,bias}``    ``patch_embed.proj.{weight,bias}``
 ``encoder.layer.N.norm1.*``                                 ``blocks.N.norm1.*``
 ``encoder.layer.N.attention.attention.{query,key,value}``   ``blocks.N.attn.qkv`` (concatenated q, k, v)
@@ -32,8 +32,9 @@ source (authors: under ``encoder.encoder.``)                 uae (under ``encode
 
 timm's DINOv2-with-registers layout (``no_embed_class``) gives neither CLS nor registers a position,
 so the CLS slot of the HF table is folded into ``cls_token`` exactly as timm's ``_convert_dinov2``
-does. HF interpolates its 37x37 table to the input grid at every forward; uae resamples it once at
-conversion with timm's ``resample_abs_pos_embed`` (bicubic, antialiased), the same operation.
+does. HF interpolates its 37x37 table to the input grid at every forward; uae keeps the table
+(``encoder_pos_grid=37``) and does the same at every forward (``encoder_pos_resample="hf_dinov2"``),
+so any input size matches transformers. CLIP and SigLIP2 encoders: :mod:`uae.convert.hf_encoders`.
 
 Decoder: MAE-style transformers ViT decoder (RAE's ``GeneralDecoder``) -> ``decoder.*`` (timm ``Block``).
 
