@@ -79,10 +79,12 @@ Assumptions (documented, checked where the tensors allow):
   Head counts are not visible in the weights: DINOv2 uses 64-channel heads (``C // 64``); decoders
   use RAE's choices (ViT-B 12, ViT-L 16, ViT-XL 16, else ``D // 64``); override with ``*_heads``.
 * LayerNorm eps: transformers' ViT-MAE layers use 1e-12, uae's blocks timm's 1e-5 (1e-6 for the final
-  norms). The difference changes outputs at the 1e-6 relative level.
-* The band split is uae's (smooth radial masks whose last band takes the whole residual); the
-  authors' v1 split (hard rings up to ``min(h, w) / 2``) differs, so a converted authors' model is
-  the same network on slightly different bands, not a bit-identical copy of their forward pass.
+  norms). Converted authors' and RAE decoders set ``decoder_norm_eps=1e-12`` (exact).
+* Latent statistics: RAE's ``stat.pt`` is per position ``(C, h, w)``; the RAE converter stores it so
+  (``latent_stats="per_position"``), the authors' converter accepts per-channel statistics only.
+* The band split of a converted authors' v1 model is theirs (``band_scheme="authors_v1"``: hard,
+  inclusive rings up to ``min(h, w) // 2`` from their ``v_patch_nums``, corner frequencies dropped),
+  so it reproduces their forward pass (1e-6 on the golden fixtures); see :mod:`uae.convert.authors_v1`.
 * Pixels are ImageNet-normalised in both releases, as in uae.
 """
 

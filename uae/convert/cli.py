@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from uae.convert import authors_v2
-from uae.convert.authors_v1 import authors_to_uae
+from uae.convert.authors_v1 import load_release as load_authors_v1_release
 from uae.convert.common import load_torch_state
 from uae.convert.rae import rae_to_uae
 
@@ -19,8 +19,8 @@ def convert_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="uae convert",
         description="Convert the authors' v1 UAE checkpoint (.pt with 'model'/'ema'), their v2 release "
-        "(checkpoints/<encoder>/ep-last.pt + config.yaml) or an RAE decoder (model.pt) into uae's layout "
-        "(config.json + model.safetensors).",
+        "(checkpoints/<encoder>/ep-last.pt + config.yaml) or an RAE decoder (model.pt) "
+        "into uae's layout (config.json + model.safetensors).",
     )
     parser.add_argument("--from", dest="source", choices=SOURCES, required=True, help="checkpoint family")
     parser.add_argument("file", help="checkpoint file (.pt/.pth/.bin/.safetensors)")
@@ -34,12 +34,14 @@ def convert_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--entry",
         default=None,
-        help="authors / authors_v2: state dict entry to use (default 'ema', else 'model')",
+        help="state dict entry to use (authors: default 'model', what their evaluation loads; authors_v2: "
+        "'ema', what theirs loads; rae: 'ema', else 'model')",
     )
     parser.add_argument(
         "--config",
         default=None,
-        help="authors_v2: the release's config.yaml (default: config.yaml beside the checkpoint)",
+        help="authors: the release's YAML config (default: the config embedded in the checkpoint); "
+        "authors_v2: its config.yaml (default: config.yaml beside the checkpoint)",
     )
     parser.add_argument("--stats", default=None, help="optional latent statistics file with 'mean' and 'var'")
     parser.add_argument(
@@ -63,16 +65,20 @@ def convert_main(argv: Sequence[str]) -> int:
         return _write(model, Path(args.out))
     stats = load_torch_state(args.stats) if args.stats else None
     if args.source == "authors":
-        state = load_torch_state(args.file, args.entry)
-        if authors_v2.is_v2_state(state):
-            raise ValueError(f"{args.file} is a v2 checkpoint, use --from authors_v2")
-        model = authors_to_uae(
-            state,
-            encoder_heads=args.encoder_heads,
-            decoder_heads=args.decoder_heads,
-            stats=stats,
-            name=args.name or "uae_authors_converted",
-        )
+        files = {"checkpoint": args.file, **({"config": args.config} if args.config else {})}
+        try:
+            model = load_authors_v1_release(
+                files,
+                entry=args.entry or "model",
+                encoder_heads=args.encoder_heads,
+                decoder_heads=args.decoder_heads,
+                stats=stats,
+                name=args.name or "uae_authors_converted",
+            )
+        except ValueError as e:
+            if _is_v2_file(args.file):
+                raise ValueError(f"{args.file} is a v2 checkpoint, use --from authors_v2") from e
+            raise
     else:
         state = load_torch_state(args.file, args.entry)
         enc = load_torch_state(args.encoder_weights) if args.encoder_weights else None
@@ -85,6 +91,14 @@ def convert_main(argv: Sequence[str]) -> int:
             name=args.name,
         )
     return _write(model, Path(args.out))
+
+
+def _is_v2_file(path: str) -> bool:
+    """Whether ``path`` holds an authors' v2 ``stage1.UAE`` state dict (for a pointed error message)."""
+    try:
+        return authors_v2.is_v2_state(authors_v2.read_checkpoint(path))
+    except (OSError, ValueError):
+        return False
 
 
 def _write(model, out: Path) -> int:  # model: UAE

@@ -331,22 +331,82 @@ def build_checked(config: UAEConfig, state: dict[str, torch.Tensor], what: str):
     return model.eval()
 
 
-def latent_stats(stats: Mapping[str, torch.Tensor] | None, dim: int, eps: float) -> dict[str, torch.Tensor]:
-    """RAE-style ``{"mean", "var"}`` statistics -> uae's ``latent_mean`` / ``latent_std`` buffers."""
+def _stats_shape(v: torch.Tensor) -> tuple[int, ...]:
+    """A statistics tensor's shape without leading singleton axes beyond three (``(1, C, h, w)`` -> ``(C, h, w)``)."""
+    shape = tuple(v.shape)
+    while len(shape) > 3 and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
+def stats_layout(stats: Mapping[str, torch.Tensor] | None, dim: int, grid: int | None = None) -> str:
+    """``"per_channel"`` or ``"per_position"``: the ``UAEConfig.latent_stats`` that holds RAE-style statistics.
+
+    Per-channel: ``(C,)``, ``(C, 1, 1)`` or ``(1, C, 1, 1)``. Per-position: ``(C, grid, grid)`` or
+    ``(1, C, grid, grid)`` (RAE's released ``stat.pt``, computed over ``[C, H, W]``).
+
+    Raises:
+        ValueError: Any other shape (naming it), or per-position statistics when ``grid`` is ``None``.
+    """
+    layout = "per_channel"
+    for name in ("mean", "var"):
+        v = (stats or {}).get(name)
+        if v is None:
+            continue
+        shape = _stats_shape(v)
+        if shape in ((dim,), (dim, 1, 1)):
+            continue
+        if grid is not None and shape == (dim, grid, grid):
+            layout = "per_position"
+            continue
+        if grid is None:
+            raise ValueError(
+                f"latent statistics '{name}' has shape {tuple(v.shape)}: this converter stores per-channel "
+                f"statistics ({dim},); per-position statistics cannot be converted (recompute them with "
+                "`uae encode`)"
+            )
+        raise ValueError(
+            f"latent statistics '{name}' has shape {tuple(v.shape)}: expected per-channel ({dim},) / "
+            f"({dim}, 1, 1) or per-position ({dim}, {grid}, {grid}) statistics"
+        )
+    return layout
+
+
+def latent_stats(
+    stats: Mapping[str, torch.Tensor] | None, dim: int, eps: float, grid: int | None = None
+) -> dict[str, torch.Tensor]:
+    """RAE-style ``{"mean", "var"}`` statistics -> uae's ``latent_mean`` / ``latent_std`` buffers.
+
+    ``latent_std = sqrt(var + eps)`` in float32, the value RAE computes at every call, so uae's
+    ``(z - latent_mean) / latent_std`` is bit-identical to RAE's ``(z - mean) / sqrt(var + eps)``.
+
+    Args:
+        stats: ``{"mean": ..., "var": ...}`` (either may be absent), shapes as :func:`stats_layout`.
+        dim: Latent channels ``C``.
+        eps: RAE's ``eps`` (1e-5).
+        grid: Latent grid side; ``None`` accepts per-channel statistics only.
+
+    Returns:
+        ``{"latent_mean": (C,) or (C, grid, grid), "latent_std": same}`` for the keys present
+        (shape per :func:`stats_layout`).
+    """
     if not stats:
         return {}
+    layout = stats_layout(stats, dim, grid)
+    target = (dim,) if layout == "per_channel" else (dim, grid, grid)
+
+    def fit(v: torch.Tensor) -> torch.Tensor:
+        v = v.float().reshape(_stats_shape(v))
+        if v.ndim == 1:
+            v = v.view(dim, 1, 1)
+        return v.reshape(dim) if len(target) == 1 else v.expand(*target).contiguous()
+
     out = {}
     mean, var = stats.get("mean"), stats.get("var")
-    for name, v in (("mean", mean), ("var", var)):
-        if v is not None and v.numel() != dim:
-            raise ValueError(
-                f"latent statistics '{name}' has shape {tuple(v.shape)}: uae stores per-channel statistics ({dim},); "
-                "per-position statistics cannot be converted (recompute them with `uae encode`)"
-            )
     if mean is not None:
-        out["latent_mean"] = mean.reshape(dim).float()
+        out["latent_mean"] = fit(mean)
     if var is not None:
-        out["latent_std"] = torch.sqrt(var.reshape(dim).float() + eps)
+        out["latent_std"] = fit(torch.sqrt(var.float() + eps))
     return out
 
 

@@ -15,6 +15,8 @@ ARCHITECTURE = "UAE"
 BAND_TRANSFORMS = ("fft", "dct")
 #: How the latent spectrum is cut into bands: uae's smooth split (new models) or a release's own scheme.
 BAND_SCHEMES = ("smooth", "authors_v1", "dct_zigzag")
+#: Shape of the stored latent statistics: one value per channel ``(C,)`` or per position ``(C, h, w)``.
+LATENT_STATS = ("per_channel", "per_position")
 #: Encoder families (timm ViT options reproducing transformers' Dinov2WithRegisters, CLIP and SigLIP2 towers).
 ENCODER_FAMILIES = ("dinov2", "clip", "siglip2")
 #: How the encoder's position table is resampled to the input grid at every forward.
@@ -61,6 +63,9 @@ class UAEConfig:
             (with ``zigzag_count_max``); ``None``: training uses ``zigzag_keep_count``.
         zigzag_count_max: ``dct_zigzag`` only: largest ``N`` drawn per sample in training.
         zigzag_apply_prob: ``dct_zigzag`` only: probability that a training batch is low-passed.
+        band_schedule: ``band_scheme="authors_v1"`` only: the release's ``v_patch_nums`` ring schedule
+            (``num_bands`` non-decreasing values, scaled so the last one is ``min(h, w) // 2``);
+            ``None`` gives evenly spaced ring radii. Must be ``None`` for the other schemes.
         num_bands: Number of frequency bands ``K`` (1..16). 4 by default: the paper finds 2-10 equal
             in quality; with 4 bands on a 16x16 grid band 0 is a real low-frequency disc (radius
             1/4 of Nyquist, 13 frequencies) rather than only the DC term.
@@ -79,7 +84,9 @@ class UAEConfig:
         decoder_mlp_ratio: Pixel-decoder MLP ratio (ViT-XL: 4096 / 1152).
         decoder_patch_size: Pixels per latent cell on each side; output size is ``grid * decoder_patch_size``.
         decoder_norm_eps: eps of every decoder LayerNorm; ``None`` keeps uae's (1e-5 in the blocks, 1e-6
-            for the final norm). Converted authors' v2 decoders use 1e-12, as their ``config.json``.
+            for the final norm). Converted MAE-style decoders (the authors' releases, RAE) use 1e-12.
+        latent_stats: Shape of the ``latent_mean`` / ``latent_std`` buffers: ``"per_channel"`` ``(C,)``
+            or ``"per_position"`` ``(C, h, w)`` on the ``grid_size`` grid (RAE's released ``stat.pt``).
     """
 
     name: str = "uae_base_p14_dinov2"
@@ -102,6 +109,7 @@ class UAEConfig:
     zigzag_count_min: int | None = None
     zigzag_count_max: int | None = None
     zigzag_apply_prob: float = 1.0
+    band_schedule: tuple[float, ...] | None = None
     num_bands: int = 4
     band_softness: float = 0.5
     num_semantic_bands: int = 1
@@ -117,8 +125,11 @@ class UAEConfig:
     decoder_mlp_ratio: float = 4096 / 1152
     decoder_patch_size: int = 16
     decoder_norm_eps: float | None = None
+    latent_stats: str = "per_channel"
 
     def __post_init__(self) -> None:
+        if self.band_schedule is not None and not isinstance(self.band_schedule, tuple):
+            self.band_schedule = tuple(self.band_schedule)  # a list from config.json / YAML
         self.validate()
 
     # ------------------------------------------------------------------ derived values
@@ -138,6 +149,13 @@ class UAEConfig:
         return self.grid_size * self.decoder_patch_size
 
     @property
+    def latent_stats_shape(self) -> tuple[int, ...]:
+        """Shape of the ``latent_mean`` / ``latent_std`` buffers: ``(C,)`` or ``(C, h, w)``."""
+        if self.latent_stats == "per_position":
+            return self.latent_shape
+        return (self.latent_dim,)
+
+    @property
     def latent_shape(self) -> tuple[int, int, int]:
         """``(C, h, w)`` of one image's latent."""
         return (self.latent_dim, self.grid_size, self.grid_size)
@@ -153,10 +171,23 @@ class UAEConfig:
         if self.band_scheme not in BAND_SCHEMES:
             problems.append(f"band_scheme must be one of {BAND_SCHEMES}, got {self.band_scheme!r}")
         problems += self._zigzag_problems()
+        if self.latent_stats not in LATENT_STATS:
+            problems.append(f"latent_stats must be one of {LATENT_STATS}, got {self.latent_stats!r}")
         if self.decoder_norm_eps is not None and not self.decoder_norm_eps > 0:
             problems.append(f"decoder_norm_eps must be > 0 or None, got {self.decoder_norm_eps}")
         if not 1 <= self.num_bands <= 16:
             problems.append(f"num_bands must be in 1..16, got {self.num_bands}")
+        if self.band_scheme == "authors_v1":
+            from uae.layers.band_projector import check_authors_v1_schedule
+
+            try:
+                check_authors_v1_schedule(self.band_schedule, self.num_bands, self.band_transform)
+            except (TypeError, ValueError) as e:
+                problems.append(f"band_schedule: {e}")
+        elif self.band_schedule is not None:
+            problems.append(
+                f"band_schedule is only used by band_scheme='authors_v1', not {self.band_scheme!r}"
+            )
         if not 0 <= self.num_semantic_bands <= self.num_bands:
             problems.append(f"num_semantic_bands must be in 0..num_bands, got {self.num_semantic_bands}")
         if self.noise_min_band < 1:
