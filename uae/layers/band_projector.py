@@ -24,6 +24,7 @@ sum back to ``z``. See :func:`authors_v1_radii` and :func:`authors_v1_band_masks
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -108,6 +109,133 @@ def dct_matrix(
     return d.to(dtype)
 
 
+# ---------------------------------------------------------------------------------------------- dct_zigzag
+def zigzag_order(height: int, width: int) -> torch.Tensor:
+    """Zigzag scan of an ``H x W`` DCT coefficient grid, starting at DC (the authors' v2 order).
+
+    Anti-diagonals ``s = y + x`` are visited in increasing order; even ``s`` run from the top-right
+    end down-left (``x`` decreasing), odd ``s`` from the bottom-left end up-right (``y`` decreasing).
+    As ``(y, x)``: ``(0,0), (1,0), (0,1), (0,2), (1,1), (2,0), (3,0), ...`` (JPEG's zigzag, transposed).
+
+    Args:
+        height: Grid height ``H``.
+        width: Grid width ``W``.
+
+    Returns:
+        ``(H*W,)`` long tensor of row-major linear indices ``y * W + x`` in scan order.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"zigzag_order needs a non-empty grid, got {height}x{width}")
+    order = []
+    for s in range(height + width - 1):
+        ys = range(max(0, s - width + 1), min(s, height - 1) + 1)  # rows on this anti-diagonal
+        if s % 2 == 0:
+            cells = [(y, s - y) for y in ys]  # x decreasing
+        else:
+            cells = [(y, s - y) for y in reversed(ys)]  # y decreasing
+        order.extend(y * width + x for y, x in cells)
+    return torch.tensor(order, dtype=torch.long)
+
+
+def zigzag_rank(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+    """Position of every coefficient in the zigzag scan, as an ``(H, W)`` long grid (DC has rank 0)."""
+    order = zigzag_order(height, width)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel())
+    return rank.view(height, width).to(device)
+
+
+def zigzag_keep_mask(height: int, width: int, keep: int | torch.Tensor) -> torch.Tensor:
+    """Hard low-pass mask keeping the first ``keep`` coefficients of the zigzag scan.
+
+    Args:
+        height: Grid height ``H``.
+        width: Grid width ``W``.
+        keep: Number of kept coefficients ``N`` (clipped to ``0..H*W``), or a ``(B,)`` tensor of them.
+
+    Returns:
+        ``(H, W)`` float mask for an int ``keep``, ``(B, 1, H, W)`` for a tensor; exactly ``N`` ones each.
+    """
+    if isinstance(keep, torch.Tensor):
+        rank = zigzag_rank(height, width, keep.device)
+        return (rank[None, None] < keep.view(-1, 1, 1, 1)).float()
+    return (zigzag_rank(height, width) < int(keep)).float()
+
+
+class ZigzagLowpass(nn.Module):
+    """The authors' v2 band split: orthonormal DCT-II, keep the first ``N`` zigzag coefficients, inverse DCT.
+
+    Gives ``K = 2`` bands: band 0 is the kept low-pass latent (what the v2 decoder sees), band 1 the
+    rest (``latent - band 0``), so the bands sum to the latent as for every scheme.
+
+    ``N`` at evaluation is ``keep_count`` (``None``: the mask is off and band 0 is the whole latent).
+    In training mode the mask is applied with probability ``apply_prob`` (one draw per batch, as the
+    authors do) and, when ``count_min``/``count_max`` are given, each sample draws its own ``N``
+    uniformly from ``count_min..count_max`` (inclusive); without a range training uses ``keep_count``.
+    ``N`` is clipped to the grid's ``H*W`` coefficients.
+
+    Args:
+        keep_count: Evaluation-time ``N`` (``None`` = off).
+        count_min: Smallest training-time ``N`` (with ``count_max``), or ``None``.
+        count_max: Largest training-time ``N`` (with ``count_min``), or ``None``.
+        apply_prob: Probability that a training batch is low-passed at all.
+    """
+
+    def __init__(
+        self,
+        keep_count: int | None = None,
+        count_min: int | None = None,
+        count_max: int | None = None,
+        apply_prob: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if (count_min is None) != (count_max is None):
+            raise ValueError("count_min and count_max must be given together")
+        if count_min is not None and not 0 <= count_min <= count_max:
+            raise ValueError(f"need 0 <= count_min <= count_max, got {count_min}, {count_max}")
+        if keep_count is not None and keep_count < 0:
+            raise ValueError(f"keep_count must be >= 0, got {keep_count}")
+        if not 0.0 <= apply_prob <= 1.0:
+            raise ValueError(f"apply_prob must be in [0, 1], got {apply_prob}")
+        self.keep_count = keep_count
+        self.count_min = count_min
+        self.count_max = count_max
+        self.apply_prob = float(apply_prob)
+
+    def extra_repr(self) -> str:
+        return (
+            f"keep_count={self.keep_count}, count_min={self.count_min}, count_max={self.count_max}, "
+            f"apply_prob={self.apply_prob}"
+        )
+
+    def keep_counts(self, batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """``N`` for each sample of a batch, ``(B,)`` long; ``H*W`` means nothing is dropped.
+
+        Deterministic outside training mode; in training mode drawn from the global torch RNG.
+        """
+        total = height * width
+        full = torch.full((batch,), total, dtype=torch.long, device=device)
+        if not self.training:
+            return full if self.keep_count is None else full.clamp(max=self.keep_count)
+        if self.apply_prob < 1.0 and float(torch.rand(())) >= self.apply_prob:
+            return full
+        if self.count_min is not None:
+            low, high = min(self.count_min, total), min(self.count_max, total)
+            return torch.randint(low, high + 1, (batch,), device=device)
+        return full if self.keep_count is None else full.clamp(max=self.keep_count)
+
+    def forward(self, z: torch.Tensor, dct_h: torch.Tensor, dct_w: torch.Tensor) -> torch.Tensor:
+        """Split ``z (B, C, H, W)`` into ``(B, 2, C, H, W)`` given the DCT matrices ``(H, H)``, ``(W, W)``."""
+        b, _, h, w = z.shape
+        keep = self.keep_counts(b, h, w, z.device)
+        if bool((keep >= h * w).all()):
+            low = z
+        else:
+            mask = zigzag_keep_mask(h, w, keep)  # (B, 1, H, W)
+            low = dct_h.mT @ ((dct_h @ z @ dct_w.mT) * mask) @ dct_w
+        return torch.stack([low, z - low], dim=1)
+
+
 class BandProjector(nn.Module):
     """Split a latent grid into ``K`` frequency bands that sum back to it.
 
@@ -117,11 +245,14 @@ class BandProjector(nn.Module):
         softness: Raised-cosine transition width as a fraction of a band's width.
         grid_size: Default latent grid side; its masks are precomputed as a buffer, other sizes are
             computed on first use and cached.
-        scheme: ``"smooth"`` (this module's split) or ``"authors_v1"`` (the authors' v1 hard rings,
-            see :func:`authors_v1_band_masks`; needs ``transform="fft"``). Selected through
-            :class:`uae.UAEConfig.band_scheme`.
+        scheme: ``"smooth"`` (this module's split), ``"authors_v1"`` (the authors' v1 hard rings,
+            see :func:`authors_v1_band_masks`; needs ``transform="fft"``) or ``"dct_zigzag"`` (the
+            authors' v2 keep-``N`` zigzag DCT low-pass, :class:`ZigzagLowpass`; needs ``num_bands=2``
+            and ``transform="dct"``). Selected through :class:`uae.UAEConfig.band_scheme`.
         schedule: ``authors_v1`` only: the release's ``v_patch_nums`` radius schedule (``K`` values);
             ``None`` gives evenly spaced radii.
+        zigzag: ``dct_zigzag`` only: ``keep_count``, ``count_min``, ``count_max``, ``apply_prob`` of
+            :class:`ZigzagLowpass`.
     """
 
     def __init__(
@@ -132,11 +263,21 @@ class BandProjector(nn.Module):
         grid_size: int = 16,
         scheme: str = "smooth",
         schedule: tuple[float, ...] | None = None,
+        zigzag: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if num_bands < 1:
             raise ValueError(f"num_bands must be >= 1, got {num_bands}")
-        if scheme not in ("smooth", "authors_v1"):
+        self.zigzag = None
+        if scheme == "dct_zigzag":
+            if num_bands != 2 or transform != "dct":
+                raise ValueError(
+                    f"band scheme 'dct_zigzag' needs num_bands=2 and transform='dct', got {num_bands}, {transform!r}"
+                )
+            self.zigzag = ZigzagLowpass(**(zigzag or {}))
+        elif zigzag:
+            raise ValueError(f"zigzag options are only used by band scheme 'dct_zigzag', not {scheme!r}")
+        if scheme not in ("smooth", "authors_v1", "dct_zigzag"):
             raise NotImplementedError(f"band scheme {scheme!r} is not implemented yet")
         if scheme == "authors_v1":
             check_authors_v1_schedule(schedule, num_bands, transform)
@@ -158,6 +299,10 @@ class BandProjector(nn.Module):
         return f"num_bands={self.num_bands}, transform={self.transform!r}, softness={self.softness}"
 
     def _make_masks(self, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+        if self.zigzag is not None:  # the evaluation-time split: (kept, dropped)
+            keep = height * width if self.zigzag.keep_count is None else self.zigzag.keep_count
+            low = zigzag_keep_mask(height, width, keep).to(device)
+            return torch.stack([low, 1.0 - low])
         if self.scheme == "authors_v1":
             return authors_v1_band_masks(height, width, self.num_bands, self.schedule, device=device)
         rho = radial_frequency(height, width, self.transform, device=device)
@@ -214,6 +359,8 @@ class BandProjector(nn.Module):
             if self.num_bands == 1:
                 return z.unsqueeze(1)
             h, w = z.shape[-2:]
+            if self.zigzag is not None:
+                return self.zigzag(z, self._dct(h, z.device), self._dct(w, z.device))
             masks = self.band_masks(h, w, z.device)[:-1]  # (K-1, H, W')
             spec = self._forward_transform(z)  # (B, C, H, W')
             lower = self._inverse_transform(
@@ -236,8 +383,11 @@ class BandProjector(nn.Module):
             z: Latent grid ``(B, C, H, W)``.
 
         Returns:
-            Bands ``(B, K, C, H, W)``, equal to :meth:`forward` within float tolerance.
+            Bands ``(B, K, C, H, W)``, equal to :meth:`forward` within float tolerance. For
+            ``dct_zigzag`` (one step: ``b_0 = P(z)``, ``b_1 = z - b_0``) this is :meth:`forward`.
         """
+        if self.zigzag is not None:
+            return self(z)
         with torch.autocast(device_type=z.device.type, enabled=False):
             z = z.float()
             h, w = z.shape[-2:]
@@ -260,7 +410,8 @@ class BandProjector(nn.Module):
             z: Latent grid ``(B, C, H, W)``.
 
         Returns:
-            ``(B, K)`` energy fractions computed from the orthonormal spectrum.
+            ``(B, K)`` energy fractions computed from the orthonormal spectrum (``dct_zigzag``: the
+            evaluation-time split into kept and dropped coefficients).
         """
         with torch.autocast(device_type=z.device.type, enabled=False):
             z = z.float()
@@ -428,6 +579,7 @@ def lowpass_filter(x: torch.Tensor, radius: float, transform: str = "fft") -> to
 
 __all__ = [
     "BandProjector",
+    "ZigzagLowpass",
     "authors_v1_band_masks",
     "authors_v1_radii",
     "authors_v1_ring_masks",
@@ -437,4 +589,7 @@ __all__ = [
     "lowpass_filter",
     "lowpass_masks",
     "radial_frequency",
+    "zigzag_keep_mask",
+    "zigzag_order",
+    "zigzag_rank",
 ]

@@ -47,6 +47,7 @@ class PixelDecoder(nn.Module):
         self.patch_size = patch_size
         self.out_chans = out_chans
         self.grid_size = grid_size
+        block_norm = nn.LayerNorm if norm_eps is None else partial(nn.LayerNorm, eps=norm_eps)
         self.embed = nn.Linear(latent_dim, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.blocks = nn.ModuleList(

@@ -151,6 +151,12 @@ class UAEConfig:
         band_scheme: ``"smooth"`` (uae's raised-cosine radial split whose last band takes the whole
             residual; the default for new models), ``"authors_v1"`` (the authors' v1 hard ring schedule,
             for their converted weights) or ``"dct_zigzag"`` (the authors' v2 keep-N zigzag DCT low-pass).
+        zigzag_keep_count: ``dct_zigzag`` only: coefficients ``N`` kept at evaluation (the first ``N``
+            of the zigzag scan of the DCT grid); ``None`` turns the low-pass off at evaluation.
+        zigzag_count_min: ``dct_zigzag`` only: smallest ``N`` drawn per sample in training
+            (with ``zigzag_count_max``); ``None``: training uses ``zigzag_keep_count``.
+        zigzag_count_max: ``dct_zigzag`` only: largest ``N`` drawn per sample in training.
+        zigzag_apply_prob: ``dct_zigzag`` only: probability that a training batch is low-passed.
         band_schedule: ``band_scheme="authors_v1"`` only: the release's ``v_patch_nums`` ring schedule
             (``num_bands`` non-decreasing values, scaled so the last one is ``min(h, w) // 2``);
             ``None`` gives evenly spaced ring radii. Must be ``None`` for the other schemes.
@@ -193,6 +199,10 @@ class UAEConfig:
     latent_norm: bool = True
     band_transform: str = "fft"
     band_scheme: str = "smooth"
+    zigzag_keep_count: int | None = None
+    zigzag_count_min: int | None = None
+    zigzag_count_max: int | None = None
+    zigzag_apply_prob: float = 1.0
     band_schedule: tuple[float, ...] | None = None
     num_bands: int = 4
     band_softness: float = 0.5
@@ -273,6 +283,7 @@ class UAEConfig:
             problems.append(f"band_transform must be one of {BAND_TRANSFORMS}, got {self.band_transform!r}")
         if self.band_scheme not in BAND_SCHEMES:
             problems.append(f"band_scheme must be one of {BAND_SCHEMES}, got {self.band_scheme!r}")
+        problems += self._zigzag_problems()
         if self.latent_stats not in LATENT_STATS:
             problems.append(f"latent_stats must be one of {LATENT_STATS}, got {self.latent_stats!r}")
         if self.decoder_norm_eps is not None and not self.decoder_norm_eps > 0:
@@ -321,6 +332,39 @@ class UAEConfig:
                 problems.append(f"{k} must be odd, got {getattr(self, k)}")
         if problems:
             raise ValueError("Invalid UAEConfig: " + "; ".join(problems))
+
+    def _zigzag_problems(self) -> list[str]:
+        """Checks of the ``dct_zigzag`` fields (the authors' v2 keep-N low-pass)."""
+        problems = []
+        zig = {
+            "zigzag_keep_count": self.zigzag_keep_count,
+            "zigzag_count_min": self.zigzag_count_min,
+            "zigzag_count_max": self.zigzag_count_max,
+        }
+        if self.band_scheme != "dct_zigzag":
+            used = [k for k, v in zig.items() if v is not None]
+            if self.zigzag_apply_prob != 1.0:
+                used.append("zigzag_apply_prob")
+            if used:
+                problems.append(f"{used} only apply to band_scheme='dct_zigzag', not {self.band_scheme!r}")
+            return problems
+        if self.num_bands != 2 or self.band_transform != "dct" or not self.band_mixing:
+            problems.append(
+                "band_scheme='dct_zigzag' needs num_bands=2 (kept, dropped), band_transform='dct' and "
+                f"band_mixing=True; got {self.num_bands}, {self.band_transform!r}, {self.band_mixing}"
+            )
+        for k, v in zig.items():
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                problems.append(f"{k} must be a non-negative int or None, got {v!r}")
+        if (self.zigzag_count_min is None) != (self.zigzag_count_max is None):
+            problems.append("zigzag_count_min and zigzag_count_max must be set together")
+        elif self.zigzag_count_min is not None and self.zigzag_count_min > self.zigzag_count_max:
+            problems.append(
+                f"zigzag_count_min {self.zigzag_count_min} > zigzag_count_max {self.zigzag_count_max}"
+            )
+        if not 0.0 <= self.zigzag_apply_prob <= 1.0:
+            problems.append(f"zigzag_apply_prob must be in [0, 1], got {self.zigzag_apply_prob}")
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict."""

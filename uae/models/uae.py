@@ -70,6 +70,18 @@ features = model.features(images, band=0)   # band-0 features for linear probes
 """
 
 
+def _zigzag_options(config: UAEConfig) -> dict[str, Any] | None:
+    """The ``dct_zigzag`` band split's options from the config (``None`` for other schemes)."""
+    if config.band_scheme != "dct_zigzag":
+        return None
+    return {
+        "keep_count": config.zigzag_keep_count,
+        "count_min": config.zigzag_count_min,
+        "count_max": config.zigzag_count_max,
+        "apply_prob": config.zigzag_apply_prob,
+    }
+
+
 class UAE(
     nn.Module,
     PyTorchModelHubMixin,
@@ -116,6 +128,7 @@ class UAE(
             scheme=config.band_scheme,
             grid_size=config.grid_size,
             schedule=config.band_schedule,
+            zigzag=_zigzag_options(config),
         )
         self.modulator = BandModulator(
             config.latent_dim,
@@ -137,6 +150,9 @@ class UAE(
             grid_size=config.grid_size,
             norm_eps=config.decoder_norm_eps,
         )
+        if config.band_scheme == "dct_zigzag":
+            with torch.no_grad():  # the decoder sees the kept coefficients only (band 0), as in v2
+                self.modulator.mix_in.copy_(torch.diag(torch.tensor([1.0, 0.0])))
         mean, std = FAMILY_PIXEL_STATS[config.encoder_family]  # the encoder's image processor statistics
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1))
