@@ -8,6 +8,8 @@ Dropped (they are advice, not warnings, and uae has already made the choice they
 * "Found N module(s) in eval mode at the start of training" (frozen encoder, teacher and EMA copy are
   in eval mode by design);
 * torch's "'pin_memory' argument is set as true but no accelerator is found";
+* "Using ModelCheckpoint with manual optimization ... no pre-optimization state was saved" (stage 3's
+  checkpoints are meant to hold the state after the step);
 * "The 'train_dataloader' does not have many workers" -- only when uae chose the number of workers
   from the hardware (``data.num_workers`` not set); a user's explicit ``num_workers: 0`` keeps it.
 
@@ -28,6 +30,8 @@ WARNING_PATTERNS = (
     r"The number of training batches \(\d+\) is smaller than the logging interval",
     r"Found \d+ module\(s\) in eval mode at the start of training",
     r".*'pin_memory' argument is set as true but no accelerator is found",
+    # Stage 3 steps its optimizers by hand; its checkpoints are meant to hold the post-step state.
+    r"Using ModelCheckpoint with manual optimization and every_n_train_steps",
 )
 #: Ignored only when the number of DataLoader workers was chosen automatically.
 WORKERS_PATTERN = r"The '\w+' does not have many workers"
