@@ -89,9 +89,11 @@ def _cli_class() -> type:
         def _parse_ckpt_path(self) -> None:
             sub = self.config.get("subcommand")
             ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-            if not ckpt_path or not Path(ckpt_path).is_file():
-                return super()._parse_ckpt_path()
+            if sub != "fit" or not ckpt_path or not Path(ckpt_path).is_file():
+                return super()._parse_ckpt_path()  # validate: the checkpoint's options, as LightningCLI does
             import torch
+
+            from uae.training.module import REQUIRED
 
             hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
             given = self.config[sub]["model"]
@@ -103,8 +105,12 @@ def _cli_class() -> type:
                         f"model.class_path ({saved_cls} in the checkpoint, {given['class_path']} given)"
                     )
                 for key, value in (given.get("init_args") or {}).items():
-                    if key not in hparams or _normalise(hparams[key]) == _normalise(value):
-                        continue
+                    if (
+                        key not in hparams
+                        or value == REQUIRED
+                        or _normalise(hparams[key]) == _normalise(value)
+                    ):
+                        continue  # unchanged, or "???" left in the recipe: the checkpoint's value
                     if key in RESUME_APPLIED:
                         applied[key] = value
                     else:
