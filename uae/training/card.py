@@ -88,10 +88,12 @@ def training_card(module: UAETrainingModule, ema: bool = True) -> dict[str, str]
     evaluation = "Not evaluated yet."
     metrics = dict(trainer.callback_metrics) if trainer is not None else {}
     if "val/psnr" in metrics:
+        n_val = len(getattr(getattr(trainer, "datamodule", None), "val_set", None) or [])
         evaluation = (
-            f"Validation during training (last check, {len(getattr(trainer.datamodule, 'val_set', None) or [])} "
-            f"held-out images at most, EMA weights): PSNR {float(metrics['val/psnr']):.2f} dB, "
-            f"L1 {float(metrics['val/l1']):.4f}. Not a benchmark evaluation: run `uae eval`."
+            f"Last validation during training (held-out split of {n_val} images, or the first "
+            f"`limit_val_batches` of it; {'EMA' if ema and decay else 'raw'} weights): "
+            f"PSNR {float(metrics['val/psnr']):.2f} dB, L1 {float(metrics['val/l1']):.4f}. "
+            "Not a benchmark evaluation: see `uae eval`."
         )
     return {"training": "\n".join(lines), "evaluation": evaluation, "encoder_weights": init}
 
