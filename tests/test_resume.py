@@ -13,6 +13,9 @@ from uae.data.resumable import ResumableDataLoader, ResumableSampler, SeededData
 from uae.training import Stage1DecoderModule, Stage2SemanticModule, Stage3GANModule
 from uae.training.export import export_checkpoint
 
+# Resuming into the killed run's checkpoint folder is the point of these tests.
+pytestmark = pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+
 
 class Killed(Exception):
     """Stands for a SIGKILL between two training steps."""
