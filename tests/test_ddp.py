@@ -111,6 +111,8 @@ def test_ddp_two_processes_cpu_gloo_stage3(image_folder, tmp_path):
     )
     assert ckpt["global_step"] == 3
     assert ckpt["uae_stage"] == 3
+    (loader_state,) = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader_state["num_replicas"] == 2  # the resumable sampler shards over the two ranks
     exported = uae.UAE.from_pretrained(out / "export")
     original = uae.UAE.from_pretrained(start)
     changed = [k for k, v in exported.state_dict().items() if not torch.equal(v, original.state_dict()[k])]

@@ -175,6 +175,8 @@ def test_missing_data_root_is_a_clear_error(tmp_path):
         str(RECIPES / "finetune_folder.yaml"),
         "--model.model_name",
         "uae_test",
+        "--model.pretrained",
+        "null",
         "--trainer.accelerator",
         "cpu",
         "--data.root",

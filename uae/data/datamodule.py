@@ -3,18 +3,64 @@
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 import random
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from uae.data.datasets import ImageFolderDataset, coco_split, find_images, image_transform, imagenet_split
+from uae.data.resumable import ResumableDataLoader, ResumableSampler, SeededDataset
 
 logger = logging.getLogger(__name__)
 
 DATASETS = ("folder", "imagenet", "coco")
+
+#: Most DataLoader workers chosen automatically per device (GPU training / CPU training).
+MAX_AUTO_WORKERS = {"gpu": 8, "cpu": 2}
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS / Windows
+        return os.cpu_count() or 1
+
+
+def auto_num_workers(devices_per_node: int = 1, accelerator: str = "gpu") -> int:
+    """DataLoader workers per device chosen from the CPU cores: one core is left to each device's main
+    process; at most :data:`MAX_AUTO_WORKERS` (GPU: 8; CPU training: 2 and only from 8 cores on, since
+    there the workers compete with the model's own threads).
+
+    Args:
+        devices_per_node: Training processes on this machine.
+        accelerator: ``"gpu"`` (any accelerator) or ``"cpu"``.
+    """
+    per_device = available_cpus() // max(1, int(devices_per_node))
+    if accelerator == "cpu":
+        return max(0, min(MAX_AUTO_WORKERS["cpu"], per_device // 4))
+    return max(0, min(MAX_AUTO_WORKERS["gpu"], per_device - 1))
+
+
+def _check_readable(ds: ImageFolderDataset, split: str) -> None:
+    """Raise a one-line ``ValueError`` now (not after training starts) when no file of ``split`` can be
+    read; costs one decoded image when the first file is fine."""
+    try:
+        SeededDataset(ds)[0, 0]  # under its own seed: leaves the process's random state alone
+    except (RuntimeError, OSError, ValueError) as e:
+        hint = (
+            " (or choose other files with --data.val_root / --data.val_fraction)"
+            if split == "validation"
+            else ""
+        )
+        raise ValueError(
+            f"none of the {len(ds)} {split} images under {str(ds.root)!r} can be read: replace or remove "
+            f"the unreadable files{hint}"
+        ) from e
 
 
 class RepeatDataset(Dataset):
@@ -58,15 +104,18 @@ class UAEDataModule(pl.LightningDataModule):
         batch_size: Batch size per device (global batch = batch_size x devices x num_nodes x
             accumulate_grad_batches).
         val_batch_size: Validation batch per device (default ``batch_size``).
-        num_workers: DataLoader worker processes per device.
-        pin_memory: Pinned host memory for faster host-to-GPU copies.
+        num_workers: DataLoader worker processes per device; ``None``: chosen from the CPU cores
+            available to the process and the devices of the trainer (:func:`auto_num_workers`).
+        pin_memory: Pinned host memory for faster host-to-GPU copies; ``None``: when training on CUDA.
         val_fraction: ``"folder"`` only: fraction of the files held out for validation (0 = no validation).
         val_root: A separate validation folder (overrides ``val_fraction`` and the layout's val split).
         max_val_images: Use at most this many validation images (the first ones, deterministic).
         train_scale: Area range of a random-resized crop for training (``None``: full shorter side).
         hflip: Random horizontal flips for training.
         train_repeats: Passes over the training files per epoch (for small folders with random crops).
-        seed: Seed of the held-out split.
+        seed: Seed of the held-out split, of the training order (a permutation per epoch) and of the
+            random crops / flips (one seed per sample), so a resumed run sees exactly the data of an
+            uninterrupted one (see :mod:`uae.data.resumable`).
         labels: Class labels from sub-folders: ``None`` automatic, ``False`` never.
     """
 
@@ -78,8 +127,8 @@ class UAEDataModule(pl.LightningDataModule):
         out_size: int | None = None,
         batch_size: int = 32,
         val_batch_size: int | None = None,
-        num_workers: int = 8,
-        pin_memory: bool = True,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
         val_fraction: float = 0.05,
         val_root: str | None = None,
         max_val_images: int | None = None,
@@ -190,6 +239,9 @@ class UAEDataModule(pl.LightningDataModule):
             if val_files
             else None
         )
+        for name, ds in (("training", self.train_set), ("validation", self.val_set)):
+            if ds is not None:
+                _check_readable(ds, name)
         logger.info(
             "UAEDataModule(%s, %s): %d train / %d val images, %d px in, %d px out",
             self.dataset,
@@ -201,17 +253,73 @@ class UAEDataModule(pl.LightningDataModule):
         )
 
     # ------------------------------------------------------------------ loaders
+    def _accelerator(self) -> tuple[str, int]:
+        """``("gpu" | "cpu", processes on this node)`` of the trainer (``("cpu", 1)`` without one)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return "cpu", 1
+        from lightning.pytorch.accelerators import CPUAccelerator
+
+        kind = "cpu" if isinstance(trainer.accelerator, CPUAccelerator) else "gpu"
+        return kind, max(1, int(getattr(trainer, "num_devices", 1) or 1))
+
+    def resolved_num_workers(self) -> int:
+        """``num_workers``, or the automatic choice when it is ``None``."""
+        if self.num_workers is not None:
+            return int(self.num_workers)
+        kind, devices = self._accelerator()
+        n = auto_num_workers(devices, kind)
+        if not getattr(self, "_logged_workers", False):
+            logger.info(
+                "DataLoader workers per device: %d (from %d CPU cores; set data.num_workers)",
+                n,
+                available_cpus(),
+            )
+            self._logged_workers = True
+        from uae.training.quiet import quiet_lightning
+
+        quiet_lightning(auto_workers=True)  # Lightning's "does not have many workers" advice does not apply
+        return n
+
+    def _pin_memory(self) -> bool:
+        if self.pin_memory is not None:
+            return bool(self.pin_memory)
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return False
+        from lightning.pytorch.accelerators import CUDAAccelerator
+
+        return isinstance(trainer.accelerator, CUDAAccelerator)
+
     def _loader(self, ds: Dataset, batch_size: int, train: bool) -> DataLoader:
         n = len(ds)  # type: ignore[arg-type]
-        return DataLoader(
-            ds,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train and n >= batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+        workers = self.resolved_num_workers()
+        kw: dict[str, Any] = {
+            "batch_size": batch_size,
+            "num_workers": workers,
+            "pin_memory": self._pin_memory(),
+            "persistent_workers": workers > 0,
+        }
+        if not train:
+            return DataLoader(ds, shuffle=False, drop_last=False, **kw)
+        trainer = getattr(self, "trainer", None)
+        replicas = int(trainer.world_size) if trainer is not None else 1
+        rank = int(trainer.global_rank) if trainer is not None else 0
+        sampler = ResumableSampler(ds, num_replicas=replicas, rank=rank, shuffle=True, seed=self.data_seed())
+        return ResumableDataLoader(
+            SeededDataset(ds),
+            sampler=sampler,
+            drop_last=n // replicas >= batch_size,
+            generator=torch.Generator().manual_seed(
+                self.data_seed()
+            ),  # worker base seeds: not the global RNG
+            **kw,
         )
+
+    def data_seed(self) -> int:
+        """Seed of the training order and augmentations: ``seed_everything``'s seed when one was set
+        (``PL_GLOBAL_SEED``), else ``seed``."""
+        return int(os.environ.get("PL_GLOBAL_SEED", self.seed))
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:

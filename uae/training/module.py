@@ -45,6 +45,9 @@ from uae.training.losses import (
 
 logger = logging.getLogger(__name__)
 
+#: Value of a recipe option the user must set (``pretrained: ???`` in ``recipes/finetune_folder.yaml``).
+REQUIRED = "???"
+
 
 def build_model(
     model_name: str = "uae_base_p14_dinov2",
@@ -103,6 +106,8 @@ class UAETrainingModule(pl.LightningModule):
         log_images_every_n_steps: Write a reconstruction/band grid every N steps (0 disables).
         num_log_images: Images in the grid.
         export_dir: Write the trained (EMA) model with ``save_pretrained`` here at the end of ``fit``.
+        export_name: Name of the exported model (``config.name`` and the model card's title);
+            ``None``: the export folder's name (its parent's when the folder is called ``export``).
     """
 
     #: Stage number (1, 2, 3) shown in logs.
@@ -139,9 +144,15 @@ class UAETrainingModule(pl.LightningModule):
         log_images_every_n_steps: int = 1000,
         num_log_images: int = 4,
         export_dir: str | None = None,
+        export_name: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if pretrained == REQUIRED:
+            raise ValueError(
+                "this recipe fine-tunes a pretrained UAE: pass --model.pretrained <Hub repo id or "
+                "save_pretrained folder> (e.g. checkpoints/uae_demo)"
+            )
         if semantic_weight is None:
             semantic_weight = self.DEFAULT_SEMANTIC_WEIGHT
         if min(l1_weight, l2_weight, lpips_weight, semantic_weight) < 0:
@@ -166,6 +177,10 @@ class UAETrainingModule(pl.LightningModule):
         self.log_images_every_n_steps = log_images_every_n_steps
         self.num_log_images = num_log_images
         self.export_dir = export_dir
+        self.export_name = export_name
+        #: Recipe file(s) the run was configured with (set by ``uae fit``; shown in the model card).
+        self.recipe: list[str] = []
+        self._rng_to_restore: dict[str, Any] | None = None
 
         # Noise: only where the stage asks for it; the config keeps its value for later stages.
         if self.NOISE:
@@ -375,9 +390,21 @@ class UAETrainingModule(pl.LightningModule):
         self._maybe_log_images(x, target, "train")
         return out["loss"]
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def update_ema(self) -> None:
+        """One EMA step towards the current weights (after the batch's optimizer step)."""
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        # The EMA step runs in a callback: Lightning runs checkpoint callbacks after all others, so a
+        # checkpoint written at the end of a batch holds that batch's EMA (a module hook would run after
+        # the checkpoint was written).
+        return [EMAUpdate()] if self.ema is not None else []
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._rng_to_restore is not None:  # first batch after a resume: the interrupted run's RNG
+            restore_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         from torchmetrics.functional.image import peak_signal_noise_ratio
@@ -412,6 +439,9 @@ class UAETrainingModule(pl.LightningModule):
                 self.model.encoder.eval()
 
     def setup(self, stage: str) -> None:
+        from uae.training.quiet import quiet_lightning
+
+        quiet_lightning()
         if "FSDP" in type(self.trainer.strategy).__name__:
             if self.ema is not None:
                 raise ValueError(
@@ -477,15 +507,31 @@ class UAETrainingModule(pl.LightningModule):
         model = self.export_model() if ema else self.model
         model = copy.deepcopy(model).cpu().eval()
         directory = Path(directory)
-        model.save_pretrained(directory)
+        name = self.export_name or _name_from_dir(directory)
+        if name:
+            model.config = model.config.replace(name=name)
+        save_with_card(model, directory, self.training_card(ema=ema and self.ema is not None))
         logger.info(
             "Exported %s weights to %s", "EMA" if (ema and self.ema is not None) else "model", directory
         )
         return directory
 
+    def training_card(self, ema: bool = True) -> dict[str, str]:
+        """Model-card fields (``training``, ``evaluation``, ``encoder_weights``) describing this run."""
+        from uae.training.card import training_card
+
+        return training_card(self, ema=ema)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["uae_config"] = self.model.config.to_dict()
         checkpoint["uae_stage"] = self.STAGE
+        if self._trainer is not None and self.trainer.training:
+            checkpoint["uae_rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Restored just before the next training batch (noise, DiffAugment, dropout draw from it), so
+        # whatever runs in between (sanity checks, dataloader set-up) does not shift it.
+        self._rng_to_restore = checkpoint.get("uae_rng")
 
     def on_train_end(self) -> None:
         if not self.export_dir:
@@ -497,10 +543,77 @@ class UAETrainingModule(pl.LightningModule):
             state = strategy.lightning_module_state_dict()
             if self.trainer.is_global_zero:
                 model = model_from_state_dict(self.model.config.to_dict(), state, source="FSDP state dict")
-                model.save_pretrained(Path(self.export_dir))
+                name = self.export_name or _name_from_dir(Path(self.export_dir))
+                if name:
+                    model.config = model.config.replace(name=name)
+                save_with_card(model, Path(self.export_dir), self.training_card(ema=False))
                 logger.info("Exported model weights to %s", self.export_dir)
         elif self.trainer.is_global_zero:
             self.export_pretrained(self.export_dir)
+
+
+class EMAUpdate(pl.Callback):
+    """Updates the module's EMA at the end of every training batch, before checkpoints are written."""
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        pl_module.update_ema()  # type: ignore[operator]
+
+
+def rng_state() -> dict[str, Any]:
+    """The process's random states (torch CPU / CUDA, numpy, ``random``), as tensors and plain values
+    (loadable with ``torch.load(weights_only=True)``)."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(keys.astype("int64")),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Set the random states saved by :func:`rng_state` (CUDA only when the device count matches)."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    random.setstate(state["python"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _name_from_dir(directory: Path) -> str | None:
+    """Model name from an export folder: ``runs/cats/export`` -> ``cats``, ``my_uae`` -> ``my_uae``."""
+    d = directory.expanduser().absolute()
+    name = d.parent.name if d.name == "export" else d.name
+    return name or None
+
+
+def save_with_card(model: UAE, directory: Path, card: dict[str, str]) -> None:
+    """``save_pretrained`` plus a model card (``README.md``, replaced) filled with ``card``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "README.md").unlink(missing_ok=True)  # save_pretrained keeps an existing card
+    model.save_pretrained(directory, model_card_kwargs=card)
 
 
 class Stage1DecoderModule(UAETrainingModule):
