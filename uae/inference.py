@@ -252,18 +252,30 @@ def bands_main(argv: Sequence[str]) -> int:
     parser.add_argument("--out", default="bands.png", help="output PNG (default: ./bands.png)")
     args = parser.parse_args(list(argv))
 
-    from uae.visualize import band_figure, progressive_decodes
+    from uae.visualize import band_figure
 
     _check_paths(args.images)
     model = load_model(args.model, args.device)
-    images, _ = load_images(args.images, model.config.img_size)
-    images = images.to(args.device)
-    decodes, energy = progressive_decodes(model, images)
+    c = model.config
+    images, targets = load_images(args.images, c.img_size, c.output_size)
+    explorer = BandExplorer(model, cache_size=1)
+    rows = []
+    for path, image, target in zip(args.images, images, targets):
+        a = explorer.analyse(image, target)
+        decodes, psnrs = explorer.progressive(a)
+        rows.append((a.energy, decodes, psnrs, explorer.band0_rgb(a)))
+        print(
+            f"{path}: band energy "
+            + " ".join(f"{float(v):.3f}" for v in a.energy)
+            + " | PSNR from bands 0..k: "
+            + " ".join(f"{float(p):.2f}" for p in psnrs)
+            + " dB"
+        )
+    energy, decodes, psnrs, band0 = (torch.stack(t) for t in zip(*rows))
     dest = Path(args.out)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    band_figure(images, decodes, energy, titles=[Path(p).name for p in args.images]).save(dest)
-    for path, e in zip(args.images, energy):
-        print(f"{path}: band energy " + " ".join(f"{float(v):.3f}" for v in e))
+    titles = [Path(p).name for p in args.images]
+    band_figure(images, decodes, energy, titles=titles, psnrs=psnrs, band0_rgb=band0).save(dest)
     print(f"band picture -> {dest}")
     return 0
 
