@@ -178,7 +178,7 @@ def test_band_explorer_in_chromium(server, browser, artifacts, tmp_path):
         lambda d: "chelsea.png" in _text(d, "#status") and "PSNR" in _text(d, "#decode-psnr"),
         "the analysis",
     )
-    _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#filtered-energy img"), "the filter section")
+    _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#energy-chart img"), "the filter section")
     metrics = _text(d, "#metrics")
     assert re.search(r"PSNR [0-9.]+ dB, SSIM 0\.\d+", metrics), metrics
     for elem in ("input-image", "recon-image", "pca-image", "energy-chart", "spectrum-chart", "strip-image"):
@@ -211,10 +211,10 @@ def test_band_explorer_in_chromium(server, browser, artifacts, tmp_path):
         assert diff > 1.0, f"decodes with {n} and {n + 1} bands look the same (mean |diff| {diff:.2f})"
 
     # 3. high-pass filter: the filtered input and its band energies change
-    before = _image(d, "filtered-energy")[1]
+    before = _image(d, "energy-chart")[1]
     d.find_element(By.XPATH, "//*[@id='filter-kind']//label[contains(., 'high-pass')]").click()
     _wait(d, lambda d: "high-pass r=" in _text(d, "#filter-text"), "the high-pass analysis")
-    _wait(d, lambda d: np.abs(_image(d, "filtered-energy")[1] - before).mean() > 0.5, "a new energy chart")
+    _wait(d, lambda d: np.abs(_image(d, "energy-chart")[1] - before).mean() > 0.5, "a new energy chart")
     d.save_screenshot(str(artifacts / "4_high_pass.png"))
 
     # 4. a bad upload: a message on the page, no traceback, and the server keeps serving

@@ -81,15 +81,14 @@ def build_app(
         return f"**{band_label(upto, k)}** (decoded {upto + 1} of {k} bands) — PSNR **{score:.2f} dB**"
 
     # ------------------------------------------------------------------ handlers (no computation of their own)
-    def analyse_file(path: str | None, n_bands: int, kind: str, radius: float):
+    def analyse_file(path: str | None, n_bands: int):
+        """First answer to a new image: the pictures a person looks at first (fast)."""
         if not path:
             raise ValueError("no file received")
         image, notes = open_image(path)
         a = explorer.analyse(image)
         upto = int(n_bands) - 1
         decode, score = explorer.decode(a, upto)
-        decodes, psnrs = explorer.progressive(a)
-        strip = band_figure(a.image[None], decodes[None], a.energy[None], psnrs=psnrs[None])
         note = f"Loaded **{Path(path).name}** ({image.width}x{image.height} px, centre crop -> {cfg.img_size} px)."
         if notes:
             note += " " + "; ".join(notes) + "."
@@ -101,10 +100,23 @@ def build_app(
             f"Reconstruction: PSNR **{a.psnr:.2f} dB**, SSIM **{a.ssim:.4f}** (against the {cfg.output_size} px input crop)",
             show(decode),
             band_caption(upto, score),
-            strip,
-            band_energy_chart({"this image": a.energy}),
-            radial_spectrum_chart({"this image": a.latent}, num_bands=k),
             show(explorer.band0_rgb(a)),
+        )
+
+    def charts(path: str | None, kind: str, radius: float):
+        """Second answer to a new image, computed alongside the first: the strip, the charts, the filter section.
+
+        A file the first step refused changes nothing here (the first step shows the message).
+        """
+        try:
+            a = explorer.analyse(open_image(path)[0]) if path else None  # cached: the first step encoded it
+        except (ValueError, OSError):
+            a = None
+        if a is None:
+            return (gr.update(),) * 6
+        decodes, psnrs = explorer.progressive(a)
+        return (
+            band_figure(a.image[None], decodes[None], a.energy[None], psnrs=psnrs[None]),
             *filter_outputs(a, kind, radius),
         )
 
@@ -113,18 +125,21 @@ def build_app(
         name = {"original": "unfiltered", "lfc": f"low-pass r={radius:g}", "hfc": f"high-pass r={radius:g}"}[
             kind
         ]
-        text = (
-            f"**{name}** input: reconstruction PSNR **{f.psnr:.2f} dB**, SSIM {f.ssim:.4f} (against the filtered input). "
-            f"Band energy {_fmt_energy(f.energy)} (original: {_fmt_energy(a.energy)})."
-        )
-        series = {"original": a.energy} if f is a else {"original": a.energy, name: f.energy}
-        latents = {"original": a.latent} if f is a else {"original": a.latent, name: f.latent}
+        if f is a:
+            text = f"No filter. Band energy {_fmt_energy(a.energy)}."
+        else:
+            text = (
+                f"**{name}** input: reconstruction PSNR **{f.psnr:.2f} dB**, SSIM {f.ssim:.4f} (against the filtered "
+                f"input). Band energy {_fmt_energy(f.energy)} (original: {_fmt_energy(a.energy)})."
+            )
+        series = {"this image": a.energy} if f is a else {"original": a.energy, name: f.energy}
+        latents = {"this image": a.latent} if f is a else {"original": a.latent, name: f.latent}
         return (
             show(f.image),
             show(f.reconstruction),
             text,
-            band_energy_chart(series, title="energy per band: original vs filtered input"),
-            radial_spectrum_chart(latents, num_bands=k, title="latent spectrum: original vs filtered input"),
+            band_energy_chart(series),
+            radial_spectrum_chart(latents, num_bands=k),
         )
 
     def get(key: str | None):
@@ -198,19 +213,16 @@ def build_app(
                 decode_img = image("decode", "decode-image")
             with gr.Column(scale=2):
                 strip = image("all progressive decodes (PSNR under each)", "strip-image", chart=True)
-        gr.Markdown("## Where the latent's energy sits")
-        with gr.Row():
-            energy_img = image("energy per band", "energy-chart", chart=True)
-            spectrum_img = image("radial spectrum", "spectrum-chart", chart=True)
         gr.Markdown(
-            "## Low-pass / high-pass input (Wang et al.)\n"
-            "Filter the input at radius *r* (1 = Nyquist, ideal radial mask; the high-pass image is shown on "
-            "mid-gray) and see how the reconstruction and the band energies change."
+            "## Where the latent's energy sits, and what a low-pass / high-pass input does to it\n"
+            "Filter the input at radius *r* (1 = Nyquist; ideal radial mask, the high-pass image is shown on "
+            "mid-gray; Wang et al.'s LFC / HFC analysis) and compare its reconstruction, band energies and latent "
+            "spectrum with the original's."
         )
         with gr.Row():
             kind = gr.Radio(
                 [("no filter", "original"), ("low-pass (LFC)", "lfc"), ("high-pass (HFC)", "hfc")],
-                value="lfc",
+                value="original",
                 label="filter",
                 elem_id="filter-kind",
             )
@@ -222,37 +234,34 @@ def build_app(
             f_inp = image("filtered input", "filtered-input")
             f_rec = image("its reconstruction", "filtered-recon")
         with gr.Row():
-            f_energy = image("energy per band, original vs filtered", "filtered-energy", chart=True)
-            f_spec = image("latent spectrum, original vs filtered", "filtered-spectrum", chart=True)
+            energy_img = image("energy per band", "energy-chart", chart=True)
+            spectrum_img = image("radial spectrum of the latent", "spectrum-chart", chart=True)
 
-        analysis_outputs = [
-            status,
-            key,
-            inp,
-            rec,
-            metrics,
-            decode_img,
-            decode_text,
-            strip,
-            energy_img,
-            spectrum_img,
-            pca,
-        ]
-        filter_outs = [f_inp, f_rec, filter_text, f_energy, f_spec]
-        all_outputs = analysis_outputs + filter_outs
+        first_outputs = [status, key, inp, rec, metrics, decode_img, decode_text, pca]
+        filter_outs = [f_inp, f_rec, filter_text, energy_img, spectrum_img]
+        chart_outputs = [strip, *filter_outs]
 
+        def photo(evt) -> str:
+            return str(photos[evt.index])
+
+        def pick(n_bands, evt):
+            return analyse_file(photo(evt), n_bands)
+
+        def pick_charts(kind_, radius_, evt):
+            return charts(photo(evt), kind_, radius_)
+
+        for fn in (pick, pick_charts):
+            fn.__annotations__ = {"evt": gr.SelectData}  # a real class: Gradio fills it in from the event
+
+        # Two listeners per new image, run side by side: the first pictures at once, the charts a moment later.
+        upload.upload(_guarded(analyse_file, status, first_outputs, gr), [upload, slider], first_outputs)
         upload.upload(
-            _guarded(analyse_file, status, all_outputs, gr),
-            [upload, slider, kind, radius],
-            all_outputs,
+            _guarded(charts, status, chart_outputs, gr), [upload, kind, radius], [*chart_outputs, status]
         )
-
-        def pick(n_bands, kind_, radius_, evt):
-            return analyse_file(str(photos[evt.index]), n_bands, kind_, radius_)
-
-        pick.__annotations__ = {"evt": gr.SelectData}  # a real class: Gradio fills it in from the event
-
-        gallery.select(_guarded(pick, status, all_outputs, gr), [slider, kind, radius], all_outputs)
+        gallery.select(_guarded(pick, status, first_outputs, gr), [slider], first_outputs)
+        gallery.select(
+            _guarded(pick_charts, status, chart_outputs, gr), [kind, radius], [*chart_outputs, status]
+        )
         slider.change(
             _guarded(on_slider, status, [decode_img, decode_text], gr),
             [key, slider],

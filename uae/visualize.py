@@ -107,7 +107,7 @@ def band_figure(
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(label, fontsize=8)
+                _title(ax, label, fontsize=8)
             if j == 0 and titles is not None:
                 ax.set_ylabel(str(titles[i]), fontsize=7)
             d = j - 1 - extra
@@ -116,7 +116,7 @@ def band_figure(
         ax = axes[i, -1]
         draw_band_energy(ax, {"": energy[i]}, fontsize=7, compact=True)
         if i == 0:
-            ax.set_title("energy per band", fontsize=8)
+            _title(ax, "energy per band", fontsize=8)
     fig.tight_layout()
     return _figure_to_pil(fig)
 
@@ -154,6 +154,11 @@ def band_label(upto: int, num_bands: int) -> str:
     if upto == num_bands - 1:
         return f"all {num_bands} bands" if num_bands > 1 else "reconstruction"
     return f"bands 0..{upto}" if upto else "band 0"
+
+
+def _title(ax, text: str, fontsize: float) -> None:
+    """A title above an axis at a fixed place (``set_title`` re-measures every tick label on each draw)."""
+    ax.text(0.5, 1.02, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=fontsize)
 
 
 def _figure_to_pil(fig) -> Image.Image:
@@ -234,8 +239,8 @@ def band_energy_chart(
                 va="bottom",
                 fontsize=7,
             )
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
+    _title(ax, title, fontsize=10)
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.9)  # fixed margins: tight_layout costs a draw
     return _figure_to_pil(fig)
 
 
@@ -291,8 +296,8 @@ def radial_spectrum_chart(
     ax.set_ylabel("mean power per coefficient\n(relative; white noise = 1)", fontsize=9)
     ax.tick_params(labelsize=8)
     ax.legend(fontsize=8, loc="lower left")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
+    _title(ax, title, fontsize=10)
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.9)  # fixed margins: tight_layout costs a draw
     return _figure_to_pil(fig)
 
 
