@@ -240,7 +240,8 @@ def band_energy_chart(
                 fontsize=7,
             )
     _title(ax, title, fontsize=10)
-    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.9)  # fixed margins: tight_layout costs a draw
+    # fixed margins: tight_layout costs a draw
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.9)
     return _figure_to_pil(fig)
 
 
@@ -297,7 +298,8 @@ def radial_spectrum_chart(
     ax.tick_params(labelsize=8)
     ax.legend(fontsize=8, loc="lower left")
     _title(ax, title, fontsize=10)
-    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.9)  # fixed margins: tight_layout costs a draw
+    # fixed margins: tight_layout costs a draw
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.9)
     return _figure_to_pil(fig)
 
 
