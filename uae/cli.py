@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert": ("uae.convert", "convert_main", "convert the authors' or RAE checkpoints into uae's layout"),
     "bench": ("uae.bench.run", "main", "speed and memory of a model, side by side with peer tokenizers"),
     "models": ("uae.cli", "models_main", "list the registered models and their pretrained status"),
+    "app": ("uae.app", "app_main", "band explorer web page (Gradio; needs the app extra)"),
 }
 
 USER_ERRORS: tuple[type[BaseException], ...] = (

@@ -64,6 +64,8 @@ def band_figure(
     energy: torch.Tensor,
     titles: Sequence[str] | None = None,
     dpi: int = 100,
+    psnrs: torch.Tensor | None = None,
+    band0_rgb: torch.Tensor | None = None,
 ) -> Image.Image:
     """One picture: per image a row with the input, the decodes from bands ``0..k`` and a bar chart of band energy.
 
@@ -73,6 +75,8 @@ def band_figure(
         energy: ``(B, K)`` energy shares.
         titles: Optional row labels (e.g. file names).
         dpi: Resolution of the rendering.
+        psnrs: Optional ``(B, K)`` PSNR (dB) of each decode, written under it.
+        band0_rgb: Optional ``(B, 3, h, w)`` band-0 features as colours (:func:`pca_rgb`), shown after the input.
 
     Returns:
         The picture as an RGB PIL image.
@@ -90,35 +94,39 @@ def band_figure(
         inputs = torch.nn.functional.interpolate(
             inputs.float(), size=size, mode="bicubic", align_corners=False
         )
-    cols = k + 2
-    fig = Figure(figsize=(1.8 * cols, 1.9 * b + 0.3), dpi=dpi)
+    if psnrs is not None and tuple(psnrs.shape) != (b, k):
+        raise ValueError(f"psnrs must have shape ({b}, {k}), got {tuple(psnrs.shape)}")
+    if band0_rgb is not None and (band0_rgb.ndim != 4 or band0_rgb.shape[:2] != (b, 3)):
+        raise ValueError(f"band0_rgb must have shape ({b}, 3, h, w), got {tuple(band0_rgb.shape)}")
+    extra = 1 if band0_rgb is not None else 0
+    cols = k + 2 + extra
+    fig = Figure(figsize=(1.8 * cols, 1.9 * b + 0.3 + (0.2 * b if psnrs is not None else 0)), dpi=dpi)
     FigureCanvasAgg(fig)
     axes = fig.subplots(b, cols, squeeze=False)
     for i in range(b):
-        row = [inputs[i]] + [decodes[i, j] for j in range(k)]
-        labels = ["input"] + [f"bands 0..{j}" if j else "band 0" for j in range(k)]
-        labels[-1] = f"all {k} bands" if k > 1 else "reconstruction"
+        row = [inputs[i]] + ([band0_rgb[i]] if extra else []) + [decodes[i, j] for j in range(k)]
+        labels = ["input"] + (["band 0 features\n(PCA -> RGB)"] if extra else [])
+        labels += [band_label(j, k) for j in range(k)]
         for j, (img, label) in enumerate(zip(row, labels)):
             ax = axes[i, j]
-            ax.imshow(img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+            ax.imshow(
+                img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy(), interpolation="nearest"
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(label, fontsize=8)
+                _title(ax, label, fontsize=8)
             if j == 0 and titles is not None:
                 ax.set_ylabel(str(titles[i]), fontsize=7)
+            d = j - 1 - extra
+            if psnrs is not None and d >= 0:
+                ax.set_xlabel(f"PSNR {float(psnrs[i, d]):.2f} dB", fontsize=7)
         ax = axes[i, -1]
-        share = energy[i].detach().float().cpu().numpy()
-        ax.bar(range(k), share, color="tab:blue")
-        ax.set_ylim(0, 1)
-        ax.set_xticks(range(k))
-        ax.tick_params(labelsize=6)
+        draw_band_energy(ax, {"": energy[i]}, fontsize=7, compact=True)
         if i == 0:
-            ax.set_title("energy share", fontsize=8)
+            _title(ax, "energy per band", fontsize=8)
     fig.tight_layout()
-    fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())
-    return Image.fromarray(rgba[..., :3].copy())
+    return _figure_to_pil(fig)
 
 
 def save_band_figure(
@@ -142,3 +150,205 @@ def save_band_figure(
     with atomic_write(path) as tmp:
         band_figure(x, decodes, energy, titles=titles).save(tmp, format=pil_format(path))
     return path
+
+
+# ---------------------------------------------------------------------- charts shared by the CLI and the app
+#: Label of the band-energy axis: each band's fraction of the latent's spectral energy (sums to 1 over bands).
+ENERGY_AXIS_LABEL = "share of latent energy\n(fraction; bands sum to 1)"
+#: Label of the band axis.
+BAND_AXIS_LABEL = "band (0 = lowest spatial frequencies)"
+
+
+def band_label(upto: int, num_bands: int) -> str:
+    """Name of the decode from bands ``0..upto`` of ``num_bands``: ``"band 0"``, ``"bands 0..1"``, ``"all 3 bands"``."""
+    if upto == num_bands - 1:
+        return f"all {num_bands} bands" if num_bands > 1 else "reconstruction"
+    return f"bands 0..{upto}" if upto else "band 0"
+
+
+def _title(ax, text: str, fontsize: float) -> None:
+    """A title above an axis at a fixed place (``set_title`` re-measures every tick label on each draw)."""
+    ax.text(0.5, 1.02, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=fontsize)
+
+
+def _figure_to_pil(fig) -> Image.Image:
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    return Image.fromarray(rgba[..., :3].copy())
+
+
+def _new_figure(width: float, height: float, dpi: int):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def draw_band_energy(
+    ax, series: dict[str, torch.Tensor | Sequence[float]], fontsize: float = 9, compact: bool = False
+) -> None:
+    """Grouped bar chart of band-energy shares on a matplotlib axis, with labelled axes.
+
+    Args:
+        ax: A matplotlib ``Axes``.
+        series: ``{label: (K,) shares}``; one bar colour per entry, a legend when an entry has a label.
+        fontsize: Size of the axis labels (ticks are one smaller).
+        compact: Short axis labels (for small panels).
+    """
+    values = [
+        np.asarray(torch.as_tensor(v, dtype=torch.float32).detach().cpu(), dtype=float)
+        for v in series.values()
+    ]
+    if not values:
+        raise ValueError("no band energies to draw")
+    k = len(values[0])
+    if any(len(v) != k for v in values):
+        raise ValueError(f"all series need the same number of bands, got {[len(v) for v in values]}")
+    width = 0.8 / len(values)
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    for j, (label, v) in enumerate(zip(series, values)):
+        x = np.arange(k) + j * width - 0.4 + width / 2
+        ax.bar(x, v, width=width, color=colors[j % len(colors)], label=label or None)
+    ax.set_ylim(0, 1)
+    ax.set_xticks(range(k))
+    ax.set_xlabel("band (0 = lowest freq.)" if compact else BAND_AXIS_LABEL, fontsize=fontsize)
+    ax.set_ylabel("energy share (fraction)" if compact else ENERGY_AXIS_LABEL, fontsize=fontsize)
+    ax.tick_params(labelsize=max(fontsize - 1, 5))
+    if any(series):
+        ax.legend(fontsize=max(fontsize - 1, 5))
+
+
+def band_energy_chart(
+    series: dict[str, torch.Tensor | Sequence[float]],
+    title: str = "energy per band of the latent",
+    dpi: int = 100,
+    annotate: bool = True,
+) -> Image.Image:
+    """A labelled bar chart of band-energy shares (one group of bars per band, one colour per series).
+
+    Args:
+        series: ``{label: (K,) shares}`` (e.g. ``{"original": e0, "low-pass r=0.25": e1}``).
+        title: Chart title.
+        dpi: Resolution.
+        annotate: Write each bar's percentage above it.
+
+    Returns:
+        RGB PIL image.
+    """
+    fig = _new_figure(5.0, 3.4, dpi)
+    ax = fig.subplots()
+    draw_band_energy(ax, series)
+    if annotate:
+        for patch in ax.patches:
+            ax.annotate(
+                f"{100 * patch.get_height():.1f}%",
+                (patch.get_x() + patch.get_width() / 2, patch.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
+    _title(ax, title, fontsize=10)
+    # fixed margins: tight_layout costs a draw
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.9)
+    return _figure_to_pil(fig)
+
+
+def radial_spectrum_chart(
+    latents: dict[str, torch.Tensor],
+    num_bands: int | None = None,
+    title: str = "radial power spectrum of the latent",
+    dpi: int = 100,
+) -> Image.Image:
+    """Radial power spectrum of latent grids (log scale), with the nominal band cut-offs shaded.
+
+    The power ``|Z|^2`` of the orthonormal 2-D FFT, summed over channels, is averaged per coefficient in
+    radial bins and expressed relative to the grid's mean power per coefficient (white noise = 1), as
+    in ``uae spectrum``.
+
+    Args:
+        latents: ``{label: (C, h, w) or (B, C, h, w)}`` latent grids (batches are averaged).
+        num_bands: Shade the nominal bands ``[k/K, (k+1)/K)`` (the last one reaches sqrt(2)); ``None``: no shading.
+        title: Chart title.
+        dpi: Resolution.
+
+    Returns:
+        RGB PIL image.
+    """
+    from uae.evaluation.spectrum import radial_power
+
+    fig = _new_figure(5.0, 3.4, dpi)
+    ax = fig.subplots()
+    top = 0.0
+    for label, z in latents.items():
+        z = z[None] if z.ndim == 3 else z
+        bin_power, count, rho = radial_power(z.detach().float().cpu())
+        total = bin_power.sum(1, keepdim=True).clamp_min(1e-30)
+        rel = (bin_power / count / (total / count.sum())).mean(0).clamp_min(1e-12)
+        ax.semilogy(rho.numpy(), rel.numpy(), marker="o", ms=4, label=label)
+        top = max(top, float(rho.max()))
+    ax.axhline(1.0, color="gray", lw=0.8, ls="--", label="white noise")
+    if num_bands:
+        shades = ["#dbe9f6", "#fde0c5", "#d5f0d5", "#f6d5d5", "#e6dcf2"]
+        for k in range(num_bands):
+            lo, hi = k / num_bands, (k + 1) / num_bands if k < num_bands - 1 else max(top, 2**0.5)
+            ax.axvspan(lo, hi, color=shades[k % len(shades)], alpha=0.6, lw=0, zorder=0)
+            ax.text(
+                (lo + hi) / 2,
+                0.98,
+                f"band {k}",
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="top",
+                fontsize=7,
+            )
+    ax.set_xlabel("radial frequency (1 = Nyquist of the latent grid)", fontsize=9)
+    ax.set_ylabel("mean power per coefficient\n(relative; white noise = 1)", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=8, loc="lower left")
+    _title(ax, title, fontsize=10)
+    # fixed margins: tight_layout costs a draw
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.9)
+    return _figure_to_pil(fig)
+
+
+def pca_rgb(features: torch.Tensor) -> torch.Tensor:
+    """Project a feature grid onto its first three principal components, shown as RGB.
+
+    Each component is scaled to ``[0, 1]`` with its 1st-99th percentile range over the grid's
+    positions; component signs are fixed so that the largest loading is positive (the colours do not
+    flip between runs).
+
+    Args:
+        features: ``(C, h, w)`` (e.g. band 0 of the latent) or ``(B, C, h, w)`` (one PCA per image).
+
+    Returns:
+        ``(3, h, w)`` (or ``(B, 3, h, w)``) floats in ``[0, 1]``.
+    """
+    if features.ndim == 4:
+        return torch.stack([pca_rgb(f) for f in features])
+    if features.ndim != 3:
+        raise ValueError(f"expected features of shape (C, h, w), got {tuple(features.shape)}")
+    c, h, w = features.shape
+    x = features.detach().float().cpu().reshape(c, h * w).T  # (N, C)
+    x = x - x.mean(0, keepdim=True)
+    _, _, vh = torch.linalg.svd(x.double(), full_matrices=False)
+    comps = vh[:3].float()  # (<=3, C)
+    idx = comps.abs().argmax(1)
+    comps = comps * torch.sign(comps[torch.arange(len(comps)), idx])[:, None]
+    proj = x @ comps.T  # (N, <=3)
+    if proj.shape[1] < 3:
+        proj = torch.cat([proj, proj.new_zeros(len(proj), 3 - proj.shape[1])], 1)
+    lo = torch.quantile(proj, 0.01, dim=0)
+    hi = torch.quantile(proj, 0.99, dim=0)
+    rgb = ((proj - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1)
+    return rgb.T.reshape(3, h, w)
+
+
+def enlarge(image: torch.Tensor | Image.Image, side: int, smooth: bool = False) -> Image.Image:
+    """A ``(3, H, W)`` tensor or PIL image as a PIL image whose longer side is ``side`` (pixels kept sharp)."""
+    im = to_pil(image) if isinstance(image, torch.Tensor) else image
+    scale = side / max(im.size)
+    size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    return im.resize(size, Image.BICUBIC if smooth else Image.NEAREST)

@@ -87,10 +87,32 @@ def _scale_to_uint8(im: Image.Image) -> Image.Image:
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow image as 8-bit RGB, scaling 16/32-bit integer and float pixels (never clipping them)."""
+    """Any Pillow image as 8-bit RGB: 16/32-bit integer and float pixels are scaled (never clipped) and
+    transparent areas are flattened onto white (not onto whatever colour the hidden pixels have)."""
     if im.mode in ("I", "F") or im.mode.startswith("I;16"):
         im = _scale_to_uint8(im)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def conversion_notes(im: Image.Image) -> list[str]:
+    """What :func:`to_rgb` changes about a just-opened image, as sentences for a person (may be empty)."""
+    notes = []
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"animated {im.format or 'image'} with {frames} frames: the first frame is used")
+    if im.mode.startswith("I;16"):
+        notes.append("16-bit image: scaled to 8 bits (not clipped)")
+    elif im.mode in ("I", "F"):
+        kind = "floating-point" if im.mode == "F" else "32-bit integer"
+        notes.append(f"{kind} image: values scaled to 8 bits")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        alpha = im.convert("RGBA").getextrema()[3]
+        if alpha[0] < 255:
+            notes.append("transparent areas shown on white")
+    return notes
 
 
 def read_image(path: str | os.PathLike, max_pixels: int | None | str = "default") -> Image.Image:
@@ -109,6 +131,13 @@ def read_image(path: str | os.PathLike, max_pixels: int | None | str = "default"
         ImageTooLargeError: The header's size exceeds the budget (nothing decoded).
         ValueError: Pillow cannot read it (the message names the file and the cause).
     """
+    return read_image_with_notes(path, max_pixels)[0]
+
+
+def read_image_with_notes(
+    path: str | os.PathLike, max_pixels: int | None | str = "default"
+) -> tuple[Image.Image, list[str]]:
+    """:func:`read_image`, also returning :func:`conversion_notes` (for pages that tell the user)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
@@ -124,12 +153,18 @@ def read_image(path: str | os.PathLike, max_pixels: int | None | str = "default"
                         f"image {path} is {w}x{h} = {w * h:,} pixels, over the budget of {budget:,} "
                         "(set UAE_MAX_IMAGE_PIXELS or --max-pixels to raise it)"
                     )
+                notes = conversion_notes(im)
+                im.seek(0)
                 im.load()
-                return to_rgb(im)
+                return to_rgb(im), notes
     except ImageTooLargeError:
         raise
     except Image.DecompressionBombError as e:
         raise ImageTooLargeError(f"image {path} is too large for Pillow: {e}") from e
+    except UnidentifiedImageError as e:
+        raise ValueError(
+            f"cannot read image {path}: not an image (no format Pillow knows recognised it)"
+        ) from e
     except READ_ERRORS as e:
         first = str(e).splitlines()[0] if str(e) else ""
         raise ValueError(f"cannot read image {path}: {type(e).__name__}: {first}") from e

@@ -286,17 +286,10 @@ def plot_spectra(results: list[dict[str, Any]], path: str | os.PathLike, title: 
     ax1.legend(fontsize=8)
     with_bands = [r for r in results if "band_share" in r]
     if with_bands:
-        k = len(with_bands[0]["band_share"])
-        width = 0.8 / len(with_bands)
-        for j, r in enumerate(with_bands):
-            ax2.bar(
-                np.arange(k) + j * width - 0.4 + width / 2, r["band_share"], width=width, label=r["encoder"]
-            )
-        ax2.set_xticks(np.arange(k))
-        ax2.set_xlabel("band (0 = lowest frequencies)")
-        ax2.set_ylabel("share of latent energy")
+        from uae.visualize import draw_band_energy
+
+        draw_band_energy(ax2, {r["encoder"]: r["band_share"] for r in with_bands}, fontsize=10)
         ax2.set_title("energy per band")
-        ax2.legend(fontsize=8)
     else:
         ax2.axis("off")
     if title:
