@@ -60,10 +60,14 @@ def models_main(argv: Sequence[str]) -> int:
     from uae.models.pretrained import get_pretrained_cfg
     from uae.models.registry import get_entry, list_models
 
-    parser = argparse.ArgumentParser(prog="uae models", description="List registered models and their weights.")
+    parser = argparse.ArgumentParser(
+        prog="uae models", description="List registered models and their weights."
+    )
     parser.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. '*dinov2*'")
     parser.add_argument(
-        "--pretrained", action="store_true", help="list the weights (arch.tag): source, Hub repo, license, notes"
+        "--pretrained",
+        action="store_true",
+        help="list the weights (arch.tag): source, Hub repo, license, notes",
     )
     args = parser.parse_args(list(argv))
     if args.pretrained:

@@ -88,7 +88,9 @@ def get_converter(source: str) -> ReleaseConverter:
     try:
         mod = importlib.import_module(RELEASE_MODULES[source])
     except ModuleNotFoundError as e:
-        raise ValueError(f"the {source!r} converter ({RELEASE_MODULES[source]}) is not part of this build") from e
+        raise ValueError(
+            f"the {source!r} converter ({RELEASE_MODULES[source]}) is not part of this build"
+        ) from e
     fn = getattr(mod, "load_release", None)
     files = getattr(mod, "RELEASE_FILES", None)
     if not callable(fn) or not isinstance(files, Mapping):
@@ -128,7 +130,9 @@ def check_release_files(source: str, files: Mapping[str, str | os.PathLike]) -> 
     return out
 
 
-def load_release(source: str, files: Mapping[str, str | os.PathLike], *, name: str | None = None, **options: Any):
+def load_release(
+    source: str, files: Mapping[str, str | os.PathLike], *, name: str | None = None, **options: Any
+):
     """Convert one original release from local files (strict; see the format's module).
 
     Args:

@@ -238,7 +238,12 @@ def fetch_release_files(
             force_download=force_download,
             hint=hint,
         )
-        prov[role] = {"repo": repo, "revision": rev, "commit": snapshot_commit(paths[role]), "filename": f.filename}
+        prov[role] = {
+            "repo": repo,
+            "revision": rev,
+            "commit": snapshot_commit(paths[role]),
+            "filename": f.filename,
+        }
     return paths, prov
 
 
@@ -246,7 +251,9 @@ def _cache_key(cfg: PretrainedCfg, prov: Mapping[str, Mapping[str, Any]], conver
     material = {
         "source": cfg.source,
         "converter": converter_version,
-        "files": {r: [p["repo"], p["commit"] or p["revision"] or "main", p["filename"]] for r, p in prov.items()},
+        "files": {
+            r: [p["repo"], p["commit"] or p["revision"] or "main", p["filename"]] for r, p in prov.items()
+        },
         "options": {k: repr(v) for k, v in sorted(cfg.options.items())},
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]

@@ -330,7 +330,9 @@ _RAE_LICENSE_NOTE = (
 _RAE_ENCODER = PretrainedFile("model.safetensors", repo="facebook/dinov2-with-registers-base")
 
 
-def _rae_weights(arch: str, tag: str, decoder: str, stats: str, verified: bool, metrics, source, note) -> None:
+def _rae_weights(
+    arch: str, tag: str, decoder: str, stats: str, verified: bool, metrics, source, note
+) -> None:
     register_pretrained(
         PretrainedCfg(
             architecture=arch,

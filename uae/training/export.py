@@ -57,14 +57,19 @@ def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic[:2] != b"PK" and magic[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
+        raise ValueError(f"{path} is not a PyTorch/Lightning checkpoint")
     try:
         with torch.serialization.safe_globals(lightning_safe_globals()):
             ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.findall(r"GLOBAL ([\w.]+)", str(e))
-        what = f" ({found[0]})" if found else ""
+        if not found:
+            raise ValueError(f"{path} is not a readable PyTorch/Lightning checkpoint") from e
         raise ValueError(
-            f"refused to load {path}: it holds a pickled object outside the checkpoint allowlist{what}; "
+            f"refused to load {path}: it holds a pickled object outside the checkpoint allowlist ({found[0]}); "
             "only checkpoints written by `uae fit` are read (torch.load weights_only=True)"
         ) from e
     except Exception as e:  # not a zip/pickle torch file at all
