@@ -401,3 +401,31 @@ def test_no_weights_only_false_in_the_package() -> None:
         if "weights_only=False" in p.read_text() and p.name != "test_pretrained.py"
     ]
     assert offenders == []
+
+
+def test_export_of_a_real_uae_fit_checkpoint(image_folder: Path, tmp_path: Path) -> None:
+    """A checkpoint written by a tiny ``uae fit`` passes the weights_only loader and exports its EMA weights."""
+    from test_recipes import RECIPES, tiny_overrides
+
+    from uae.training import Stage1DecoderModule
+    from uae.training.cli import fit_main
+
+    torch.manual_seed(0)
+    out = tmp_path / "run"
+    ckpt_cb = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True},
+    }
+    args = [
+        "--config",
+        str(RECIPES / "finetune_folder.yaml"),
+        *tiny_overrides(image_folder, out, Stage1DecoderModule),
+    ]
+    args += ["--trainer.callbacks", json.dumps([ckpt_cb]), "--trainer.enable_checkpointing", "true"]
+    args += ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "0"]
+    assert fit_main(args) == 0
+    last = tmp_path / "ckpt" / "last.ckpt"
+    assert cli_main(["export", str(last), str(tmp_path / "exported")]) == 0
+    assert _same_weights(
+        uae.UAE.from_pretrained(tmp_path / "exported"), uae.UAE.from_pretrained(out / "export")
+    )

@@ -33,7 +33,9 @@ def resolve_dinov2_weights(source: str) -> Path:
 
     try:
         return hub_download(repo, "model.safetensors")
-    except FileNotFoundError as e:  # offline, not cached, no network, repo missing: all mean "supply the file"
+    except (
+        FileNotFoundError
+    ) as e:  # offline, not cached, no network, repo missing: all mean "supply the file"
         raise FileNotFoundError(
             f"DINOv2 weights 'model.safetensors' of Hub repo '{repo}' are not available here "
             "(not in the Hub cache and no download possible). Supply the file: "
