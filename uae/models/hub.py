@@ -137,7 +137,8 @@ def hub_download(
         RevisionNotFoundError,
     )
 
-    unreachable = not (local_files_only or hub_offline()) and not hub_reachable()
+    offline = hub_offline()
+    unreachable = not (local_files_only or offline) and not hub_reachable()
     try:
         return Path(
             hf_hub_download(
@@ -145,7 +146,7 @@ def hub_download(
                 filename=filename,
                 revision=revision,
                 cache_dir=cache_dir,
-                local_files_only=local_files_only or unreachable,
+                local_files_only=local_files_only or offline or unreachable,
                 token=token,
                 force_download=force_download,
             )
