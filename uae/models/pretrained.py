@@ -352,5 +352,8 @@ def load_pretrained(
             **hub_kw,
             **config_overrides,
         )
-    paths, prov = fetch_release_files(cfg, revision=revision, force_download=force_download, **hub_kw)
+    try:
+        paths, prov = fetch_release_files(cfg, revision=revision, force_download=force_download, **hub_kw)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"weights {cfg.name}: {e}") from e
     return UAE.from_pretrained(convert_release_cached(cfg, paths, prov), **config_overrides)
