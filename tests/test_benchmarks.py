@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark code path (``python -m benchmarks.run``) on the tiny ``uae_test`` config.
+"""Smoke test of the benchmark code path (``uae bench``) on the tiny ``uae_test`` config.
 
 These tests check the structure of the JSON / markdown results and that every number is sane
 (positive, finite, consistent FLOP counts); they never assert timing thresholds.
@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import run as bench  # noqa: E402
+from uae.bench import run as bench_run
+from uae.bench import timing, train_step
 
 SMOKE_ARGS = [
     "--model", "uae_test", "--device", "cpu", "--batch-size", "2", "--train-batch-size", "1",
@@ -35,7 +31,7 @@ def _positive(v: float) -> bool:
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("bench")
     torch.manual_seed(0)
-    assert bench.main([*SMOKE_ARGS, "--out-dir", str(out), "--name", "smoke"]) == 0
+    assert bench_run.main([*SMOKE_ARGS, "--out-dir", str(out), "--name", "smoke"]) == 0
     return json.loads((out / "smoke.json").read_text()), (out / "smoke.md").read_text()
 
 
@@ -56,7 +52,7 @@ def test_json_has_every_section_with_sane_numbers(smoke: tuple[dict, str]) -> No
     s = result["settings"]
     assert (s["model"], s["batch_size"], s["train_batch_size"], s["precision"]) == ("uae_test", 2, 1, "fp32")
     assert (s["resolution"], s["output_size"], s["latent_shape"]) == (32, 32, [32, 8, 8])
-    for op in bench.OPS:
+    for op in timing.OPS:
         r = result["uae"][op]
         assert r["batch_size"] == 2 and len(r["times_ms"]) == 1
         for key in (
@@ -107,7 +103,7 @@ def test_flop_counts_are_consistent(smoke: tuple[dict, str]) -> None:
 def test_peers_and_ratios(smoke: tuple[dict, str]) -> None:
     result, _ = smoke
     assert set(result["peers"]) == {"rae-equiv", "dinov2"}
-    assert set(result["ratios"]["rae-equiv"]) == set(bench.OPS)
+    assert set(result["ratios"]["rae-equiv"]) == set(timing.OPS)
     assert set(result["ratios"]["dinov2"]) == {"encode"}
     for peer, ratios in result["ratios"].items():
         for op, ratio in ratios.items():
@@ -139,13 +135,13 @@ def test_markdown_tables(smoke: tuple[dict, str]) -> None:
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench.main(["--model", "uae_test", "--peers", "vqgan", "--out-dir", str(tmp_path)]) == 2
+    assert bench_run.main(["--model", "uae_test", "--peers", "vqgan", "--out-dir", str(tmp_path)]) == 2
     assert "unknown ['vqgan']" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 
 def test_peak_memory_sees_an_allocation() -> None:
-    with bench.PeakMemory(torch.device("cpu")) as mem:
+    with timing.PeakMemory(torch.device("cpu")) as mem:
         x = torch.ones(32 * 2**20 // 4)  # 32 MiB, touched
         del x
     if mem.kind == "cpu_peak_rss":
@@ -155,20 +151,20 @@ def test_peak_memory_sees_an_allocation() -> None:
 
 
 def test_known_gpu_peaks() -> None:
-    assert bench.peak_tflops_for_name("NVIDIA H100 80GB HBM3") == pytest.approx(989.4)
-    assert bench.peak_tflops_for_name("NVIDIA H100 PCIe") == pytest.approx(756.0)
-    assert bench.peak_tflops_for_name("NVIDIA H200") == pytest.approx(989.4)
-    assert bench.peak_tflops_for_name("NVIDIA A100-SXM4-80GB") == pytest.approx(312.0)
-    assert bench.peak_tflops_for_name("NVIDIA A10") == pytest.approx(125.0)
-    assert bench.peak_tflops_for_name("NVIDIA L40S") == pytest.approx(362.0)
-    assert bench.peak_tflops_for_name("Some Future GPU") is None
-    assert bench.known_peak_tflops(torch.device("cpu"), "bf16") is None
+    assert timing.peak_tflops_for_name("NVIDIA H100 80GB HBM3") == pytest.approx(989.4)
+    assert timing.peak_tflops_for_name("NVIDIA H100 PCIe") == pytest.approx(756.0)
+    assert timing.peak_tflops_for_name("NVIDIA H200") == pytest.approx(989.4)
+    assert timing.peak_tflops_for_name("NVIDIA A100-SXM4-80GB") == pytest.approx(312.0)
+    assert timing.peak_tflops_for_name("NVIDIA A10") == pytest.approx(125.0)
+    assert timing.peak_tflops_for_name("NVIDIA L40S") == pytest.approx(362.0)
+    assert timing.peak_tflops_for_name("Some Future GPU") is None
+    assert timing.known_peak_tflops(torch.device("cpu"), "bf16") is None
 
 
 def test_sdpa_switch_keeps_outputs(tiny_model: torch.nn.Module, photos32: torch.Tensor) -> None:
     with torch.no_grad():
         ref = tiny_model(photos32).sample
-        n = bench.set_sdpa(tiny_model, False)
+        n = timing.set_sdpa(tiny_model, False)
         assert n == 3  # 2 encoder blocks + 1 decoder block
         assert not any(getattr(m, "fused_attn", False) for m in tiny_model.modules())
         explicit = tiny_model(photos32).sample
@@ -180,8 +176,8 @@ def test_training_step_updates_only_trainable_parts(
 ) -> None:
     enc_before = [p.detach().clone() for p in tiny_model.encoder.parameters()]
     dec_before = [p.detach().clone() for p in tiny_model.decoder.parameters()]
-    with bench._training_state(tiny_model):
-        step = bench.train_step_fn(tiny_model, 1, photos32, photos32, torch.device("cpu"), "fp32")
+    with train_step.training_state(tiny_model):
+        step = train_step.train_step_fn(tiny_model, 1, photos32, photos32, torch.device("cpu"), "fp32")
         loss = step()
         assert math.isfinite(loss) and loss > 0
         assert tiny_model.modulator.noise_std == 0.0

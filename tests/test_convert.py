@@ -161,7 +161,11 @@ def test_mae_sincos_table_matches_the_reference_code():
 
 
 def test_authors_round_trip_is_exact(authors_model, photos32):
-    conv = authors_to_uae(authors_state(authors_model), **HEADS)
+    # Default: their band split and decoder eps; with uae's split and eps the round trip is bit-exact.
+    default = authors_to_uae(authors_state(authors_model), **HEADS).config
+    assert (default.band_scheme, default.decoder_norm_eps) == ("authors_v1", 1e-12)
+    assert default.band_schedule == pytest.approx((0.32, math.sqrt((0.32**2 + 16**2) / 2), 16.0))
+    conv = authors_to_uae(authors_state(authors_model), band_scheme="smooth", decoder_norm_eps=None, **HEADS)
     c = conv.config
     assert (c.num_bands, c.band_mixing, c.modulator_in_kernel, c.modulator_hidden_dim) == (3, True, 3, 24)
     assert (c.img_size, c.patch_size, c.encoder_reg_tokens, c.decoder_patch_size, c.latent_norm) == (
@@ -179,7 +183,7 @@ def test_authors_round_trip_is_exact(authors_model, photos32):
 
 
 def _mae_decoder_reference(sd: dict[str, torch.Tensor], q: torch.Tensor, heads: int) -> torch.Tensor:
-    """RAE's GeneralDecoder forward on its own key names (functional transcription; eps as uae's)."""
+    """RAE's GeneralDecoder forward on its own key names (functional transcription; eps 1e-12 as RAE's)."""
     b, c, h, w = q.shape
     x = F.linear(q.flatten(2).transpose(1, 2), sd["decoder_embed.weight"], sd["decoder_embed.bias"])
     x = torch.cat([sd["trainable_cls_token"].expand(b, -1, -1), x], 1) + sd["decoder_pos_embed"]
@@ -187,7 +191,7 @@ def _mae_decoder_reference(sd: dict[str, torch.Tensor], q: torch.Tensor, heads: 
     for i in range(n):
         p = f"decoder_layers.{i}."
         y = F.layer_norm(
-            x, x.shape[-1:], sd[p + "layernorm_before.weight"], sd[p + "layernorm_before.bias"], 1e-5
+            x, x.shape[-1:], sd[p + "layernorm_before.weight"], sd[p + "layernorm_before.bias"], 1e-12
         )
         qkv = [
             F.linear(y, sd[p + f"attention.attention.{t}.weight"], sd[p + f"attention.attention.{t}.bias"])
@@ -198,11 +202,11 @@ def _mae_decoder_reference(sd: dict[str, torch.Tensor], q: torch.Tensor, heads: 
         a = F.scaled_dot_product_attention(*qkv).transpose(1, 2).flatten(2)
         x = x + F.linear(a, sd[p + "attention.output.dense.weight"], sd[p + "attention.output.dense.bias"])
         y = F.layer_norm(
-            x, x.shape[-1:], sd[p + "layernorm_after.weight"], sd[p + "layernorm_after.bias"], 1e-5
+            x, x.shape[-1:], sd[p + "layernorm_after.weight"], sd[p + "layernorm_after.bias"], 1e-12
         )
         y = F.gelu(F.linear(y, sd[p + "intermediate.dense.weight"], sd[p + "intermediate.dense.bias"]))
         x = x + F.linear(y, sd[p + "output.dense.weight"], sd[p + "output.dense.bias"])
-    x = F.layer_norm(x, x.shape[-1:], sd["decoder_norm.weight"], sd["decoder_norm.bias"], 1e-6)
+    x = F.layer_norm(x, x.shape[-1:], sd["decoder_norm.weight"], sd["decoder_norm.bias"], 1e-12)
     logits = F.linear(x, sd["decoder_pred.weight"], sd["decoder_pred.bias"])[:, 1:]
     pch = int(math.isqrt(logits.shape[-1] // 3))
     logits = logits.reshape(b, h, w, pch, pch, 3)
@@ -229,15 +233,19 @@ def test_authors_cls_position_slot_is_folded_and_positions_resampled(authors_mod
     conv = authors_to_uae(state, **HEADS)
     assert torch.allclose(conv.encoder.vit.cls_token, authors_model.encoder.vit.cls_token, atol=1e-6)
 
-    # A 12x12 source table (like DINOv2's 37x37) is resampled to the 8x8 latent grid with timm.
+    # A 12x12 source table (like DINOv2's 37x37) is kept and resampled at every forward, as transformers does.
     from timm.layers import resample_abs_pos_embed
 
     big = torch.randn(1, 144, 32)
     state["encoder.encoder.embeddings.position_embeddings"] = torch.cat([p0, big], 1)
     conv = authors_to_uae(state, **HEADS)
+    assert conv.config.encoder_pos_grid == 12 and conv.config.encoder_pos_resample == "hf_dinov2"
+    assert conv.config.grid_size == 8
+    assert torch.equal(conv.encoder.vit.pos_embed, big)
+    x = torch.randn(1, 8, 8, 32)  # NHWC patch grid, as timm's _pos_embed receives it
     expected = resample_abs_pos_embed(big, new_size=[8, 8], old_size=[12, 12], num_prefix_tokens=0)
-    assert conv.encoder.vit.pos_embed.shape == (1, 64, 32)
-    assert torch.allclose(conv.encoder.vit.pos_embed, expected)
+    tokens = conv.encoder.vit._pos_embed(x)[:, conv.encoder.num_prefix_tokens :]
+    torch.testing.assert_close(tokens, x.reshape(1, 64, 32) + expected, rtol=0, atol=0)
 
 
 def test_authors_missing_and_extra_keys_are_listed(authors_model):
@@ -265,7 +273,7 @@ def test_learned_decoder_positions_are_rejected(authors_model):
 @pytest.fixture
 def rae_model() -> uae.UAE:
     torch.manual_seed(0)
-    m = _randomise(uae.create_model("uae_test", num_bands=1, num_semantic_bands=1))
+    m = _randomise(uae.create_model("uae_test", num_bands=1, num_semantic_bands=1, decoder_norm_eps=1e-12))
     with torch.no_grad():  # RAE has no modulator: the identity (zero residual)
         m.modulator.conv_out.weight.zero_()
         m.modulator.conv_out.bias.zero_()
@@ -287,8 +295,9 @@ def test_rae_round_trip_hf_encoder(rae_model, photos32):
     assert torch.allclose(out.sample, out_ref.sample, atol=1e-6)
     assert torch.allclose(conv.latent_mean, torch.full((32,), 0.5))
     assert torch.allclose(conv.latent_std, torch.full((32,), math.sqrt(4.0 + 1e-5)))
-    with pytest.raises(ValueError, match="per-channel"):
-        rae_to_uae(dec, enc, stats={"mean": torch.zeros(32, 8, 8)}, **HEADS)
+    assert conv.config.latent_stats == "per_channel" and conv.config.decoder_norm_eps == 1e-12
+    with pytest.raises(ValueError, match=r"per-position \(32, 8, 8\)"):
+        rae_to_uae(dec, enc, stats={"mean": torch.zeros(32, 4, 4)}, **HEADS)
 
 
 def test_rae_timm_named_encoder_and_missing_encoder_key(rae_model, photos32):
@@ -305,11 +314,11 @@ def test_rae_timm_named_encoder_and_missing_encoder_key(rae_model, photos32):
         rae_to_uae(dec, enc, **HEADS)
 
 
-def test_convert_cli_authors_picks_ema_and_writes_pretrained_layout(authors_model, tmp_path, photos32):
-    ema = authors_state(authors_model)
-    raw = {k: v + 1.0 if v.is_floating_point() and "pos" not in k else v for k, v in ema.items()}
+def test_convert_cli_authors_picks_model_and_writes_pretrained_layout(authors_model, tmp_path, photos32):
+    state = authors_state(authors_model)
+    ema = {k: v + 1.0 if v.is_floating_point() and "pos" not in k else v for k, v in state.items()}
     ckpt = tmp_path / "uae_v1.pt"
-    torch.save({"model": raw, "ema": ema, "epoch": 3}, ckpt)
+    torch.save({"model": state, "ema": ema, "epoch": 3}, ckpt)  # v1's evaluation loads "model"
     out = tmp_path / "converted"
     rc = cli_main(
         [
@@ -327,7 +336,10 @@ def test_convert_cli_authors_picks_ema_and_writes_pretrained_layout(authors_mode
     )
     assert rc == 0
     loaded = uae.UAE.from_pretrained(out)
-    assert torch.equal(loaded(photos32).sample, authors_model(photos32).sample)
+    expected = authors_to_uae(state, **HEADS)  # the authors' band split (released schedule for K=3)
+    assert loaded.config.band_scheme == "authors_v1" and loaded.config.band_schedule[0] == 0.32
+    assert torch.equal(loaded(photos32).sample, expected(photos32).sample)
+    assert not torch.allclose(loaded(photos32).sample, authors_to_uae(ema, **HEADS)(photos32).sample)
     assert load_torch_state(ckpt, "model")["decoder.decoder_norm.bias"].sum() != 0
 
 

@@ -103,9 +103,9 @@ def test_ddp_two_processes_cpu_gloo_stage3(image_folder, tmp_path):
         pytest.fail("2-process DDP run did not finish in 180 s:\n" + log[-3000:])
     assert proc.returncode == 0, log[-4000:]
     assert "GLOBAL_RANK: 1" in log and "MEMBER: 2/2" in log, log[-2000:]
-    # The recipe's logger and checkpoint callback write under runs/finetune (relative to the cwd).
-    assert list((tmp_path / "runs" / "finetune" / "logs").glob("version_0/metrics.csv"))
-    ckpt = load_lightning_checkpoint(tmp_path / "runs" / "finetune" / "checkpoints" / "last.ckpt")
+    # The recipe's logger and checkpoint callback write under outputs/runs/finetune (relative to the cwd).
+    assert list((tmp_path / "outputs" / "runs" / "finetune" / "logs").glob("version_0/metrics.csv"))
+    ckpt = load_lightning_checkpoint(tmp_path / "outputs" / "runs" / "finetune" / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 3
     assert ckpt["uae_stage"] == 3
     exported = uae.UAE.from_pretrained(out / "export")

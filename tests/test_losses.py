@@ -141,6 +141,9 @@ def test_lpips_with_explicit_backbone_file(tmp_path, monkeypatch, photos32):
     hub_before = torch.hub.get_dir()
     loss = LPIPSLoss("squeeze", backbone_weights=str(path))
     assert torch.hub.get_dir() == hub_before
+    # torch.hub still follows $TORCH_HOME afterwards (nothing pinned for the tests that run later)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "other_home"))
+    assert torch.hub.get_dir() == str(tmp_path / "other_home" / "hub")
     assert torch.equal(next(loss.net.net.parameters()), ref.features[0].weight)  # our file was loaded
     assert not any(p.requires_grad for p in loss.parameters())
     a, b = photos32[:2], photos32[2:4]

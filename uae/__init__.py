@@ -3,23 +3,61 @@
 >>> import uae
 >>> model = uae.create_model("uae_test")
 >>> out = model(images)  # images: (B, 3, 32, 32) in [0, 1]
+
+The public names are imported on first use (PEP 562), so ``import uae`` and the ``uae`` command's
+``--help`` do not pay for importing torch, timm and Lightning.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from uae.models import (  # noqa: E402
-    UAE,
-    DecoderOutput,
-    EncoderOutput,
-    UAEConfig,
-    UAELoadError,
-    UAEOutput,
-    create_model,
-    get_config,
-    list_models,
-    register_model,
-)
-from uae.utils import autocast_dtype  # noqa: E402
+# public name -> module that defines it
+_LAZY = {
+    "UAE": "uae.models.uae",
+    "DecoderOutput": "uae.models.outputs",
+    "EncoderOutput": "uae.models.outputs",
+    "UAEOutput": "uae.models.outputs",
+    "UAEConfig": "uae.models.config",
+    "UAELoadError": "uae.models.hub",
+    "create_model": "uae.models.registry",
+    "get_config": "uae.models.registry",
+    "list_models": "uae.models.registry",
+    "register_model": "uae.models.registry",
+    "autocast_dtype": "uae.utils",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from uae.models import (
+        UAE,
+        DecoderOutput,
+        EncoderOutput,
+        UAEConfig,
+        UAELoadError,
+        UAEOutput,
+        create_model,
+        get_config,
+        list_models,
+        register_model,
+    )
+    from uae.utils import autocast_dtype
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        if _LAZY[name] == "uae.models.registry":
+            importlib.import_module("uae.models.zoo")  # registers the named configs
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'uae' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def load_image(path: str, size: int):  # -> torch.Tensor

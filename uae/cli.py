@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "export band latents of a dataset as sharded safetensors",
     ),
     "convert": ("uae.convert", "convert_main", "convert the authors' or RAE checkpoints into uae's layout"),
+    "bench": ("uae.bench.run", "main", "speed and memory of a model, side by side with peer tokenizers"),
     "models": ("uae.cli", "models_main", "list the registered models and their pretrained weights"),
     "publish": ("uae.convert.publish", "publish_main", "convert a release, write a Hub folder + card, push"),
 }

@@ -17,7 +17,7 @@ source (authors: under ``encoder.encoder.``)                 uae (under ``encode
 ``embeddings.cls_token``                                    ``cls_token`` (+ CLS slot of the positions)
 ``embeddings.register_tokens``                              ``reg_token``
 ``embeddings.mask_token``                                   dropped (masked-image-modeling only)
-``embeddings.position_embeddings`` ``(1, 1+n, C)``          ``pos_embed[:, 1:]`` resampled to the grid
+``embeddings.position_embeddings`` ``(1, 1+n, C)``          ``pos_embed`` ``= [:, 1:]`` (kept at its grid)
 ``embeddings.patch_embeddings.projection.{weight,bias}``    ``patch_embed.proj.{weight,bias}``
 ``encoder.layer.N.norm1.*``                                 ``blocks.N.norm1.*``
 ``encoder.layer.N.attention.attention.{query,key,value}``   ``blocks.N.attn.qkv`` (concatenated q, k, v)
@@ -32,8 +32,9 @@ source (authors: under ``encoder.encoder.``)                 uae (under ``encode
 
 timm's DINOv2-with-registers layout (``no_embed_class``) gives neither CLS nor registers a position,
 so the CLS slot of the HF table is folded into ``cls_token`` exactly as timm's ``_convert_dinov2``
-does. HF interpolates its 37x37 table to the input grid at every forward; uae resamples it once at
-conversion with timm's ``resample_abs_pos_embed`` (bicubic, antialiased), the same operation.
+does. HF interpolates its 37x37 table to the input grid at every forward; uae keeps the table
+(``encoder_pos_grid=37``) and does the same at every forward (``encoder_pos_resample="hf_dinov2"``),
+so any input size matches transformers. CLIP and SigLIP2 encoders: :mod:`uae.convert.hf_encoders`.
 
 Decoder: MAE-style transformers ViT decoder (RAE's ``GeneralDecoder``) -> ``decoder.*`` (timm ``Block``).
 
@@ -78,10 +79,12 @@ Assumptions (documented, checked where the tensors allow):
   Head counts are not visible in the weights: DINOv2 uses 64-channel heads (``C // 64``); decoders
   use RAE's choices (ViT-B 12, ViT-L 16, ViT-XL 16, else ``D // 64``); override with ``*_heads``.
 * LayerNorm eps: transformers' ViT-MAE layers use 1e-12, uae's blocks timm's 1e-5 (1e-6 for the final
-  norms). The difference changes outputs at the 1e-6 relative level.
-* The band split is uae's (smooth radial masks whose last band takes the whole residual); the
-  authors' v1 split (hard rings up to ``min(h, w) / 2``) differs, so a converted authors' model is
-  the same network on slightly different bands, not a bit-identical copy of their forward pass.
+  norms). Converted authors' and RAE decoders set ``decoder_norm_eps=1e-12`` (exact).
+* Latent statistics: RAE's ``stat.pt`` is per position ``(C, h, w)``; the RAE converter stores it so
+  (``latent_stats="per_position"``), the authors' converter accepts per-channel statistics only.
+* The band split of a converted authors' v1 model is theirs (``band_scheme="authors_v1"``: hard,
+  inclusive rings up to ``min(h, w) // 2`` from their ``v_patch_nums``, corner frequencies dropped),
+  so it reproduces their forward pass (1e-6 on the golden fixtures); see :mod:`uae.convert.authors_v1`.
 * Pixels are ImageNet-normalised in both releases, as in uae.
 """
 

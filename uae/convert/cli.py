@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from uae.convert.authors_v1 import authors_to_uae
+from uae.convert.authors_v1 import load_release as load_authors_v1_release
 from uae.convert.common import load_torch_state
 from uae.convert.rae import rae_to_uae
 
@@ -30,7 +30,15 @@ def convert_main(argv: Sequence[str]) -> int:
         "timm Hub id from the Hub cache",
     )
     parser.add_argument(
-        "--entry", default=None, help="authors: state dict entry to use (default 'ema', else 'model')"
+        "--entry",
+        default=None,
+        help="state dict entry to use (authors: default 'model', what their evaluation loads; rae: 'ema', "
+        "else 'model')",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="authors: the release's YAML config (default: the config embedded in the checkpoint)",
     )
     parser.add_argument("--stats", default=None, help="optional latent statistics file with 'mean' and 'var'")
     parser.add_argument(
@@ -44,9 +52,10 @@ def convert_main(argv: Sequence[str]) -> int:
 
     stats = load_torch_state(args.stats) if args.stats else None
     if args.source == "authors":
-        state = load_torch_state(args.file, args.entry)
-        model = authors_to_uae(
-            state,
+        files = {"checkpoint": args.file, **({"config": args.config} if args.config else {})}
+        model = load_authors_v1_release(
+            files,
+            entry=args.entry or "model",
             encoder_heads=args.encoder_heads,
             decoder_heads=args.decoder_heads,
             stats=stats,

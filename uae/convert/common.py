@@ -149,55 +149,31 @@ def _decoder_channel_perm(pos: torch.Tensor, what: str) -> tuple[torch.Tensor | 
 
 
 # ---------------------------------------------------------------------------------------------- parts
-def convert_hf_dinov2(src: Source, prefix: str, grid: int, latent_norm: bool) -> dict[str, torch.Tensor]:
+def convert_hf_dinov2(
+    src: Source, prefix: str, grid: int | None = None, latent_norm: bool = True
+) -> dict[str, torch.Tensor]:
     """Map a transformers Dinov2(WithRegisters) state dict (under ``prefix``) to timm names.
+
+    The position table keeps its source grid (DINOv2: 37x37); :func:`encoder_config` records it as
+    ``encoder_pos_grid`` with ``encoder_pos_resample="hf_dinov2"``, so the encoder resamples it at every
+    forward exactly as transformers does. See :func:`uae.convert.hf_encoders.dinov2_from_hf`.
 
     Args:
         src: Source dict; consumed keys are recorded.
         prefix: Key prefix of the encoder (``"encoder.encoder."`` for the authors, ``""`` for HF files).
-        grid: Target latent grid side; the position table is resampled to it.
+        grid: Unused (earlier versions resampled the table to this latent grid once); kept so that
+            existing calls keep working.
         latent_norm: Whether the target drops the final norm's affine (its weights are then consumed
             and discarded when present).
 
     Returns:
         ``{timm_name: tensor}`` for ``UnifiedEncoder.vit``.
     """
-    from timm.layers import resample_abs_pos_embed
+    from uae.convert.hf_encoders import dinov2_from_hf
 
-    out: dict[str, torch.Tensor] = {}
-    e = prefix + "embeddings."
-    pos = src.take(e + "position_embeddings")
-    out["cls_token"] = src.take(e + "cls_token") + pos[:, :1]
-    if src.has(e + "register_tokens"):
-        out["reg_token"] = src.take(e + "register_tokens")
-    if src.has(e + "mask_token"):
-        src.take(e + "mask_token")  # only used for masked-image-modeling training
-    patch_pos = pos[:, 1:]
-    n = patch_pos.shape[1]
-    side = math.isqrt(n)
-    if side * side != n:
-        raise ValueError(f"{src.what}: position_embeddings {tuple(pos.shape)} is not 1 + a square grid")
-    if side != grid:
-        patch_pos = resample_abs_pos_embed(
-            patch_pos, new_size=[grid, grid], old_size=[side, side], num_prefix_tokens=0
-        )
-    out["pos_embed"] = patch_pos
-    out["patch_embed.proj.weight"] = src.take(e + "patch_embeddings.projection.weight")
-    out["patch_embed.proj.bias"] = src.take(e + "patch_embeddings.projection.bias")
-    depth = count_blocks(src, prefix + "encoder.layer.")
-    for i in range(depth):
-        s, t = f"{prefix}encoder.layer.{i}.", f"blocks.{i}."
-        out[t + "attn.qkv.weight"], out[t + "attn.qkv.bias"] = _fused_qkv(src, s + "attention.attention.")
-        for a, b in ENCODER_BLOCK_MAP.items():
-            if a.startswith("layer_scale") and not src.has(s + a):
-                continue  # no LayerScale in this checkpoint (checked against the target later)
-            out[t + b] = src.take(s + a)
-    for p in ("weight", "bias"):
-        if src.has(prefix + f"layernorm.{p}"):
-            v = src.take(prefix + f"layernorm.{p}")
-            if not latent_norm:
-                out[f"norm.{p}"] = v
-    return out
+    del grid
+    enc = dinov2_from_hf(src, prefix, latent_norm=latent_norm)
+    return {k[len("encoder.vit.") :]: v for k, v in enc.state.items()}
 
 
 def convert_mae_decoder(src: Source, prefix: str) -> tuple[dict[str, torch.Tensor], int]:
@@ -293,7 +269,24 @@ def encoder_config(enc: Mapping[str, torch.Tensor], encoder_heads: int | None) -
         "encoder_mlp_ratio": hidden / dim,
         "encoder_reg_tokens": enc["reg_token"].shape[1] if "reg_token" in enc else 0,
         "encoder_init_values": 1e-5 if "blocks.0.ls1.gamma" in enc else None,
+        **pos_table_config(enc.get("pos_embed"), "hf_dinov2"),
     }
+
+
+def pos_table_config(pos_embed: torch.Tensor | None, rule: str) -> dict[str, Any]:
+    """``encoder_pos_grid`` / ``encoder_pos_resample`` for a kept ``(1, n*n, C)`` table (``{}`` if none).
+
+    A table with a CLS slot (``1 + n*n`` rows, facebookresearch layout) is accepted too.
+    """
+    if pos_embed is None:
+        return {}
+    n = pos_embed.shape[1]
+    side = math.isqrt(n) if math.isqrt(n) ** 2 == n else math.isqrt(n - 1)
+    if side * side not in (n, n - 1):
+        raise ValueError(
+            f"position table {tuple(pos_embed.shape)} is not a square grid (+ an optional CLS slot)"
+        )
+    return {"encoder_pos_grid": side, "encoder_pos_resample": rule}
 
 
 def timm_encoder_config(state: Mapping[str, torch.Tensor], encoder_heads: int | None) -> dict[str, Any]:
@@ -315,7 +308,8 @@ def timm_encoder_config(state: Mapping[str, torch.Tensor], encoder_heads: int | 
         enc["reg_token"] = reg
     if "blocks.0.mlp.fc1.weight" not in enc:
         raise ValueError("encoder weights have no blocks.0.mlp.fc1.weight (SwiGLU DINOv2-g is not supported)")
-    return encoder_config(enc, encoder_heads)
+    # Keep the file's table (timm's rule resamples it at run time as transformers does for DINOv2).
+    return {**encoder_config(enc, encoder_heads), **pos_table_config(keys.get("pos_embed"), "timm")}
 
 
 def build_checked(config: UAEConfig, state: dict[str, torch.Tensor], what: str):  # -> UAE
@@ -339,22 +333,82 @@ def build_checked(config: UAEConfig, state: dict[str, torch.Tensor], what: str):
     return model.eval()
 
 
-def latent_stats(stats: Mapping[str, torch.Tensor] | None, dim: int, eps: float) -> dict[str, torch.Tensor]:
-    """RAE-style ``{"mean", "var"}`` statistics -> uae's ``latent_mean`` / ``latent_std`` buffers."""
+def _stats_shape(v: torch.Tensor) -> tuple[int, ...]:
+    """A statistics tensor's shape without leading singleton axes beyond three (``(1, C, h, w)`` -> ``(C, h, w)``)."""
+    shape = tuple(v.shape)
+    while len(shape) > 3 and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
+def stats_layout(stats: Mapping[str, torch.Tensor] | None, dim: int, grid: int | None = None) -> str:
+    """``"per_channel"`` or ``"per_position"``: the ``UAEConfig.latent_stats`` that holds RAE-style statistics.
+
+    Per-channel: ``(C,)``, ``(C, 1, 1)`` or ``(1, C, 1, 1)``. Per-position: ``(C, grid, grid)`` or
+    ``(1, C, grid, grid)`` (RAE's released ``stat.pt``, computed over ``[C, H, W]``).
+
+    Raises:
+        ValueError: Any other shape (naming it), or per-position statistics when ``grid`` is ``None``.
+    """
+    layout = "per_channel"
+    for name in ("mean", "var"):
+        v = (stats or {}).get(name)
+        if v is None:
+            continue
+        shape = _stats_shape(v)
+        if shape in ((dim,), (dim, 1, 1)):
+            continue
+        if grid is not None and shape == (dim, grid, grid):
+            layout = "per_position"
+            continue
+        if grid is None:
+            raise ValueError(
+                f"latent statistics '{name}' has shape {tuple(v.shape)}: this converter stores per-channel "
+                f"statistics ({dim},); per-position statistics cannot be converted (recompute them with "
+                "`uae encode`)"
+            )
+        raise ValueError(
+            f"latent statistics '{name}' has shape {tuple(v.shape)}: expected per-channel ({dim},) / "
+            f"({dim}, 1, 1) or per-position ({dim}, {grid}, {grid}) statistics"
+        )
+    return layout
+
+
+def latent_stats(
+    stats: Mapping[str, torch.Tensor] | None, dim: int, eps: float, grid: int | None = None
+) -> dict[str, torch.Tensor]:
+    """RAE-style ``{"mean", "var"}`` statistics -> uae's ``latent_mean`` / ``latent_std`` buffers.
+
+    ``latent_std = sqrt(var + eps)`` in float32, the value RAE computes at every call, so uae's
+    ``(z - latent_mean) / latent_std`` is bit-identical to RAE's ``(z - mean) / sqrt(var + eps)``.
+
+    Args:
+        stats: ``{"mean": ..., "var": ...}`` (either may be absent), shapes as :func:`stats_layout`.
+        dim: Latent channels ``C``.
+        eps: RAE's ``eps`` (1e-5).
+        grid: Latent grid side; ``None`` accepts per-channel statistics only.
+
+    Returns:
+        ``{"latent_mean": (C,) or (C, grid, grid), "latent_std": same}`` for the keys present
+        (shape per :func:`stats_layout`).
+    """
     if not stats:
         return {}
+    layout = stats_layout(stats, dim, grid)
+    target = (dim,) if layout == "per_channel" else (dim, grid, grid)
+
+    def fit(v: torch.Tensor) -> torch.Tensor:
+        v = v.float().reshape(_stats_shape(v))
+        if v.ndim == 1:
+            v = v.view(dim, 1, 1)
+        return v.reshape(dim) if len(target) == 1 else v.expand(*target).contiguous()
+
     out = {}
     mean, var = stats.get("mean"), stats.get("var")
-    for name, v in (("mean", mean), ("var", var)):
-        if v is not None and v.numel() != dim:
-            raise ValueError(
-                f"latent statistics '{name}' has shape {tuple(v.shape)}: uae stores per-channel statistics ({dim},); "
-                "per-position statistics cannot be converted (recompute them with `uae encode`)"
-            )
     if mean is not None:
-        out["latent_mean"] = mean.reshape(dim).float()
+        out["latent_mean"] = fit(mean)
     if var is not None:
-        out["latent_std"] = torch.sqrt(var.reshape(dim).float() + eps)
+        out["latent_std"] = fit(torch.sqrt(var.float() + eps))
     return out
 
 

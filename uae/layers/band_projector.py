@@ -14,6 +14,11 @@ which sum to one everywhere, *including the grid's corner frequencies* (radius u
 the last band takes the whole residual. :meth:`BandProjector.forward` computes all bands from one
 real FFT and one batched inverse; :meth:`BandProjector.split_iterative` is the literal iteration
 (kept as the reference the fused path is tested against).
+
+``scheme="authors_v1"`` runs the authors' v1 split instead (for their converted weights): hard,
+inclusive rings on the integer FFT frequency radius up to ``min(H // 2, W // 2)``, radii from their
+``v_patch_nums`` schedule; corner frequencies outside every ring are dropped, so those bands do not
+sum back to ``z``. See :func:`authors_v1_radii` and :func:`authors_v1_band_masks`.
 """
 
 from __future__ import annotations
@@ -112,8 +117,11 @@ class BandProjector(nn.Module):
         softness: Raised-cosine transition width as a fraction of a band's width.
         grid_size: Default latent grid side; its masks are precomputed as a buffer, other sizes are
             computed on first use and cached.
-        scheme: ``"smooth"`` (this module's split). The released models' own schemes
-            (``"authors_v1"``, ``"dct_zigzag"``) are selected through :class:`uae.UAEConfig.band_scheme`.
+        scheme: ``"smooth"`` (this module's split) or ``"authors_v1"`` (the authors' v1 hard rings,
+            see :func:`authors_v1_band_masks`; needs ``transform="fft"``). Selected through
+            :class:`uae.UAEConfig.band_scheme`.
+        schedule: ``authors_v1`` only: the release's ``v_patch_nums`` radius schedule (``K`` values);
+            ``None`` gives evenly spaced radii.
     """
 
     def __init__(
@@ -123,13 +131,19 @@ class BandProjector(nn.Module):
         softness: float = 0.5,
         grid_size: int = 16,
         scheme: str = "smooth",
+        schedule: tuple[float, ...] | None = None,
     ) -> None:
         super().__init__()
         if num_bands < 1:
             raise ValueError(f"num_bands must be >= 1, got {num_bands}")
-        if scheme != "smooth":
+        if scheme not in ("smooth", "authors_v1"):
             raise NotImplementedError(f"band scheme {scheme!r} is not implemented yet")
+        if scheme == "authors_v1":
+            check_authors_v1_schedule(schedule, num_bands, transform)
+        elif schedule is not None:
+            raise ValueError(f"a band schedule is only used by scheme='authors_v1', not {scheme!r}")
         self.scheme = scheme
+        self.schedule = tuple(float(v) for v in schedule) if schedule is not None else None
         self.num_bands = num_bands
         self.transform = transform
         self.softness = softness
@@ -139,9 +153,13 @@ class BandProjector(nn.Module):
         self._dct_cache: dict[tuple[int, str], torch.Tensor] = {}
 
     def extra_repr(self) -> str:
+        if self.scheme == "authors_v1":
+            return f"num_bands={self.num_bands}, scheme='authors_v1', schedule={self.schedule}"
         return f"num_bands={self.num_bands}, transform={self.transform!r}, softness={self.softness}"
 
     def _make_masks(self, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+        if self.scheme == "authors_v1":
+            return authors_v1_band_masks(height, width, self.num_bands, self.schedule, device=device)
         rho = radial_frequency(height, width, self.transform, device=device)
         return band_masks(rho, self.num_bands, self.softness)
 
@@ -191,6 +209,8 @@ class BandProjector(nn.Module):
             raise ValueError(f"BandProjector expects a latent grid (B, C, H, W), got shape {tuple(z.shape)}")
         with torch.autocast(device_type=z.device.type, enabled=False):
             z = z.float()
+            if self.scheme == "authors_v1":
+                return self._split_all_masked(z)
             if self.num_bands == 1:
                 return z.unsqueeze(1)
             h, w = z.shape[-2:]
@@ -201,6 +221,13 @@ class BandProjector(nn.Module):
             )  # (B, K-1, C, H, W)
             last = z - lower.sum(dim=1)
             return torch.cat([lower, last.unsqueeze(1)], dim=1)
+
+    def _split_all_masked(self, z: torch.Tensor) -> torch.Tensor:
+        """Every band from its own effective mask (no residual band): the ``authors_v1`` split."""
+        h, w = z.shape[-2:]
+        masks = self.band_masks(h, w, z.device)  # (K, H, W')
+        spec = self._forward_transform(z)
+        return self._inverse_transform(spec.unsqueeze(1) * masks[None, :, None], (h, w))
 
     def split_iterative(self, z: torch.Tensor) -> torch.Tensor:
         """The literal iterative residual split ``b_k = P_k(r_k), r_{k+1} = r_k - b_k`` (reference).
@@ -214,6 +241,8 @@ class BandProjector(nn.Module):
         with torch.autocast(device_type=z.device.type, enabled=False):
             z = z.float()
             h, w = z.shape[-2:]
+            if self.scheme == "authors_v1":
+                return authors_v1_split_iterative(z, self.num_bands, self.schedule)
             rho = radial_frequency(h, w, self.transform, device=z.device)
             residual = z
             bands = []
@@ -250,6 +279,133 @@ class BandProjector(nn.Module):
             return energy / energy.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+# ---------------------------------------------------------------------------------------------- authors' v1
+def check_authors_v1_schedule(schedule: tuple[float, ...] | None, num_bands: int, transform: str) -> None:
+    """Raise ``ValueError`` unless ``schedule`` is a valid ``authors_v1`` radius schedule for ``K`` bands.
+
+    Valid: ``None`` (evenly spaced radii) or ``K`` finite values, non-decreasing, the last one positive.
+    """
+    if transform != "fft":
+        raise ValueError(f"band scheme 'authors_v1' runs on the FFT, not band_transform={transform!r}")
+    if schedule is None:
+        return
+    values = [float(v) for v in schedule]
+    if len(values) != num_bands:
+        raise ValueError(f"the authors_v1 schedule needs num_bands={num_bands} values, got {len(values)}")
+    if not all(math.isfinite(v) and v >= 0 for v in values) or values[-1] <= 0:
+        raise ValueError(f"the authors_v1 schedule must be finite, >= 0 and end above 0; got {values}")
+    if any(b < a for a, b in zip(values, values[1:])):
+        raise ValueError(f"the authors_v1 schedule must be non-decreasing, got {values}")
+
+
+def fft_integer_frequencies(n: int, device: torch.device | None = None) -> torch.Tensor:
+    """Signed integer FFT frequencies ``0, 1, .., -1`` of ``n`` samples (``fftfreq(n) * n``, exact), float32."""
+    f = torch.arange(n, device=device)
+    return torch.where(f >= (n + 1) // 2, f - n, f).to(torch.float32)
+
+
+def authors_v1_radii(
+    schedule: tuple[float, ...] | None,
+    num_bands: int,
+    height: int,
+    width: int,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """Ring radii ``(K + 1,)`` of the authors' v1 split on an ``H x W`` grid (float32, as they compute them).
+
+    ``max_radius = min(H // 2, W // 2)`` in integer frequency units; the schedule is scaled so that its
+    last value lands on ``max_radius`` (``radii = [0, s_0 / s_{K-1} * max_radius, ..., max_radius]``).
+    Without a schedule the radii are evenly spaced on ``[0, max_radius]``.
+    """
+    max_radius = float(min(height // 2, width // 2))
+    if schedule is None:
+        return torch.linspace(0.0, max_radius, num_bands + 1, device=device, dtype=torch.float32)
+    s = torch.tensor([float(v) for v in schedule[:num_bands]], device=device, dtype=torch.float32)
+    radii = s / s[-1].clamp_min(1e-6) * max_radius
+    return torch.cat([torch.zeros(1, device=device, dtype=torch.float32), radii])
+
+
+def authors_v1_ring_masks(
+    height: int,
+    width: int,
+    num_bands: int,
+    schedule: tuple[float, ...] | None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """The hard, inclusive rings ``M_k = [r_k <= |f| <= r_{k+1}]`` on the real-FFT half spectrum.
+
+    ``|f|`` is the radius of the signed integer frequency pair (``-H//2 .. (H-1)//2`` per axis, as after
+    ``fftshift``). Neighbouring rings share their boundary radius; frequencies with ``|f| > r_K`` (the
+    grid's corners) lie in no ring.
+
+    Returns:
+        ``(K, H, W // 2 + 1)`` float32 masks of zeros and ones.
+    """
+    fy = fft_integer_frequencies(height, device)
+    fx = torch.arange(width // 2 + 1, device=device, dtype=torch.float32)
+    radius = torch.sqrt(fy[:, None].square() + fx[None, :].square())
+    radii = authors_v1_radii(schedule, num_bands, height, width, device=device)
+    return torch.stack([((radius >= radii[k]) & (radius <= radii[k + 1])).float() for k in range(num_bands)])
+
+
+def authors_v1_band_masks(
+    height: int,
+    width: int,
+    num_bands: int,
+    schedule: tuple[float, ...] | None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """Effective masks ``E_k = M_k * prod_{j<k} (1 - M_j)`` of the authors' iterative ring split.
+
+    Their split projects the running residual onto ring ``k`` (``b_k = P_k(r_k)``, ``r_{k+1} = r_k - b_k``),
+    so a boundary frequency shared by two rings goes to the lower band, and the frequencies outside
+    every ring stay in the final residual, which they drop. The masks therefore sum to 1 inside
+    ``max_radius`` and to 0 at the corners.
+
+    Returns:
+        ``(K, H, W // 2 + 1)`` float32 masks.
+    """
+    rings = authors_v1_ring_masks(height, width, num_bands, schedule, device=device)
+    remaining = torch.ones_like(rings[0])
+    out = []
+    for ring in rings:
+        out.append(ring * remaining)
+        remaining = remaining * (1.0 - ring)
+    return torch.stack(out)
+
+
+def authors_v1_split_iterative(
+    z: torch.Tensor, num_bands: int, schedule: tuple[float, ...] | None
+) -> torch.Tensor:
+    """The authors' v1 split as they run it: project the residual onto each ring in turn, drop the rest.
+
+    Full complex FFT, ``fftshift``, ring mask, ``ifftshift``, inverse FFT, real part, in float32.
+
+    Args:
+        z: Latent grid ``(B, C, H, W)``.
+        num_bands: ``K``.
+        schedule: Their ``v_patch_nums`` (or ``None``).
+
+    Returns:
+        Bands ``(B, K, C, H, W)``; their sum misses the frequencies beyond ``min(H, W) // 2``.
+    """
+    z = z.float()
+    h, w = z.shape[-2:]
+    ch, cw = h // 2, w // 2
+    y = torch.arange(-ch, h - ch, device=z.device, dtype=torch.float32)
+    x = torch.arange(-cw, w - cw, device=z.device, dtype=torch.float32)
+    radius = torch.sqrt(y[:, None].square() + x[None, :].square())  # centred (fftshift) layout
+    radii = authors_v1_radii(schedule, num_bands, h, w, device=z.device)
+    residual, bands = z, []
+    for k in range(num_bands):
+        ring = ((radius >= radii[k]) & (radius <= radii[k + 1])).float()
+        spec = torch.fft.fftshift(torch.fft.fft2(residual.to(torch.complex64)), dim=(-2, -1))
+        band = torch.fft.ifft2(torch.fft.ifftshift(spec * ring, dim=(-2, -1))).real
+        bands.append(band)
+        residual = residual - band
+    return torch.stack(bands, dim=1)
+
+
 def lowpass_filter(x: torch.Tensor, radius: float, transform: str = "fft") -> torch.Tensor:
     """Ideal radial low-pass of an image or latent grid (``rho <= radius``); ``x - lowpass`` is the high-pass.
 
@@ -270,4 +426,15 @@ def lowpass_filter(x: torch.Tensor, radius: float, transform: str = "fft") -> to
     return out.to(x.dtype)
 
 
-__all__ = ["BandProjector", "band_masks", "lowpass_masks", "radial_frequency", "dct_matrix", "lowpass_filter"]
+__all__ = [
+    "BandProjector",
+    "authors_v1_band_masks",
+    "authors_v1_radii",
+    "authors_v1_ring_masks",
+    "authors_v1_split_iterative",
+    "band_masks",
+    "dct_matrix",
+    "lowpass_filter",
+    "lowpass_masks",
+    "radial_frequency",
+]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from einops import rearrange
 from timm.layers import trunc_normal_
@@ -23,6 +25,8 @@ class PixelDecoder(nn.Module):
         patch_size: Output pixels per latent cell on each side.
         out_chans: Output channels (3).
         grid_size: Default grid side (its position table is precomputed).
+        norm_eps: eps of every LayerNorm; ``None`` keeps timm's block default (1e-5) and 1e-6 for the
+            final norm (RAE's transformers decoders use 1e-12 everywhere).
     """
 
     def __init__(
@@ -35,8 +39,10 @@ class PixelDecoder(nn.Module):
         patch_size: int = 16,
         out_chans: int = 3,
         grid_size: int = 16,
+        norm_eps: float | None = None,
     ) -> None:
         super().__init__()
+        block_norm = nn.LayerNorm if norm_eps is None else partial(nn.LayerNorm, eps=norm_eps)
         self.dim = dim
         self.patch_size = patch_size
         self.out_chans = out_chans
@@ -45,11 +51,11 @@ class PixelDecoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.blocks = nn.ModuleList(
             [
-                Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm)
+                Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=block_norm)
                 for _ in range(depth)
             ]
         )
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.norm = nn.LayerNorm(dim, eps=1e-6 if norm_eps is None else norm_eps)
         self.pred = nn.Linear(dim, patch_size * patch_size * out_chans)
         self.register_buffer("pos_embed", self._sincos(grid_size, grid_size), persistent=False)
         self.apply(self._init_weights)

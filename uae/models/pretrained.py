@@ -333,10 +333,11 @@ def load_pretrained(
         ValueError: The converter rejects the files, or its format is not available in this build.
     """
     from uae.models.registry import checkpoint_root
-    from uae.models.uae import UAE
 
     hub_kw = {"cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
     if cfg.source == "uae":
+        from uae.models.uae import UAE
+
         if cfg.local_dir:
             path = checkpoint_root() / cfg.local_dir
             if (path / WEIGHTS_NAME).is_file():
@@ -356,4 +357,6 @@ def load_pretrained(
         paths, prov = fetch_release_files(cfg, revision=revision, force_download=force_download, **hub_kw)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"weights {cfg.name}: {e}") from e
+    from uae.models.uae import UAE  # imported after the files are there: an offline miss fails fast
+
     return UAE.from_pretrained(convert_release_cached(cfg, paths, prov), **config_overrides)

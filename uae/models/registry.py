@@ -146,10 +146,11 @@ def create_model(
             they are not available offline (naming the repo and file).
     """
     from uae.models.pretrained import get_pretrained_cfg, load_pretrained
-    from uae.models.uae import UAE
 
     entry = get_entry(name)
     if not pretrained:
+        from uae.models.uae import UAE
+
         return UAE(get_config(entry.name, **overrides))
     tag = name.partition(".")[2]
     cfg = get_pretrained_cfg(f"{entry.name}.{tag}" if tag else entry.name)

@@ -16,7 +16,7 @@ from torch import nn
 from uae.layers.band_modulator import BandModulator
 from uae.layers.band_projector import BandProjector
 from uae.layers.decoder import PixelDecoder
-from uae.layers.encoder import UnifiedEncoder, read_state_dict
+from uae.layers.encoder import FAMILY_PIXEL_STATS, UnifiedEncoder, read_state_dict
 from uae.models.config import ARCHITECTURE, UAEConfig
 from uae.models.hub import CONFIG_NAME, WEIGHTS_NAME, UAELoadError, resolve_pretrained_files
 from uae.models.outputs import DecoderOutput, EncoderOutput, UAEOutput
@@ -104,6 +104,9 @@ class UAE(
             reg_tokens=config.encoder_reg_tokens,
             init_values=config.encoder_init_values,
             latent_norm=config.latent_norm,
+            family=config.encoder_family,
+            pos_grid=config.encoder_pos_grid,
+            pos_resample=config.encoder_pos_resample,
         )
         self.band_projector = BandProjector(
             config.num_bands,
@@ -111,6 +114,7 @@ class UAE(
             softness=config.band_softness,
             scheme=config.band_scheme,
             grid_size=config.grid_size,
+            schedule=config.band_schedule,
         )
         self.modulator = BandModulator(
             config.latent_dim,
@@ -130,11 +134,14 @@ class UAE(
             mlp_ratio=config.decoder_mlp_ratio,
             patch_size=config.decoder_patch_size,
             grid_size=config.grid_size,
+            norm_eps=config.decoder_norm_eps,
         )
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-        self.register_buffer("latent_mean", torch.zeros(config.latent_dim))
-        self.register_buffer("latent_std", torch.ones(config.latent_dim))
+        mean, std = FAMILY_PIXEL_STATS[config.encoder_family]  # the encoder's image processor statistics
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1))
+        # (C,) or (C, h, w) by config.latent_stats; saved in model.safetensors with that exact shape.
+        self.register_buffer("latent_mean", torch.zeros(config.latent_stats_shape))
+        self.register_buffer("latent_std", torch.ones(config.latent_stats_shape))
 
     # ------------------------------------------------------------------ pixels
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -270,26 +277,76 @@ class UAE(
         return f.mean(dim=(-2, -1)) if pool == "mean" else f
 
     # ------------------------------------------------------------------ latent statistics
+    def _latent_stats_view(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stored mean/std shaped to broadcast against ``latent (B, C, h, w)``."""
+        self._check_latent(latent)
+        if self.config.latent_stats == "per_position":
+            if tuple(latent.shape[1:]) != tuple(self.latent_mean.shape):
+                raise ValueError(
+                    f"per-position latent statistics have shape {tuple(self.latent_mean.shape)}; "
+                    f"got a latent of shape {tuple(latent.shape)}"
+                )
+            return self.latent_mean.unsqueeze(0), self.latent_std.unsqueeze(0)
+        return self.latent_mean.view(1, -1, 1, 1), self.latent_std.view(1, -1, 1, 1)
+
     def normalize_latent(self, latent: torch.Tensor) -> torch.Tensor:
-        """Per-channel standardisation with the stored latent statistics (for diffusion training)."""
-        return (latent - self.latent_mean.view(1, -1, 1, 1)) / self.latent_std.view(1, -1, 1, 1)
+        """Standardise a latent ``(B, C, h, w)`` with the stored statistics (for diffusion training).
+
+        ``(latent - latent_mean) / latent_std`` with per-channel ``(C,)`` or per-position ``(C, h, w)``
+        statistics (``config.latent_stats``); RAE's ``(z - mean) / sqrt(var + eps)`` with
+        ``latent_std = sqrt(var + eps)`` stored at conversion.
+        """
+        mean, std = self._latent_stats_view(latent)
+        return (latent - mean) / std
 
     def denormalize_latent(self, latent: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`normalize_latent`."""
-        return latent * self.latent_std.view(1, -1, 1, 1) + self.latent_mean.view(1, -1, 1, 1)
+        """Inverse of :meth:`normalize_latent`: ``latent * latent_std + latent_mean``."""
+        mean, std = self._latent_stats_view(latent)
+        return latent * std + mean
 
     @torch.no_grad()
     def set_latent_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Store per-channel latent mean/std ``(C,)`` (saved in ``model.safetensors``)."""
-        c = self.config.latent_dim
-        if mean.shape != (c,) or std.shape != (c,):
-            raise ValueError(
-                f"latent stats must have shape ({c},), got {tuple(mean.shape)} and {tuple(std.shape)}"
-            )
+        """Store latent mean/std (saved in ``model.safetensors``).
+
+        Args:
+            mean, std: Per-channel ``(C,)`` / ``(C, 1, 1)`` statistics, or (for a model with
+                ``latent_stats="per_position"``) per-position ``(C, h, w)`` / ``(1, C, h, w)`` ones;
+                per-channel values given to a per-position model are broadcast over the grid.
+
+        Raises:
+            ValueError: A shape the model's buffers cannot hold, or a non-positive std.
+        """
+        mean, std = self.fit_latent_stats(mean, "mean"), self.fit_latent_stats(std, "std")
         if not bool((std > 0).all()):
             raise ValueError("latent std must be positive")
         self.latent_mean.copy_(mean)
         self.latent_std.copy_(std)
+
+    def fit_latent_stats(self, value: torch.Tensor, what: str = "statistics") -> torch.Tensor:
+        """Shape a statistics tensor to this model's ``latent_mean`` buffer shape (float32, exact values).
+
+        Accepts ``(C,)``, ``(C, 1, 1)``, ``(C, h, w)`` and the same with a leading ``1``.
+
+        Raises:
+            ValueError: The tensor cannot be stored in the buffer (naming both shapes).
+        """
+        c, h, w = self.config.latent_shape
+        target = tuple(self.config.latent_stats_shape)
+        t = value.detach().float().cpu()
+        if t.ndim == 4 and t.shape[0] == 1:
+            t = t[0]
+        if t.ndim == 1 and t.shape[0] == c:
+            t = t.view(c, 1, 1)
+        ok = t.ndim == 3 and t.shape[0] == c and t.shape[1] in (1, h) and t.shape[2] in (1, w)
+        if ok and self.config.latent_stats == "per_channel":
+            ok = t.shape[1:] == (1, 1)
+        if not ok:
+            raise ValueError(
+                f"latent {what} of shape {tuple(value.shape)} does not fit this model's latent statistics "
+                f"{target} (config.latent_stats={self.config.latent_stats!r}; per-position statistics need "
+                f"latent_stats='per_position')"
+            )
+        return t.expand(c, h, w).clone() if len(target) == 3 else t.reshape(c).clone()
 
     def _check_latent(self, latent: torch.Tensor) -> None:
         c = self.config.latent_dim

@@ -77,8 +77,12 @@ def lpips_backbone_path(net_type: str = "vgg") -> Path:
 
 @contextlib.contextmanager
 def _hub_dir_with(file: Path, name: str) -> Iterator[None]:
-    """Temporarily point ``torch.hub`` at a folder whose ``checkpoints/<name>`` is ``file``."""
-    old = torch.hub.get_dir()
+    """Temporarily point ``torch.hub`` at a folder whose ``checkpoints/<name>`` is ``file``.
+
+    The previous state is restored exactly: when no directory was set explicitly, ``torch.hub`` goes
+    back to following ``$TORCH_HOME`` (``set_dir(get_dir())`` would pin today's value for good).
+    """
+    old = getattr(torch.hub, "_hub_dir", None)
     with tempfile.TemporaryDirectory() as tmp:
         ck = Path(tmp) / "checkpoints"
         ck.mkdir()
@@ -90,7 +94,7 @@ def _hub_dir_with(file: Path, name: str) -> Iterator[None]:
         try:
             yield
         finally:
-            torch.hub.set_dir(old)
+            torch.hub._hub_dir = old
 
 
 class LPIPSLoss(nn.Module):

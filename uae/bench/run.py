@@ -1,0 +1,442 @@
+"""Throughput and memory of uae, side by side with peer tokenizers, in one run on the same inputs.
+
+Run from the repository root::
+
+    uae bench --model uae_base_p14_dinov2 --device cpu --batch-size 2
+    uae bench --device cuda --precision bf16 --batch-size 64 --ablations sdpa,compile
+
+What is measured (see ``benchmarks/README.md`` for the definitions and targets):
+
+* uae ``encode`` / ``decode`` / ``reconstruct`` images/s: median of ``--repeats`` timed runs after
+  ``--warmup`` untimed runs, with ``torch.cuda.synchronize`` around every timed run on GPU;
+* the encode-side pieces (ViT encoder, band projector, band modulator) timed separately, giving the
+  band projector + modulator share of the encode time;
+* training-step images/s of stage 1 (encoder frozen, L1) and stage 3 (all trainable, high-band noise,
+  L1 + a patch-discriminator hinge GAN step), with the plain model and AdamW;
+* peak memory of every measurement (CUDA: ``max_memory_allocated``; CPU: the process's peak resident
+  set size, reset before each measurement through ``/proc/self/clear_refs``);
+* model FLOPs per image (``torch.utils.flop_counter``) and FLOP utilisation against a peak;
+* peers on the same inputs: diffusers ``AutoencoderKL`` (SD-VAE config, random init), diffusers
+  ``AutoencoderRAE`` (same encoder/decoder sizes), uae without band split and modulator, and the bare
+  timm DINOv2 encoder (the lower bound for encode); each reported as a ratio to uae.
+
+Results go to ``<out-dir>/<name>.json`` and ``<out-dir>/<name>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uae.bench.peers import (
+    build_dinov2,
+    build_rae,
+    build_sd_vae,
+    dinov2_ops,
+    rae_equiv_ops,
+    rae_ops,
+    sd_vae_ops,
+    uae_ops,
+)
+from uae.bench.report import cpu_time_share, evaluate_targets, write_results
+from uae.bench.timing import (
+    ABLATIONS,
+    B_CONFIG,
+    OPS,
+    PEER_LABELS,
+    PEERS,
+    autocast_context,
+    compile_module,
+    count_flops,
+    environment,
+    free_memory,
+    known_peak_tflops,
+    measure,
+    set_sdpa,
+)
+from uae.bench.train_step import train_step_fn, training_state
+
+logger = logging.getLogger("uae.bench")
+
+
+# ---------------------------------------------------------------------------------------------------
+# the benchmark
+# ---------------------------------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options (``uae bench --help``)."""
+    p = argparse.ArgumentParser(prog="uae bench", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--model", default=B_CONFIG, help="registered uae model name (default: the paper's B config)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="inference batch (default: 2 on CPU, 64 on CUDA)"
+    )
+    p.add_argument(
+        "--train-batch-size", type=int, default=None, help="training-step batch (default: --batch-size)"
+    )
+    p.add_argument(
+        "--resolution", type=int, default=None, help="encoder input side (default: the model's img_size)"
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default=None,
+        help="default: bf16 on CUDA, fp32 on CPU",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=5, help="timed runs per measurement (the median is reported)"
+    )
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
+    p.add_argument(
+        "--piece-repeats", type=int, default=10, help="timed runs for the cheap projector/modulator pieces"
+    )
+    p.add_argument(
+        "--train-repeats", type=int, default=None, help="timed training steps (default: --repeats)"
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the uae encoder, modulator and decoder (and peers)",
+    )
+    p.add_argument(
+        "--no-sdpa",
+        action="store_true",
+        help="explicit softmax attention instead of F.scaled_dot_product_attention",
+    )
+    p.add_argument("--peers", default="all", help=f"comma list of {', '.join(PEERS)}; 'all' or 'none'")
+    p.add_argument(
+        "--ablations", default="", help="comma list of sdpa, compile: reconstruct with that option flipped"
+    )
+    p.add_argument("--no-train", action="store_true", help="skip the training-step measurements")
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="peak FLOP/s of the device for the utilisation (TFLOP/s)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--out-dir",
+        default="outputs/bench",
+        help="folder for the JSON and markdown results (default: outputs/bench)",
+    )
+    p.add_argument("--name", default=None, help="file stem of the JSON / markdown results")
+    p.add_argument(
+        "--startup",
+        action="store_true",
+        help="measure the command's start-up instead: `uae --help`, each sub-command's --help, `uae models`",
+    )
+    args = p.parse_args(None if argv is None else list(argv))
+    args.peers = _parse_list(args.peers, PEERS, "--peers")
+    args.ablations = _parse_list(args.ablations or "none", ABLATIONS, "--ablations")
+    for k in ("batch_size", "train_batch_size", "repeats", "piece_repeats", "train_repeats"):
+        v = getattr(args, k)
+        if v is not None and v < 1:
+            p.error(f"--{k.replace('_', '-')} must be >= 1")
+    if args.warmup < 0:
+        p.error("--warmup must be >= 0")
+    return args
+
+
+def _parse_list(value: str, allowed: Sequence[str], flag: str) -> list[str]:
+    if value == "all":
+        return list(allowed)
+    if value in ("none", ""):
+        return []
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad:
+        raise ValueError(f"{flag}: unknown {bad}; choose from {', '.join(allowed)}")
+    return items
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available")
+    return dev
+
+
+def run_subject(
+    name: str,
+    ops: dict[str, Callable[[], Any]],
+    args: argparse.Namespace,
+    device: torch.device,
+    batch: int,
+) -> dict[str, Any]:
+    """Measure each operation of one subject (one call processes ``batch`` images)."""
+    out: dict[str, Any] = {}
+    for op, fn in ops.items():
+        logger.info("%s %s (batch %d)", name, op, batch)
+        out[op] = measure(fn, batch, device, args.precision, args.repeats, args.warmup)
+        logger.info(
+            "  %.3g images/s, median %.1f ms, peak %.0f MiB",
+            out[op]["images_per_s"],
+            out[op]["median_ms"],
+            out[op]["peak_mem_mib"],
+        )
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the whole benchmark; returns the JSON-ready result dict."""
+    import uae
+
+    device = _device(args.device)
+    if args.threads and device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    args.precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    args.batch_size = args.batch_size or (64 if device.type == "cuda" else 2)
+    args.train_batch_size = args.train_batch_size or args.batch_size
+    args.train_repeats = args.train_repeats or args.repeats
+    torch.manual_seed(args.seed)
+
+    model = uae.create_model(args.model).to(device).eval()
+    cfg = model.config
+    res = args.resolution or cfg.img_size
+    if res % cfg.patch_size:
+        raise ValueError(f"--resolution {res} is not a multiple of the patch size {cfg.patch_size}")
+    out_size = res // cfg.patch_size * cfg.decoder_patch_size
+    set_sdpa(model, not args.no_sdpa)
+
+    b = args.batch_size
+    gen = torch.Generator().manual_seed(args.seed)
+    x_out = torch.rand(b, 3, out_size, out_size, generator=gen).to(device)  # decoder-resolution images
+    x_in = F.interpolate(x_out, size=(res, res), mode="bilinear", antialias=True, align_corners=False).clamp(
+        0, 1
+    )
+
+    result: dict[str, Any] = {
+        "env": environment(device),
+        "settings": {
+            "model": args.model,
+            "num_params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+            "batch_size": b,
+            "train_batch_size": args.train_batch_size,
+            "resolution": res,
+            "output_size": out_size,
+            "latent_shape": [cfg.latent_dim, res // cfg.patch_size, res // cfg.patch_size],
+            "num_bands": cfg.num_bands,
+            "band_transform": cfg.band_transform,
+            "precision": args.precision,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "piece_repeats": args.piece_repeats,
+            "train_repeats": args.train_repeats,
+            "compile": args.compile,
+            "sdpa": not args.no_sdpa,
+            "peers": args.peers,
+            "ablations": args.ablations,
+        },
+    }
+
+    # ---- FLOPs (eager, batch 1, before compiling) ---------------------------------------------
+    with torch.inference_mode(), autocast_context(device, args.precision):
+        latent = model.encode(x_in).latent
+    uae_gflops: dict[str, float] = {}
+    if not args.no_flops:
+        for op, fn in uae_ops(model, x_in[:1], latent[:1]).items():
+            uae_gflops[op] = count_flops(fn, device, args.precision) / 1e9
+    if args.compile:
+        for m in (model.encoder, model.modulator, model.decoder):
+            compile_module(m, True)
+
+    # ---- uae: encode / decode / reconstruct -------------------------------------------------------
+    result["uae"] = run_subject("uae", uae_ops(model, x_in, latent), args, device, b)
+    for op, g in uae_gflops.items():
+        result["uae"][op]["gflop_per_image"] = g
+
+    # ---- encode-side pieces: encoder, band projector, modulator --------------------------------------
+    with torch.inference_mode(), autocast_context(device, args.precision):
+        xn = model.normalize(x_in)
+        z = model.encoder(xn).float()
+        bands = model.band_projector(z)
+    pieces = {
+        "encoder": measure(lambda: model.encoder(xn), b, device, args.precision, args.repeats, args.warmup),
+        "band_projector": measure(
+            lambda: model.band_projector(z), b, device, args.precision, args.piece_repeats, args.warmup
+        ),
+        "modulator": measure(
+            lambda: model.fuse(bands), b, device, args.precision, args.piece_repeats, args.warmup
+        ),
+    }
+    t_enc, t_proj, t_mod = (pieces[k]["median_ms"] for k in ("encoder", "band_projector", "modulator"))
+    share = (t_proj + t_mod) / (t_enc + t_proj + t_mod)
+    result["pieces"] = pieces
+    result["projector_modulator"] = {
+        "share_of_encode_side": share,
+        "share_of_reconstruct": (t_proj + t_mod) / result["uae"]["reconstruct"]["median_ms"],
+        "projector_ms": t_proj,
+        "modulator_ms": t_mod,
+        "encoder_ms": t_enc,
+        "definition": "(projector + modulator) / (encoder + projector + modulator), medians at the same batch",
+        "share_of_encode_side_cpu_time": cpu_time_share(pieces),
+    }
+    logger.info("band projector + modulator share of the encode side: %.2f%%", 100 * share)
+
+    # ---- ablations: reconstruct with one option flipped -------------------------------------------
+    result["ablations"] = {}
+    for abl in args.ablations:
+        if abl == "sdpa":
+            set_sdpa(model, args.no_sdpa)
+            label = "SDPA off" if not args.no_sdpa else "SDPA on"
+        else:
+            for m in (model.encoder, model.modulator, model.decoder):
+                compile_module(m, not args.compile)
+            label = "torch.compile on" if not args.compile else "torch.compile off"
+        logger.info("ablation: %s", label)
+        r = measure(lambda: model(x_in), b, device, args.precision, args.repeats, args.warmup)
+        r["label"] = label
+        r["ratio_to_main"] = r["images_per_s"] / result["uae"]["reconstruct"]["images_per_s"]
+        result["ablations"][abl] = r
+        if abl == "sdpa":
+            set_sdpa(model, not args.no_sdpa)
+        else:
+            for m in (model.encoder, model.modulator, model.decoder):
+                compile_module(m, args.compile)
+
+    # ---- peers ---------------------------------------------------------------------------------------------
+    result["peers"] = {}
+    for peer in args.peers:
+        try:
+            result["peers"][peer] = run_peer(peer, model, x_in, x_out, latent, args, device)
+        except Exception as e:  # noqa: BLE001 - a broken peer must not lose the rest of a long run
+            logger.warning("peer %s skipped: %s", peer, e)
+            result["peers"][peer] = {"label": PEER_LABELS[peer], "skipped": f"{type(e).__name__}: {e}"}
+        free_memory(device)
+    result["ratios"] = {
+        peer: {op: r[op]["images_per_s"] / result["uae"][op]["images_per_s"] for op in OPS if op in r}
+        for peer, r in result["peers"].items()
+        if "skipped" not in r
+    }
+
+    # ---- training steps (last: their optimizer states would inflate later CPU RSS peaks) -------------
+    if not args.no_train:
+        tb = args.train_batch_size
+        tx_out = x_out[:tb] if tb <= b else torch.rand(tb, 3, out_size, out_size, generator=gen).to(device)
+        tx_in = F.interpolate(
+            tx_out, size=(res, res), mode="bilinear", antialias=True, align_corners=False
+        ).clamp(0, 1)
+        result["train"] = {}
+        for stage in (1, 3):
+            logger.info("training step, stage %d (batch %d)", stage, tb)
+            with training_state(model):
+                step = train_step_fn(model, stage, tx_in, tx_out, device, args.precision)
+                r = measure(step, tb, device, "fp32", args.train_repeats, args.warmup, grad=True)
+                r["precision"] = args.precision
+                del step
+            free_memory(device)
+            result["train"][f"stage{stage}"] = r
+            logger.info("  %.3g images/s, peak %.0f MiB", r["images_per_s"], r["peak_mem_mib"])
+
+    # ---- FLOP utilisation and targets ------------------------------------------------------------------
+    peak = args.peak_tflops or known_peak_tflops(device, args.precision)
+    result["peak_tflops"] = peak
+    result["peak_tflops_source"] = (
+        "--peak-tflops" if args.peak_tflops else ("known GPU table" if peak else None)
+    )
+    for op in OPS:
+        r = result["uae"][op]
+        if "gflop_per_image" in r:
+            r["achieved_tflops"] = r["gflop_per_image"] * r["images_per_s"] / 1e3
+            r["flop_utilisation"] = r["achieved_tflops"] / peak if peak else None
+    result["targets"] = evaluate_targets(result, device)
+    with contextlib.suppress(OSError, AttributeError):
+        result["env"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    return result
+
+
+def run_peer(
+    peer: str,
+    model: nn.Module,
+    x_in: torch.Tensor,
+    x_out: torch.Tensor,
+    latent: torch.Tensor,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Build and measure one peer on the same inputs."""
+    cfg = model.config
+    b = x_in.shape[0]
+    module: nn.Module | None = None
+    if peer == "rae-equiv":
+        ops = rae_equiv_ops(model, x_in, latent)
+        flops = None if args.no_flops else rae_equiv_ops(model, x_in[:1], latent[:1])
+    elif peer == "sd-vae":
+        module = build_sd_vae(x_out.shape[-1]).to(device).eval()
+        ops = sd_vae_ops(module, x_out)
+        flops = None if args.no_flops else sd_vae_ops(module, x_out[:1])
+    elif peer == "rae":
+        module = build_rae(cfg).to(device).eval()
+        ops = rae_ops(module, x_in)
+        flops = None if args.no_flops else rae_ops(module, x_in[:1])
+    elif peer == "dinov2":
+        module = build_dinov2(cfg, x_in.shape[-1]).to(device).eval()
+        mean, std = model.pixel_mean, model.pixel_std
+        ops = dinov2_ops(module, x_in, mean, std)
+        flops = None if args.no_flops else dinov2_ops(module, x_in[:1], mean, std)
+    else:  # pragma: no cover - parse_args rejects it
+        raise ValueError(peer)
+    out: dict[str, Any] = {"label": PEER_LABELS[peer]}
+    counted: dict[str, float] = {}
+    if module is not None:
+        out["num_params_m"] = round(sum(p.numel() for p in module.parameters()) / 1e6, 3)
+        set_sdpa(module, not args.no_sdpa)
+    if flops is not None:
+        # Count eagerly, as for uae (the shared uae modules are un-compiled for the count).
+        shared = (model.encoder, model.modulator, model.decoder) if module is None and args.compile else ()
+        for m in shared:
+            compile_module(m, False)
+        counted = {op: count_flops(fn, device, args.precision) / 1e9 for op, fn in flops.items()}
+        for m in shared:
+            compile_module(m, True)
+    if module is not None and args.compile:
+        # encode/decode/forward_features bypass the module's own __call__: compile its top-level children.
+        for child in module.children():
+            compile_module(child, True)
+    out.update(run_subject(peer, ops, args, device, b))
+    for op, g in counted.items():
+        out[op]["gflop_per_image"] = g
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: ``uae bench [options]`` (also ``python -m benchmarks.run`` from a checkout)."""
+    if not logging.getLogger("uae").handlers:  # `uae bench` has configured the package's logger already
+        logging.basicConfig(
+            level=os.environ.get("UAE_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
+        )
+    try:
+        args = parse_args(argv)
+        if args.startup:
+            from uae.bench.startup import run_startup, write_startup
+
+            md = write_startup(run_startup(args.repeats), args.out_dir, args.name or "startup")
+            print(md.read_text())
+            return 0
+        result = run(args)
+    except ValueError as e:
+        print(f"uae bench: error: {e}", file=sys.stderr)
+        return 2
+    jpath, mpath = write_results(result, args.out_dir, args.name)
+    print(mpath.read_text())
+    print(f"wrote {jpath} and {mpath}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
