@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import uae
+from uae.training.export import load_lightning_checkpoint
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -104,11 +105,7 @@ def test_ddp_two_processes_cpu_gloo_stage3(image_folder, tmp_path):
     assert "GLOBAL_RANK: 1" in log and "MEMBER: 2/2" in log, log[-2000:]
     # The recipe's logger and checkpoint callback write under outputs/runs/finetune (relative to the cwd).
     assert list((tmp_path / "outputs" / "runs" / "finetune" / "logs").glob("version_0/metrics.csv"))
-    ckpt = torch.load(
-        tmp_path / "outputs" / "runs" / "finetune" / "checkpoints" / "last.ckpt",
-        map_location="cpu",
-        weights_only=False,
-    )
+    ckpt = load_lightning_checkpoint(tmp_path / "outputs" / "runs" / "finetune" / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 3
     assert ckpt["uae_stage"] == 3
     (loader_state,) = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]

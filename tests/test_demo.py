@@ -11,7 +11,8 @@ import torch
 import uae
 from uae.cli import main
 from uae.inference import bicubic_round_trip, load_image, psnr
-from uae.models.registry import checkpoint_root, get_entry, pretrained_location
+from uae.models.pretrained import get_pretrained_cfg
+from uae.models.registry import checkpoint_root, get_entry
 
 DEMO = Path(__file__).resolve().parents[1] / "checkpoints" / "uae_demo"
 HELDOUT = Path(__file__).parent / "assets" / "chelsea.png"  # skimage's chelsea: held out of the demo's data
@@ -25,10 +26,10 @@ def demo():
 
 def test_demo_is_embedded_and_registered(monkeypatch):
     monkeypatch.delenv("UAE_CHECKPOINT_DIR", raising=False)
-    entry = get_entry("uae_demo")
-    assert entry.pretrained.status == "available"
-    assert "uae_demo" in uae.list_models(pretrained=True)
-    assert Path(pretrained_location("uae_demo")) == checkpoint_root() / "uae_demo" == DEMO
+    assert get_entry("uae_demo").pretrained_tags == ["embedded"]
+    assert "uae_demo.embedded" in uae.list_models(pretrained=True)
+    cfg = get_pretrained_cfg("uae_demo")
+    assert cfg.source == "uae" and checkpoint_root() / cfg.local_dir == DEMO
     size = (DEMO / "model.safetensors").stat().st_size
     assert 1e6 < size < 10e6  # a few MB
     card = (DEMO / "README.md").read_text()

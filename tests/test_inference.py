@@ -63,8 +63,8 @@ def test_load_model_sources(tiny_model, tmp_path, photos32):
     m = load_model(str(tmp_path / "m"))
     assert not m.training
     assert torch.allclose(reconstruct(m, photos32, batch_size=3), tiny_model(photos32).sample, atol=1e-5)
-    with pytest.raises(FileNotFoundError, match="uae_base_p14_dinov2"):
-        load_model("uae_base_p14_dinov2")  # registered, not trained
+    with pytest.raises(FileNotFoundError, match="uae_large_p14_dinov2"):
+        load_model("uae_large_p14_dinov2")  # registered, recipe only
     with pytest.raises(ValueError, match="unknown model"):
         load_model("no such model")
 

@@ -24,7 +24,7 @@ def test_list_models_has_the_zoo() -> None:
     names = uae.list_models()
     for n in ("uae_test", "uae_small_p14_dinov2", "uae_base_p14_dinov2", "uae_large_p14_dinov2"):
         assert n in names
-    assert uae.list_models("*large*") == ["uae_large_p14_dinov2"]
+    assert uae.list_models("*large*") == ["uae_large_p14_clip", "uae_large_p14_dinov2"]
     assert names == sorted(names)
 
 
@@ -68,7 +68,7 @@ def test_unknown_name_and_field() -> None:
 
 def test_untrained_pretrained_names_point_to_recipe() -> None:
     with pytest.raises(FileNotFoundError, match="recipes/"):
-        uae.create_model("uae_base_p14_dinov2", pretrained=True)
+        uae.create_model("uae_large_p14_dinov2", pretrained=True)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import torch
 import uae
 from uae.data import UAEDataModule
 from uae.training import Stage1DecoderModule, Stage2SemanticModule, Stage3GANModule
-from uae.training.export import export_checkpoint
+from uae.training.export import export_checkpoint, load_lightning_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -189,7 +189,7 @@ def test_resume_continues_step_count_and_export_roundtrip(image_folder, tmp_path
         assert torch.equal(loaded(x).sample, ema_model(x).sample)
         assert not torch.equal(loaded(x).sample, resumed.model.eval()(x).sample)  # EMA differs from raw
     exported = uae.UAE.from_pretrained(export_checkpoint(last, tmp_path / "from_ckpt"))
-    ck = torch.load(last, map_location="cpu", weights_only=False)
+    ck = load_lightning_checkpoint(last)
     ema_state = {
         k[len("ema.module.") :]: v for k, v in ck["state_dict"].items() if k.startswith("ema.module.")
     }

@@ -45,7 +45,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "convert": ("uae.convert", "convert_main", "convert the authors' or RAE checkpoints into uae's layout"),
     "bench": ("uae.bench.run", "main", "speed and memory of a model, side by side with peer tokenizers"),
-    "models": ("uae.cli", "models_main", "list the registered models and their pretrained status"),
+    "models": ("uae.cli", "models_main", "list the registered models and their pretrained weights"),
+    "publish": ("uae.convert.publish", "publish_main", "convert a release, write a Hub folder + card, push"),
     "app": ("uae.app", "app_main", "band explorer web page (Gradio; needs the app extra)"),
 }
 
@@ -61,16 +62,30 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def models_main(argv: Sequence[str]) -> int:
-    """``uae models [PATTERN]``: list registered model names with their pretrained status."""
+    """``uae models [PATTERN] [--pretrained]``: list architectures (and their weights), or the weights table."""
     from uae.cliargs import ArgumentParser
+    from uae.models.pretrained import get_pretrained_cfg
     from uae.models.registry import get_entry, list_models
 
-    parser = ArgumentParser(prog="uae models", description="List registered models.")
+    parser = ArgumentParser(prog="uae models", description="List registered models and their weights.")
     parser.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. '*dinov2*'")
+    parser.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="list the weights (arch.tag): source, Hub repo, license, notes",
+    )
     args = parser.parse_args(list(argv))
+    if args.pretrained:
+        for name in list_models(args.pattern, pretrained=True):
+            c = get_pretrained_cfg(name)
+            where = c.hf_hub_id or f"checkpoints/{c.local_dir}"
+            print(f"{name:40s} {c.source:11s} {where:34s} {c.license:11s} {c.notes}")
+        return 0
     for name in list_models(args.pattern):
         e = get_entry(name)
-        print(f"{name:40s} {e.pretrained.status:14s} {e.description}")
+        tags = e.pretrained_tags
+        status = f"weights: {', '.join(tags)}" if tags else ("recipe only" if e.recipe else "no weights")
+        print(f"{name:34s} {status:32s} {e.description}")
     return 0
 
 

@@ -127,3 +127,28 @@ def state_dict_mismatch(
         if other[k].shape != own[k].shape
     ]
     return missing, unexpected, bad_shapes
+
+
+def non_float_tensors(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor] | None = None
+) -> list[str]:
+    """Tensors of ``state`` that are not floating point where a float is expected.
+
+    Loading an integer or boolean tensor into a float parameter silently casts it (weights of
+    ``0``/``1`` that decode to noise); callers raise on a non-empty answer instead.
+
+    Args:
+        state: The weights to load.
+        expected: The target's state dict: only keys whose target is floating point are checked.
+            ``None`` checks every tensor of ``state``.
+
+    Returns:
+        Sorted ``"key (dtype)"`` strings.
+    """
+    return [
+        f"{k} ({str(v.dtype).removeprefix('torch.')})"
+        for k, v in sorted(state.items())
+        if isinstance(v, torch.Tensor)
+        and not v.is_floating_point()
+        and (expected is None or (k in expected and expected[k].is_floating_point()))
+    ]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from uae.models.config import UAEConfig
-from uae.utils import state_dict_mismatch
+from uae.utils import non_float_tensors, state_dict_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -322,6 +322,8 @@ def build_checked(config: UAEConfig, state: dict[str, torch.Tensor], what: str):
     for k in ("pixel_mean", "pixel_std", "latent_mean", "latent_std"):
         state.setdefault(k, own[k])
     missing, unexpected, bad = state_dict_mismatch(own, state, other_name="converted")
+    if bad_dtypes := non_float_tensors(state, own):
+        raise ValueError(f"{what}: tensors that must be floating point are not: {bad_dtypes}")
     if missing or unexpected or bad:
         raise ValueError(
             f"{what}: converted weights do not fill the uae model: missing {missing}; unexpected {unexpected}; "

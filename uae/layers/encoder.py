@@ -21,7 +21,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
-from uae.utils import state_dict_mismatch
+from uae.utils import non_float_tensors, state_dict_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +259,8 @@ class UnifiedEncoder(nn.Module):
                 f"with uae.convert.hf_encoders.convert_hf_encoder(state, {self.family!r}) instead"
             )
         state_dict = dict(state_dict)
+        if bad_dtypes := non_float_tensors(state_dict):
+            raise ValueError(f"DINOv2 weights must be floating point; got {bad_dtypes}")
         for prefix in ("module.", "backbone.", "encoder.vit.", "vit."):
             if state_dict and all(k.startswith(prefix) for k in state_dict):
                 state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from uae.models.hub import is_repo_id
+from uae.models.hub import hub_download, is_repo_id
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
@@ -31,14 +31,14 @@ def resolve_dinov2_weights(source: str) -> Path:
     if path.suffix in WEIGHT_SUFFIXES or not is_repo_id(repo):
         raise FileNotFoundError(f"DINOv2 weights file not found: {path}")
 
-    from huggingface_hub import hf_hub_download
-
     try:
-        return Path(hf_hub_download(repo_id=repo, filename="model.safetensors"))
-    except Exception as e:  # offline, not cached, no network, repo missing: all mean "supply the file"
+        return hub_download(repo, "model.safetensors")
+    except (
+        FileNotFoundError
+    ) as e:  # offline, not cached, no network, repo missing: all mean "supply the file"
         raise FileNotFoundError(
             f"DINOv2 weights 'model.safetensors' of Hub repo '{repo}' are not available here "
-            f"({type(e).__name__}: not in the Hub cache and no download possible). Supply the file: "
+            "(not in the Hub cache and no download possible). Supply the file: "
             f"run `hf download {repo} model.safetensors` where you have network (it lands in the Hub cache), "
             "or pass a local file, e.g. model.load_encoder_weights('dinov2_vitb14_reg4_pretrain.pth') "
             "(facebookresearch release) or the timm model.safetensors."

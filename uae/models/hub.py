@@ -1,13 +1,27 @@
-"""Resolving ``from_pretrained`` sources (local directory or Hub repo id) with clear errors."""
+"""Resolving ``from_pretrained`` sources (local directory or Hub repo id) with clear errors.
+
+Every Hub download of the package goes through :func:`hub_download`: it answers from the local Hub
+cache at once when the Hub cannot be reached (``HF_HUB_OFFLINE=1``, or a short TCP probe of the
+endpoint fails), instead of letting ``huggingface_hub`` retry for half a minute.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+#: Seconds the connect probe of the Hub endpoint may take (``UAE_HUB_PROBE_TIMEOUT``; ``0`` disables the probe).
+DEFAULT_PROBE_TIMEOUT = 0.5
 
 
 class UAELoadError(ValueError):
@@ -15,11 +29,152 @@ class UAELoadError(ValueError):
 
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_PROBES: dict[tuple[str, int], bool] = {}
+_PROBES_LOCK = threading.Lock()
 
 
 def is_repo_id(source: str) -> bool:
     """Whether ``source`` has the shape of a Hub repo id (``org/name``) rather than a filesystem path."""
     return bool(_REPO_ID.match(source)) and not Path(source).expanduser().exists()
+
+
+def hub_endpoint() -> str:
+    """The Hub endpoint in use (``HF_ENDPOINT`` read now, else huggingface_hub's)."""
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` set (in the environment now, or in huggingface_hub's constants)."""
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return env in {"1", "ON", "YES", "TRUE"} or bool(constants.HF_HUB_OFFLINE)
+
+
+def _probe_target(endpoint: str) -> tuple[str, int] | None:
+    url = urllib.parse.urlsplit(endpoint)
+    if not url.hostname:
+        return None
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(url.hostname):
+        p = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if p.hostname:
+            return p.hostname, p.port or (443 if p.scheme == "https" else 80)
+    return url.hostname, url.port or (443 if url.scheme == "https" else 80)
+
+
+def hub_reachable(endpoint: str | None = None) -> bool:
+    """Whether a TCP connection to the Hub endpoint (or its proxy) opens within ``UAE_HUB_PROBE_TIMEOUT`` s.
+
+    The answer is cached per process and endpoint. Name resolution runs inside the same time limit
+    (in a helper thread), so a machine without network answers ``False`` in well under a second.
+    """
+    timeout = float(os.environ.get("UAE_HUB_PROBE_TIMEOUT", DEFAULT_PROBE_TIMEOUT))
+    if timeout <= 0:
+        return True
+    target = _probe_target(endpoint or hub_endpoint())
+    if target is None:
+        return True
+    with _PROBES_LOCK:
+        if target in _PROBES:
+            return _PROBES[target]
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection(target, timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=probe, name="uae-hub-probe", daemon=True)
+    t.start()
+    t.join(timeout)
+    ok = bool(result and result[0])
+    if not ok:
+        logger.info("Hub endpoint %s:%s is unreachable; using the local Hub cache only", *target)
+    with _PROBES_LOCK:
+        _PROBES[target] = ok
+    return ok
+
+
+def hub_download(
+    repo_id: str,
+    filename: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    force_download: bool = False,
+    hint: str = "",
+) -> Path:
+    """``hf_hub_download`` with a fast offline path and one clear error naming the repo and file.
+
+    When ``HF_HUB_OFFLINE=1``, or the endpoint does not answer the connect probe
+    (:func:`hub_reachable`), only the local Hub cache is read (no retries).
+
+    Args:
+        repo_id: Hub model repo, ``org/name``.
+        filename: Path of the file inside the repo.
+        revision, cache_dir, local_files_only, token, force_download: As ``hf_hub_download``.
+        hint: Extra sentence appended to the "not in the cache" error.
+
+    Returns:
+        Local path of the file (inside the Hub cache).
+
+    Raises:
+        FileNotFoundError: Repo, revision or file missing, or not cached while offline.
+    """
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline = hub_offline()
+    unreachable = not (local_files_only or offline) and not hub_reachable()
+    try:
+        return Path(
+            hf_hub_download(
+                repo_id=repo_id,
+                filename=filename,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only or offline or unreachable,
+                token=token,
+                force_download=force_download,
+            )
+        )
+    except RepositoryNotFoundError as e:
+        raise FileNotFoundError(f"Hub repo '{repo_id}' not found (or private without a token)") from e
+    except RevisionNotFoundError as e:
+        raise FileNotFoundError(f"revision '{revision}' not found in Hub repo '{repo_id}'") from e
+    except LocalEntryNotFoundError as e:
+        cache = cache_dir or constants.HF_HUB_CACHE
+        why = f"the Hub ({hub_endpoint()}) is unreachable" if unreachable else "offline or HF_HUB_OFFLINE=1"
+        at = f"@{revision}" if revision else ""
+        raise FileNotFoundError(
+            f"{filename} of Hub repo '{repo_id}{at}' is not in the local Hub cache ({cache}) and cannot be "
+            f"downloaded ({why}). Run `hf download {repo_id} {filename}` where there is network"
+            f"{', ' + hint if hint else ''}."
+        ) from e
+    except EntryNotFoundError as e:
+        raise FileNotFoundError(f"{filename} not found in Hub repo '{repo_id}'") from e
+
+
+def snapshot_commit(path: str | os.PathLike) -> str | None:
+    """The commit hash of a file inside a Hub cache snapshot (``.../snapshots/<commit>/...``), else ``None``."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "snapshots":
+            return parts[i + 1]
+    return None
 
 
 def resolve_pretrained_files(
@@ -34,7 +189,8 @@ def resolve_pretrained_files(
 ) -> tuple[Path, ...]:
     """Local paths of ``filenames`` for a local directory or a Hub repo id (downloaded or from the cache).
 
-    With ``HF_HUB_OFFLINE=1`` only the local Hub cache (``$HF_HOME/hub``) is used.
+    With ``HF_HUB_OFFLINE=1``, or when the Hub endpoint is unreachable, only the local Hub cache
+    (``$HF_HOME/hub``) is used, and a miss fails at once.
 
     Raises:
         FileNotFoundError: The directory, repo or one of the files does not exist / is not cached,
@@ -54,42 +210,17 @@ def resolve_pretrained_files(
         raise FileNotFoundError(
             f"'{source}' is neither an existing local model directory nor a Hub repo id of the form 'org/name'"
         )
-
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
+    hint = "or pass a local directory holding config.json and model.safetensors"
+    return tuple(
+        hub_download(
+            source,
+            name,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+            force_download=force_download,
+            hint=hint,
+        )
+        for name in filenames
     )
-
-    out = []
-    for name in filenames:
-        try:
-            out.append(
-                Path(
-                    hf_hub_download(
-                        repo_id=source,
-                        filename=name,
-                        revision=revision,
-                        cache_dir=cache_dir,
-                        local_files_only=local_files_only,
-                        token=token,
-                        force_download=force_download,
-                    )
-                )
-            )
-        except RepositoryNotFoundError as e:
-            raise FileNotFoundError(f"Hub repo '{source}' not found (or private without a token)") from e
-        except RevisionNotFoundError as e:
-            raise FileNotFoundError(f"revision '{revision}' not found in Hub repo '{source}'") from e
-        except LocalEntryNotFoundError as e:
-            cache = cache_dir or constants.HF_HUB_CACHE
-            raise FileNotFoundError(
-                f"{name} of Hub repo '{source}' is not in the local Hub cache ({cache}) and cannot be "
-                "downloaded (offline or HF_HUB_OFFLINE=1). Download it once with network, or pass a local "
-                "directory holding config.json and model.safetensors."
-            ) from e
-        except EntryNotFoundError as e:
-            raise FileNotFoundError(f"{name} not found in Hub repo '{source}'") from e
-    return tuple(out)

@@ -13,82 +13,98 @@ from uae.models.config import UAEConfig
 
 
 @dataclass(frozen=True)
-class PretrainedSource:
-    """Where a named model's trained weights live and what they are.
+class ModelEntry:
+    """One registered architecture.
 
     Attributes:
-        hub_id: Hub repo id, or ``None`` when not published.
-        local_dir: Directory name under the checkpoint root (the repo's ``checkpoints/``), if embedded.
-        status: ``"available"`` or ``"not trained"``.
-        recipe: The recipe that produces the checkpoint.
+        name: Registry name.
+        config_fn: Returns the architecture's :class:`UAEConfig`.
+        description: One line for listings.
+        recipe: The uae recipe that trains it (empty when none).
         notes: Free text for the zoo index.
+
+    Weights are not part of an architecture: see :mod:`uae.models.pretrained` (``arch.tag`` entries).
     """
-
-    hub_id: str | None = None
-    local_dir: str | None = None
-    status: str = "not trained"
-    recipe: str = ""
-    notes: str = ""
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One registered model name."""
 
     name: str
     config_fn: Callable[[], UAEConfig]
-    pretrained: PretrainedSource
     description: str
+    recipe: str = ""
+    notes: str = ""
+
+    @property
+    def pretrained_tags(self) -> list[str]:
+        """Tags of the weights registered for this architecture (default first)."""
+        from uae.models.pretrained import pretrained_tags
+
+        return pretrained_tags(self.name)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_ALIASES: dict[str, str] = {}
 
 
 def register_model(
-    name: str | None = None, *, pretrained: PretrainedSource | None = None, description: str = ""
+    name: str | None = None, *, description: str = "", recipe: str = "", notes: str = ""
 ) -> Callable[[Callable[[], UAEConfig]], Callable[[], UAEConfig]]:
     """Decorator registering a function that returns a :class:`UAEConfig` under ``name``.
 
     Raises:
-        ValueError: The name is already registered.
+        ValueError: The name is already registered, or contains a dot (reserved for ``arch.tag``).
     """
 
     def wrap(fn: Callable[[], UAEConfig]) -> Callable[[], UAEConfig]:
         key = name or fn.__name__
-        if key in _REGISTRY:
+        if key in _REGISTRY or key in _ALIASES:
             raise ValueError(f"model name {key!r} is already registered")
-        _REGISTRY[key] = ModelEntry(
-            key, fn, pretrained or PretrainedSource(), description or (fn.__doc__ or "").strip()
-        )
+        if "." in key:
+            raise ValueError(f"model names cannot contain '.', got {key!r} (the dot separates a weights tag)")
+        _REGISTRY[key] = ModelEntry(key, fn, description or (fn.__doc__ or "").strip(), recipe, notes)
         return fn
 
     return wrap
 
 
+def register_alias(alias: str, name: str) -> None:
+    """Make ``alias`` resolve to the registered ``name`` (old names of renamed architectures; not listed)."""
+    if alias in _REGISTRY or alias in _ALIASES:
+        raise ValueError(f"model name {alias!r} is already registered")
+    _ALIASES[alias] = name
+
+
 def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
-    """Registered model names, sorted.
+    """Registered architecture names, or (``pretrained=True``) the ``arch.tag`` names of weights, sorted.
 
     Args:
-        pattern: Optional shell-style filter, e.g. ``"*dinov2*"``.
-        pretrained: Only names whose trained weights are available.
+        pattern: Optional shell-style filter, e.g. ``"*dinov2*"`` (with ``pretrained``, matched against
+            the full ``arch.tag`` or the architecture).
+        pretrained: List the weights that exist (converted releases and uae's own) instead of architectures.
     """
+    if pretrained:
+        from uae.models.pretrained import list_pretrained
+
+        return list_pretrained(pattern)
     names = sorted(_REGISTRY)
     if pattern:
         names = fnmatch.filter(names, pattern)
-    if pretrained:
-        names = [n for n in names if _REGISTRY[n].pretrained.status == "available"]
     return names
 
 
 def get_entry(name: str) -> ModelEntry:
-    """The registry entry of ``name``; ``ValueError`` listing the known names otherwise."""
-    if name not in _REGISTRY:
+    """The registry entry of ``name`` (an alias, or ``arch.tag``, resolves to its architecture).
+
+    Raises:
+        ValueError: Unknown name, listing the known names.
+    """
+    arch = name.partition(".")[0]
+    arch = _ALIASES.get(arch, arch)
+    if arch not in _REGISTRY:
         raise ValueError(f"unknown model name {name!r}; known models: {', '.join(list_models())}")
-    return _REGISTRY[name]
+    return _REGISTRY[arch]
 
 
 def get_config(name: str, **overrides: Any) -> UAEConfig:
-    """The config of a registered model with ``overrides`` applied."""
+    """The config of a registered architecture (``arch.tag`` and aliases resolve) with ``overrides`` applied."""
     cfg = get_entry(name).config_fn()
     return cfg.replace(**overrides) if overrides else cfg
 
@@ -101,38 +117,44 @@ def checkpoint_root() -> Path:
     return Path(__file__).resolve().parents[2] / "checkpoints"
 
 
-def pretrained_location(name: str) -> str:
-    """Local directory or Hub repo id of a named model's trained weights.
-
-    Raises:
-        FileNotFoundError: No trained weights exist yet (naming the recipe that produces them).
-    """
-    src = get_entry(name).pretrained
-    if src.local_dir:
-        path = checkpoint_root() / src.local_dir
-        if (path / "model.safetensors").is_file():
-            return str(path)
-    if src.hub_id and src.status == "available":
-        return src.hub_id
-    hint = f" Train it with `uae fit --config {src.recipe}`." if src.recipe else ""
-    raise FileNotFoundError(f"no pretrained weights for {name!r} yet (status: {src.status}).{hint}")
-
-
-def create_model(name: str, pretrained: bool = False, **overrides: Any):  # -> UAE
-    """Build a registered model.
+def create_model(
+    name: str,
+    pretrained: bool = False,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    **overrides: Any,
+):  # -> UAE
+    """Build a registered model, optionally with its weights (timm style).
 
     Args:
-        name: A name from :func:`list_models`.
-        pretrained: Load the trained UAE weights (embedded or from the Hub). Never touches DINOv2
-            weights: for those call ``model.load_encoder_weights()``.
+        name: An architecture from :func:`list_models`, or ``arch.tag`` from ``list_models(pretrained=True)``.
+        pretrained: Load weights: the tag's, or the architecture's default tag. Released weights in
+            another format are downloaded once, converted strictly and cached (see
+            :mod:`uae.models.pretrained`). Never touches DINOv2 weights of an untrained model: for
+            those call ``model.load_encoder_weights()``.
+        revision: Hub revision of the weights (default: the table's).
+        cache_dir: Hub cache directory (default: huggingface_hub's).
         **overrides: Config fields to change (with ``pretrained``, only fields that keep shapes).
 
     Returns:
         A :class:`uae.UAE` (in eval mode when pretrained).
-    """
-    from uae.models.uae import UAE
 
-    if pretrained:
-        get_entry(name)
-        return UAE.from_pretrained(pretrained_location(name), **overrides)
-    return UAE(get_config(name, **overrides))
+    Raises:
+        ValueError: Unknown name or tag.
+        FileNotFoundError: No weights exist for the architecture (naming the recipe that trains it), or
+            they are not available offline (naming the repo and file).
+    """
+    from uae.models.pretrained import get_pretrained_cfg, load_pretrained
+
+    entry = get_entry(name)
+    if not pretrained:
+        from uae.models.uae import UAE
+
+        return UAE(get_config(entry.name, **overrides))
+    tag = name.partition(".")[2]
+    cfg = get_pretrained_cfg(f"{entry.name}.{tag}" if tag else entry.name)
+    if cfg is None:
+        hint = f" Train it with `uae fit --config {entry.recipe}`." if entry.recipe else ""
+        raise FileNotFoundError(f"no pretrained weights for {entry.name!r}.{hint}")
+    return load_pretrained(cfg, revision=revision, cache_dir=cache_dir, **overrides)

@@ -21,7 +21,7 @@ from uae.layers.encoder import FAMILY_PIXEL_STATS, UnifiedEncoder, read_state_di
 from uae.models.config import ARCHITECTURE, UAEConfig
 from uae.models.hub import CONFIG_NAME, WEIGHTS_NAME, UAELoadError, resolve_pretrained_files
 from uae.models.outputs import DecoderOutput, EncoderOutput, UAEOutput
-from uae.utils import check_images, state_dict_mismatch
+from uae.utils import check_images, non_float_tensors, state_dict_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -492,10 +492,14 @@ class UAE(
         """``load_state_dict`` with a clear error listing missing/unexpected keys and shape mismatches.
 
         Raises:
-            UAELoadError: Shape mismatch, or (with ``strict``) missing or unexpected keys.
+            UAELoadError: Shape mismatch, a non-float tensor for a float weight, or (with ``strict``)
+                missing or unexpected keys.
         """
-        missing, unexpected, bad = state_dict_mismatch(self.state_dict(), state)
+        own = self.state_dict()
+        missing, unexpected, bad = state_dict_mismatch(own, state)
         where = f" ({source})" if source else ""
+        if bad_dtypes := non_float_tensors(state, own):
+            raise UAELoadError(f"weights that must be floating point are not{where}: {bad_dtypes}")
         if bad:
             raise UAELoadError(f"weight shapes do not match the config{where}: {bad}")
         if missing or unexpected:

@@ -6,9 +6,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import pathlib
+import pickle
+import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,6 +21,62 @@ from uae.models.config import UAEConfig
 from uae.models.uae import UAE
 
 logger = logging.getLogger(__name__)
+
+
+def lightning_safe_globals() -> list[Any]:
+    """The few non-container types a Lightning checkpoint may hold besides tensors (allowlisted).
+
+    ``AttributeDict`` (``save_hyperparameters`` outside LightningCLI), paths and ``Namespace``
+    hyper-parameters. Nothing here runs code when unpickled.
+    """
+    out: list[Any] = [
+        pathlib.PosixPath,
+        pathlib.WindowsPath,
+        pathlib.PurePosixPath,
+        pathlib.PureWindowsPath,
+        argparse.Namespace,
+    ]
+    for module in ("lightning.fabric.utilities.data", "lightning_fabric.utilities.data"):
+        try:
+            out.append(importlib.import_module(module).AttributeDict)
+        except (ImportError, AttributeError):
+            pass
+    return out
+
+
+def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a Lightning ``.ckpt`` with ``torch.load(weights_only=True)`` (allowlist: :func:`lightning_safe_globals`).
+
+    A pickle that references anything else (e.g. a ``__reduce__`` payload calling ``os.system``) is
+    refused before any of it runs.
+
+    Raises:
+        FileNotFoundError: Missing file.
+        ValueError: Not a torch checkpoint, or one holding objects outside the allowlist (named).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic[:2] != b"PK" and magic[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
+        raise ValueError(f"{path} is not a PyTorch/Lightning checkpoint")
+    try:
+        with torch.serialization.safe_globals(lightning_safe_globals()):
+            ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.findall(r"GLOBAL ([\w.]+)", str(e))
+        if not found:
+            raise ValueError(f"{path} is not a readable PyTorch/Lightning checkpoint") from e
+        raise ValueError(
+            f"refused to load {path}: it holds a pickled object outside the checkpoint allowlist ({found[0]}); "
+            "only checkpoints written by `uae fit` are read (torch.load weights_only=True)"
+        ) from e
+    except Exception as e:  # not a zip/pickle torch file at all
+        raise ValueError(f"{path} is not a PyTorch/Lightning checkpoint ({type(e).__name__})") from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not a Lightning checkpoint (holds a {type(ckpt).__name__})")
+    return ckpt
 
 
 def load_checkpoint_model(ckpt_path: str | Path, ema: bool = True) -> UAE:
@@ -34,9 +95,7 @@ def load_checkpoint_model(ckpt_path: str | Path, ema: bool = True) -> UAE:
         ValueError: Not a uae training checkpoint.
     """
     path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)  # Lightning checkpoints hold hparams
+    ckpt = load_lightning_checkpoint(path)
     if "uae_config" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a uae training checkpoint (no 'uae_config')")
     return model_from_state_dict(ckpt["uae_config"], ckpt["state_dict"], ema=ema, source=str(path))

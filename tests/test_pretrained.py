@@ -1,0 +1,432 @@
+"""Pretrained weights: the arch.tag table, offline Hub-cache loading, converted cache, fast offline errors,
+``uae publish``, and the dtype checks on loaded weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import uae
+from uae import UAELoadError
+from uae.cli import main as cli_main
+from uae.convert.release import get_converter, register_release_source, unregister_release_source
+from uae.models import hub as uae_hub
+from uae.models.pretrained import (
+    PROVENANCE_NAME,
+    PretrainedCfg,
+    PretrainedFile,
+    get_pretrained_cfg,
+    register_pretrained,
+    unregister_pretrained,
+)
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def put_in_hub_cache(hf_home: Path, repo_id: str, files: dict[str, Path], commit: str = COMMIT) -> None:
+    """Lay out ``files`` (repo path -> local file) as a Hub cache snapshot of ``repo_id`` at ``main``."""
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    for name, src in files.items():
+        dst = repo / "snapshots" / commit / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+@pytest.fixture
+def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty offline Hub cache in ``tmp_path`` and a temp converted cache (``$UAE_CACHE``)."""
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf_home"
+    (home / "hub").mkdir(parents=True)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("UAE_CACHE", str(tmp_path / "uae_cache"))
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return home
+
+
+@pytest.fixture
+def tiny_saved(tmp_path: Path) -> tuple[uae.UAE, Path]:
+    torch.manual_seed(5)
+    model = uae.create_model("uae_test").eval()
+    with torch.no_grad():
+        model.modulator.conv_out.weight.normal_(std=0.01)
+    model.save_pretrained(tmp_path / "native")
+    return model, tmp_path / "native"
+
+
+@pytest.fixture
+def stub_release(tmp_path: Path, hf_home: Path, tiny_saved):
+    """A release format ``stub_fmt`` (weights file + config file in two repos) with a call-counting converter."""
+    model, native = tiny_saved
+    calls: list[dict] = []
+
+    def load_release(files, *, name=None, **options):
+        calls.append({"files": dict(files), "name": name, **options})
+        cfg = json.loads(Path(files["config"]).read_text())
+        assert cfg["format"] == "stub"
+        m = uae.UAE(uae.get_config("uae_test").replace(name=name or "uae_test"))
+        m.load_state_dict(load_file(str(files["checkpoint"])))
+        return m.eval()
+
+    conf = tmp_path / "stub_config.json"
+    conf.write_text(json.dumps({"format": "stub"}))
+    put_in_hub_cache(hf_home, "authors/release", {"ckpt/weights.safetensors": native / "model.safetensors"})
+    put_in_hub_cache(hf_home, "other/configs", {"stub/config.json": conf}, commit="f" * 40)
+    register_release_source(
+        "stub_fmt", load_release, {"checkpoint": True, "config": True}, check="stub check"
+    )
+    cfg = register_pretrained(
+        PretrainedCfg(
+            architecture="uae_test",
+            tag="stub_release",
+            source="stub_fmt",
+            hf_hub_id="authors/release",
+            files={
+                "checkpoint": PretrainedFile("ckpt/weights.safetensors"),
+                "config": PretrainedFile("stub/config.json", repo="other/configs"),
+            },
+            license="apache-2.0",
+            license_note="stub licence note",
+            paper_metrics={"imagenet1k_val.psnr": 12.5},
+            metrics_source="the stub authors' README",
+        )
+    )
+    yield cfg, calls, model
+    unregister_pretrained(cfg.name)
+    unregister_release_source("stub_fmt")
+
+
+def _same_weights(a: uae.UAE, b: uae.UAE) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# ---------------------------------------------------------------------------------------------- table
+def test_table_lists_the_releases_and_defaults() -> None:
+    names = uae.list_models(pretrained=True)
+    for n in (
+        "uae_base_p14_dinov2.authors_v2",
+        "uae_base_p14_dinov2.authors_v1",
+        "uae_large_p14_clip.authors_v2",
+        "uae_base_p16_siglip2.authors_v2",
+        "rae_base_p14_dinov2_vitxl.rae",
+        "rae_base_p14_dinov2_vitl.rae",
+        "rae_base_p14_dinov2_vitb.rae",
+        "uae_demo.embedded",
+    ):
+        assert n in names, n
+    assert all(n.split(".")[0] in uae.list_models() for n in names)
+    assert uae.list_models("rae_*", pretrained=True)[0].startswith("rae_")
+    assert get_pretrained_cfg("uae_base_p14_dinov2").tag == "authors_v2"  # the default tag
+    v2 = get_pretrained_cfg("uae_base_p14_dinov2.authors_v2")
+    assert (
+        v2.hf_hub_id == "weepiess2383/UAE"
+        and v2.files["checkpoint"].filename == "checkpoints/DINOv2-B/ep-last.pt"
+    )
+    assert v2.license == "apache-2.0" and v2.paper_metrics["imagenet1k_val.psnr"] == 32.17
+    rae = get_pretrained_cfg("rae_base_p14_dinov2_vitxl")
+    assert rae.files["encoder"].repo == "facebook/dinov2-with-registers-base"
+    assert not get_pretrained_cfg("rae_base_p14_dinov2_vitb").files["decoder"].verified
+    assert "UNCONFIRMED" in get_pretrained_cfg("uae_base_p14_dinov2.authors_v1").notes
+    with pytest.raises(ValueError, match="unknown pretrained tag 'nope'.*authors_v2"):
+        uae.create_model("uae_base_p14_dinov2.nope", pretrained=True)
+    # The old RAE name still resolves.
+    assert uae.get_config("uae_rae_base_p14_dinov2").name == "rae_base_p14_dinov2_vitxl"
+
+
+def test_models_cli_lists_weights(capsys) -> None:
+    assert cli_main(["models", "--pretrained", "uae_base*"]) == 0
+    out = capsys.readouterr().out
+    assert "uae_base_p14_dinov2.authors_v2" in out and "weepiess2383/UAE" in out and "apache-2.0" in out
+    assert cli_main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "weights: authors_v2, authors_v1" in out and "recipe only" in out
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def test_native_weights_from_the_hub_cache(hf_home: Path, tiny_saved) -> None:
+    model, native = tiny_saved
+    put_in_hub_cache(
+        hf_home, "uae-zoo/uae_test", {f: native / f for f in ("config.json", "model.safetensors")}
+    )
+    cfg = register_pretrained(
+        PretrainedCfg(architecture="uae_test", tag="hub_native", source="uae", hf_hub_id="uae-zoo/uae_test")
+    )
+    try:
+        loaded = uae.create_model("uae_test.hub_native", pretrained=True)
+        assert _same_weights(model, loaded) and not loaded.training
+        assert uae.create_model("uae_test.hub_native", pretrained=True, noise_std=0.3).config.noise_std == 0.3
+    finally:
+        unregister_pretrained(cfg.name)
+
+
+def test_release_is_converted_once_then_loaded_from_the_cache(stub_release, tmp_path: Path) -> None:
+    cfg, calls, model = stub_release
+    first = uae.create_model("uae_test.stub_release", pretrained=True)
+    assert len(calls) == 1 and calls[0]["name"] == "uae_test"
+    assert f"snapshots/{COMMIT}/ckpt/weights.safetensors" in Path(calls[0]["files"]["checkpoint"]).as_posix()
+    assert _same_weights(model, first)
+    cached = list((tmp_path / "uae_cache").glob(f"models--authors--release/{COMMIT}/uae_test.stub_release-*"))
+    assert len(cached) == 1
+    assert sorted(p.name for p in cached[0].iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        PROVENANCE_NAME,
+    ]
+    prov = json.loads((cached[0] / PROVENANCE_NAME).read_text())
+    assert prov["resolved_files"]["config"] == {
+        "repo": "other/configs",
+        "revision": None,
+        "commit": "f" * 40,
+        "filename": "stub/config.json",
+    }
+    second = uae.create_model("uae_test.stub_release", pretrained=True)
+    assert len(calls) == 1  # the converter is not called again: a plain safetensors load
+    assert _same_weights(first, second)
+    # A new converter version is a new cache entry (converted again).
+    loader = get_converter("stub_fmt").load_release
+    register_release_source("stub_fmt", loader, {"checkpoint": True, "config": True}, version="2")
+    uae.create_model("uae_test.stub_release", pretrained=True)
+    assert len(calls) == 2
+    assert len(list(cached[0].parent.glob("uae_test.stub_release-*"))) == 2
+
+
+def test_release_file_missing_offline_names_repo_and_file(stub_release, hf_home: Path) -> None:
+    shutil.rmtree(hf_home / "hub" / "models--other--configs")
+    with pytest.raises(
+        FileNotFoundError, match=r"stub/config.json of Hub repo 'other/configs'.*not in the local Hub"
+    ):
+        uae.create_model("uae_test.stub_release", pretrained=True)
+
+
+def test_untrained_architecture_names_its_recipe() -> None:
+    with pytest.raises(FileNotFoundError, match="recipes/stage3_gan_dinov2_b.yaml"):
+        uae.create_model("uae_small_p14_dinov2", pretrained=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_endpoint_fails_fast_without_hf_hub_offline(tmp_path: Path) -> None:
+    """No HF_HUB_OFFLINE, endpoint on a closed local port: one clear error in well under a second."""
+    code = """
+import time, uae
+for what in ("create_model", "from_pretrained"):
+    cls = uae.UAE if what == "from_pretrained" else None  # (lazy package import of torch/timm, not timed)
+    t = time.time()
+    try:
+        if what == "create_model":
+            uae.create_model("uae_base_p14_dinov2", pretrained=True)
+        else:
+            cls.from_pretrained("uae-zoo/not-cached")
+    except FileNotFoundError as e:
+        print(what, round(time.time() - t, 3), str(e).replace(chr(10), " "))
+"""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "UAE_HUB_PROBE_TIMEOUT")
+    }
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{_free_port()}")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 2, res.stdout + res.stderr
+    for line in lines:
+        assert float(line.split()[1]) < 1.0, line
+        assert "unreachable" in line and "not in the local Hub cache" in line, line
+    assert "checkpoints/DINOv2-B/ep-last.pt of Hub repo 'weepiess2383/UAE'" in lines[0]
+    assert "config.json of Hub repo 'uae-zoo/not-cached'" in lines[1]
+
+
+def test_reachability_probe_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoint = f"http://127.0.0.1:{_free_port()}"
+    monkeypatch.setattr(uae_hub, "_PROBES", {})
+    assert uae_hub.hub_reachable(endpoint) is False
+    with socket.socket() as server:  # now something listens there, but the answer is cached per process
+        server.bind(("127.0.0.1", int(endpoint.rsplit(":", 1)[1])))
+        server.listen()
+        assert uae_hub.hub_reachable(endpoint) is False
+        monkeypatch.setattr(uae_hub, "_PROBES", {})
+        assert uae_hub.hub_reachable(endpoint) is True
+
+
+# ---------------------------------------------------------------------------------------------- publish
+class FakeApi:
+    calls: list = []
+
+    def __init__(self, *a, **k) -> None:
+        pass
+
+    def create_repo(self, repo_id, private=False, exist_ok=False):
+        FakeApi.calls.append(("create_repo", repo_id, private, exist_ok))
+
+    def upload_folder(self, repo_id, folder_path, commit_message=""):
+        FakeApi.calls.append(("upload_folder", repo_id, sorted(os.listdir(folder_path))))
+        return "https://huggingface.co/fake/commit"
+
+
+def test_publish_dry_run_writes_folder_and_card(stub_release, tmp_path: Path, monkeypatch, capsys) -> None:
+    cfg, calls, model = stub_release
+
+    class NoPush:
+        def __init__(self, *a, **k):
+            raise AssertionError("--dry-run must not create an HfApi")
+
+    monkeypatch.setattr("uae.convert.publish.HfApi", NoPush)
+    out = tmp_path / "pub"
+    rc = cli_main(
+        ["publish", "uae_test.stub_release", "--repo-id", "me/uae-stub", "--dry-run", "--out", str(out)]
+    )
+    assert rc == 0, capsys.readouterr().err
+    assert {"README.md", "config.json", "model.safetensors"} <= {p.name for p in out.iterdir()}
+    assert _same_weights(model, uae.UAE.from_pretrained(out))
+    card = (out / "README.md").read_text()
+    for needle in (
+        "license: apache-2.0",
+        "library_name: uae",
+        "- uae",
+        "not weights trained by uae",
+        "authors/release",
+        "other/configs",
+        COMMIT,
+        "stub licence note",
+        "stub check",
+        "max |diff| = 0 (tolerance 0)",
+        "the authors' numbers, not measured by uae",
+        "| imagenet1k_val | psnr | 12.5 |",
+        "the stub authors' README",
+        'uae.UAE.from_pretrained("me/uae-stub")',
+    ):
+        assert needle in card, needle
+
+
+def test_publish_pushes_with_hfapi(stub_release, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("uae.convert.publish.HfApi", FakeApi)
+    FakeApi.calls = []
+    cfg, calls, model = stub_release
+    ckpt = tmp_path / "local.safetensors"
+    save_file(model.state_dict(), str(ckpt))
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps({"format": "stub"}))
+    out = tmp_path / "pub"
+    args = ["publish", str(ckpt), "--from", "stub_fmt", "--file", f"config={conf}", "--repo-id", "me/x"]
+    assert cli_main([*args, "--out", str(out), "--private", "--like", cfg.name]) == 0
+    assert FakeApi.calls[0] == ("create_repo", "me/x", True, True)
+    assert FakeApi.calls[1][:2] == ("upload_folder", "me/x")
+    assert {"README.md", "config.json", "model.safetensors"} <= set(FakeApi.calls[1][2])
+    assert "| imagenet1k_val | psnr | 12.5 |" in (out / "README.md").read_text()
+
+
+def test_publish_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    assert (
+        cli_main(["publish", "uae_test", "--repo-id", "me/x", "--dry-run", "--out", str(tmp_path / "o")]) == 2
+    )
+    assert "no pretrained weights named 'uae_test'" in capsys.readouterr().err
+    assert cli_main(["publish", "x.pt", "--from", "nope", "--repo-id", "me/x", "--dry-run"]) == 2
+    assert "unknown release format 'nope'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- dtypes
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool])
+def test_non_float_weights_are_refused(tmp_path: Path, dtype: torch.dtype) -> None:
+    model = uae.create_model("uae_test")
+    d = tmp_path / "m"
+    model.save_pretrained(d)
+    w = load_file(str(d / "model.safetensors"))
+    w["decoder.pred.weight"] = w["decoder.pred.weight"].to(dtype)
+    save_file(w, str(d / "model.safetensors"))
+    with pytest.raises(UAELoadError, match=rf"decoder.pred.weight \({str(dtype)[6:]}\)"):
+        uae.UAE.from_pretrained(d)
+
+    from uae.convert.common import build_checked
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["encoder.vit.patch_embed.proj.weight"] = state["encoder.vit.patch_embed.proj.weight"].to(dtype)
+    with pytest.raises(ValueError, match="encoder.vit.patch_embed.proj.weight"):
+        build_checked(model.config, state, "test checkpoint")
+
+    enc = {k[len("encoder.vit.") :]: v for k, v in model.state_dict().items() if k.startswith("encoder.vit.")}
+    enc["blocks.0.attn.qkv.weight"] = enc["blocks.0.attn.qkv.weight"].to(dtype)
+    with pytest.raises(ValueError, match=r"floating point.*blocks.0.attn.qkv.weight"):
+        model.encoder.load_dinov2_state_dict(enc)
+
+
+# ---------------------------------------------------------------------------------------------- export safety
+def test_export_refuses_a_pickle_payload(tmp_path: Path, capsys) -> None:
+    marker = tmp_path / "PWNED"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"uae_config": {}, "state_dict": {}, "callbacks": Payload()}, evil)
+    assert cli_main(["export", str(evil), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "refused to load" in err and "system" in err, err
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint\n")
+    assert cli_main(["export", str(text), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a PyTorch/Lightning checkpoint" in err, err
+
+
+def test_no_weights_only_false_in_the_package() -> None:
+    root = Path(__file__).resolve().parents[1]
+    offenders = [
+        str(p.relative_to(root))
+        for d in ("uae", "tests", "scripts")
+        for p in (root / d).rglob("*.py")
+        if "weights_only=False" in p.read_text() and p.name != "test_pretrained.py"
+    ]
+    assert offenders == []
+
+
+def test_export_of_a_real_uae_fit_checkpoint(image_folder: Path, tmp_path: Path) -> None:
+    """A checkpoint written by a tiny ``uae fit`` passes the weights_only loader and exports its EMA weights."""
+    from test_recipes import RECIPES, tiny_overrides
+
+    from uae.training import Stage1DecoderModule
+    from uae.training.cli import fit_main
+
+    torch.manual_seed(0)
+    out = tmp_path / "run"
+    ckpt_cb = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True},
+    }
+    args = [
+        "--config",
+        str(RECIPES / "finetune_folder.yaml"),
+        *tiny_overrides(image_folder, out, Stage1DecoderModule),
+    ]
+    args += ["--trainer.callbacks", json.dumps([ckpt_cb]), "--trainer.enable_checkpointing", "true"]
+    args += ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "0"]
+    assert fit_main(args) == 0
+    last = tmp_path / "ckpt" / "last.ckpt"
+    assert cli_main(["export", str(last), str(tmp_path / "exported")]) == 0
+    assert _same_weights(
+        uae.UAE.from_pretrained(tmp_path / "exported"), uae.UAE.from_pretrained(out / "export")
+    )
