@@ -199,17 +199,28 @@ def dinov2_from_hf(
         for n in (1, 2):
             if src.has(f"{s}layer_scale{n}.lambda1"):
                 out[f"{t}ls{n}.gamma"] = src.take(f"{s}layer_scale{n}.lambda1")
-    if latent_norm is None:
-        latent_norm = not src.has(prefix + "layernorm.weight")
-    for p in ("weight", "bias"):
-        key = f"{prefix}layernorm.{p}"
-        if src.has(key):
-            if latent_norm:
-                _drop(src, key, dropped, "final norm affine: latent_norm uses a LayerNorm without affine")
-            else:
-                out[f"norm.{p}"] = src.take(key)
+    latent_norm = _final_norm(src, prefix + "layernorm.", latent_norm, out, dropped)
     cfg = _config(out, "dinov2", side, latent_norm, encoder_heads)
     return HFEncoder({f"encoder.vit.{k}": v for k, v in out.items()}, cfg, dropped)
+
+
+def _final_norm(
+    src: Source, key: str, latent_norm: bool | None, out: dict[str, torch.Tensor], dropped: dict[str, str]
+) -> bool:
+    """Map the final norm ``{key}{weight,bias}`` to ``norm.*``, or drop its affine when ``latent_norm``.
+
+    ``latent_norm=None`` decides from the file: a checkpoint without the norm's weights had it removed.
+    Returns the decided ``latent_norm``.
+    """
+    if latent_norm is None:
+        latent_norm = not src.has(key + "weight")
+    for p in ("weight", "bias"):
+        if src.has(key + p):
+            if latent_norm:
+                _drop(src, key + p, dropped, "final norm affine: latent_norm uses a LayerNorm without affine")
+            else:
+                out[f"norm.{p}"] = src.take(key + p)
+    return latent_norm
 
 
 def _clip_like_blocks(src: Source, prefix: str, out: dict[str, torch.Tensor]) -> None:
@@ -289,15 +300,7 @@ def siglip2_from_hf(
     out["patch_embed.proj.weight"] = src.take(e + "patch_embedding.weight")
     out["patch_embed.proj.bias"] = src.take(e + "patch_embedding.bias")
     _clip_like_blocks(src, prefix, out)
-    if latent_norm is None:
-        latent_norm = not src.has(prefix + "post_layernorm.weight")
-    for p in ("weight", "bias"):
-        key = f"{prefix}post_layernorm.{p}"
-        if src.has(key):
-            if latent_norm:
-                _drop(src, key, dropped, "final norm affine: latent_norm uses a LayerNorm without affine")
-            else:
-                out[f"norm.{p}"] = src.take(key)
+    latent_norm = _final_norm(src, prefix + "post_layernorm.", latent_norm, out, dropped)
     for key in src.keys_with(prefix + "head."):
         _drop(src, key, dropped, "attention-pooling head: the latent is last_hidden_state")
     cfg = _config(out, "siglip2", side, latent_norm, encoder_heads)
