@@ -58,7 +58,7 @@ from typing import Any
 
 import torch
 
-from uae.convert.common import Source, count_blocks
+from uae.convert.common import Source, count_blocks, encoder_config
 
 #: The suffix that identifies each family's patch embedding (used to find the prefix).
 PATCH_KEYS = {
@@ -128,23 +128,15 @@ def _square_side(n: int, what: str, shape: tuple[int, ...]) -> int:
 def _config(
     out: Mapping[str, torch.Tensor], family: str, pos_grid: int, latent_norm: bool, heads: int | None
 ) -> dict[str, Any]:
-    w = out["patch_embed.proj.weight"]
-    dim, patch = w.shape[0], w.shape[-1]
-    depth = len({k.split(".")[1] for k in out if k.startswith("blocks.")})
-    hidden = out["blocks.0.mlp.fc1.weight"].shape[0] if depth else 4 * dim
+    """The encoder's config fields, read from the converted tensors' shapes (as :func:`encoder_config`)."""
+    shapes = {k: v for k, v in out.items() if k != "pos_embed"}  # the table's layout is set here
     return {
+        **encoder_config(shapes, heads),
         "encoder_family": family,
-        "encoder_dim": dim,
-        "patch_size": patch,
-        "encoder_depth": depth,
-        "encoder_heads": heads or max(1, dim // 64),
-        "encoder_mlp_ratio": hidden / dim,
-        "encoder_reg_tokens": out["reg_token"].shape[1] if "reg_token" in out else 0,
-        "encoder_init_values": 1e-5 if "blocks.0.ls1.gamma" in out else None,
         "encoder_pos_grid": pos_grid,
         "encoder_pos_resample": {"dinov2": "hf_dinov2", "clip": "hf_clip", "siglip2": "hf_siglip"}[family],
         "latent_norm": latent_norm,
-        "img_size": pos_grid * patch,
+        "img_size": pos_grid * out["patch_embed.proj.weight"].shape[-1],
     }
 
 
