@@ -121,3 +121,20 @@ def test_frozen_teacher_copy() -> None:
     assert all(p.requires_grad for p in model.encoder.parameters())
     x = torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(teacher(model.normalize(x)), model.eval().encode(x).latent)
+
+
+def test_truncated_or_foreign_weight_files_are_one_line_errors(tmp_path: Path) -> None:
+    from uae.convert.common import load_torch_state
+    from uae.layers.encoder import read_state_dict
+
+    good = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(64, 64)}, str(good))
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(good.read_bytes()[:-100])
+    pickle_file = tmp_path / "w.pt"
+    pickle_file.write_bytes(b"not a torch file")
+    for reader in (read_state_dict, load_torch_state):
+        with pytest.raises(ValueError, match=r"cut\.safetensors.*truncated or not a safetensors file"):
+            reader(cut)
+        with pytest.raises(ValueError, match=r"w\.pt.*weights_only=True"):
+            reader(pickle_file)

@@ -132,3 +132,71 @@ def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
                 p.unlink()
                 removed.append(p)
     return removed
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def read_torch_dict(path: str | os.PathLike, what: str = "torch file") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` of a file that must hold a dict.
+
+    Args:
+        path: The file.
+        what: What the file is, for messages (``"v1 checkpoint"``).
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: A pickle with objects outside the safe allowlist, a corrupt file, or not a dict
+            (one line naming the file and the cause).
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # arbitrary pickles, corrupt or truncated files
+        raise ValueError(f"cannot read {path} as a {what} with weights_only=True: {_first_line(e)}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} does not hold a dict (got {type(obj).__name__})")
+    return obj
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, Any]:
+    """All tensors of a ``.safetensors`` file; a truncated or foreign file is a one-line ``ValueError``."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # truncated, corrupt, not safetensors
+        raise ValueError(
+            f"cannot read {path} as safetensors (truncated or not a safetensors file): {_first_line(e)}"
+        ) from e
+
+
+def read_yaml_mapping(path: str | os.PathLike, what: str = "YAML file") -> dict[str, Any]:
+    """A YAML file that must hold a mapping (``yaml.safe_load``).
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Not valid YAML, or not a mapping.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {_first_line(e)}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a YAML mapping")
+    return data

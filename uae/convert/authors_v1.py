@@ -75,6 +75,7 @@ from uae.convert.common import (
     encoder_config,
     latent_stats,
 )
+from uae.files import read_torch_dict, read_yaml_mapping
 from uae.models.config import UAEConfig
 
 logger = logging.getLogger(__name__)
@@ -273,30 +274,11 @@ def authors_to_uae(
 
 # ---------------------------------------------------------------------------------------------- release files
 def _read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"v1 checkpoint not found: {path}")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # arbitrary pickles, corrupt files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot read {path} as a torch checkpoint with weights_only=True: {first}") from e
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} does not hold a dict (got {type(obj).__name__})")
-    return obj
+    return read_torch_dict(path, "v1 checkpoint")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    if not path.is_file():
-        raise FileNotFoundError(f"v1 config not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold a YAML mapping")
-    return data
+    return read_yaml_mapping(path, "v1 config")
 
 
 def _check_params(params: Mapping[str, Any], model: Any, what: str) -> None:

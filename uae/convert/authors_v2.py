@@ -56,6 +56,7 @@ import torch.nn.functional as F
 
 from uae.convert.common import Source, build_checked, convert_mae_decoder, decoder_config
 from uae.convert.hf_encoders import FAMILY_CONVERTERS
+from uae.files import read_torch_dict, read_yaml_mapping
 from uae.layers.encoder import FAMILY_PIXEL_STATS
 from uae.models.config import UAEConfig
 
@@ -103,16 +104,9 @@ def read_release_config(path: str | os.PathLike) -> dict[str, Any]:
         FileNotFoundError: The file does not exist.
         ValueError: Not YAML, no ``stage_1.params``, or a target other than their ``stage1.UAE``.
     """
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"release config not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from e
-    stage = raw.get("stage_1") if isinstance(raw, dict) else None
+    raw = read_yaml_mapping(path, "release config")
+    stage = raw.get("stage_1")
     if not isinstance(stage, dict) or not isinstance(stage.get("params"), dict):
         raise ValueError(f"{path} has no stage_1.params section (not an authors' v2 config.yaml)")
     target = str(stage.get("target", "stage1.UAE"))
@@ -334,15 +328,7 @@ def read_checkpoint(path: str | os.PathLike, entry: str | None = None) -> dict[s
         ValueError: Unreadable file, or no ``"ema"`` entry in a training checkpoint.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle with arbitrary objects, corrupt file, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot read {path} with torch.load(weights_only=True): {first}") from e
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} does not hold a dict (got {type(obj).__name__})")
+    obj = read_torch_dict(path, "checkpoint")
     key = entry or ("ema" if "ema" in obj else None)
     if key is None and "model" in obj:
         raise ValueError(

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from uae.files import read_safetensors, read_torch_dict
 from uae.models.config import UAEConfig
 from uae.utils import non_float_tensors, state_dict_mismatch
 
@@ -429,19 +430,8 @@ def load_torch_state(path: str | os.PathLike, entry: str | None = None) -> dict[
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as e:  # corrupt or not a safetensors file
-            raise ValueError(f"cannot read {path} as safetensors: {e}") from e
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle with arbitrary objects, corrupt file, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot read {path} as a torch state dict with weights_only=True: {first}") from e
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} does not hold a dict (got {type(obj).__name__})")
+        return read_safetensors(path)
+    obj = read_torch_dict(path, "torch state dict")
     nested = [k for k in ("ema", "model", "state_dict") if isinstance(obj.get(k), dict)]
     if entry is not None:
         if not isinstance(obj.get(entry), dict):
