@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from uae.bench.run import main
+from uae.commands.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from uae.bench import run as bench_run
 from uae.bench import timing, train_step
+from uae.commands import bench as bench_run
 
 SMOKE_ARGS = [
     "--model", "uae_test", "--device", "cpu", "--batch-size", "2", "--train-batch-size", "1",

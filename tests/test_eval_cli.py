@@ -10,7 +10,11 @@ import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from uae.cli import main
-from uae.evaluation import cli as ecli
+from uae.commands import encode as encode_cmd
+from uae.commands import eval as eval_cmd
+from uae.commands import filtered_eval as filtered_cmd
+from uae.commands import probe as probe_cmd
+from uae.commands import spectrum as spectrum_cmd
 from uae.evaluation.common import build_dataset
 from uae.evaluation.metrics import quantize
 
@@ -30,9 +34,7 @@ def test_eval_writes_json_and_table_matching_direct_torchmetrics(
 ):
     out = tmp_path / "res" / "eval.json"
     assert (
-        ecli.eval_main(
-            ["--model", str(model_dir), "--data", str(image_folder), "--output", str(out), *COMMON]
-        )
+        eval_cmd.main(["--model", str(model_dir), "--data", str(image_folder), "--output", str(out), *COMMON])
         == 0
     )
     res = json.loads(out.read_text())
@@ -67,7 +69,7 @@ def test_eval_writes_json_and_table_matching_direct_torchmetrics(
 def test_eval_with_limit_and_larger_eval_size(model_dir, image_folder, tmp_path, empty_hub):
     out = tmp_path / "e.json"
     assert (
-        ecli.eval_main(
+        eval_cmd.main(
             [
                 "--model",
                 str(model_dir),
@@ -123,7 +125,7 @@ def test_named_dataset_resolution(model_dir, image_folder, tmp_path, empty_hub):
     (root / "val2017").symlink_to(image_folder / "a")
     out = tmp_path / "coco.json"
     assert (
-        ecli.eval_main(
+        eval_cmd.main(
             [
                 "--model",
                 str(model_dir),
@@ -161,14 +163,14 @@ def test_probe_cli_caches_features_and_reports_bands(model_dir, image_folder, tm
         str(out),
         *COMMON,
     ]
-    assert ecli.probe_main(args) == 0
+    assert probe_cmd.main(args) == 0
     res = json.loads(out.read_text())
     assert set(res["bands"]) == {"0", "all"} and res["classes"] == ["a", "b"]
     assert res["bands"]["all"]["feature_dim"] == 3 * 32 and res["bands"]["0"]["num_val"] == 2
     cached = sorted(p.name for p in (tmp_path / "probe" / "features").glob("*.safetensors"))
     assert len(cached) == 4  # (train, val) x 2 bands
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "probe" / "features").glob("*.safetensors")}
-    assert ecli.probe_main(args) == 0  # second run reads the cache
+    assert probe_cmd.main(args) == 0  # second run reads the cache
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert "top1 %" in capsys.readouterr().out
 
@@ -176,7 +178,7 @@ def test_probe_cli_caches_features_and_reports_bands(model_dir, image_folder, tm
 def test_spectrum_cli_writes_csv_png_json(model_dir, image_folder, tmp_path):
     out = tmp_path / "spec"
     assert (
-        ecli.spectrum_main(
+        spectrum_cmd.main(
             ["--model", str(model_dir), "--data", str(image_folder), "--out-dir", str(out), *COMMON]
         )
         == 0
@@ -204,7 +206,7 @@ def test_spectrum_cli_with_autoencoderkl(model_dir, image_folder, tmp_path):
     vae.save_pretrained(tmp_path / "vae")
     out = tmp_path / "spec"
     assert (
-        ecli.spectrum_main(
+        spectrum_cmd.main(
             [
                 "--model",
                 str(model_dir),
@@ -234,7 +236,7 @@ def test_spectrum_cli_with_autoencoderkl(model_dir, image_folder, tmp_path):
 def test_filtered_eval_cli(model_dir, image_folder, tmp_path, empty_hub, capsys):
     out = tmp_path / "f.json"
     assert (
-        ecli.filtered_main(
+        filtered_cmd.main(
             [
                 "--model",
                 str(model_dir),
@@ -280,11 +282,11 @@ def test_encode_cli_exports_and_resumes(model_dir, image_folder, tmp_path, capsy
         "latent",
         *COMMON,
     ]
-    assert ecli.encode_main(args) == 0
+    assert encode_cmd.main(args) == 0
     index = verify_export(out)
     assert index["complete"] and index["num_shards"] == 2 and index["shapes"]["bands"] == [3, 32, 8, 8]
     assert len(index["stats"]["latent"]["mean"]) == 32
     before = (out / "shard-00000.safetensors").stat().st_mtime_ns
-    assert ecli.encode_main(args) == 0  # nothing left to do
+    assert encode_cmd.main(args) == 0  # nothing left to do
     assert (out / "shard-00000.safetensors").stat().st_mtime_ns == before
     assert "2/2 shards" in capsys.readouterr().out

@@ -321,29 +321,8 @@ def launch_kwargs(host: str | None = "127.0.0.1", port: int | None = None) -> di
     }
 
 
-def app_main(argv: Sequence[str]) -> int:
-    """``uae app [--model M] [--host H] [--port N]``: serve the band explorer until interrupted."""
-    from uae.inference import DEFAULT_MODEL
-
-    parser = argparse.ArgumentParser(
-        prog="uae app",
-        description="Serve the band explorer (a Gradio page): upload an image, decode from band 0 upwards, see the "
-        "band energies, the latent spectrum, band 0's features and low/high-pass filtered inputs. Offline.",
-    )
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"registered name, model directory or Hub repo id (default: {DEFAULT_MODEL}, the embedded demo)",
-    )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)"
-    )
-    parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
-    args = parser.parse_args(list(argv))
+def run_app(args: argparse.Namespace) -> int:
+    """``uae app`` with parsed options (:mod:`uae.commands.app`): serve the band explorer until interrupted."""
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     if args.threads:

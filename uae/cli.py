@@ -1,4 +1,4 @@
-"""``uae`` command line: one entry point, sub-commands implemented next to their code.
+"""``uae`` command line: one entry point, one module per sub-command in :mod:`uae.commands`.
 
 Errors a user can fix (missing files, unreadable images, unknown model names, bad arguments) are
 printed as one line on stderr with a non-zero exit code, without a traceback. Set ``UAE_DEBUG=1``
@@ -15,39 +15,44 @@ from collections.abc import Sequence
 
 from uae.cliargs import CLIError  # defined there so that `python -m uae.cli` catches it too
 
-# name -> (module, function, one-line help). Each function takes argv (list[str]) and returns an exit code.
+# name -> (module, function, one-line help). Each function takes argv (list[str]) and returns an exit code;
+# each module (uae.commands.*) imports only light modules at import time, so `--help` is fast.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "fit": (
-        "uae.training.cli",
-        "fit_main",
+        "uae.commands.fit",
+        "main",
         "train a UAE stage with LightningCLI (--config recipes/<...>.yaml)",
     ),
-    "validate": ("uae.training.cli", "validate_main", "run validation of a training config (LightningCLI)"),
+    "validate": ("uae.commands.fit", "validate_main", "run validation of a training config (LightningCLI)"),
     "export": (
-        "uae.training.export",
-        "export_main",
+        "uae.commands.export",
+        "main",
         "Lightning checkpoint -> Hub-layout directory (EMA weights)",
     ),
-    "reconstruct": ("uae.inference", "reconstruct_main", "reconstruct images and write band pictures"),
-    "eval": ("uae.evaluation.cli", "eval_main", "PSNR / SSIM / LPIPS / rFID of a model on a dataset"),
-    "probe": ("uae.evaluation.cli", "probe_main", "linear probe on band features"),
+    "reconstruct": ("uae.commands.reconstruct", "main", "reconstruct images and write band pictures"),
+    "eval": ("uae.commands.eval", "main", "PSNR / SSIM / LPIPS / rFID of a model on a dataset"),
+    "probe": ("uae.commands.probe", "main", "linear probe on band features"),
     "spectrum": (
-        "uae.evaluation.cli",
-        "spectrum_main",
+        "uae.commands.spectrum",
+        "main",
         "radial power spectrum of latents and energy per band",
     ),
-    "filtered-eval": ("uae.evaluation.cli", "filtered_main", "low-pass / high-pass filtered evaluation"),
-    "bands": ("uae.inference", "bands_main", "picture of progressive band decodes and band energies"),
+    "filtered-eval": ("uae.commands.filtered_eval", "main", "low-pass / high-pass filtered evaluation"),
+    "bands": ("uae.commands.bands", "main", "picture of progressive band decodes and band energies"),
     "encode": (
-        "uae.evaluation.cli",
-        "encode_main",
+        "uae.commands.encode",
+        "main",
         "export band latents of a dataset as sharded safetensors",
     ),
-    "convert": ("uae.convert", "convert_main", "convert the authors' or RAE checkpoints into uae's layout"),
-    "bench": ("uae.bench.run", "main", "speed and memory of a model, side by side with peer tokenizers"),
-    "models": ("uae.cli", "models_main", "list the registered models and their pretrained weights"),
-    "publish": ("uae.convert.publish", "publish_main", "convert a release, write a Hub folder + card, push"),
-    "app": ("uae.app", "app_main", "band explorer web page (Gradio; needs the app extra)"),
+    "convert": (
+        "uae.commands.convert",
+        "main",
+        "convert the authors' or RAE checkpoints into uae's layout",
+    ),
+    "bench": ("uae.commands.bench", "main", "speed and memory of a model, side by side with peer tokenizers"),
+    "models": ("uae.commands.models", "main", "list the registered models and their pretrained weights"),
+    "publish": ("uae.commands.publish", "main", "convert a release, write a Hub folder + card, push"),
+    "app": ("uae.commands.app", "main", "band explorer web page (Gradio; needs the app extra)"),
 }
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -59,34 +64,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     IsADirectoryError,
     NotADirectoryError,
 )
-
-
-def models_main(argv: Sequence[str]) -> int:
-    """``uae models [PATTERN] [--pretrained]``: list architectures (and their weights), or the weights table."""
-    from uae.cliargs import ArgumentParser
-    from uae.models.pretrained import get_pretrained_cfg
-    from uae.models.registry import get_entry, list_models
-
-    parser = ArgumentParser(prog="uae models", description="List registered models and their weights.")
-    parser.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. '*dinov2*'")
-    parser.add_argument(
-        "--pretrained",
-        action="store_true",
-        help="list the weights (arch.tag): source, Hub repo, license, notes",
-    )
-    args = parser.parse_args(list(argv))
-    if args.pretrained:
-        for name in list_models(args.pattern, pretrained=True):
-            c = get_pretrained_cfg(name)
-            where = c.hf_hub_id or f"checkpoints/{c.local_dir}"
-            print(f"{name:40s} {c.source:11s} {where:34s} {c.license:11s} {c.notes}")
-        return 0
-    for name in list_models(args.pattern):
-        e = get_entry(name)
-        tags = e.pretrained_tags
-        status = f"weights: {', '.join(tags)}" if tags else ("recipe only" if e.recipe else "no weights")
-        print(f"{name:34s} {status:32s} {e.description}")
-    return 0
 
 
 class _StderrHandler(logging.StreamHandler):

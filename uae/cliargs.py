@@ -14,6 +14,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+#: Model of ``uae reconstruct | bands | app`` when ``--model`` is not given: the embedded demo.
+DEFAULT_MODEL = "uae_demo"
+
 
 class CLIError(Exception):
     """An error to report as one line (exit code 2); re-exported as ``uae.cli.CLIError``."""

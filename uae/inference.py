@@ -20,12 +20,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from uae.cliargs import ArgumentParser, is_one_of, output_dir, output_file, positive_int
+from uae.cliargs import DEFAULT_MODEL, is_one_of, output_dir, output_file
 from uae.utils import check_device
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "uae_demo"
 
 
 def load_model(spec: str = DEFAULT_MODEL, device: str | torch.device = "cpu"):  # -> UAE
@@ -169,16 +167,6 @@ def compare_with_bicubic(model, images: torch.Tensor, batch_size: int = 16) -> d
     return out
 
 
-def _common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMG", help="image files")
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"registered name, model directory or Hub repo id (default: {DEFAULT_MODEL}, the embedded demo)",
-    )
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-
-
 def _check_paths(paths: Sequence[str]) -> None:
     for p in paths:
         if not Path(p).is_file():
@@ -195,24 +183,8 @@ def _free_name(out: Path, stem: str, used: set[str], inputs: Sequence[str]) -> s
     return name
 
 
-def reconstruct_main(argv: Sequence[str]) -> int:
-    """``uae reconstruct IMG... [--model M] [--out DIR]``: write reconstructions and a band picture."""
-    parser = ArgumentParser(
-        prog="uae reconstruct",
-        description="Reconstruct images with a UAE: writes DIR/<name>.png per input (at the model's output size) "
-        "and DIR/bands.png (progressive decodes from bands 0..k and band energies).",
-    )
-    _common_args(parser)
-    parser.add_argument(
-        "--out", default="reconstructions", help="output directory (default: ./reconstructions)"
-    )
-    parser.add_argument("--no-bands", action="store_true", help="do not write the band picture")
-    parser.add_argument(
-        "--max-band-rows", type=positive_int, default=6, help="images shown in the band picture (default 6)"
-    )
-    parser.add_argument("--batch-size", type=positive_int, default=16)
-    args = parser.parse_args(list(argv))
-
+def run_reconstruct(args: argparse.Namespace) -> int:
+    """``uae reconstruct`` with parsed options (:mod:`uae.commands.reconstruct`): reconstructions + band picture."""
     from uae.visualize import save_band_figure, save_image
 
     _check_paths(args.images)
@@ -241,19 +213,8 @@ def reconstruct_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def bands_main(argv: Sequence[str]) -> int:
-    """``uae bands IMG... [--model M] [--out FILE.png]``: one picture of progressive band decodes and band energies."""
-    parser = ArgumentParser(
-        prog="uae bands",
-        description="Picture of progressive decodes from bands 0..k (band 0 = the semantic, lowest-frequency band) "
-        "and each band's share of the latent energy, one row per image.",
-    )
-    _common_args(parser)
-    parser.add_argument(
-        "--out", default="bands.png", help="output PNG (default: ./bands.png; never one of the inputs)"
-    )
-    args = parser.parse_args(list(argv))
-
+def run_bands(args: argparse.Namespace) -> int:
+    """``uae bands`` with parsed options (:mod:`uae.commands.bands`): progressive decodes and band energies."""
     from uae.files import atomic_write
     from uae.visualize import band_figure, pil_format
 

@@ -2,5 +2,5 @@
 
 Modules: :mod:`~uae.bench.timing` (timing, memory, FLOPs), :mod:`~uae.bench.peers` (subjects and peers),
 :mod:`~uae.bench.train_step` (training steps), :mod:`~uae.bench.report` (targets, markdown), :mod:`~uae.bench.run`
-(the command).
+(the run), :mod:`~uae.bench.startup` (start-up latency); options in :mod:`uae.commands.bench`.
 """

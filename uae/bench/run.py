@@ -30,7 +30,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -47,13 +47,10 @@ from uae.bench.peers import (
     sd_vae_ops,
     uae_ops,
 )
-from uae.bench.report import cpu_time_share, evaluate_targets, write_results
+from uae.bench.report import cpu_time_share, evaluate_targets
 from uae.bench.timing import (
-    ABLATIONS,
-    B_CONFIG,
     OPS,
     PEER_LABELS,
-    PEERS,
     autocast_context,
     compile_module,
     count_flops,
@@ -69,99 +66,8 @@ logger = logging.getLogger("uae.bench")
 
 
 # ---------------------------------------------------------------------------------------------------
-# the benchmark
+# the benchmark (options: uae.commands.bench)
 # ---------------------------------------------------------------------------------------------------
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line options (``uae bench --help``)."""
-    p = argparse.ArgumentParser(prog="uae bench", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--model", default=B_CONFIG, help="registered uae model name (default: the paper's B config)"
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=None, help="inference batch (default: 2 on CPU, 64 on CUDA)"
-    )
-    p.add_argument(
-        "--train-batch-size", type=int, default=None, help="training-step batch (default: --batch-size)"
-    )
-    p.add_argument(
-        "--resolution", type=int, default=None, help="encoder input side (default: the model's img_size)"
-    )
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
-    p.add_argument(
-        "--precision",
-        choices=("fp32", "bf16", "fp16"),
-        default=None,
-        help="default: bf16 on CUDA, fp32 on CPU",
-    )
-    p.add_argument(
-        "--repeats", type=int, default=5, help="timed runs per measurement (the median is reported)"
-    )
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
-    p.add_argument(
-        "--piece-repeats", type=int, default=10, help="timed runs for the cheap projector/modulator pieces"
-    )
-    p.add_argument(
-        "--train-repeats", type=int, default=None, help="timed training steps (default: --repeats)"
-    )
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the uae encoder, modulator and decoder (and peers)",
-    )
-    p.add_argument(
-        "--no-sdpa",
-        action="store_true",
-        help="explicit softmax attention instead of F.scaled_dot_product_attention",
-    )
-    p.add_argument("--peers", default="all", help=f"comma list of {', '.join(PEERS)}; 'all' or 'none'")
-    p.add_argument(
-        "--ablations", default="", help="comma list of sdpa, compile: reconstruct with that option flipped"
-    )
-    p.add_argument("--no-train", action="store_true", help="skip the training-step measurements")
-    p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
-    p.add_argument(
-        "--peak-tflops",
-        type=float,
-        default=None,
-        help="peak FLOP/s of the device for the utilisation (TFLOP/s)",
-    )
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--out-dir",
-        default="outputs/bench",
-        help="folder for the JSON and markdown results (default: outputs/bench)",
-    )
-    p.add_argument("--name", default=None, help="file stem of the JSON / markdown results")
-    p.add_argument(
-        "--startup",
-        action="store_true",
-        help="measure the command's start-up instead: `uae --help`, each sub-command's --help, `uae models`",
-    )
-    args = p.parse_args(None if argv is None else list(argv))
-    args.peers = _parse_list(args.peers, PEERS, "--peers")
-    args.ablations = _parse_list(args.ablations or "none", ABLATIONS, "--ablations")
-    for k in ("batch_size", "train_batch_size", "repeats", "piece_repeats", "train_repeats"):
-        v = getattr(args, k)
-        if v is not None and v < 1:
-            p.error(f"--{k.replace('_', '-')} must be >= 1")
-    if args.warmup < 0:
-        p.error("--warmup must be >= 0")
-    return args
-
-
-def _parse_list(value: str, allowed: Sequence[str], flag: str) -> list[str]:
-    if value == "all":
-        return list(allowed)
-    if value in ("none", ""):
-        return []
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [v for v in items if v not in allowed]
-    if bad:
-        raise ValueError(f"{flag}: unknown {bad}; choose from {', '.join(allowed)}")
-    return items
-
-
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -414,29 +320,7 @@ def run_peer(
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: ``uae bench [options]`` (also ``python -m benchmarks.run`` from a checkout)."""
-    if not logging.getLogger("uae").handlers:  # `uae bench` has configured the package's logger already
-        logging.basicConfig(
-            level=os.environ.get("UAE_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
-        )
-    try:
-        args = parse_args(argv)
-        if args.startup:
-            from uae.bench.startup import run_startup, write_startup
-
-            md = write_startup(run_startup(args.repeats), args.out_dir, args.name or "startup")
-            print(md.read_text())
-            return 0
-        result = run(args)
-    except ValueError as e:
-        print(f"uae bench: error: {e}", file=sys.stderr)
-        return 2
-    jpath, mpath = write_results(result, args.out_dir, args.name)
-    print(mpath.read_text())
-    print(f"wrote {jpath} and {mpath}")
-    return 0
-
-
 if __name__ == "__main__":
+    from uae.commands.bench import main
+
     sys.exit(main())

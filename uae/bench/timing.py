@@ -19,9 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-OPS = ("encode", "decode", "reconstruct")
-PEERS = ("sd-vae", "rae", "rae-equiv", "dinov2")
-ABLATIONS = ("sdpa", "compile")
+from uae.bench.names import ABLATIONS, B_CONFIG, OPS, PEERS  # noqa: F401  (re-exported)
+
 PEER_LABELS = {
     "sd-vae": "SD-VAE (diffusers AutoencoderKL, random init)",
     "rae": "RAE (diffusers AutoencoderRAE, same encoder/decoder sizes, random init)",
@@ -32,8 +31,6 @@ PEER_LABELS = {
 SHARE_TARGET = 0.05
 #: encode+decode FLOP utilisation target on a CUDA GPU with bf16 autocast at batch 64 (README target 3).
 MFU_TARGET = 0.40
-#: The paper's B configuration, where the projector + modulator share target applies.
-B_CONFIG = "uae_base_p14_dinov2"
 
 #: Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s. Matched as
 #: substrings of ``torch.cuda.get_device_name()`` in this order; the first hit wins.

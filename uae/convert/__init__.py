@@ -89,8 +89,8 @@ Assumptions (documented, checked where the tensors allow):
 """
 
 from uae.convert.authors_v1 import authors_to_uae
-from uae.convert.cli import SOURCES, convert_main
+from uae.convert.cli import SOURCES, run_convert
 from uae.convert.common import load_torch_state, mae_sincos_table
 from uae.convert.rae import rae_to_uae
 
-__all__ = ["SOURCES", "authors_to_uae", "convert_main", "load_torch_state", "mae_sincos_table", "rae_to_uae"]
+__all__ = ["SOURCES", "authors_to_uae", "run_convert", "load_torch_state", "mae_sincos_table", "rae_to_uae"]

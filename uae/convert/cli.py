@@ -1,57 +1,20 @@
-"""``uae convert``: command-line front end of the converters."""
+"""``uae convert``: command-line front end of the converters (options in :mod:`uae.commands.convert`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
 from pathlib import Path
 
-from uae.cliargs import ArgumentParser, output_dir, positive_int
+from uae.cliargs import output_dir
+from uae.commands.convert import SOURCES  # noqa: F401  (re-exported)
 from uae.convert import authors_v2
 from uae.convert.authors_v1 import load_release as load_authors_v1_release
 from uae.convert.common import load_torch_state
 from uae.convert.rae import rae_to_uae
 
-SOURCES = ("authors", "authors_v2", "rae")
 
-
-def convert_main(argv: Sequence[str]) -> int:
-    """``uae convert --from authors|authors_v2|rae FILE --out DIR``: write a converted model in save_pretrained layout."""
-    parser = ArgumentParser(
-        prog="uae convert",
-        description="Convert the authors' v1 UAE checkpoint (.pt with 'model'/'ema'), their v2 release "
-        "(checkpoints/<encoder>/ep-last.pt + config.yaml) or an RAE decoder (model.pt) "
-        "into uae's layout (config.json + model.safetensors).",
-    )
-    parser.add_argument("--from", dest="source", choices=SOURCES, required=True, help="checkpoint family")
-    parser.add_argument("file", help="checkpoint file (.pt/.pth/.bin/.safetensors)")
-    parser.add_argument("--out", required=True, help="output directory (created)")
-    parser.add_argument(
-        "--encoder-weights",
-        default=None,
-        help="rae: DINOv2-with-registers weights (transformers, timm or facebookresearch file); default: the "
-        "timm Hub id from the Hub cache",
-    )
-    parser.add_argument(
-        "--entry",
-        default=None,
-        help="state dict entry to use (authors: default 'model', what their evaluation loads; authors_v2: "
-        "'ema', what theirs loads; rae: 'ema', else 'model')",
-    )
-    parser.add_argument(
-        "--config",
-        default=None,
-        help="authors: the release's YAML config (default: the config embedded in the checkpoint); "
-        "authors_v2: its config.yaml (default: config.yaml beside the checkpoint)",
-    )
-    parser.add_argument("--stats", default=None, help="optional latent statistics file with 'mean' and 'var'")
-    parser.add_argument(
-        "--encoder-heads", type=positive_int, default=None, help="encoder attention heads (default C // 64)"
-    )
-    parser.add_argument(
-        "--decoder-heads", type=positive_int, default=None, help="decoder attention heads (default by width)"
-    )
-    parser.add_argument("--name", default=None, help="config.name of the converted model")
-    args = parser.parse_args(list(argv))
+def run_convert(args: argparse.Namespace) -> int:
+    """``uae convert`` with parsed options (:mod:`uae.commands.convert`): write a converted model."""
     output_dir(args.out, "--out")
 
     if args.source == "authors_v2":

@@ -1,7 +1,10 @@
-"""Shared helpers of the evaluation tools: model and dataset resolution, loaders, devices, JSON output."""
+"""Shared helpers of the evaluation tools: model and dataset resolution, loaders, devices, JSON output,
+and the steps the evaluation commands (:mod:`uae.commands`) share: model set-up from the parsed
+options, metrics, the probe's datasets and cached features, skipped-image summaries."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -12,10 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-logger = logging.getLogger(__name__)
+from uae.evaluation.options import NAMED_DATASETS  # noqa: F401  (re-exported: the ``--data`` names)
 
-#: Dataset names accepted by ``--data`` besides a folder path.
-NAMED_DATASETS = ("imagenet-val", "imagenet-train", "coco-val", "coco-train")
+logger = logging.getLogger(__name__)
 
 
 def load_model(spec: str, pretrained: bool = True, device: str | torch.device = "cpu"):  # -> UAE
@@ -221,3 +223,169 @@ def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     sep = "  ".join("-" * w for w in widths)
     body = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
     return "\n".join([line, sep, *body])
+
+
+# ------------------------------------------------------------------------- steps shared by the commands
+def max_pixels_option(args: argparse.Namespace) -> int | None | str:
+    """``--max-pixels`` for the datasets: ``"default"`` when not given, ``None`` for 0 (no limit)."""
+    return "default" if args.max_pixels is None else (args.max_pixels or None)
+
+
+def images_summary(*logs: Any) -> dict[str, Any]:
+    """One ``{"used", "skipped", "skipped_files"}`` entry from one or more SkipLogs."""
+    skipped: dict[str, str] = {}
+    for log in logs:
+        skipped.update(log.skipped)
+    return {"used": sum(log.used for log in logs), "skipped": len(skipped), "skipped_files": skipped}
+
+
+def print_skipped(images: dict[str, Any]) -> None:
+    """Print a line when images were skipped (the result file lists them)."""
+    if images["skipped"]:
+        print(f"  skipped {images['skipped']} unreadable or too large image(s); see the result file")
+
+
+def print_unavailable(res: dict[str, Any]) -> None:
+    """Print the metrics that could not be computed, with the reason."""
+    for k, why in res.get("unavailable", {}).items():
+        print(f"  {k}: unavailable - {why}")
+
+
+def setup_model(args: argparse.Namespace) -> tuple[Any, torch.device]:
+    """``(model, device)`` from ``--model``, ``--random-init`` and ``--device``."""
+    device = resolve_device(args.device)
+    model = load_model(args.model, pretrained=not args.random_init, device=device)
+    return model, device
+
+
+def build_metrics(args: argparse.Namespace, device: torch.device):  # -> ReconstructionMetrics
+    """The reconstruction metrics selected by the metric options (:func:`uae.evaluation.options.add_metric_opts`)."""
+    from uae.evaluation.metrics import ReconstructionMetrics
+
+    return ReconstructionMetrics(
+        lpips=not args.no_lpips,
+        fid=not args.no_fid,
+        lpips_net=args.lpips_net,
+        inception_weights=args.inception_weights,
+        allow_download=not args.no_download,
+        quantize=not args.no_quantize,
+        device=device,
+    )
+
+
+def probe_datasets(args: argparse.Namespace, img_size: int):
+    """Train and val datasets of the probe (ImageNet layout, explicit val folder, or a split)."""
+    from torch.utils.data import Subset
+
+    if args.data == "imagenet":
+        if not args.data_root:
+            raise FileNotFoundError("--data imagenet needs --data-root (the folder holding train/ and val/)")
+        train_root, val_root = (
+            resolve_data("imagenet-train", args.data_root),
+            resolve_data("imagenet-val", args.data_root),
+        )
+    else:
+        train_root = resolve_data(args.data, args.data_root)
+        val_root = resolve_data(args.val_data, args.data_root) if args.val_data else None
+    train = build_dataset(
+        train_root, img_size, labels=True, limit=args.limit, max_pixels=max_pixels_option(args)
+    )
+    if val_root is not None:
+        from uae.data.datasets import ImageFolderDataset, find_images, image_transform
+
+        files = find_images(val_root)[: args.limit] if args.limit else val_root
+        val = ImageFolderDataset(
+            files,
+            transform=image_transform(img_size),
+            classes=train.classes,
+            class_root=val_root,
+            on_error="skip",
+            max_pixels=max_pixels_option(args),
+        )
+        return train, val, train.classes
+    from uae.evaluation.probe import split_indices
+
+    tr, va = split_indices(train.targets, args.val_fraction, seed=args.seed)
+    return Subset(train, tr), Subset(train, va), train.classes
+
+
+def fit_probe(model, datasets, band, args, device, cache_dir: Path, tag: str, num_classes: int, logs=None):
+    """Cached features of ``datasets`` (train, val) for ``band``, then the linear head with the CLI's options.
+
+    ``logs``: optional (train, val) SkipLogs that receive the images used and skipped.
+    """
+    from uae.evaluation.probe import train_probe
+
+    (xtr, ytr), (xva, yva) = probe_features(model, datasets, band, args, device, cache_dir, tag, logs=logs)
+    return train_probe(
+        xtr,
+        ytr,
+        xva,
+        yva,
+        num_classes=num_classes,
+        epochs=args.epochs,
+        batch_size=args.head_batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+
+
+def probe_features(
+    model,
+    datasets,
+    band,
+    args,
+    device,
+    cache_dir: Path,
+    tag: str,
+    input_filter=None,
+    filter_tag: str = "",
+    logs=None,
+):
+    """Band features ``(x, y)`` of each of ``datasets`` (train, val; ``None`` entries stay ``None``), cached."""
+    from uae.evaluation.probe import extract_features, feature_fingerprint, parse_pool
+
+    out = []
+    for split, ds, log in zip(("train", "val"), datasets, logs or (None, None)):
+        if ds is None:
+            out.append(None)
+            continue
+        base = ds.dataset if hasattr(ds, "dataset") else ds
+        ids = list(ds.indices) if hasattr(ds, "indices") else None
+        pool = parse_pool(args.pool)
+        fp = feature_fingerprint(
+            model=args.model,
+            random_init=args.random_init,
+            band=band,
+            files=[str(f) for f in base.files],
+            subset=ids,
+            size=model.config.img_size,
+            filter=filter_tag,
+            pool=pool,
+        )
+        path = (
+            cache_dir
+            / f"{tag}_{split}_band-{band}_pool-{pool}{'_' + filter_tag if filter_tag else ''}_{fp}.safetensors"
+        )
+        out.append(
+            extract_features(
+                model,
+                ds,
+                band=band,
+                batch_size=args.batch_size,
+                num_workers=args.num_workers,
+                device=device,
+                input_filter=input_filter,
+                cache_path=path,
+                fingerprint=fp,
+                progress=not args.no_progress,
+                amp=not args.no_amp,
+                pool=pool,
+                skip_log=log,
+            )
+        )
+    return out

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from uae.data.datasets import collate_skipping
 from uae.evaluation.common import batch_images
+from uae.evaluation.options import EXPORTABLE
 from uae.files import remove_temp_files, save_safetensors, write_json, write_text
 from uae.utils import maybe_autocast
 
@@ -48,7 +49,6 @@ logger = logging.getLogger(__name__)
 INDEX_NAME = "index.json"
 FILES_NAME = "files.txt"
 STATS_NAME = "latent_stats.safetensors"
-EXPORTABLE = ("bands", "latent", "fused")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 FORMAT_VERSION = 1
 

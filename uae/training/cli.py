@@ -19,8 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from uae.training.export import export_main  # noqa: F401  (re-exported for a `uae export` entry)
-
 logger = logging.getLogger(__name__)
 
 #: ``model.*`` options that may differ on resume: they are applied (with a warning), because they only

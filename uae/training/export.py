@@ -11,7 +11,6 @@ import logging
 import pathlib
 import pickle
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,15 +133,8 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, ema: bool = Tr
     return out
 
 
-def export_main(argv: Sequence[str]) -> int:
-    """``uae export CKPT OUT_DIR [--raw]``: Lightning checkpoint -> Hub-layout directory."""
-    parser = argparse.ArgumentParser(prog="uae export", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="Lightning .ckpt written by `uae fit`")
-    parser.add_argument("out_dir", help="output folder (config.json + model.safetensors)")
-    parser.add_argument(
-        "--raw", action="store_true", help="export the raw weights instead of the EMA weights"
-    )
-    args = parser.parse_args(list(argv))
+def run_export(args: argparse.Namespace) -> int:
+    """``uae export`` with parsed options (:mod:`uae.commands.export`): checkpoint -> Hub-layout directory."""
     out = export_checkpoint(args.checkpoint, args.out_dir, ema=not args.raw)
     print(f"exported {'raw' if args.raw else 'EMA'} weights to {out}")
     return 0
@@ -151,4 +143,6 @@ def export_main(argv: Sequence[str]) -> int:
 if __name__ == "__main__":  # pragma: no cover
     import sys
 
-    sys.exit(export_main(sys.argv[1:]))
+    from uae.commands.export import main
+
+    sys.exit(main(sys.argv[1:]))
