@@ -65,7 +65,14 @@ def test_evaluation_cli_module_is_gone():
 def test_fit_fast_help_explains_usage(name, capsys):
     assert main([name, "--help"]) == 0
     out = capsys.readouterr().out
-    for word in ("--config recipes/", "--data.root", "--model.", "--trainer.", "--ckpt_path", "--print_config"):
+    for word in (
+        "--config recipes/",
+        "--data.root",
+        "--model.",
+        "--trainer.",
+        "--ckpt_path",
+        "--print_config",
+    ):
         assert word in out, word
     assert f"uae {name} --help-all" in out
 
