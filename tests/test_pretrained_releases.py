@@ -222,6 +222,13 @@ def test_missing_file_offline_is_one_clear_error(
     assert name in msg and "not in the local Hub" in msg and "\n" not in msg.strip(), msg
     assert calls == [] and not (tmp_path / "uae_cache").exists()
 
+    # A path the table infers (not confirmed by the release) says so, and how to convert local files.
+    with pytest.raises(FileNotFoundError) as err:
+        uae.create_model("uae_large_p14_clip", pretrained=True)
+    msg = str(err.value)
+    assert "checkpoints/CLIP-L/ep-last.pt of Hub repo 'weepiess2383/UAE'" in msg, msg
+    assert "path of the authors_v2 release is not confirmed" in msg and "load_release('authors_v2'" in msg
+
 
 # ---------------------------------------------------------------------------------------------- publish
 def test_publish_dry_run_of_a_rae_release(
