@@ -83,6 +83,19 @@ logger = logging.getLogger(__name__)
 #: File roles of one v1 release: the training checkpoint (``{"model", "ema", "config", ...}``) and,
 #: optionally, its YAML config (``stage_1.params``; the checkpoint also embeds it under ``"config"``).
 RELEASE_FILES: dict[str, bool] = {"checkpoint": True, "config": False}
+#: What was compared with the original code (model cards of ``uae publish``).
+CONVERSION_CHECK = (
+    "Compared with the authors' original code (github.com/WeichenFan/UAE, branch old_uae, commit "
+    "e0f28f7ea0b51b92771590aa40ac399be1adc2ea; transformers 4.57.6, CPU, float32) on a scaled-down model of "
+    "the same architecture and band settings with every tensor re-drawn at random (the released weights "
+    "themselves were not run through it): for one photograph at 224 and 256 px, the encoder latent, the "
+    "two bands, the fused latent and the [0, 1] reconstruction agree within 1e-5 max abs (measured: 0, "
+    "6.3e-7, 9.5e-7 and 2.4e-7), also when loaded through create_model(..., pretrained=True) from a Hub "
+    "cache (tests/test_authors_v1.py, tests/test_pretrained_releases.py)."
+)
+#: Part of the converted-cache key (:mod:`uae.models.pretrained`): bump it whenever a converted model's
+#: tensors or config change (tests/test_pretrained_releases.py pins the converted layout to it).
+CONVERTER_VERSION = "1"
 #: ``frequency_config`` of the released inference config (``unified_ae/configs/stage1_infer.yaml``).
 RELEASED_FREQUENCY_CONFIG: dict[str, Any] = {
     "freq_first_patch": 0.32,
@@ -410,6 +423,8 @@ def v1_preprocess(images: torch.Tensor, size: int = 224) -> torch.Tensor:
 
 
 __all__ = [
+    "CONVERSION_CHECK",
+    "CONVERTER_VERSION",
     "DECODER_NORM_EPS",
     "RELEASED_FREQUENCY_CONFIG",
     "RELEASE_FILES",

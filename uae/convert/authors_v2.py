@@ -64,6 +64,20 @@ logger = logging.getLogger(__name__)
 
 #: File roles of one release (``checkpoints/<encoder>/ep-last.pt`` and ``.../config.yaml``) -> required?
 RELEASE_FILES: dict[str, bool] = {"checkpoint": True, "config": True}
+#: What was compared with the original code (model cards of ``uae publish``).
+CONVERSION_CHECK = (
+    "Compared with the authors' original code (github.com/WeichenFan/UAE, branch main, commit "
+    "3c2fde49e09c4e9bf9fc5333bb713b427ef6ff7a; transformers 4.57.6, CPU, float32) on scaled-down models of "
+    "the same architecture (DINOv2-with-registers, CLIP and SigLIP2 encoders, their config.yaml settings) "
+    "with every tensor re-drawn at random (the released weights themselves were not run through it): the "
+    "encoder latent, the kept zig-zag DCT coefficients and the unclamped reconstruction of one image agree "
+    "within 1e-5 max abs (measured: latent 0, kept band up to 5.5e-6, image up to 1.8e-6), also when loaded "
+    "through create_model(..., pretrained=True) from a Hub cache (tests/test_convert_authors_v2.py, "
+    "tests/test_pretrained_releases.py)."
+)
+#: Part of the converted-cache key (:mod:`uae.models.pretrained`): bump it whenever a converted model's
+#: tensors or config change (tests/test_pretrained_releases.py pins the converted layout to it).
+CONVERTER_VERSION = "1"
 #: The release's encoders (paths inside ``weepiess2383/UAE``) and their native input sizes.
 RELEASE_ENCODERS = {"DINOv2-B": 224, "CLIP-L": 224, "SigLIP2": 256}
 #: LayerNorm eps of their ViT-XL decoder (``configs/decoder/ViTXL/config.json``: ``layer_norm_eps``).
@@ -407,6 +421,8 @@ def load_release(
 
 
 __all__ = [
+    "CONVERSION_CHECK",
+    "CONVERTER_VERSION",
     "DECODER_NORM_EPS",
     "ENCODERS",
     "RELEASE_ENCODERS",

@@ -224,9 +224,10 @@ def fetch_release_files(
         hint = ""
         if not f.verified:
             hint = (
-                f"note: this path of the {cfg.source} release is not confirmed (see `uae models --pretrained`); "
-                f"if the release names it differently, download it and run `uae publish --from {cfg.source}` "
-                "on the local files"
+                f"but this path of the {cfg.source} release is not confirmed (see `uae models --pretrained`): "
+                "if the release names it differently, download its files and convert them locally with "
+                f"`uae.convert.release.load_release('{cfg.source}', files)` or "
+                f"`uae publish --from {cfg.source} FILE --dry-run ...`"
             )
         paths[role] = hub_download(
             repo,
