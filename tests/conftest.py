@@ -70,3 +70,35 @@ def empty_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return hub
+
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def put_in_hub_cache(hf_home: Path, repo_id: str, files: dict[str, Path], commit: str = HUB_COMMIT) -> None:
+    """Lay out ``files`` (repo path -> local file) as a Hub cache snapshot of ``repo_id`` at ``main``."""
+    import shutil
+
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    for name, src in files.items():
+        dst = repo / "snapshots" / commit / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+@pytest.fixture
+def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty offline Hub cache in ``tmp_path`` and a temp converted cache (``$UAE_CACHE``)."""
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf_home"
+    (home / "hub").mkdir(parents=True)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("UAE_CACHE", str(tmp_path / "uae_cache"))
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return home

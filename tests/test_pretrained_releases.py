@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import put_in_hub_cache
 from safetensors.torch import load_file
 
 import uae
@@ -32,33 +33,15 @@ COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
 TOL = 1e-5
 
 
-@pytest.fixture
-def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty offline Hub cache and a temp converted cache (``$UAE_CACHE``)."""
-    from huggingface_hub import constants
-
-    home = tmp_path / "hf_home"
-    (home / "hub").mkdir(parents=True)
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("UAE_CACHE", str(tmp_path / "uae_cache"))
-    monkeypatch.setattr(constants, "HF_HOME", str(home))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return home
-
-
 def put_release_in_hub_cache(hf_home: Path, name: str, sources: dict[str, Path]) -> None:
     """Copy ``sources`` (file role -> fixture file) to the repo/path the table entry ``name`` names."""
     cfg = get_pretrained_cfg(name)
     assert set(sources) == set(cfg.files), (sorted(sources), sorted(cfg.files))
+    by_repo: dict[str, dict[str, Path]] = {}
     for role, f in cfg.files.items():
-        repo = hf_home / "hub" / f"models--{(f.repo or cfg.hf_hub_id).replace('/', '--')}"
-        dst = repo / "snapshots" / COMMIT / f.filename
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(sources[role], dst)
-        (repo / "refs").mkdir(exist_ok=True)
-        (repo / "refs" / "main").write_text(COMMIT)
+        by_repo.setdefault(f.repo or cfg.hf_hub_id, {})[f.filename] = sources[role]
+    for repo_id, files in by_repo.items():
+        put_in_hub_cache(hf_home, repo_id, files, COMMIT)
 
 
 def with_heads(monkeypatch: pytest.MonkeyPatch, name: str, encoder_heads: int, decoder_heads: int) -> None:
