@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from uae.cliargs import ArgumentParser, output_file, positive_int
+from uae.cliargs import ArgumentParser, output_file
 from uae.evaluation.options import add_metric_opts, add_model_data
 
 
@@ -15,12 +15,6 @@ def build_parser() -> ArgumentParser:
     )
     add_model_data(p)
     add_metric_opts(p)
-    p.add_argument(
-        "--size",
-        type=positive_int,
-        default=None,
-        help="comparison resolution (default: the model's output size, 256 for the paper models)",
-    )
     p.add_argument("--output", default="uae_eval.json", help="result JSON file")
     return p
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from uae.cliargs import ArgumentParser, output_dir, output_file, positive_float, positive_int
+from uae.cliargs import ArgumentParser, output_dir, output_file, positive_float
 from uae.evaluation.options import add_metric_opts, add_model_data, add_probe_opts
 
 
@@ -28,12 +28,6 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--band", default="0", help="probe feature band")
     p.add_argument("--no-probe", action="store_true", help="only reconstruction metrics")
     p.add_argument("--no-recon", action="store_true", help="only probe accuracy")
-    p.add_argument(
-        "--size",
-        type=positive_int,
-        default=None,
-        help="reconstruction comparison resolution (default: model output size)",
-    )
     p.add_argument("--output", default="uae_filtered.json", help="result JSON file")
     return p
 

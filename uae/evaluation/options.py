@@ -68,6 +68,12 @@ def add_metric_opts(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-download", action="store_true", help="never download metric weights")
     p.add_argument("--no-quantize", action="store_true", help="compare float images instead of 8-bit ones")
+    p.add_argument(
+        "--size",
+        type=positive_int,
+        default=None,
+        help="reconstruction comparison resolution (default: the model's output size, 256 for the paper models)",
+    )
 
 
 def add_probe_opts(p: argparse.ArgumentParser) -> None:
