@@ -215,6 +215,21 @@ def _final_norm(
     return latent_norm
 
 
+def _position_table(src: Source, e: str, dropped: dict[str, str], cls_slot: bool) -> tuple[torch.Tensor, int]:
+    """CLIP/SigLIP ``{e}position_embedding.weight`` ``((1 if cls_slot) + n*n, C)`` and its grid side ``n``.
+
+    The ``position_ids`` buffer that old transformers versions saved is dropped (it is an arange).
+    """
+    pos = src.take(e + "position_embedding.weight")
+    if pos.ndim != 2:
+        rows = "1+n" if cls_slot else "n"
+        raise ValueError(f"{src.what}: position_embedding.weight must be ({rows}, C), got {tuple(pos.shape)}")
+    side = _square_side(pos.shape[0] - int(cls_slot), src.what, tuple(pos.shape))
+    if src.has(e + "position_ids"):
+        _drop(src, e + "position_ids", dropped, "position ids buffer: arange, recomputed")
+    return pos, side
+
+
 def _clip_like_blocks(src: Source, prefix: str, out: dict[str, torch.Tensor]) -> None:
     for i in range(count_blocks(src, prefix + "encoder.layers.")):
         s, t = f"{prefix}encoder.layers.{i}.", f"blocks.{i}."
@@ -243,12 +258,7 @@ def clip_from_hf(
     out: dict[str, torch.Tensor] = {}
     dropped: dict[str, str] = {}
     e = prefix + "embeddings."
-    pos = src.take(e + "position_embedding.weight")
-    if pos.ndim != 2:
-        raise ValueError(f"{src.what}: position_embedding.weight must be (1+n, C), got {tuple(pos.shape)}")
-    side = _square_side(pos.shape[0] - 1, src.what, tuple(pos.shape))
-    if src.has(e + "position_ids"):  # a buffer saved by old transformers versions
-        _drop(src, e + "position_ids", dropped, "position ids buffer: arange, recomputed")
+    pos, side = _position_table(src, e, dropped, cls_slot=True)
     out["cls_token"] = (src.take(e + "class_embedding") + pos[0]).reshape(1, 1, -1)
     out["pos_embed"] = pos[1:].unsqueeze(0)
     out["patch_embed.proj.weight"] = src.take(e + "patch_embedding.weight")
@@ -282,12 +292,7 @@ def siglip2_from_hf(
     out: dict[str, torch.Tensor] = {}
     dropped: dict[str, str] = {}
     e = prefix + "embeddings."
-    pos = src.take(e + "position_embedding.weight")
-    if pos.ndim != 2:
-        raise ValueError(f"{src.what}: position_embedding.weight must be (n, C), got {tuple(pos.shape)}")
-    side = _square_side(pos.shape[0], src.what, tuple(pos.shape))
-    if src.has(e + "position_ids"):
-        _drop(src, e + "position_ids", dropped, "position ids buffer: arange, recomputed")
+    pos, side = _position_table(src, e, dropped, cls_slot=False)
     out["pos_embed"] = pos.unsqueeze(0)
     out["patch_embed.proj.weight"] = src.take(e + "patch_embedding.weight")
     out["patch_embed.proj.bias"] = src.take(e + "patch_embedding.bias")
