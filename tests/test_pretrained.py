@@ -18,10 +18,9 @@ from conftest import put_in_hub_cache
 from safetensors.torch import load_file, save_file
 
 import uae
-from uae import UAELoadError
+from uae import UAELoadError, online
 from uae.cli import main as cli_main
 from uae.convert.release import get_converter, register_release_source, unregister_release_source
-from uae.models import hub as uae_hub
 from uae.models.pretrained import (
     PROVENANCE_NAME,
     PretrainedCfg,
@@ -233,14 +232,14 @@ for what in ("create_model", "from_pretrained"):
 
 def test_reachability_probe_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     endpoint = f"http://127.0.0.1:{_free_port()}"
-    monkeypatch.setattr(uae_hub, "_PROBES", {})
-    assert uae_hub.hub_reachable(endpoint) is False
+    monkeypatch.setattr(online, "_PROBES", {})
+    assert online.reachable(endpoint) is False
     with socket.socket() as server:  # now something listens there, but the answer is cached per process
         server.bind(("127.0.0.1", int(endpoint.rsplit(":", 1)[1])))
         server.listen()
-        assert uae_hub.hub_reachable(endpoint) is False
-        monkeypatch.setattr(uae_hub, "_PROBES", {})
-        assert uae_hub.hub_reachable(endpoint) is True
+        assert online.reachable(endpoint) is False
+        monkeypatch.setattr(online, "_PROBES", {})
+        assert online.reachable(endpoint) is True
 
 
 # ---------------------------------------------------------------------------------------------- publish

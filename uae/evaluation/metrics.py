@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 from torch import nn
+
+from uae import online
 
 logger = logging.getLogger(__name__)
 
@@ -47,26 +48,6 @@ LPIPS_NETS = {"vgg": "VGG16_Weights", "alex": "AlexNet_Weights", "squeeze": "Squ
 
 class MetricUnavailable(RuntimeError):
     """A metric cannot run (missing pretrained weights offline); the message says how to fix it."""
-
-
-def offline_mode() -> bool:
-    """True when ``HF_HUB_OFFLINE`` or ``UAE_OFFLINE`` is set to a true value."""
-    return any(
-        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-        for k in ("HF_HUB_OFFLINE", "UAE_OFFLINE")
-    )
-
-
-def network_available(url: str, timeout: float = 2.0) -> bool:
-    """Whether ``url``'s host accepts a TCP connection within ``timeout`` seconds (``False`` when offline mode)."""
-    if offline_mode():
-        return False
-    host = urlparse(url).hostname or ""
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def hub_checkpoint_dir() -> Path:
@@ -104,7 +85,7 @@ def resolve_inception_weights(path: str | os.PathLike | None = None, allow_downl
     )
     if not allow_download:
         raise MetricUnavailable(hint + "; downloads disabled")
-    if not network_available(INCEPTION_URL):
+    if not online.may_download(INCEPTION_URL):
         raise MetricUnavailable(hint + "; offline")
     cache.mkdir(parents=True, exist_ok=True)
     try:
@@ -135,7 +116,7 @@ def resolve_lpips_backbone(net: str = "vgg", allow_download: bool = True) -> Non
     hint = f"LPIPS ({net}) backbone weights not found: put {name} into {cache} (download: {url})"
     if not allow_download:
         raise MetricUnavailable(hint + "; downloads disabled")
-    if not network_available(url):
+    if not online.may_download(url):
         raise MetricUnavailable(hint + "; offline")
 
 

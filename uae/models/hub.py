@@ -10,18 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
-import threading
-import urllib.parse
-import urllib.request
 from pathlib import Path
+
+from uae import online
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-#: Seconds the connect probe of the Hub endpoint may take (``UAE_HUB_PROBE_TIMEOUT``; ``0`` disables the probe).
-DEFAULT_PROBE_TIMEOUT = 0.5
 
 
 class UAELoadError(ValueError):
@@ -29,8 +25,6 @@ class UAELoadError(ValueError):
 
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_PROBES: dict[tuple[str, int], bool] = {}
-_PROBES_LOCK = threading.Lock()
 
 
 def is_repo_id(source: str) -> bool:
@@ -43,62 +37,6 @@ def hub_endpoint() -> str:
     from huggingface_hub import constants
 
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-
-
-def hub_offline() -> bool:
-    """``HF_HUB_OFFLINE`` set (in the environment now, or in huggingface_hub's constants)."""
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
-    return env in {"1", "ON", "YES", "TRUE"} or bool(constants.HF_HUB_OFFLINE)
-
-
-def _probe_target(endpoint: str) -> tuple[str, int] | None:
-    url = urllib.parse.urlsplit(endpoint)
-    if not url.hostname:
-        return None
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(url.scheme) or proxies.get("all")
-    if proxy and not urllib.request.proxy_bypass(url.hostname):
-        p = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        if p.hostname:
-            return p.hostname, p.port or (443 if p.scheme == "https" else 80)
-    return url.hostname, url.port or (443 if url.scheme == "https" else 80)
-
-
-def hub_reachable(endpoint: str | None = None) -> bool:
-    """Whether a TCP connection to the Hub endpoint (or its proxy) opens within ``UAE_HUB_PROBE_TIMEOUT`` s.
-
-    The answer is cached per process and endpoint. Name resolution runs inside the same time limit
-    (in a helper thread), so a machine without network answers ``False`` in well under a second.
-    """
-    timeout = float(os.environ.get("UAE_HUB_PROBE_TIMEOUT", DEFAULT_PROBE_TIMEOUT))
-    if timeout <= 0:
-        return True
-    target = _probe_target(endpoint or hub_endpoint())
-    if target is None:
-        return True
-    with _PROBES_LOCK:
-        if target in _PROBES:
-            return _PROBES[target]
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection(target, timeout=timeout).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
-
-    t = threading.Thread(target=probe, name="uae-hub-probe", daemon=True)
-    t.start()
-    t.join(timeout)
-    ok = bool(result and result[0])
-    if not ok:
-        logger.info("Hub endpoint %s:%s is unreachable; using the local Hub cache only", *target)
-    with _PROBES_LOCK:
-        _PROBES[target] = ok
-    return ok
 
 
 def hub_download(
@@ -115,7 +53,7 @@ def hub_download(
     """``hf_hub_download`` with a fast offline path and one clear error naming the repo and file.
 
     When ``HF_HUB_OFFLINE=1``, or the endpoint does not answer the connect probe
-    (:func:`hub_reachable`), only the local Hub cache is read (no retries).
+    (:func:`uae.online.reachable`), only the local Hub cache is read (no retries).
 
     Args:
         repo_id: Hub model repo, ``org/name``.
@@ -137,8 +75,8 @@ def hub_download(
         RevisionNotFoundError,
     )
 
-    offline = hub_offline()
-    unreachable = not (local_files_only or offline) and not hub_reachable()
+    offline = online.offline()
+    unreachable = not (local_files_only or offline) and not online.reachable(hub_endpoint())
     try:
         return Path(
             hf_hub_download(

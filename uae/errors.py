@@ -1,0 +1,55 @@
+"""uae's own error types.
+
+The command line (:mod:`uae.cli`) prints these as one line with exit code 2; any other exception is a
+bug and is shown with its traceback and a hint to report it. Library code raises them for problems a
+user can fix (a bad argument, a missing or damaged file, an unknown model name) and speaks of
+parameters, not command-line flags; the commands translate parameter names to their flags.
+
+Every type also derives from the built-in exception a Python caller would expect (``ValueError``,
+``FileNotFoundError``, ``OSError``), so ``except ValueError`` keeps working in notebooks.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "UAEError",
+    "ConfigError",
+    "InputError",
+    "MissingFileError",
+    "DamagedFileError",
+    "UnsafeFileError",
+    "OutputError",
+    "UAELoadError",
+]
+
+
+class UAEError(Exception):
+    """Base of every error uae raises on purpose: the message is one line a user can act on."""
+
+
+class InputError(UAEError, ValueError):
+    """An argument, tensor or file content is not what the function accepts (names what was expected)."""
+
+
+class ConfigError(InputError):
+    """A config field (``UAEConfig``, a recipe, a weights-table entry) has an invalid value; names the field."""
+
+
+class MissingFileError(UAEError, FileNotFoundError):
+    """A file or folder the user must supply does not exist (names it and, where known, how to get it)."""
+
+
+class DamagedFileError(InputError):
+    """A file exists but cannot be used: truncated, corrupted, wrong checksum, non-finite weights."""
+
+
+class UnsafeFileError(InputError):
+    """A file would need code execution to be read (a pickle that ``weights_only=True`` refuses)."""
+
+
+class OutputError(UAEError, OSError):
+    """Writing a result failed for a reason outside uae (disk full, no permission, read-only file system)."""
+
+
+class UAELoadError(InputError):
+    """A checkpoint could not be loaded into a model (wrong architecture, mismatched keys, shapes or dtypes)."""
