@@ -75,7 +75,8 @@ def _stats(xs: list[float]) -> dict[str, float]:
 
 def library_latency(model_name: str, images: list[Path]) -> dict[str, dict[str, float]]:
     """Time the library calls behind each interaction (fresh image per repetition)."""
-    from uae.inference import BandExplorer, load_model, open_image
+    from uae.factory import load_model
+    from uae.inference import BandExplorer, open_image
     from uae.visualize import band_energy_chart, band_figure, enlarge, radial_spectrum_chart
 
     explorer = BandExplorer(load_model(model_name))

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 import uae
-from uae.inference import load_image, load_images, load_model, psnr, reconstruct
+from uae.factory import load_model
+from uae.inference import load_image, load_images, psnr, reconstruct
 from uae.visualize import band_figure, progressive_decodes, save_image, to_pil
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from uae._version import __version__
 
 # public name -> module that defines it
 _LAZY = {
@@ -23,7 +23,7 @@ _LAZY = {
     "UAEOutput": "uae.models.outputs",
     "UAEConfig": "uae.models.config",
     "UAELoadError": "uae.models.hub",
-    "create_model": "uae.models.registry",
+    "create_model": "uae.factory",
     "get_config": "uae.models.registry",
     "list_models": "uae.models.registry",
     "register_model": "uae.models.registry",
@@ -31,6 +31,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from uae.factory import create_model
     from uae.models import (
         UAE,
         DecoderOutput,
@@ -38,7 +39,6 @@ if TYPE_CHECKING:  # pragma: no cover
         UAEConfig,
         UAELoadError,
         UAEOutput,
-        create_model,
         get_config,
         list_models,
         register_model,

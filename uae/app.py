@@ -63,11 +63,12 @@ def build_app(
     """
     gr = _import_gradio()
 
-    from uae.inference import BandExplorer, bundled_photos, load_model, open_image
+    from uae.factory import load_model
+    from uae.inference import BandExplorer, bundled_photos, open_image
     from uae.visualize import band_energy_chart, band_figure, band_label, enlarge, radial_spectrum_chart
 
     if isinstance(model, str | os.PathLike):
-        model = load_model(str(model), device)
+        model = load_model(str(model), device=device)
     explorer = BandExplorer(model, cache_size=64)
     cfg = model.config
     k = cfg.num_bands

@@ -20,41 +20,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from uae.cliargs import DEFAULT_MODEL, is_one_of, output_dir, output_file
+from uae.cliargs import is_one_of, output_dir, output_file
+from uae.factory import load_model
 from uae.utils import check_device
 
 logger = logging.getLogger(__name__)
-
-
-def load_model(spec: str = DEFAULT_MODEL, device: str | torch.device = "cpu"):  # -> UAE
-    """A model from a registered name (its trained weights), a local directory or a Hub repo id.
-
-    Args:
-        spec: ``uae models`` name (``create_model(name, pretrained=True)``), a directory written by
-            ``save_pretrained``, or ``org/name`` on the Hub (the Hub cache when offline).
-        device: Where to put the model.
-
-    Returns:
-        The model in eval mode.
-
-    Raises:
-        FileNotFoundError: Registered but not trained yet, or the directory / repo files are missing.
-        ValueError: ``spec`` is none of the three.
-    """
-    import uae
-    from uae.models.hub import is_repo_id
-    from uae.models.registry import list_models
-
-    if spec in list_models():
-        model = uae.create_model(spec, pretrained=True)
-    elif Path(spec).expanduser().is_dir() or is_repo_id(spec):
-        model = uae.UAE.from_pretrained(spec)
-    else:
-        raise ValueError(
-            f"unknown model {spec!r}: not a registered name (see `uae models`), an existing model directory, "
-            "or a Hub repo id 'org/name'"
-        )
-    return model.to(device).eval()
 
 
 def load_image(path: str | os.PathLike, size: int, out_size: int | None = None) -> dict[str, torch.Tensor]:
@@ -190,7 +160,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     _check_paths(args.images)
     out = output_dir(args.out)
     check_device(args.device)
-    model = load_model(args.model, args.device)
+    model = load_model(args.model, device=args.device)
     c = model.config
     images, targets = load_images(args.images, c.img_size, c.output_size)
     recon = reconstruct(model, images, args.batch_size)
@@ -221,7 +191,7 @@ def run_bands(args: argparse.Namespace) -> int:
     _check_paths(args.images)
     dest = output_file(args.out, "--out", inputs=args.images)
     check_device(args.device)
-    model = load_model(args.model, args.device)
+    model = load_model(args.model, device=args.device)
     c = model.config
     images, targets = load_images(args.images, c.img_size, c.output_size)
     explorer = BandExplorer(model, cache_size=1)

@@ -16,42 +16,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from uae.evaluation.options import NAMED_DATASETS  # noqa: F401  (re-exported: the ``--data`` names)
+from uae.factory import load_model  # noqa: F401  (the one --model resolver)
 
 logger = logging.getLogger(__name__)
-
-
-def load_model(spec: str, pretrained: bool = True, device: str | torch.device = "cpu"):  # -> UAE
-    """Load a UAE from a registered name, a local ``save_pretrained`` directory or a Hub repo id.
-
-    Args:
-        spec: ``uae_base_p14_dinov2`` (registered name), ``./my_model`` (directory with ``config.json``
-            and ``model.safetensors``) or ``org/repo`` (Hub, read from the cache when offline).
-        pretrained: For registered names: load the trained weights (``False``: random init, for smoke tests).
-        device: Where to put the model.
-
-    Returns:
-        The model in eval mode with ``requires_grad=False``.
-
-    Raises:
-        FileNotFoundError: No such directory / repo / trained weights.
-        ValueError: Unknown name.
-    """
-    from uae.models.registry import create_model, list_models
-    from uae.models.uae import UAE
-
-    if spec in list_models():
-        model = create_model(spec, pretrained=pretrained)
-    elif Path(spec).expanduser().is_dir():
-        model = UAE.from_pretrained(str(Path(spec).expanduser()))
-    elif spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists():
-        model = UAE.from_pretrained(spec)
-    else:
-        raise FileNotFoundError(
-            f"--model {spec!r} is neither a registered name (see `uae models`), a directory with "
-            "config.json + model.safetensors, nor a Hub repo id 'org/name'"
-        )
-    model.requires_grad_(False)
-    return model.eval().to(device)
 
 
 def resolve_device(device: str | None) -> torch.device:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from uae.models import zoo as _zoo  # noqa: F401  (registers the named configs)
 from uae.models.config import UAEConfig
-from uae.models.registry import create_model, get_config, list_models, register_model
+from uae.models.registry import get_config, list_models, register_model
 
 _LAZY = {
     "UAE": "uae.models.uae",
@@ -41,7 +41,6 @@ __all__ = [
     "UAEConfig",
     "UAELoadError",
     "UAEOutput",
-    "create_model",
     "get_config",
     "list_models",
     "register_model",
