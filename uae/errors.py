@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "UAEError",
+    "for_flags",
     "ConfigError",
     "InputError",
     "MissingFileError",
@@ -24,7 +25,35 @@ __all__ = [
 
 
 class UAEError(Exception):
-    """Base of every error uae raises on purpose: the message is one line a user can act on."""
+    """Base of every error uae raises on purpose: the message is one line a user can act on.
+
+    Args:
+        message: What is wrong and what to do, naming the parameter (``batch_size``), not a flag.
+        param: The parameter the message is about, when there is one. The commands translate it to their
+            flag (``batch_size`` -> ``--batch-size``) with :func:`for_flags`.
+    """
+
+    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def for_flags(error: BaseException, flags: dict[str, str]) -> str:
+    """The first line of ``error``'s message with its parameter named as the command's flag.
+
+    Args:
+        error: Any exception; a :class:`UAEError` with ``param`` in ``flags`` has that name replaced.
+        flags: Parameter name -> flag, e.g. ``{"batch_size": "--batch-size"}``.
+
+    Returns:
+        One line (the type's name when the message is empty).
+    """
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    param = getattr(error, "param", None)
+    if param and param in flags:
+        line = line.replace(param, flags[param])
+    return line
 
 
 class InputError(UAEError, ValueError):
