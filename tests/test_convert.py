@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 import uae
 from uae.cli import main as cli_main
-from uae.convert import authors_to_uae, load_torch_state, mae_sincos_table, rae_to_uae
+from uae.convert import authors_to_uae, mae_sincos_table, rae_to_uae
+from uae.files import read_state_dict
 
 HEADS = {"encoder_heads": 2, "decoder_heads": 2}
 
@@ -340,7 +341,7 @@ def test_convert_cli_authors_picks_model_and_writes_pretrained_layout(authors_mo
     assert loaded.config.band_scheme == "authors_v1" and loaded.config.band_schedule[0] == 0.32
     assert torch.equal(loaded(photos32).sample, expected(photos32).sample)
     assert not torch.allclose(loaded(photos32).sample, authors_to_uae(ema, **HEADS)(photos32).sample)
-    assert load_torch_state(ckpt, "model")["decoder.decoder_norm.bias"].sum() != 0
+    assert read_state_dict(ckpt, "model")["decoder.decoder_norm.bias"].sum() != 0
 
 
 def test_convert_cli_errors_are_one_line(rae_model, tmp_path, capsys):

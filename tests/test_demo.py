@@ -11,8 +11,8 @@ import torch
 import uae
 from uae.cli import main
 from uae.inference import bicubic_round_trip, load_image, psnr
-from uae.models.pretrained import get_pretrained_cfg
-from uae.models.registry import checkpoint_root, get_entry
+from uae.models.pretrained import checkpoint_root, get_pretrained_cfg
+from uae.models.registry import get_entry
 
 DEMO = Path(__file__).resolve().parents[1] / "checkpoints" / "uae_demo"
 HELDOUT = Path(__file__).parent / "assets" / "chelsea.png"  # skimage's chelsea: held out of the demo's data

@@ -124,7 +124,7 @@ def test_frozen_teacher_copy() -> None:
 
 
 def test_truncated_or_foreign_weight_files_are_one_line_errors(tmp_path: Path) -> None:
-    from uae.convert.common import load_torch_state
+    from uae import files
     from uae.layers.encoder import read_state_dict
 
     good = tmp_path / "w.safetensors"
@@ -133,7 +133,7 @@ def test_truncated_or_foreign_weight_files_are_one_line_errors(tmp_path: Path) -
     cut.write_bytes(good.read_bytes()[:-100])
     pickle_file = tmp_path / "w.pt"
     pickle_file.write_bytes(b"not a torch file")
-    for reader in (read_state_dict, load_torch_state):
+    for reader in (read_state_dict, files.read_state_dict):
         with pytest.raises(ValueError, match=r"cut\.safetensors.*truncated or not a safetensors file"):
             reader(cut)
         with pytest.raises(ValueError, match=r"w\.pt.*weights_only=True"):

@@ -14,8 +14,8 @@ import torch
 from safetensors import safe_open
 
 import uae
-from uae.convert.common import Source, convert_hf_dinov2
-from uae.convert.hf_encoders import convert_hf_encoder, encoder_from_hf, find_prefix
+from uae.convert.common import Source
+from uae.convert.hf_encoders import convert_encoder, convert_hf_encoder, encoder_from_hf, find_prefix
 from uae.layers.encoder import ENCODER_FAMILIES, POS_RESAMPLE_RULES, resample_pos_table
 from uae.models.config import ENCODER_FAMILIES as CONFIG_FAMILIES
 from uae.models.config import POS_RESAMPLE_RULES as CONFIG_RULES
@@ -134,12 +134,14 @@ def test_conversion_is_strict(family: str) -> None:
         convert_hf_encoder({"a.b": torch.zeros(1)}, family)
 
 
-def test_convert_hf_dinov2_keeps_the_old_signature() -> None:
+def test_convert_encoder_gives_release_converters_weights_and_config() -> None:
+    """What the release converters use (it replaced convert_hf_dinov2, whose grid argument was unused)."""
     state = hf_state(fixture("dinov2")[0])
     src = Source(state, "test")
-    enc = convert_hf_dinov2(src, "", 8, latent_norm=False)  # grid is accepted and ignored
+    enc, cfg = convert_encoder(src, "dinov2", "", latent_norm=False)
     src.check_consumed()
-    assert enc["pos_embed"].shape == (1, 144, 32) and "norm.weight" in enc
+    assert enc["encoder.vit.pos_embed"].shape == (1, 144, 32) and "encoder.vit.norm.weight" in enc
+    assert cfg["encoder_pos_grid"] == 12 and cfg["latent_norm"] is False and "img_size" not in cfg
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -21,8 +21,8 @@ import uae
 from uae import UAELoadError, online
 from uae.cli import main as cli_main
 from uae.convert.release import get_converter, register_release_source, unregister_release_source
+from uae.models.hub import PROVENANCE_NAME
 from uae.models.pretrained import (
-    PROVENANCE_NAME,
     PretrainedCfg,
     PretrainedFile,
     get_pretrained_cfg,

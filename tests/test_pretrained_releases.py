@@ -26,7 +26,8 @@ import uae
 from uae.cli import main as cli_main
 from uae.convert.authors_v1 import v1_preprocess
 from uae.models import pretrained as pretrained_table
-from uae.models.pretrained import PROVENANCE_NAME, get_pretrained_cfg
+from uae.models.hub import PROVENANCE_NAME
+from uae.models.pretrained import get_pretrained_cfg
 
 FIXTURES = Path(__file__).parent / "fixtures"
 COMMIT = "fedcba9876543210fedcba9876543210fedcba98"

@@ -4,40 +4,28 @@
 >>> model = uae.create_model("uae_test")
 >>> out = model(images)  # images: (B, 3, 32, 32) in [0, 1]
 
-The public names are imported on first use (PEP 562), so ``import uae`` and the ``uae`` command's
-``--help`` do not pay for importing torch, timm and Lightning.
+The public names are imported on first use (PEP 562, with :func:`lazy_loader.attach`, as in
+:mod:`uae.models`), so ``import uae`` and the ``uae`` command's ``--help`` do not pay for importing
+torch, timm and Lightning. Nothing inside the package imports this module: library code imports the
+module that defines a name.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import lazy_loader
 
 from uae._version import __version__
 
-# public name -> module that defines it
-_LAZY = {
-    "UAE": "uae.models.uae",
-    "DecoderOutput": "uae.models.outputs",
-    "EncoderOutput": "uae.models.outputs",
-    "UAEOutput": "uae.models.outputs",
-    "UAEConfig": "uae.models.config",
-    "UAELoadError": "uae.models.hub",
-    "create_model": "uae.factory",
-    "get_config": "uae.models.registry",
-    "list_models": "uae.models.registry",
-    "register_model": "uae.models.registry",
-    "autocast_dtype": "uae.utils",
-}
-
 if TYPE_CHECKING:  # pragma: no cover
+    from uae.errors import UAELoadError
     from uae.factory import create_model
     from uae.models import (
         UAE,
         DecoderOutput,
         EncoderOutput,
         UAEConfig,
-        UAELoadError,
         UAEOutput,
         get_config,
         list_models,
@@ -45,15 +33,25 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from uae.utils import autocast_dtype
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        if _LAZY[name] == "uae.models.registry":
-            importlib.import_module("uae.models.zoo")  # registers the named configs
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'uae' has no attribute {name!r}")
+# public name -> the module that defines it (uae.models registers the zoo on import)
+__getattr__, _, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "models": [
+            "UAE",
+            "DecoderOutput",
+            "EncoderOutput",
+            "UAEConfig",
+            "UAEOutput",
+            "get_config",
+            "list_models",
+            "register_model",
+        ],
+        "errors": ["UAELoadError"],
+        "factory": ["create_model"],
+        "utils": ["autocast_dtype"],
+    },
+)
 
 
 def __dir__() -> list[str]:

@@ -1,4 +1,10 @@
-"""Writing files atomically with the usual permissions: every file uae writes goes through here.
+"""Files in and out: every file uae writes, and every weights file it reads, goes through here.
+
+Reading: :func:`read_state_dict` is the one state-dict reader (safetensors, or torch files with
+``weights_only=True`` only), :func:`read_torch_dict` / :func:`read_yaml_mapping` the checkpoint and config
+readers under it; each fails with one line naming the file (``uae.errors`` types).
+
+Writing: atomically, with the usual permissions.
 
 ``tempfile.mkstemp`` (and safetensors >= 0.6's own atomic ``save_file``) create files with mode
 ``0600``; a renamed temp file keeps it, so weights, configs and shards would end up unreadable by the
@@ -21,6 +27,8 @@ import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from uae.errors import DamagedFileError, InputError, MissingFileError, UnsafeFileError
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +143,10 @@ def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------- reading
+#: Entries of a training checkpoint that hold a state dict, in the order :func:`read_state_dict` tries them.
+STATE_DICT_ENTRIES = ("ema", "model", "state_dict")
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -148,55 +160,134 @@ def read_torch_dict(path: str | os.PathLike, what: str = "torch file") -> dict[s
         what: What the file is, for messages (``"v1 checkpoint"``).
 
     Raises:
-        FileNotFoundError: No such file.
-        ValueError: A pickle with objects outside the safe allowlist, a corrupt file, or not a dict
-            (one line naming the file and the cause).
+        MissingFileError: No such file (a ``FileNotFoundError``).
+        UnsafeFileError: A pickle with objects outside torch's safe allowlist (a ``ValueError``).
+        DamagedFileError: A corrupt or truncated file, or not a dict (a ``ValueError``); one line naming
+            the file and the cause.
     """
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise MissingFileError(f"{what} not found: {path}")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # arbitrary pickles, corrupt or truncated files
-        raise ValueError(f"cannot read {path} as a {what} with weights_only=True: {_first_line(e)}") from e
+        kind = UnsafeFileError if "GLOBAL" in str(e) else DamagedFileError
+        raise kind(f"cannot read {path} as a {what} with weights_only=True: {_first_line(e)}") from e
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} does not hold a dict (got {type(obj).__name__})")
+        raise DamagedFileError(f"{path} does not hold a dict (got {type(obj).__name__})")
     return obj
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, Any]:
-    """All tensors of a ``.safetensors`` file; a truncated or foreign file is a one-line ``ValueError``."""
+    """All tensors of a ``.safetensors`` file.
+
+    Raises:
+        MissingFileError: No such file.
+        DamagedFileError: A truncated or foreign file (one line, a ``ValueError``).
+    """
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise MissingFileError(f"weights file not found: {path}")
     try:
         return load_file(str(path))
     except Exception as e:  # truncated, corrupt, not safetensors
-        raise ValueError(
+        raise DamagedFileError(
             f"cannot read {path} as safetensors (truncated or not a safetensors file): {_first_line(e)}"
         ) from e
+
+
+def read_state_dict(
+    path: str | os.PathLike,
+    entry: str | None = None,
+    *,
+    entries: tuple[str, ...] = STATE_DICT_ENTRIES,
+    what: str = "checkpoint file",
+) -> dict[str, Any]:
+    """The one state-dict reader: a ``.safetensors`` file, or a torch file read with ``weights_only=True``.
+
+    A torch file may hold the state dict itself or a dict of them (a training checkpoint with
+    ``{"ema", "model", ...}``): see :func:`state_dict_in`.
+
+    Args:
+        path: The file.
+        entry: The checkpoint entry to use; ``None`` tries ``entries`` in order, then the dict itself.
+        entries: Entries tried when ``entry`` is ``None`` (DINOv2 files: ``("model", "state_dict",
+            "teacher")``).
+        what: What the file is, for messages.
+
+    Returns:
+        ``{name: tensor}``.
+
+    Raises:
+        MissingFileError: The file does not exist.
+        DamagedFileError: The file cannot be read as a state dict, or holds entries that are not tensors.
+        UnsafeFileError: The pickle needs code execution.
+        InputError: ``entry`` is not in the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{what} not found: {path}")
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
+    return state_dict_in(read_torch_dict(path, what), path, entry, entries=entries)
+
+
+def state_dict_in(
+    obj: Mapping[str, Any],
+    path: str | os.PathLike,
+    entry: str | None = None,
+    *,
+    entries: tuple[str, ...] = STATE_DICT_ENTRIES,
+) -> dict[str, Any]:
+    """The state dict inside a loaded torch file: ``obj[entry]``, the first of ``entries``, or ``obj`` itself.
+
+    Args:
+        obj: What :func:`read_torch_dict` returned.
+        path: The file it came from (for messages).
+        entry: The entry to use; ``None`` tries ``entries`` in order, then ``obj`` itself.
+        entries: Entries tried when ``entry`` is ``None``.
+
+    Raises:
+        InputError: ``entry`` is not a dict entry of ``obj``.
+        DamagedFileError: The state dict holds values that are not tensors.
+    """
+    import torch
+
+    if entry is not None:
+        if not isinstance(obj.get(entry), dict):
+            raise InputError(f"{path} has no state dict entry {entry!r}; entries: {sorted(map(str, obj))}")
+        obj = obj[entry]
+    else:
+        nested = next((k for k in entries if isinstance(obj.get(k), dict)), None)
+        if nested is not None:
+            logger.info("Using the %r entry of %s", nested, path)
+            obj = obj[nested]
+    others = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
+    if others:
+        raise DamagedFileError(f"{path}: entries that are not tensors: {others[:10]}")
+    return dict(obj)
 
 
 def read_yaml_mapping(path: str | os.PathLike, what: str = "YAML file") -> dict[str, Any]:
     """A YAML file that must hold a mapping (``yaml.safe_load``).
 
     Raises:
-        FileNotFoundError: No such file.
-        ValueError: Not valid YAML, or not a mapping.
+        MissingFileError: No such file.
+        DamagedFileError: Not valid YAML, or not a mapping (a ``ValueError``).
     """
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise MissingFileError(f"{what} not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ValueError(f"{path} is not valid YAML: {_first_line(e)}") from e
+        raise DamagedFileError(f"{path} is not valid YAML: {_first_line(e)}") from e
     if not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold a YAML mapping")
+        raise DamagedFileError(f"{path} does not hold a YAML mapping")
     return data

@@ -1,24 +1,49 @@
-"""``uae convert --from authors|authors_v2|rae FILE --out DIR``: write a converted model in save_pretrained layout."""
+"""``uae convert --from authors|authors_v1|authors_v2|rae FILE --out DIR``: write a converted model.
+
+Parses the options, calls :func:`uae.convert.release.convert_release` with keywords and prints a summary;
+the release formats and their aliases come from :data:`uae.convert.release.RELEASE_SOURCES`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 
-from uae.cliargs import ArgumentParser, positive_int
+from uae.cliargs import ArgumentParser, output_dir, positive_int
 
-#: Checkpoint families of ``--from``.
-SOURCES = ("authors", "authors_v2", "rae")
+#: Parameter of :func:`~uae.convert.release.convert_release` -> the option that sets it.
+FLAGS = {
+    "source": "--from",
+    "out": "--out",
+    "config": "--config",
+    "stats": "--stats",
+    "encoder_weights": "--encoder-weights",
+    "entry": "--entry",
+    "encoder_heads": "--encoder-heads",
+    "decoder_heads": "--decoder-heads",
+    "name": "--name",
+}
 
 
 def build_parser() -> ArgumentParser:
     """Options of ``uae convert``."""
+    from uae.convert.release import RELEASE_SOURCES, release_sources
+
+    formats = "; ".join(
+        f"{s.name}{''.join(f' (or {a})' for a in s.aliases)}: {s.summary}" for s in RELEASE_SOURCES
+    )
     parser = ArgumentParser(
         prog="uae convert",
-        description="Convert the authors' v1 UAE checkpoint (.pt with 'model'/'ema'), their v2 release "
-        "(checkpoints/<encoder>/ep-last.pt + config.yaml) or an RAE decoder (model.pt) "
-        "into uae's layout (config.json + model.safetensors).",
+        description=f"Convert a released checkpoint into uae's layout (config.json + model.safetensors). "
+        f"Formats: {formats}.",
     )
-    parser.add_argument("--from", dest="source", choices=SOURCES, required=True, help="checkpoint family")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        choices=release_sources(aliases=True),
+        required=True,
+        help="checkpoint family",
+    )
     parser.add_argument("file", help="checkpoint file (.pt/.pth/.bin/.safetensors)")
     parser.add_argument("--out", required=True, help="output directory (created)")
     parser.add_argument(
@@ -50,9 +75,42 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str]) -> int:
-    """Parse, then run :func:`uae.convert.cli.run_convert`."""
-    args = build_parser().parse_args(list(argv))
-    from uae.convert.cli import run_convert
+@contextlib.contextmanager
+def flags_in_errors(flags: Mapping[str, str]) -> Iterator[None]:
+    """Re-raise a :class:`uae.errors.UAEError` about a parameter with the command's flag named instead."""
+    from uae.errors import UAEError, for_flags
 
-    return run_convert(args)
+    try:
+        yield
+    except UAEError as e:
+        if e.param not in flags:
+            raise
+        raise type(e)(for_flags(e, flags), param=e.param) from e
+
+
+def main(argv: Sequence[str]) -> int:
+    """Parse, convert with :func:`uae.convert.release.convert_release`, print one line about the result."""
+    args = build_parser().parse_args(list(argv))
+    output_dir(args.out, "--out")  # before the (slow) conversion
+    from uae.convert.release import convert_release
+
+    with flags_in_errors(FLAGS):
+        model = convert_release(
+            args.source,
+            args.file,
+            out=args.out,
+            config=args.config,
+            stats=args.stats,
+            encoder_weights=args.encoder_weights,
+            entry=args.entry,
+            encoder_heads=args.encoder_heads,
+            decoder_heads=args.decoder_heads,
+            name=args.name,
+        )
+    c = model.config
+    print(
+        f"wrote {args.out}: {c.name}, input {c.img_size}px -> output {c.output_size}px, latent "
+        f"{'x'.join(map(str, c.latent_shape))}, K={c.num_bands}, "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
+    )
+    return 0

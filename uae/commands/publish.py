@@ -1,14 +1,32 @@
-"""``uae publish SRC --repo-id org/name [--from FORMAT] [--file ROLE=PATH] [--dry-run] [--out DIR]``."""
+"""``uae publish SRC --repo-id org/name [--from FORMAT] [--file ROLE=PATH] [--dry-run] [--out DIR]``.
+
+Parses the options, calls :func:`uae.convert.publish.publish` with keywords and prints what it wrote.
+"""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
+from uae.cliargs import ArgumentParser
+from uae.commands.convert import flags_in_errors
 
-def build_parser() -> argparse.ArgumentParser:
+#: Parameter of :func:`~uae.convert.publish.publish` -> the option that sets it.
+FLAGS = {
+    "repo_id": "--repo-id",
+    "release_format": "--from",
+    "source": "--from",
+    "files": "--file",
+    "like": "--like",
+    "license_id": "--license",
+    "name": "--name",
+    "revision": "--revision",
+    "out": "--out",
+}
+
+
+def build_parser() -> ArgumentParser:
     """Options of ``uae publish``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="uae publish",
         description="Convert a released model (a pretrained name from `uae models --pretrained`, or local release "
         "files with --from) into uae's Hub layout with a model card, and push it with huggingface_hub.",
@@ -42,9 +60,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str]) -> int:
-    """Parse, then run :func:`uae.convert.publish.run_publish`."""
-    args = build_parser().parse_args(list(argv))
-    from uae.convert.publish import run_publish
+def parse_files(pairs: Sequence[str]) -> dict[str, str]:
+    """``--file ROLE=PATH`` values as ``{role: path}``.
 
-    return run_publish(args)
+    Raises:
+        CLIError: A value is not ``ROLE=PATH`` (one line, exit code 2).
+    """
+    from uae.cliargs import CLIError
+
+    out = {}
+    for pair in pairs:
+        role, sep, path = pair.partition("=")
+        if not sep or not role or not path:
+            raise CLIError(f"--file expects ROLE=PATH, got {pair!r}")
+        out[role] = path
+    return out
+
+
+def main(argv: Sequence[str]) -> int:
+    """Parse, publish with :func:`uae.convert.publish.publish`, print the folder written (and where it went)."""
+    args = build_parser().parse_args(list(argv))
+    files = parse_files(args.file)
+    from uae.convert.publish import publish
+
+    with flags_in_errors(FLAGS):
+        folder = publish(
+            args.src,
+            args.repo_id,
+            release_format=args.release_format,
+            files=files,
+            like=args.like,
+            license_id=args.license_id,
+            name=args.name,
+            out=args.out,
+            dry_run=args.dry_run,
+            private=args.private,
+            revision=args.revision,
+        )
+    action = "wrote" if args.dry_run else f"pushed to https://huggingface.co/{args.repo_id} from"
+    print(f"{action} {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
+    return 0

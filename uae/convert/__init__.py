@@ -2,8 +2,12 @@
 
 Both releases use the same building blocks, and uae implements them with the same arithmetic, so the
 conversion is a renaming with a few exact re-arrangements. Every source key must be consumed and
-every target key filled (strict); shapes are checked; anything else is a ``ValueError`` listing keys.
-Torch files are read with ``torch.load(weights_only=True)`` only.
+every target key filled (strict); shapes are checked; anything else is an :class:`~uae.errors.InputError`
+(a ``ValueError``) listing keys. Torch files are read with ``torch.load(weights_only=True)`` only
+(:func:`uae.files.read_state_dict`).
+
+The release formats, their aliases and converters are one table, :data:`uae.convert.release.RELEASE_SOURCES`;
+:func:`convert_release` is ``uae convert`` as a function, :mod:`uae.convert.publish` is ``uae publish``.
 
 Key maps
 --------
@@ -88,9 +92,33 @@ Assumptions (documented, checked where the tensors allow):
 * Pixels are ImageNet-normalised in both releases, as in uae.
 """
 
-from uae.convert.authors_v1 import authors_to_uae
-from uae.convert.cli import SOURCES, run_convert
-from uae.convert.common import load_torch_state, mae_sincos_table
-from uae.convert.rae import rae_to_uae
+from typing import TYPE_CHECKING
 
-__all__ = ["SOURCES", "authors_to_uae", "run_convert", "load_torch_state", "mae_sincos_table", "rae_to_uae"]
+import lazy_loader
+
+if TYPE_CHECKING:  # pragma: no cover
+    from uae.convert.authors_v1 import authors_to_uae
+    from uae.convert.common import mae_sincos_table
+    from uae.convert.rae import rae_to_uae
+    from uae.convert.release import RELEASE_SOURCES, convert_release, load_release, release_sources
+
+# Imported on first use (as in uae.models), so that the command line reads the release table without torch.
+__getattr__, _, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "authors_v1": ["authors_to_uae"],
+        "common": ["mae_sincos_table"],
+        "rae": ["rae_to_uae"],
+        "release": ["RELEASE_SOURCES", "convert_release", "load_release", "release_sources"],
+    },
+)
+
+__all__ = [
+    "RELEASE_SOURCES",
+    "authors_to_uae",
+    "convert_release",
+    "load_release",
+    "mae_sincos_table",
+    "rae_to_uae",
+    "release_sources",
+]

@@ -68,14 +68,14 @@ import torch.nn.functional as F
 from uae.convert.common import (
     Source,
     build_checked,
-    convert_hf_dinov2,
     convert_mae_decoder,
     count_blocks,
     decoder_config,
-    encoder_config,
     latent_stats,
 )
-from uae.files import read_torch_dict, read_yaml_mapping
+from uae.convert.hf_encoders import convert_encoder
+from uae.errors import InputError, MissingFileError
+from uae.files import read_state_dict, read_torch_dict, read_yaml_mapping, state_dict_in
 from uae.models.config import UAEConfig
 
 logger = logging.getLogger(__name__)
@@ -137,17 +137,17 @@ def schedule_from_config(frequency_config: Mapping[str, Any]) -> tuple[float, ..
     """The ring schedule a ``FrequencyBandModulator`` builds from its ``frequency_config``.
 
     Raises:
-        ValueError: A setting the converted model cannot reproduce (learned projector, dynamic schedule).
+        InputError: A setting the converted model cannot reproduce (learned projector, dynamic schedule).
     """
     cfg = dict(frequency_config)
     projector = str(cfg.get("residual_projector", "fft")).lower()
     if projector != "fft":
-        raise ValueError(
+        raise InputError(
             f"frequency_config.residual_projector={projector!r}: only the FFT projector converts"
         )
     dynamic = cfg.get("dynamic_schedule") or {}
     if dynamic.get("enabled"):
-        raise ValueError("frequency_config.dynamic_schedule is enabled: per-K modulators do not convert")
+        raise InputError("frequency_config.dynamic_schedule is enabled: per-K modulators do not convert")
     if cfg.get("v_patch_nums"):
         return tuple(float(v) for v in cfg["v_patch_nums"])
     vals = {k: cfg.get(k, d) for k, d in _MODULATOR_DEFAULTS.items()}
@@ -164,17 +164,17 @@ def model_params(config: Mapping[str, Any], stage: str | None = None) -> dict[st
     if "stages" in cfg:
         stages = cfg["stages"] or {}
         if not stages:
-            raise ValueError("config has an empty 'stages' section")
+            raise InputError("config has an empty 'stages' section")
         key = stage if stage is not None else next(iter(stages))
         if key not in stages:
-            raise ValueError(f"config has no stage {key!r}; stages: {sorted(stages)}")
+            raise InputError(f"config has no stage {key!r}; stages: {sorted(stages)}")
         cfg = stages[key]
     if "stage_1" in cfg:
         cfg = cfg["stage_1"]
     if "params" in cfg:
         cfg = cfg["params"]
     if not isinstance(cfg, Mapping):
-        raise ValueError("config has no stage_1.params mapping")
+        raise InputError("config has no stage_1.params mapping")
     return dict(cfg)
 
 
@@ -210,13 +210,16 @@ def authors_to_uae(
         A :class:`uae.UAE` in eval mode (``band_mixing=True`` when the checkpoint has band-transform layers).
 
     Raises:
-        ValueError: Unknown/missing keys, inconsistent shapes or a schedule whose length is not ``K``.
+        InputError: Unknown/missing keys, inconsistent shapes or a schedule whose length is not ``K``.
     """
     src = Source(state, "authors' checkpoint")
     dec, grid = convert_mae_decoder(src, "decoder.")
     latent_norm = not src.has("encoder.encoder.layernorm.weight")
-    enc = convert_hf_dinov2(src, "encoder.encoder.", grid, latent_norm)
-    cfg: dict[str, Any] = {**encoder_config(enc, encoder_heads), **decoder_config(dec, decoder_heads)}
+    enc, ecfg = convert_encoder(
+        src, "dinov2", "encoder.encoder.", latent_norm=latent_norm, encoder_heads=encoder_heads
+    )
+    ecfg.pop("latent_norm")
+    cfg: dict[str, Any] = {**ecfg, **decoder_config(dec, decoder_heads)}
     c = cfg["encoder_dim"]
 
     mod: dict[str, torch.Tensor] = {}
@@ -226,7 +229,7 @@ def authors_to_uae(
     mod["conv_out.weight"] = src.take("freq_modulator.denoiser.2.weight")
     mod["conv_out.bias"] = src.take("freq_modulator.denoiser.2.bias")
     if w_in.shape[1] % c:
-        raise ValueError(
+        raise InputError(
             f"freq_modulator.denoiser.0 has {w_in.shape[1]} input channels, not a multiple of C={c}"
         )
     k = w_in.shape[1] // c
@@ -235,7 +238,7 @@ def authors_to_uae(
     if n_mix:
         layers = [src.take(f"freq_modulator.band_transform.layers.{i}.weight") for i in range(n_mix)]
         if any(w.shape != (k, k) for w in layers):
-            raise ValueError(
+            raise InputError(
                 f"band_transform weights must be ({k}, {k}); got {[tuple(w.shape) for w in layers]}"
             )
         mod["mix_in"] = layers[0]
@@ -244,7 +247,7 @@ def authors_to_uae(
             mix_out = w @ mix_out  # layers apply in order: x -> W0 x -> W1 W0 x -> ...
         mod["mix_out"] = mix_out
     elif mix_keys:
-        raise ValueError(f"unexpected band_transform keys {mix_keys}")
+        raise InputError(f"unexpected band_transform keys {mix_keys}")
     src.check_consumed()
 
     schedule: tuple[float, ...] | None = None
@@ -257,11 +260,11 @@ def authors_to_uae(
             )
         schedule = tuple(float(v) for v in band_schedule)
         if len(schedule) != k:
-            raise ValueError(
+            raise InputError(
                 f"the ring schedule {list(schedule)} has {len(schedule)} values but the checkpoint has K={k} bands"
             )
     elif band_schedule is not None:
-        raise ValueError(f"band_schedule is only used with band_scheme='authors_v1', not {band_scheme!r}")
+        raise InputError(f"band_schedule is only used with band_scheme='authors_v1', not {band_scheme!r}")
 
     config = UAEConfig(
         name=name,
@@ -278,7 +281,7 @@ def authors_to_uae(
         decoder_norm_eps=decoder_norm_eps,
         **cfg,
     )
-    full = {f"encoder.vit.{a}": v for a, v in enc.items()}
+    full = dict(enc)
     full.update({f"decoder.{a}": v for a, v in dec.items()})
     full.update({f"modulator.{a}": v for a, v in mod.items()})
     full.update(latent_stats(stats, c, stats_eps))
@@ -286,32 +289,24 @@ def authors_to_uae(
 
 
 # ---------------------------------------------------------------------------------------------- release files
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    return read_torch_dict(path, "v1 checkpoint")
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    return read_yaml_mapping(path, "v1 config")
-
-
 def _check_params(params: Mapping[str, Any], model: Any, what: str) -> None:
     """Settings in the config that the weights cannot show: refuse what would not reproduce their outputs."""
     enc_cls = params.get("encoder_cls", "Dinov2withNorm")
     if enc_cls != "Dinov2withNorm":
-        raise ValueError(
+        raise InputError(
             f"{what}: encoder_cls={enc_cls!r}; only 'Dinov2withNorm' (DINOv2 with registers) converts"
         )
     if not params.get("reshape_to_2d", True):
-        raise ValueError(f"{what}: reshape_to_2d=false models have no band split and do not convert")
+        raise InputError(f"{what}: reshape_to_2d=false models have no band split and do not convert")
     size = params.get("encoder_input_size")
     if size is not None and int(size) != model.config.img_size:
-        raise ValueError(
+        raise InputError(
             f"{what}: encoder_input_size={size} but the weights give a {model.config.grid_size}x"
             f"{model.config.grid_size} grid of {model.config.patch_size} px patches ({model.config.img_size} px)"
         )
     patch = params.get("decoder_patch_size")
     if patch is not None and int(patch) != model.config.decoder_patch_size:
-        raise ValueError(
+        raise InputError(
             f"{what}: decoder_patch_size={patch} but the weights give {model.config.decoder_patch_size}"
         )
     if params.get("normalization_stat_path"):
@@ -331,7 +326,7 @@ def load_release(
     stage: str | None = None,
     encoder_heads: int | None = None,
     decoder_heads: int | None = None,
-    stats: Mapping[str, torch.Tensor] | None = None,
+    stats: Mapping[str, torch.Tensor] | str | os.PathLike | None = None,
 ):  # -> UAE
     """Build the converted UAE (eval mode) from local files of one v1 release, strictly.
 
@@ -339,37 +334,35 @@ def load_release(
         files: ``{"checkpoint": path}`` (required; a ``.pt`` with ``"model"``/``"ema"`` and usually the
             training ``"config"``) and optionally ``{"config": path}`` (their YAML; it takes precedence
             over the embedded config). See :data:`RELEASE_FILES`.
-        name: ``config.name`` of the result (default ``"uae_authors_v1_converted"``).
+        name: ``config.name`` of the result (default ``"uae_authors_converted"``).
         entry: Checkpoint entry to convert: ``"model"`` (what their evaluation loads) or ``"ema"``.
         stage: For a multi-stage YAML (``stages:``), the stage whose ``stage_1`` to read.
         encoder_heads, decoder_heads: Head counts (defaults: ``C // 64``; decoder by width).
-        stats: Optional ``{"mean", "var"}`` latent statistics.
+        stats: Optional ``{"mean", "var"}`` latent statistics, per channel, or the file holding them (the
+            one their ``normalization_stat_path`` names, read with :func:`uae.files.read_state_dict`).
 
     Returns:
         The converted :class:`uae.UAE` in eval mode.
 
     Raises:
-        FileNotFoundError: A named file does not exist.
-        ValueError: Unknown file roles, a missing entry, or weights/config the converter cannot reproduce.
+        MissingFileError: A named file does not exist (a ``FileNotFoundError``).
+        InputError: Unknown file roles, a missing entry, or weights/config the converter cannot reproduce
+            (a ``ValueError``).
     """
     unknown = sorted(set(files) - set(RELEASE_FILES))
     if unknown:
-        raise ValueError(f"unknown v1 release file role(s) {unknown}; expected {sorted(RELEASE_FILES)}")
+        raise InputError(f"unknown v1 release file role(s) {unknown}; expected {sorted(RELEASE_FILES)}")
     if "checkpoint" not in files:
-        raise ValueError("a v1 release needs its 'checkpoint' file (.pt with 'model'/'ema')")
+        raise MissingFileError("a v1 release needs its 'checkpoint' file (.pt with 'model'/'ema')")
     ckpt_path = Path(files["checkpoint"])
-    obj = _read_checkpoint(ckpt_path)
-    if not isinstance(obj.get(entry), dict):
-        entries = sorted(str(k) for k, v in obj.items() if isinstance(v, dict))
-        raise ValueError(f"{ckpt_path} has no state dict entry {entry!r}; dict entries: {entries}")
-    state = obj[entry]
-    bad = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
-    if bad:
-        raise ValueError(f"{ckpt_path}: entry {entry!r} holds non-tensors: {bad[:10]}")
+    obj = read_torch_dict(ckpt_path, "v1 checkpoint")
+    state = state_dict_in(obj, ckpt_path, entry)
+    if isinstance(stats, (str, os.PathLike)):
+        stats = read_state_dict(stats, what="latent statistics")
 
     if files.get("config") is not None:
         cfg_path = Path(files["config"])
-        raw_cfg, what = _read_yaml(cfg_path), str(cfg_path)
+        raw_cfg, what = read_yaml_mapping(cfg_path, "v1 config"), str(cfg_path)
     elif isinstance(obj.get("config"), dict):
         raw_cfg, what = obj["config"], f"{ckpt_path} (embedded config)"
     else:
@@ -386,7 +379,7 @@ def load_release(
         params = model_params(raw_cfg, stage)
         freq = params.get("frequency_config")
         if not freq:
-            raise ValueError(
+            raise InputError(
                 f"{what}: no frequency_config (models without the band modulator do not convert)"
             )
         schedule = schedule_from_config(freq)
@@ -395,7 +388,7 @@ def load_release(
         encoder_heads=encoder_heads,
         decoder_heads=decoder_heads,
         stats=stats,
-        name=name or "uae_authors_v1_converted",
+        name=name or "uae_authors_converted",
         band_schedule=schedule,
     )
     _check_params(params, model, what)

@@ -55,8 +55,9 @@ import torch
 import torch.nn.functional as F
 
 from uae.convert.common import Source, build_checked, convert_mae_decoder, decoder_config
-from uae.convert.hf_encoders import FAMILY_CONVERTERS
-from uae.files import read_torch_dict, read_yaml_mapping
+from uae.convert.hf_encoders import PATCH_KEYS, convert_encoder
+from uae.errors import InputError, MissingFileError
+from uae.files import read_torch_dict, read_yaml_mapping, state_dict_in
 from uae.layers.encoder import FAMILY_PIXEL_STATS
 from uae.models.config import UAEConfig
 
@@ -102,12 +103,6 @@ ENCODERS: dict[str, dict[str, Any]] = {
         "ids": ("google/siglip2-", "google/siglip-"),
     },
 }
-#: The patch-embedding key (under the encoder prefix) that locates each family's encoder.
-_PATCH_KEYS = {
-    "dinov2": "embeddings.patch_embeddings.projection.weight",
-    "clip": "embeddings.patch_embedding.weight",
-    "siglip2": "embeddings.patch_embedding.weight",
-}
 
 
 # ---------------------------------------------------------------------------------------------- config.yaml
@@ -115,17 +110,17 @@ def read_release_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read a release ``config.yaml`` and return its ``stage_1.params`` (plain dicts).
 
     Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: Not YAML, no ``stage_1.params``, or a target other than their ``stage1.UAE``.
+        MissingFileError: The file does not exist.
+        InputError: Not YAML, no ``stage_1.params``, or a target other than their ``stage1.UAE``.
     """
     path = Path(path)
     raw = read_yaml_mapping(path, "release config")
     stage = raw.get("stage_1")
     if not isinstance(stage, dict) or not isinstance(stage.get("params"), dict):
-        raise ValueError(f"{path} has no stage_1.params section (not an authors' v2 config.yaml)")
+        raise InputError(f"{path} has no stage_1.params section (not an authors' v2 config.yaml)")
     target = str(stage.get("target", "stage1.UAE"))
     if target.rsplit(".", 1)[-1] != "UAE":
-        raise ValueError(f"{path}: stage_1.target is {target!r}, expected their stage1.UAE")
+        raise InputError(f"{path}: stage_1.target is {target!r}, expected their stage1.UAE")
     return stage["params"]
 
 
@@ -136,7 +131,7 @@ def zigzag_settings(params: Mapping[str, Any], grid: int) -> dict[str, Any]:
     ``count_min..count_max`` only act in training) with ``N = count`` (or ``round(ratio * h * w)``).
 
     Raises:
-        ValueError: A frequency setting uae cannot reproduce (radial order, high-pass modes, square
+        InputError: A frequency setting uae cannot reproduce (radial order, high-pass modes, square
             cut-offs, decoding from the split band, band counts), naming it.
     """
     freq = dict(params.get("frequency_config") or {})
@@ -150,10 +145,10 @@ def zigzag_settings(params: Mapping[str, Any], grid: int) -> dict[str, Any]:
     if transform == "none":
         return out  # their stage-1 models: no frequency module, the decoder sees the whole latent
     if transform != "dct":
-        raise ValueError(f"frequency_config.freq_transform {transform!r} is not one of their 'none', 'dct'")
+        raise InputError(f"frequency_config.freq_transform {transform!r} is not one of their 'none', 'dct'")
     order = str(freq.get("freq_order", "zigzag")).lower()
     if order != "zigzag":
-        raise ValueError(f"frequency_config.freq_order {order!r} is not supported (only 'zigzag')")
+        raise InputError(f"frequency_config.freq_order {order!r} is not supported (only 'zigzag')")
     split = dict(freq.get("band_split") or {})
     if not bool(split.get("enabled", False)):
         return out
@@ -173,7 +168,7 @@ def zigzag_settings(params: Mapping[str, Any], grid: int) -> dict[str, Any]:
     if split.get("band_count", split.get("keep_bands")) is not None:
         unsupported.append("band_count")
     if unsupported:
-        raise ValueError(
+        raise InputError(
             f"frequency_config.band_split settings uae cannot reproduce: {', '.join(unsupported)}"
         )
     total = grid * grid
@@ -204,7 +199,7 @@ def zigzag_settings(params: Mapping[str, Any], grid: int) -> dict[str, Any]:
 def _pixel_stats(params: Mapping[str, Any], spec: Mapping[str, Any]) -> tuple[tuple[float, ...], ...]:
     hub_id = str(params.get("encoder_config_path", ""))
     if not hub_id.startswith(spec["ids"]):
-        raise ValueError(
+        raise InputError(
             f"encoder_config_path {hub_id!r}: its image-processor mean/std are not known to uae "
             f"(known: {', '.join(spec['ids'])}*); pass pixel_mean=... and pixel_std=..."
         )
@@ -212,22 +207,6 @@ def _pixel_stats(params: Mapping[str, Any], spec: Mapping[str, Any]) -> tuple[tu
 
 
 # ---------------------------------------------------------------------------------------------- conversion
-def _convert_encoder(
-    src: Source, family: str, prefix: str, encoder_heads: int | None
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The encoder's uae weights (``encoder.vit.*``) and config fields (:mod:`uae.convert.hf_encoders`).
-
-    The final-norm handling follows the weights: their ``Dinov2withNorm`` / ``SigLIP2wNorm`` remove the
-    final LayerNorm's affine (``latent_norm``); CLIP's ``last_hidden_state`` has no final norm.
-    """
-    enc = FAMILY_CONVERTERS[family](src, prefix, encoder_heads=encoder_heads)
-    for key, reason in sorted(enc.dropped.items()):
-        logger.debug("authors' v2 checkpoint: %s not used (%s)", key, reason)
-    cfg = dict(enc.config)
-    cfg.pop("img_size")  # the table's native size; the model's input size comes from config.yaml
-    return enc.state, cfg
-
-
 def authors_v2_to_uae(
     state: Mapping[str, torch.Tensor],
     params: Mapping[str, Any],
@@ -252,14 +231,14 @@ def authors_v2_to_uae(
         A :class:`uae.UAE` in eval mode with ``band_scheme="dct_zigzag"``.
 
     Raises:
-        ValueError: Unknown encoder class, unsupported settings, unknown or missing keys, bad shapes.
+        InputError: Unknown encoder class, unsupported settings, unknown or missing keys, bad shapes.
     """
     encoder_cls = str(params.get("encoder_cls", ""))
     if encoder_cls not in ENCODERS:
-        raise ValueError(f"encoder_cls {encoder_cls!r} is not one of the v2 release's {sorted(ENCODERS)}")
+        raise InputError(f"encoder_cls {encoder_cls!r} is not one of the v2 release's {sorted(ENCODERS)}")
     spec = ENCODERS[encoder_cls]
     if params.get("normalization_stat_path"):
-        raise ValueError(
+        raise InputError(
             "normalization_stat_path is set: latent statistics are not part of the release files and "
             "cannot be converted"
         )
@@ -268,21 +247,23 @@ def authors_v2_to_uae(
     dcfg = decoder_config(dec, decoder_heads)
     patch_cfg = int(params.get("decoder_patch_size", 16))
     if dcfg["decoder_patch_size"] != patch_cfg:
-        raise ValueError(
+        raise InputError(
             f"decoder_pred predicts {dcfg['decoder_patch_size']}px patches; config.yaml says "
             f"decoder_patch_size {patch_cfg}"
         )
-    prefix = next((p for p in spec["prefixes"] if src.has(p + _PATCH_KEYS[spec["family"]])), None)
+    prefix = next((p for p in spec["prefixes"] if src.has(p + PATCH_KEYS[spec["family"]])), None)
     if prefix is None:
-        raise ValueError(
+        raise InputError(
             f"authors' v2 checkpoint: no {encoder_cls} encoder weights (expected "
-            f"{spec['prefixes'][0]}{_PATCH_KEYS[spec['family']]})"
+            f"{spec['prefixes'][0]}{PATCH_KEYS[spec['family']]})"
         )
-    enc, ecfg = _convert_encoder(src, spec["family"], prefix, encoder_heads)
+    # The final norm follows the weights: their Dinov2withNorm / SigLIP2wNorm remove the final LayerNorm's
+    # affine (latent_norm); CLIP's last_hidden_state has no final norm.
+    enc, ecfg = convert_encoder(src, spec["family"], prefix, encoder_heads=encoder_heads)
     src.check_consumed()
     size = int(params.get("encoder_input_size", 224))
     if size != grid * ecfg["patch_size"]:
-        raise ValueError(
+        raise InputError(
             f"encoder_input_size {size} does not give the decoder's {grid}x{grid} grid with patch "
             f"{ecfg['patch_size']}"
         )
@@ -290,7 +271,7 @@ def authors_v2_to_uae(
         pixel_mean, pixel_std = _pixel_stats(params, spec)
     c = ecfg["encoder_dim"]
     if dec["embed.weight"].shape[1] != c:
-        raise ValueError(
+        raise InputError(
             f"decoder_embed reads {dec['embed.weight'].shape[1]} channels, the encoder gives {c}"
         )
 
@@ -338,24 +319,18 @@ def read_checkpoint(path: str | os.PathLike, entry: str | None = None) -> dict[s
             bare state dict (their ``instantiate_from_config`` refuses a ``"model"``-only file).
 
     Raises:
-        FileNotFoundError: Missing file.
-        ValueError: Unreadable file, or no ``"ema"`` entry in a training checkpoint.
+        MissingFileError: Missing file.
+        InputError: Unreadable file, or no ``"ema"`` entry in a training checkpoint.
     """
     path = Path(path)
     obj = read_torch_dict(path, "checkpoint")
-    key = entry or ("ema" if "ema" in obj else None)
-    if key is None and "model" in obj:
-        raise ValueError(
+    if entry is None and "ema" not in obj and "model" in obj:
+        raise InputError(
             f"{path} has a 'model' entry but no 'ema' (their evaluation loads 'ema'); pass entry='model'"
         )
-    if key is not None:
-        if not isinstance(obj.get(key), dict):
-            raise ValueError(f"{path} has no state dict entry {key!r}; entries: {sorted(map(str, obj))}")
-        obj = obj[key]
-    others = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
-    if others:
-        raise ValueError(f"{path}: entries that are not tensors: {others[:10]}")
-    return dict(obj)
+    if entry is None and isinstance(obj.get("ema"), dict):
+        entry = "ema"
+    return state_dict_in(obj, path, entry, entries=())
 
 
 def v2_preprocess(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -400,21 +375,21 @@ def load_release(
         A :class:`uae.UAE` in eval mode.
 
     Raises:
-        ValueError: Unknown roles or options, unreadable files, settings or keys that do not convert.
-        FileNotFoundError: A required file is not given or does not exist.
+        InputError: Unknown roles or options, unreadable files, settings or keys that do not convert.
+        MissingFileError: A required file is not given or does not exist.
     """
     unknown = sorted(set(files) - set(RELEASE_FILES))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"authors' v2 release: unknown file role(s) {unknown}; expected {sorted(RELEASE_FILES)}"
         )
     missing = [r for r, required in RELEASE_FILES.items() if required and not files.get(r)]
     if missing:
-        raise FileNotFoundError(f"authors' v2 release: required file role(s) {missing} not given")
+        raise MissingFileError(f"authors' v2 release: required file role(s) {missing} not given")
     allowed = {"entry", "encoder_heads", "decoder_heads", "pixel_mean", "pixel_std"}
     bad = sorted(set(options) - allowed)
     if bad:
-        raise ValueError(f"authors' v2 release: unknown option(s) {bad}; expected {sorted(allowed)}")
+        raise InputError(f"authors' v2 release: unknown option(s) {bad}; expected {sorted(allowed)}")
     params = read_release_config(files["config"])
     state = read_checkpoint(files["checkpoint"], options.pop("entry", None))
     return authors_v2_to_uae(state, params, name=name, **options)

@@ -1,25 +1,22 @@
-"""Shared pieces of the converters: strict key consumption, the HF DINOv2 and MAE-decoder key maps, files.
+"""Shared pieces of the converters: strict key consumption, the MAE-decoder key map, configs from shapes.
 
-The key tables are in :mod:`uae.convert` (package docstring).
+The key tables are in :mod:`uae.convert` (package docstring); the transformers encoders' maps are in
+:mod:`uae.convert.hf_encoders`. Converters raise :class:`~uae.errors.InputError` (a ``ValueError``)
+naming the keys or shapes they cannot convert. Files are read with :func:`uae.files.read_state_dict`.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from uae.files import read_safetensors, read_torch_dict
+from uae.errors import InputError
 from uae.models.config import UAEConfig
 from uae.utils import non_float_tensors, state_dict_mismatch
-
-logger = logging.getLogger(__name__)
 
 #: Decoder head counts by width, as RAE configures its ViT-B / ViT-L / ViT-XL decoders.
 DECODER_HEADS_BY_WIDTH = {768: 12, 1024: 16, 1152: 16}
@@ -75,7 +72,7 @@ class Source:
 
     def take(self, key: str) -> torch.Tensor:
         if key not in self.state:
-            raise ValueError(f"{self.what}: required key {key!r} is missing")
+            raise InputError(f"{self.what}: required key {key!r} is missing")
         self.used.add(key)
         return self.state[key]
 
@@ -85,7 +82,7 @@ class Source:
     def check_consumed(self) -> None:
         left = sorted(set(self.state) - self.used)
         if left:
-            raise ValueError(f"{self.what}: {len(left)} key(s) not understood by the converter: {left}")
+            raise InputError(f"{self.what}: {len(left)} key(s) not understood by the converter: {left}")
 
 
 def count_blocks(src: Source, prefix: str) -> int:
@@ -93,14 +90,14 @@ def count_blocks(src: Source, prefix: str) -> int:
     if not idx:
         return 0
     if idx != set(range(max(idx) + 1)):
-        raise ValueError(f"{src.what}: block indices under {prefix!r} are not contiguous: {sorted(idx)}")
+        raise InputError(f"{src.what}: block indices under {prefix!r} are not contiguous: {sorted(idx)}")
     return max(idx) + 1
 
 
-def _fused_qkv(src: Source, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate ``{prefix}{query,key,value}.{weight,bias}`` into timm's fused ``qkv`` weight and bias."""
-    w = torch.cat([src.take(f"{prefix}{p}.weight") for p in QKV_PARTS], dim=0)
-    b = torch.cat([src.take(f"{prefix}{p}.bias") for p in QKV_PARTS], dim=0)
+def fused_qkv(src: Source, names: tuple[str, str, str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate the ``{name}.weight`` / ``{name}.bias`` of q, k, v into timm's fused ``qkv`` weight and bias."""
+    w = torch.cat([src.take(n + ".weight") for n in names], dim=0)
+    b = torch.cat([src.take(n + ".bias") for n in names], dim=0)
     return w, b
 
 
@@ -133,50 +130,23 @@ def _decoder_channel_perm(pos: torch.Tensor, what: str) -> tuple[torch.Tensor | 
     from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 
     if pos.ndim != 3 or pos.shape[0] != 1:
-        raise ValueError(f"{what}: decoder_pos_embed must have shape (1, 1+h*w, D), got {tuple(pos.shape)}")
+        raise InputError(f"{what}: decoder_pos_embed must have shape (1, 1+h*w, D), got {tuple(pos.shape)}")
     n, dim = pos.shape[1] - 1, pos.shape[2]
     grid = math.isqrt(n)
     if grid * grid != n or dim % 4:
-        raise ValueError(f"{what}: decoder_pos_embed {tuple(pos.shape)} is not a square sin-cos table")
+        raise InputError(f"{what}: decoder_pos_embed {tuple(pos.shape)} is not a square sin-cos table")
     table = pos[0, 1:].float()
     if torch.allclose(table, mae_sincos_table(dim, grid), atol=1e-4):
         return mae_to_timm_channel_perm(dim), grid
     if torch.allclose(table, build_sincos2d_pos_embed([grid, grid], dim=dim), atol=1e-4):
         return None, grid
-    raise ValueError(
+    raise InputError(
         f"{what}: decoder_pos_embed is not the fixed 2-D sin-cos table uae uses (learned or modified "
         "positions cannot be represented)"
     )
 
 
 # ---------------------------------------------------------------------------------------------- parts
-def convert_hf_dinov2(
-    src: Source, prefix: str, grid: int | None = None, latent_norm: bool = True
-) -> dict[str, torch.Tensor]:
-    """Map a transformers Dinov2(WithRegisters) state dict (under ``prefix``) to timm names.
-
-    The position table keeps its source grid (DINOv2: 37x37); :func:`encoder_config` records it as
-    ``encoder_pos_grid`` with ``encoder_pos_resample="hf_dinov2"``, so the encoder resamples it at every
-    forward exactly as transformers does. See :func:`uae.convert.hf_encoders.dinov2_from_hf`.
-
-    Args:
-        src: Source dict; consumed keys are recorded.
-        prefix: Key prefix of the encoder (``"encoder.encoder."`` for the authors, ``""`` for HF files).
-        grid: Unused (earlier versions resampled the table to this latent grid once); kept so that
-            existing calls keep working.
-        latent_norm: Whether the target drops the final norm's affine (its weights are then consumed
-            and discarded when present).
-
-    Returns:
-        ``{timm_name: tensor}`` for ``UnifiedEncoder.vit``.
-    """
-    from uae.convert.hf_encoders import dinov2_from_hf
-
-    del grid
-    enc = dinov2_from_hf(src, prefix, latent_norm=latent_norm)
-    return {k[len("encoder.vit.") :]: v for k, v in enc.state.items()}
-
-
 def convert_mae_decoder(src: Source, prefix: str) -> tuple[dict[str, torch.Tensor], int]:
     """Map an MAE-style ``GeneralDecoder`` state dict (under ``prefix``) to uae's ``PixelDecoder`` names.
 
@@ -197,7 +167,8 @@ def convert_mae_decoder(src: Source, prefix: str) -> tuple[dict[str, torch.Tenso
     depth = count_blocks(src, prefix + "decoder_layers.")
     for i in range(depth):
         s, t = f"{prefix}decoder_layers.{i}.", f"blocks.{i}."
-        out[t + "attn.qkv.weight"], out[t + "attn.qkv.bias"] = _fused_qkv(src, s + "attention.attention.")
+        qkv = tuple(f"{s}attention.attention.{p}" for p in QKV_PARTS)
+        out[t + "attn.qkv.weight"], out[t + "attn.qkv.bias"] = fused_qkv(src, qkv)
         for a, b in DECODER_BLOCK_MAP.items():
             out[t + b] = src.take(s + a)
     if perm is not None:
@@ -246,7 +217,7 @@ def decoder_config(dec: Mapping[str, torch.Tensor], decoder_heads: int | None) -
     hidden = dec["blocks.0.mlp.fc1.weight"].shape[0] if depth else 4 * dim
     patch = math.isqrt(dec["pred.weight"].shape[0] // 3)
     if patch * patch * 3 != dec["pred.weight"].shape[0]:
-        raise ValueError(f"decoder_pred has {dec['pred.weight'].shape[0]} outputs, not 3 * p * p")
+        raise InputError(f"decoder_pred has {dec['pred.weight'].shape[0]} outputs, not 3 * p * p")
     heads = decoder_heads or DECODER_HEADS_BY_WIDTH.get(dim, max(1, dim // 64))
     return {
         "decoder_dim": dim,
@@ -284,7 +255,7 @@ def pos_table_config(pos_embed: torch.Tensor | None, rule: str) -> dict[str, Any
     n = pos_embed.shape[1]
     side = math.isqrt(n) if math.isqrt(n) ** 2 == n else math.isqrt(n - 1)
     if side * side not in (n, n - 1):
-        raise ValueError(
+        raise InputError(
             f"position table {tuple(pos_embed.shape)} is not a square grid (+ an optional CLS slot)"
         )
     return {"encoder_pos_grid": side, "encoder_pos_resample": rule}
@@ -297,7 +268,7 @@ def timm_encoder_config(state: Mapping[str, torch.Tensor], encoder_heads: int | 
         if keys and all(k.startswith(prefix) for k in keys):
             keys = {k[len(prefix) :]: v for k, v in keys.items()}
     if "patch_embed.proj.weight" not in keys:
-        raise ValueError(
+        raise InputError(
             "encoder weights are neither transformers (embeddings.*) nor timm/facebookresearch (patch_embed.*) DINOv2 weights"
         )
     enc = {"patch_embed.proj.weight": keys["patch_embed.proj.weight"]}
@@ -308,7 +279,7 @@ def timm_encoder_config(state: Mapping[str, torch.Tensor], encoder_heads: int | 
     if reg is not None:
         enc["reg_token"] = reg
     if "blocks.0.mlp.fc1.weight" not in enc:
-        raise ValueError("encoder weights have no blocks.0.mlp.fc1.weight (SwiGLU DINOv2-g is not supported)")
+        raise InputError("encoder weights have no blocks.0.mlp.fc1.weight (SwiGLU DINOv2-g is not supported)")
     # Keep the file's table (timm's rule resamples it at run time as transformers does for DINOv2).
     return {**encoder_config(enc, encoder_heads), **pos_table_config(keys.get("pos_embed"), "timm")}
 
@@ -324,9 +295,9 @@ def build_checked(config: UAEConfig, state: dict[str, torch.Tensor], what: str):
         state.setdefault(k, own[k])
     missing, unexpected, bad = state_dict_mismatch(own, state, other_name="converted")
     if bad_dtypes := non_float_tensors(state, own):
-        raise ValueError(f"{what}: tensors that must be floating point are not: {bad_dtypes}")
+        raise InputError(f"{what}: tensors that must be floating point are not: {bad_dtypes}")
     if missing or unexpected or bad:
-        raise ValueError(
+        raise InputError(
             f"{what}: converted weights do not fill the uae model: missing {missing}; unexpected {unexpected}; "
             f"shape mismatches {bad}"
         )
@@ -349,7 +320,7 @@ def stats_layout(stats: Mapping[str, torch.Tensor] | None, dim: int, grid: int |
     ``(1, C, grid, grid)`` (RAE's released ``stat.pt``, computed over ``[C, H, W]``).
 
     Raises:
-        ValueError: Any other shape (naming it), or per-position statistics when ``grid`` is ``None``.
+        InputError: Any other shape (naming it), or per-position statistics when ``grid`` is ``None``.
     """
     layout = "per_channel"
     for name in ("mean", "var"):
@@ -363,12 +334,12 @@ def stats_layout(stats: Mapping[str, torch.Tensor] | None, dim: int, grid: int |
             layout = "per_position"
             continue
         if grid is None:
-            raise ValueError(
+            raise InputError(
                 f"latent statistics '{name}' has shape {tuple(v.shape)}: this converter stores per-channel "
                 f"statistics ({dim},); per-position statistics cannot be converted (recompute them with "
                 "`uae encode`)"
             )
-        raise ValueError(
+        raise InputError(
             f"latent statistics '{name}' has shape {tuple(v.shape)}: expected per-channel ({dim},) / "
             f"({dim}, 1, 1) or per-position ({dim}, {grid}, {grid}) statistics"
         )
@@ -411,37 +382,3 @@ def latent_stats(
     if var is not None:
         out["latent_std"] = fit(torch.sqrt(var.float() + eps))
     return out
-
-
-# ---------------------------------------------------------------------------------------------- files
-def load_torch_state(path: str | os.PathLike, entry: str | None = None) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``).
-
-    Args:
-        path: The file.
-        entry: For torch files holding a dict of state dicts (``{"model", "ema", ...}``), which one to use;
-            ``None`` picks ``"ema"``, then ``"model"``, then ``"state_dict"``, else the dict itself.
-
-    Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: The file cannot be read as a state dict, or ``entry`` is absent.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    obj = read_torch_dict(path, "torch state dict")
-    nested = [k for k in ("ema", "model", "state_dict") if isinstance(obj.get(k), dict)]
-    if entry is not None:
-        if not isinstance(obj.get(entry), dict):
-            raise ValueError(f"{path} has no state dict entry {entry!r}; entries: {sorted(map(str, obj))}")
-        obj = obj[entry]
-    elif nested:
-        logger.info("Using the %r entry of %s", nested[0], path)
-        obj = obj[nested[0]]
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if len(tensors) != len(obj):
-        others = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
-        raise ValueError(f"{path}: entries that are not tensors: {others[:10]}")
-    return tensors

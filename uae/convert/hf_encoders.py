@@ -51,6 +51,7 @@ prefix; their text tower and projection/logit keys are dropped with that reason.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,7 +59,10 @@ from typing import Any
 
 import torch
 
-from uae.convert.common import Source, count_blocks, encoder_config
+from uae.convert.common import QKV_PARTS, Source, count_blocks, encoder_config, fused_qkv
+from uae.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 #: The suffix that identifies each family's patch embedding (used to find the prefix).
 PATCH_KEYS = {
@@ -121,7 +125,7 @@ def _drop(src: Source, key: str, dropped: dict[str, str], reason: str) -> None:
 def _square_side(n: int, what: str, shape: tuple[int, ...]) -> int:
     side = math.isqrt(n)
     if side * side != n:
-        raise ValueError(f"{what}: position table {shape} does not hold a square grid of patch positions")
+        raise InputError(f"{what}: position table {shape} does not hold a square grid of patch positions")
     return side
 
 
@@ -138,12 +142,6 @@ def _config(
         "latent_norm": latent_norm,
         "img_size": pos_grid * out["patch_embed.proj.weight"].shape[-1],
     }
-
-
-def _qkv(src: Source, names: tuple[str, str, str]) -> tuple[torch.Tensor, torch.Tensor]:
-    w = torch.cat([src.take(n + ".weight") for n in names], dim=0)
-    b = torch.cat([src.take(n + ".bias") for n in names], dim=0)
-    return w, b
 
 
 # ---------------------------------------------------------------------------------------------- families
@@ -164,7 +162,7 @@ def dinov2_from_hf(
     e = prefix + "embeddings."
     pos = src.take(e + "position_embeddings")
     if pos.ndim != 3 or pos.shape[0] != 1:
-        raise ValueError(f"{src.what}: position_embeddings must be (1, 1+n, C), got {tuple(pos.shape)}")
+        raise InputError(f"{src.what}: position_embeddings must be (1, 1+n, C), got {tuple(pos.shape)}")
     side = _square_side(pos.shape[1] - 1, src.what, tuple(pos.shape))
     out["cls_token"] = src.take(e + "cls_token") + pos[:, :1]
     if src.has(e + "register_tokens"):
@@ -180,9 +178,9 @@ def dinov2_from_hf(
             names = tuple(f"{s}attention.{p}_proj" for p in "qkv")
             proj = s + "attention.o_proj"
         else:
-            names = tuple(f"{s}attention.attention.{p}" for p in ("query", "key", "value"))
+            names = tuple(f"{s}attention.attention.{p}" for p in QKV_PARTS)
             proj = s + "attention.output.dense"
-        out[t + "attn.qkv.weight"], out[t + "attn.qkv.bias"] = _qkv(src, names)
+        out[t + "attn.qkv.weight"], out[t + "attn.qkv.bias"] = fused_qkv(src, names)
         out[t + "attn.proj.weight"] = src.take(proj + ".weight")
         out[t + "attn.proj.bias"] = src.take(proj + ".bias")
         for a, b in _DINO_BLOCK_MAP.items():
@@ -223,7 +221,7 @@ def _position_table(src: Source, e: str, dropped: dict[str, str], cls_slot: bool
     pos = src.take(e + "position_embedding.weight")
     if pos.ndim != 2:
         rows = "1+n" if cls_slot else "n"
-        raise ValueError(f"{src.what}: position_embedding.weight must be ({rows}, C), got {tuple(pos.shape)}")
+        raise InputError(f"{src.what}: position_embedding.weight must be ({rows}, C), got {tuple(pos.shape)}")
     side = _square_side(pos.shape[0] - int(cls_slot), src.what, tuple(pos.shape))
     if src.has(e + "position_ids"):
         _drop(src, e + "position_ids", dropped, "position ids buffer: arange, recomputed")
@@ -234,7 +232,7 @@ def _clip_like_blocks(src: Source, prefix: str, out: dict[str, torch.Tensor]) ->
     for i in range(count_blocks(src, prefix + "encoder.layers.")):
         s, t = f"{prefix}encoder.layers.{i}.", f"blocks.{i}."
         names = tuple(f"{s}self_attn.{p}_proj" for p in "qkv")
-        out[t + "attn.qkv.weight"], out[t + "attn.qkv.bias"] = _qkv(src, names)
+        out[t + "attn.qkv.weight"], out[t + "attn.qkv.bias"] = fused_qkv(src, names)
         for a, b in _CLIP_BLOCK_MAP.items():
             out[t + b + ".weight"] = src.take(s + a + ".weight")
             out[t + b + ".bias"] = src.take(s + a + ".bias")
@@ -307,19 +305,61 @@ def siglip2_from_hf(
 FAMILY_CONVERTERS = {"dinov2": dinov2_from_hf, "clip": clip_from_hf, "siglip2": siglip2_from_hf}
 
 
+def _convert_family(
+    src: Source, family: str, prefix: str, latent_norm: bool | None, encoder_heads: int | None
+) -> HFEncoder:
+    """The family's converter with its own ``latent_norm`` default when ``latent_norm`` is ``None``."""
+    kwargs: dict[str, Any] = {"encoder_heads": encoder_heads}
+    if latent_norm is not None:
+        kwargs["latent_norm"] = latent_norm
+    return FAMILY_CONVERTERS[family](src, prefix, **kwargs)
+
+
+def convert_encoder(
+    src: Source,
+    family: str,
+    prefix: str,
+    *,
+    latent_norm: bool | None = None,
+    encoder_heads: int | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """One ``family`` encoder inside a release's state dict: its uae weights and :class:`~uae.UAEConfig` fields.
+
+    The converters of whole releases (the authors' v1 and v2, RAE) use this; the caller checks that
+    every key of ``src`` was consumed.
+
+    Args:
+        src: The release's source dict (the encoder's keys are consumed).
+        family: ``"dinov2"``, ``"clip"`` or ``"siglip2"``.
+        prefix: Key prefix of the encoder (``"encoder.encoder."`` in the authors' checkpoints).
+        latent_norm: Final-norm handling (``None``: the family's default, see the family functions).
+        encoder_heads: Attention heads (default ``C // 64``).
+
+    Returns:
+        (``{"encoder.vit.<timm name>": tensor}``, the encoder's config fields without ``img_size``: the
+        table's native size; a release's input size comes from its own config).
+    """
+    enc = _convert_family(src, family, prefix, latent_norm, encoder_heads)
+    for key, reason in sorted(enc.dropped.items()):
+        logger.debug("%s: %s not used (%s)", src.what, key, reason)
+    cfg = dict(enc.config)
+    cfg.pop("img_size")
+    return enc.state, cfg
+
+
 def find_prefix(state: Mapping[str, torch.Tensor], family: str) -> str:
     """The key prefix of a ``family`` vision encoder in ``state`` (``""`` for a bare HF file).
 
     Raises:
-        ValueError: Unknown family, or no (or more than one) patch embedding of that family.
+        InputError: Unknown family, or no (or more than one) patch embedding of that family.
     """
     if family not in PATCH_KEYS:
-        raise ValueError(f"unknown encoder family {family!r}; expected one of {tuple(PATCH_KEYS)}")
+        raise InputError(f"unknown encoder family {family!r}; expected one of {tuple(PATCH_KEYS)}")
     suffix = PATCH_KEYS[family]
     found = sorted(k[: -len(suffix)] for k in state if k.endswith(suffix))
     if len(found) != 1:
         what = "no key" if not found else f"{len(found)} keys"
-        raise ValueError(
+        raise InputError(
             f"{what} ending in {suffix!r}: not one transformers {family} vision encoder (pass prefix=)"
         )
     return found[0]
@@ -347,7 +387,7 @@ def convert_hf_encoder(
         The converted :class:`HFEncoder`.
 
     Raises:
-        ValueError: Keys outside the encoder (other than a two-tower file's text tower), keys left
+        InputError: Keys outside the encoder (other than a two-tower file's text tower), keys left
             unconsumed, or inconsistent shapes, naming them.
     """
     prefix = find_prefix(state, family) if prefix is None else prefix
@@ -360,11 +400,8 @@ def convert_hf_encoder(
                 src, key, dropped, "text tower / projection of a two-tower model: uae uses the vision tower"
             )
         elif not key.startswith(prefix):
-            raise ValueError(f"{src.what}: key {key!r} is outside the encoder prefix {prefix!r}")
-    kwargs: dict[str, Any] = {"encoder_heads": encoder_heads}
-    if latent_norm is not None:
-        kwargs["latent_norm"] = latent_norm
-    enc = FAMILY_CONVERTERS[family](src, prefix, **kwargs)
+            raise InputError(f"{src.what}: key {key!r} is outside the encoder prefix {prefix!r}")
+    enc = _convert_family(src, family, prefix, latent_norm, encoder_heads)
     src.check_consumed()
     enc.dropped = {**dropped, **enc.dropped}
     return enc
@@ -380,7 +417,7 @@ def encoder_from_hf(state: Mapping[str, torch.Tensor], family: str, *, img_size:
         **kwargs: ``prefix``, ``latent_norm``, ``encoder_heads`` as in :func:`convert_hf_encoder`.
 
     Raises:
-        ValueError: As :func:`convert_hf_encoder`, or a converted tensor does not fit.
+        InputError: As :func:`convert_hf_encoder`, or a converted tensor does not fit.
     """
     from uae.layers.encoder import UnifiedEncoder
     from uae.utils import state_dict_mismatch
@@ -390,7 +427,7 @@ def encoder_from_hf(state: Mapping[str, torch.Tensor], family: str, *, img_size:
     sd = {k[len("encoder.") :]: v for k, v in enc.state.items()}
     missing, unexpected, bad = state_dict_mismatch(model.state_dict(), sd, other_name="converted")
     if missing or unexpected or bad:
-        raise ValueError(
+        raise InputError(
             f"converted {family} weights do not fill the encoder: missing {missing}; unexpected {unexpected}; "
             f"shape mismatches {bad}"
         )

@@ -1,30 +1,30 @@
-"""``uae publish``: convert a release (or load uae weights), write a Hub folder with a model card, push it.
+"""``uae publish`` as a function: convert a release (or load uae weights), write a Hub folder with a card, push it.
 
 The folder holds ``model.safetensors`` + ``config.json`` (``save_pretrained`` layout) and a
 ``README.md`` whose metadata names the license, ``library_name: uae`` and tags, and whose text states
 the source, its license, the conversion check, and the metrics the source's authors report (quoted as
-theirs). ``--dry-run`` stops after writing the folder.
+theirs). ``dry_run=True`` stops after writing the folder. The command is :mod:`uae.commands.publish`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from huggingface_hub import HfApi, ModelCardData
 
-from uae.models.hub import _REPO_ID
+from uae.convert.release import fetch_release_files, get_converter, load_release
+from uae.errors import DamagedFileError, InputError
+from uae.models.hub import PROVENANCE_NAME, REPO_ID, HubOptions
 from uae.models.pretrained import (
-    PROVENANCE_NAME,
+    NATIVE_SOURCE,
     PretrainedCfg,
-    fetch_release_files,
     get_pretrained_cfg,
-    load_pretrained,
+    native_location,
     pretrained_cfgs,
 )
 
@@ -45,7 +45,7 @@ def roundtrip_check(model: torch.nn.Module, folder: Path, n_images: int = 2) -> 
         ``{"tensors", "identical_tensors", "max_abs_diff", "images", "size"}``.
 
     Raises:
-        ValueError: The written folder does not reproduce the model exactly.
+        DamagedFileError: The written folder does not reproduce the model exactly.
     """
     from uae.models.uae import UAE
 
@@ -64,7 +64,9 @@ def roundtrip_check(model: torch.nn.Module, folder: Path, n_images: int = 2) -> 
         "size": size,
     }
     if same != len(sd0) or diff != 0.0:
-        raise ValueError(f"the written folder {folder} does not reproduce the converted model: {result}")
+        raise DamagedFileError(
+            f"the written folder {folder} does not reproduce the converted model: {result}"
+        )
     return result
 
 
@@ -155,16 +157,6 @@ def model_card(
     return "\n".join(lines)
 
 
-def _parse_files(pairs: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        role, sep, path = pair.partition("=")
-        if not sep or not role or not path:
-            raise ValueError(f"--file expects ROLE=PATH, got {pair!r}")
-        out[role] = path
-    return out
-
-
 def publish(
     src: str,
     repo_id: str,
@@ -185,7 +177,7 @@ def publish(
         src: A pretrained name (``arch.tag`` or ``arch``) or, with ``release_format``, the release's main
             local file (its first required role).
         repo_id: Target Hub repo ``org/name``.
-        release_format: ``authors_v1`` / ``authors_v2`` / ``rae`` for local files.
+        release_format: ``authors_v1`` / ``authors_v2`` / ``rae`` (or an alias) for local files.
         files: More local files, role -> path.
         like: A pretrained name whose license, metrics and notes describe these local files.
         license_id: Licence id for the card (default: the entry's, else the format's).
@@ -197,22 +189,24 @@ def publish(
 
     Returns:
         The folder written.
-    """
-    from uae.convert.release import get_converter, load_release
 
-    if not _REPO_ID.match(repo_id):
-        raise ValueError(f"--repo-id must be 'org/name', got {repo_id!r}")
+    Raises:
+        InputError: ``repo_id`` is not ``org/name``, ``out`` is not empty, ``src`` names no weights, or the
+            converter rejects the files (``param`` names the parameter where there is one).
+        MissingFileError: A release file is missing, or not in the Hub cache while offline.
+    """
+    if not REPO_ID.match(repo_id):
+        raise InputError(f"repo_id must be 'org/name', got {repo_id!r}", param="repo_id")
     folder = Path(out) if out else Path("publish") / repo_id.replace("/", "--")
     if folder.exists() and any(folder.iterdir()):
-        raise ValueError(f"output folder {folder} is not empty")
+        raise InputError(f"output folder {folder} is not empty")
     provenance: dict[str, Any] = {}
     if release_format:
         conv = get_converter(release_format)
-        main_role = next(r for r, required in conv.files.items() if required)
-        paths = {main_role: src, **(files or {})}
+        paths = {conv.main_role: src, **(files or {})}
         cfg = get_pretrained_cfg(like) if like else None
         model = load_release(release_format, paths, name=name or (cfg.architecture if cfg else None))
-        source = release_format
+        source = conv.source
         provenance = {
             "converter_version": conv.version,
             "resolved_files": {r: {"repo": None, "filename": Path(p).name} for r, p in paths.items()},
@@ -222,14 +216,19 @@ def publish(
         cfg = get_pretrained_cfg(src)
         if cfg is None:
             known = ", ".join(c.name for c in pretrained_cfgs())
-            raise ValueError(f"no pretrained weights named {src!r} (and no --from given); known: {known}")
+            raise InputError(
+                f"no pretrained weights named {src!r} (and no release_format given); known: {known}",
+                param="release_format",
+            )
         source = cfg.source
-        if cfg.source == "uae":
-            model = load_pretrained(cfg, revision=revision)
+        if cfg.source == NATIVE_SOURCE:
+            from uae.models.uae import UAE
+
+            model = UAE.from_pretrained(native_location(cfg), revision=revision or cfg.revision)
             check = "Native uae weights: no conversion."
         else:
             conv = get_converter(cfg.source)
-            paths, prov = fetch_release_files(cfg, revision=revision)
+            paths, prov = fetch_release_files(cfg, HubOptions(revision=revision))
             model = load_release(cfg.source, paths, name=name or cfg.architecture, **dict(cfg.options))
             provenance = {"converter_version": conv.version, "resolved_files": prov}
             check = conv.check
@@ -258,23 +257,3 @@ def publish(
         api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"uae publish {src}")
     return folder
-
-
-def run_publish(args: argparse.Namespace) -> int:
-    """``uae publish`` with parsed options (:mod:`uae.commands.publish`): convert, write, push."""
-    folder = publish(
-        args.src,
-        args.repo_id,
-        release_format=args.release_format,
-        files=_parse_files(args.file),
-        like=args.like,
-        license_id=args.license_id,
-        name=args.name,
-        out=args.out,
-        dry_run=args.dry_run,
-        private=args.private,
-        revision=args.revision,
-    )
-    action = "wrote" if args.dry_run else f"pushed to https://huggingface.co/{args.repo_id} from"
-    print(f"{action} {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
-    return 0

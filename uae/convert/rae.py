@@ -48,15 +48,15 @@ from uae.convert.common import (
     DINOV2_TIMM_IDS,
     Source,
     build_checked,
-    convert_hf_dinov2,
     convert_mae_decoder,
     decoder_config,
-    encoder_config,
     latent_stats,
-    load_torch_state,
     stats_layout,
     timm_encoder_config,
 )
+from uae.convert.hf_encoders import convert_encoder
+from uae.errors import InputError, MissingFileError
+from uae.files import read_state_dict
 from uae.models.config import UAEConfig
 
 #: LayerNorm eps of RAE's decoders (``layer_norm_eps`` in ``configs/decoder/*/config.json``).
@@ -118,8 +118,8 @@ def rae_to_uae(
         A :class:`uae.UAE` in eval mode.
 
     Raises:
-        ValueError: Unknown/missing keys or inconsistent shapes.
-        FileNotFoundError: No encoder weights given and none in the Hub cache.
+        InputError: Unknown/missing keys or inconsistent shapes.
+        MissingFileError: No encoder weights given and none in the Hub cache.
     """
     from uae.models.uae import UAE
 
@@ -132,12 +132,12 @@ def rae_to_uae(
     dcfg = decoder_config(dec, decoder_heads)
     c = dec["embed.weight"].shape[1]
 
-    enc: dict[str, torch.Tensor] | None = None
+    enc: dict[str, torch.Tensor] | None = None  # {"encoder.vit.*": tensor}
     if encoder_state is not None and any(k.startswith("embeddings.") for k in encoder_state):
         esrc = Source(encoder_state, "DINOv2 encoder weights (transformers naming)")
-        enc = convert_hf_dinov2(esrc, "", grid, latent_norm=True)
+        enc, ecfg = convert_encoder(esrc, "dinov2", "", latent_norm=True, encoder_heads=encoder_heads)
         esrc.check_consumed()
-        ecfg = encoder_config(enc, encoder_heads)
+        ecfg.pop("latent_norm")
     elif encoder_state is not None:
         ecfg = timm_encoder_config(encoder_state, encoder_heads)
     else:
@@ -154,7 +154,7 @@ def rae_to_uae(
             "encoder_pos_resample": "hf_dinov2",
         }
     if ecfg["encoder_dim"] != c:
-        raise ValueError(f"encoder width {ecfg['encoder_dim']} does not match the decoder's latent width {c}")
+        raise InputError(f"encoder width {ecfg['encoder_dim']} does not match the decoder's latent width {c}")
     default_name = "uae_rae_base_p14_dinov2" if c == 768 else f"uae_rae_c{c}_converted"
     config = UAEConfig(
         name=name or default_name,
@@ -178,9 +178,9 @@ def rae_to_uae(
             model.encoder.load_dinov2_state_dict(dict(encoder_state))
         else:
             model.load_encoder_weights()
-        enc = {k: v for k, v in model.encoder.vit.state_dict().items()}
+        enc = {f"encoder.vit.{k}": v for k, v in model.encoder.vit.state_dict().items()}
     hidden = config.modulator_hidden_dim
-    full = {f"encoder.vit.{a}": v for a, v in enc.items()}
+    full = dict(enc)
     full.update({f"decoder.{a}": v for a, v in dec.items()})
     full.update(
         {
@@ -206,33 +206,34 @@ def load_release(
             ``model.safetensors`` of ``facebook/dinov2-with-registers-base``; default: the timm Hub id
             from the Hub cache).
         name: ``config.name`` of the result.
-        **options: ``encoder_heads``, ``decoder_heads``, ``stats_eps``, ``decoder_norm_eps`` (as
+        **options: ``entry`` (the decoder file's entry; default ``"ema"``, else ``"model"``, else the file
+            itself), ``encoder_heads``, ``decoder_heads``, ``stats_eps``, ``decoder_norm_eps`` (as
             :func:`rae_to_uae`).
 
     Returns:
         A :class:`uae.UAE` in eval mode.
 
     Raises:
-        ValueError: Unknown file roles or options, unreadable files, keys or shapes that do not convert.
-        FileNotFoundError: A given file is missing, or the required decoder file is not given.
+        InputError: Unknown file roles or options, unreadable files, keys or shapes that do not convert.
+        MissingFileError: A given file is missing, or the required decoder file is not given.
     """
     unknown = sorted(set(files) - set(RELEASE_FILES))
     if unknown:
-        raise ValueError(f"RAE release: unknown file role(s) {unknown}; expected {sorted(RELEASE_FILES)}")
+        raise InputError(f"RAE release: unknown file role(s) {unknown}; expected {sorted(RELEASE_FILES)}")
     missing = [r for r, required in RELEASE_FILES.items() if required and r not in files]
     if missing:
-        raise FileNotFoundError(f"RAE release: required file role(s) {missing} not given")
-    allowed = {"encoder_heads", "decoder_heads", "stats_eps", "decoder_norm_eps"}
+        raise MissingFileError(f"RAE release: required file role(s) {missing} not given")
+    allowed = {"entry", "encoder_heads", "decoder_heads", "stats_eps", "decoder_norm_eps"}
     bad = sorted(set(options) - allowed)
     if bad:
-        raise ValueError(f"RAE release: unknown option(s) {bad}; expected {sorted(allowed)}")
-    decoder = load_torch_state(files["decoder"])
-    stats = load_torch_state(files["stats"]) if files.get("stats") else None
+        raise InputError(f"RAE release: unknown option(s) {bad}; expected {sorted(allowed)}")
+    decoder = read_state_dict(files["decoder"], options.pop("entry", None))
+    stats = read_state_dict(files["stats"], what="latent statistics") if files.get("stats") else None
     if stats is not None:
         extra = sorted(set(stats) - {"mean", "var"})
         if extra or not stats:
-            raise ValueError(
+            raise InputError(
                 f"{files['stats']}: expected 'mean' and 'var' latent statistics, got {sorted(stats)}"
             )
-    encoder = load_torch_state(files["encoder"]) if files.get("encoder") else None
+    encoder = read_state_dict(files["encoder"], what="encoder weights") if files.get("encoder") else None
     return rae_to_uae(decoder, encoder, stats=stats, name=name, **options)

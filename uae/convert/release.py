@@ -1,6 +1,11 @@
-"""Dispatch to the release converters: ``load_release(source, files, name=...)``.
+"""The release formats uae converts, in one table, and the one dispatch to their converters.
 
-Each release format has a module under :mod:`uae.convert` exposing
+:data:`RELEASE_SOURCES` names each format once (with the older names it still answers to, such as
+``authors`` for ``authors_v1``) and the module that converts it. Every entry point reads it:
+``uae convert --from``, ``uae publish --from`` and ``create_model(..., pretrained=True)`` (through
+the weights table's ``PretrainedCfg.source``).
+
+Each format's module exposes
 
 * ``RELEASE_FILES: dict[str, bool]`` - file role -> required?
 * ``load_release(files, *, name=None, **options) -> UAE`` - the converted model (eval mode), strictly.
@@ -10,7 +15,8 @@ Each release format has a module under :mod:`uae.convert` exposing
   at what tolerance).
 
 Formats: ``authors_v1`` (WeichenFan/UAE branch ``old_uae``), ``authors_v2`` (branch ``main``),
-``rae`` (bytetriper/RAE decoders). ``uae`` native checkpoints need no converter.
+``rae`` (bytetriper/RAE decoders). ``uae`` native checkpoints need no converter. This module imports
+no converter (nor torch) until one is used, so the command line can read the table for its ``--help``.
 """
 
 from __future__ import annotations
@@ -22,14 +28,53 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-#: Release format -> module implementing it.
-RELEASE_MODULES: dict[str, str] = {
-    "authors_v1": "uae.convert.authors_v1",
-    "authors_v2": "uae.convert.authors_v2",
-    "rae": "uae.convert.rae",
-}
+from uae._version import __version__
+from uae.errors import InputError, MissingFileError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from uae.models.hub import HubOptions
+    from uae.models.pretrained import PretrainedCfg
+    from uae.models.uae import UAE
+
+
+@dataclass(frozen=True)
+class ReleaseSource:
+    """One release format of :data:`RELEASE_SOURCES`.
+
+    Attributes:
+        name: The format's name (``PretrainedCfg.source``, ``--from``).
+        module: The module converting it (``RELEASE_FILES``, ``load_release``, ...).
+        aliases: Other names it answers to (earlier command-line names).
+        beside: File role -> file name looked for beside the main file when the role is not given
+            (the authors' v2 ``config.yaml`` next to ``ep-last.pt``).
+        summary: One line for listings and help texts.
+    """
+
+    name: str
+    module: str
+    aliases: tuple[str, ...] = ()
+    beside: Mapping[str, str] = field(default_factory=dict)
+    summary: str = ""
+
+
+#: The release formats uae converts: the one table of sources.
+RELEASE_SOURCES: tuple[ReleaseSource, ...] = (
+    ReleaseSource(
+        "authors_v1",
+        "uae.convert.authors_v1",
+        aliases=("authors",),
+        summary="the authors' v1 checkpoint (.pt with 'model'/'ema', WeichenFan/UAE branch old_uae)",
+    ),
+    ReleaseSource(
+        "authors_v2",
+        "uae.convert.authors_v2",
+        beside={"config": "config.yaml"},
+        summary="the authors' v2 release (checkpoints/<encoder>/ep-last.pt + config.yaml)",
+    ),
+    ReleaseSource("rae", "uae.convert.rae", summary="an RAE decoder (model.pt, bytetriper/RAE)"),
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +86,11 @@ class ReleaseConverter:
     files: Mapping[str, bool]
     version: str
     check: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def main_role(self) -> str:
+        """The first required file role (the file ``uae convert`` and ``uae publish`` take as argument)."""
+        return next(r for r, required in self.files.items() if required)
 
 
 _REGISTERED: dict[str, ReleaseConverter] = {}
@@ -70,73 +119,96 @@ def unregister_release_source(source: str) -> None:
     _REGISTERED.pop(source, None)
 
 
-def release_sources() -> list[str]:
-    """Known release formats (module-backed and registered)."""
-    return sorted(set(RELEASE_MODULES) | set(_REGISTERED))
+def release_sources(*, aliases: bool = False) -> list[str]:
+    """Known release formats (the table's and registered ones), sorted; with ``aliases``, their other names too."""
+    names = {s.name for s in RELEASE_SOURCES} | set(_REGISTERED)
+    if aliases:
+        names |= {a for s in RELEASE_SOURCES for a in s.aliases}
+    return sorted(names)
+
+
+def release_source(source: str) -> ReleaseSource | None:
+    """The table's row for ``source`` or one of its aliases (``None`` for registered or unknown formats)."""
+    return next((s for s in RELEASE_SOURCES if source == s.name or source in s.aliases), None)
+
+
+def canonical_source(source: str) -> str:
+    """The name of a release format given by its name or an alias (``"authors"`` -> ``"authors_v1"``).
+
+    Raises:
+        InputError: Unknown format, listing the known ones (``param="source"``).
+    """
+    if source in _REGISTERED:
+        return source
+    row = release_source(source)
+    if row is None:
+        raise InputError(
+            f"unknown release format {source!r}; known: {', '.join(release_sources())}", param="source"
+        )
+    return row.name
 
 
 def get_converter(source: str) -> ReleaseConverter:
-    """The converter of a release format.
+    """The converter of a release format (aliases resolve), read from its module now.
 
     Raises:
-        ValueError: Unknown format, or its module does not implement ``load_release`` in this build.
+        InputError: Unknown format (``param="source"``), or its module does not implement
+            ``load_release`` in this build.
     """
     if source in _REGISTERED:
         return _REGISTERED[source]
-    if source not in RELEASE_MODULES:
-        raise ValueError(f"unknown release format {source!r}; known: {', '.join(release_sources())}")
+    row = release_source(canonical_source(source))
+    assert row is not None
     try:
-        mod = importlib.import_module(RELEASE_MODULES[source])
+        mod = importlib.import_module(row.module)
     except ModuleNotFoundError as e:
-        raise ValueError(
-            f"the {source!r} converter ({RELEASE_MODULES[source]}) is not part of this build"
-        ) from e
+        raise InputError(f"the {row.name!r} converter ({row.module}) is not part of this build") from e
     fn = getattr(mod, "load_release", None)
     files = getattr(mod, "RELEASE_FILES", None)
     if not callable(fn) or not isinstance(files, Mapping):
-        raise ValueError(
-            f"{RELEASE_MODULES[source]} does not provide load_release/RELEASE_FILES in this build: "
-            f"the {source!r} converter is not available"
+        raise InputError(
+            f"{row.module} does not provide load_release/RELEASE_FILES in this build: "
+            f"the {row.name!r} converter is not available"
         )
     version = getattr(mod, "CONVERTER_VERSION", None)
     if not version:
-        from uae import __version__
-
         src = inspect.getsource(mod).encode()
         version = f"{__version__}+{hashlib.sha256(src).hexdigest()[:12]}"
-    return ReleaseConverter(source, fn, dict(files), str(version), str(getattr(mod, "CONVERSION_CHECK", "")))
+    return ReleaseConverter(
+        row.name, fn, dict(files), str(version), str(getattr(mod, "CONVERSION_CHECK", ""))
+    )
 
 
 def check_release_files(source: str, files: Mapping[str, str | os.PathLike]) -> dict[str, Path]:
     """Validate a role -> path mapping against the format's ``RELEASE_FILES``.
 
     Raises:
-        ValueError: Unknown role, or a required role missing.
-        FileNotFoundError: A given file does not exist.
+        InputError: Unknown role, or a required role missing.
+        MissingFileError: A given file does not exist.
     """
     spec = get_converter(source).files
     unknown = sorted(set(files) - set(spec))
     if unknown:
-        raise ValueError(f"{source}: unknown file role(s) {unknown}; roles: {sorted(spec)}")
+        raise InputError(f"{source}: unknown file role(s) {unknown}; roles: {sorted(spec)}")
     missing = sorted(r for r, required in spec.items() if required and r not in files)
     if missing:
-        raise ValueError(f"{source}: required file role(s) {missing} not given (roles: {sorted(spec)})")
+        raise InputError(f"{source}: required file role(s) {missing} not given (roles: {sorted(spec)})")
     out = {}
     for role, p in files.items():
         path = Path(p).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"{source} {role} file not found: {path}")
+            raise MissingFileError(f"{source} {role} file not found: {path}")
         out[role] = path
     return out
 
 
 def load_release(
     source: str, files: Mapping[str, str | os.PathLike], *, name: str | None = None, **options: Any
-):
+) -> UAE:
     """Convert one original release from local files (strict; see the format's module).
 
     Args:
-        source: ``"authors_v1"``, ``"authors_v2"``, ``"rae"`` or a registered format.
+        source: ``"authors_v1"`` (or ``"authors"``), ``"authors_v2"``, ``"rae"`` or a registered format.
         files: File role -> local path (roles: the format's ``RELEASE_FILES``).
         name: ``config.name`` of the converted model.
         **options: Passed to the format's ``load_release``.
@@ -145,13 +217,143 @@ def load_release(
         A :class:`uae.UAE` in eval mode.
 
     Raises:
-        ValueError: Unknown format/roles, or the converter rejects the files.
-        FileNotFoundError: A file is missing.
+        InputError: Unknown format/roles, or the converter rejects the files (an authors' v2 checkpoint
+            given as ``authors_v1`` says so, ``param="source"``).
+        MissingFileError: A file is missing.
     """
     from uae.models.uae import UAE
 
+    conv = get_converter(source)
     paths = check_release_files(source, files)
-    model = get_converter(source).load_release(paths, name=name, **options)
+    try:
+        model = conv.load_release(paths, name=name, **options)
+    except InputError as e:
+        main = paths.get(conv.main_role)
+        if conv.source == "authors_v1" and main is not None and _is_v2_file(main):
+            raise InputError(f"{main} is a v2 checkpoint, use source authors_v2", param="source") from e
+        raise
     if not isinstance(model, UAE):
         raise TypeError(f"the {source!r} converter returned {type(model).__name__}, not a UAE")
     return model.eval()
+
+
+def _is_v2_file(path: Path) -> bool:
+    """Whether ``path`` holds an authors' v2 ``stage1.UAE`` state dict (for a pointed error message)."""
+    from uae.convert import authors_v2
+
+    try:
+        return authors_v2.is_v2_state(authors_v2.read_checkpoint(path))
+    except (OSError, ValueError):
+        return False
+
+
+def fetch_release_files(
+    cfg: PretrainedCfg, hub: HubOptions | None = None
+) -> tuple[dict[str, Path], dict[str, dict[str, str | None]]]:
+    """Download (or read from the Hub cache) every file of a weights-table release entry.
+
+    Args:
+        cfg: The entry (:func:`uae.models.pretrained.get_pretrained_cfg`).
+        hub: Hub options; ``hub.revision`` overrides ``cfg.revision`` for the entry's own repo (files in
+            other repos keep their pinned revision).
+
+    Returns:
+        (role -> local path, role -> ``{"repo", "revision", "commit", "filename"}``).
+
+    Raises:
+        MissingFileError: A file is unavailable (naming repo and file; unconfirmed paths say so).
+    """
+    from uae.models.hub import HubOptions, hub_download, snapshot_commit
+
+    hub = hub or HubOptions()
+    paths: dict[str, Path] = {}
+    prov: dict[str, dict[str, str | None]] = {}
+    for role, f in cfg.files.items():
+        repo = f.repo or cfg.hf_hub_id
+        if repo is None:
+            raise MissingFileError(f"{cfg.name}: no Hub repo for file role {role!r}")
+        rev = f.revision if f.repo else (hub.revision or cfg.revision)
+        hint = ""
+        if not f.verified:
+            hint = (
+                f"but this path of the {cfg.source} release is not confirmed (see `uae models --pretrained`): "
+                "if the release names it differently, download its files and convert them locally with "
+                f"`uae.convert.release.load_release('{cfg.source}', files)` or "
+                f"`uae publish --from {cfg.source} FILE --dry-run ...`"
+            )
+        paths[role] = hub_download(repo, f.filename, hub.replace(revision=rev), hint=hint)
+        prov[role] = {
+            "repo": repo,
+            "revision": rev,
+            "commit": snapshot_commit(paths[role]),
+            "filename": f.filename,
+        }
+    return paths, prov
+
+
+#: ``convert_release`` parameters that name a file, and the file role each fills (a converter without the
+#: role may take the parameter as a keyword of its ``load_release`` instead).
+FILE_PARAMETERS = {"config": "config", "stats": "stats", "encoder_weights": "encoder"}
+
+
+def convert_release(
+    source: str,
+    checkpoint: str | os.PathLike,
+    *,
+    out: str | os.PathLike,
+    config: str | os.PathLike | None = None,
+    stats: str | os.PathLike | None = None,
+    encoder_weights: str | os.PathLike | None = None,
+    entry: str | None = None,
+    encoder_heads: int | None = None,
+    decoder_heads: int | None = None,
+    name: str | None = None,
+) -> UAE:
+    """Convert a release's local files and write the model in ``save_pretrained`` layout (``uae convert``).
+
+    Args:
+        source: Release format or alias (:func:`release_sources` with ``aliases=True``).
+        checkpoint: The release's main file (authors: the ``.pt`` checkpoint; RAE: the decoder ``model.pt``).
+        out: Output directory (created).
+        config: The release's config file (authors' v1: their YAML, default the one embedded in the
+            checkpoint; authors' v2: ``config.yaml``, default the one beside ``checkpoint``).
+        stats: Latent statistics file with ``mean`` and ``var`` (authors' v1: per channel; RAE: ``stat.pt``).
+        encoder_weights: RAE: DINOv2-with-registers weights (transformers, timm or facebookresearch
+            names); default: the timm Hub id from the Hub cache.
+        entry: Checkpoint entry (authors' v1: default ``"model"``, what their evaluation loads; authors'
+            v2: ``"ema"``, what theirs loads; RAE: ``"ema"``, else ``"model"``).
+        encoder_heads: Encoder attention heads (default ``C // 64``).
+        decoder_heads: Decoder attention heads (default by width).
+        name: ``config.name`` of the converted model (default: the converter's).
+
+    Returns:
+        The converted :class:`uae.UAE` (eval mode), already written to ``out``.
+
+    Raises:
+        InputError: Unknown source, a file parameter the format has no role for (``param`` names it), or
+            files the converter rejects.
+        MissingFileError: A file does not exist.
+    """
+    conv = get_converter(source)
+    files: dict[str, str | os.PathLike] = {conv.main_role: checkpoint}
+    options: dict[str, Any] = {"entry": entry, "encoder_heads": encoder_heads, "decoder_heads": decoder_heads}
+    for param, value in {"config": config, "stats": stats, "encoder_weights": encoder_weights}.items():
+        role = FILE_PARAMETERS[param]
+        if value is None:
+            continue
+        if role in conv.files:
+            files[role] = value
+        elif param in inspect.signature(conv.load_release).parameters:
+            options[param] = value  # a file the converter takes as a keyword (the authors' v1 stats)
+        else:
+            raise InputError(
+                f"{param} is not used by the {conv.source} release (its files: {', '.join(conv.files)})",
+                param=param,
+            )
+    row = release_source(source)
+    for role, filename in (row.beside if row else {}).items():
+        files.setdefault(role, Path(checkpoint).parent / filename)
+    options = {k: v for k, v in options.items() if v is not None}
+    model = load_release(source, files, name=name, **options)
+    model.save_pretrained(Path(out))
+    return model

@@ -9,22 +9,32 @@ import math
 import types
 import typing
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
+
+from uae.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 #: Keys that ``config.json`` carries besides the dataclass fields (stamped on save, checked on load).
 METADATA_KEYS = ("architecture", "uae_version")
 ARCHITECTURE = "UAE"
-BAND_TRANSFORMS = ("fft", "dct")
+
+#: Transform the bands are cut in: the 2-D FFT (paper v1) or the orthonormal DCT-II (authors' v2).
+BandTransform = Literal["fft", "dct"]
 #: How the latent spectrum is cut into bands: uae's smooth split (new models) or a release's own scheme.
-BAND_SCHEMES = ("smooth", "authors_v1", "dct_zigzag")
+BandScheme = Literal["smooth", "authors_v1", "dct_zigzag"]
 #: Shape of the stored latent statistics: one value per channel ``(C,)`` or per position ``(C, h, w)``.
-LATENT_STATS = ("per_channel", "per_position")
+LatentStats = Literal["per_channel", "per_position"]
 #: Encoder families (timm ViT options reproducing transformers' Dinov2WithRegisters, CLIP and SigLIP2 towers).
-ENCODER_FAMILIES = ("dinov2", "clip", "siglip2")
+EncoderFamily = Literal["dinov2", "clip", "siglip2"]
 #: How the encoder's position table is resampled to the input grid at every forward.
-POS_RESAMPLE_RULES = ("timm", "hf_dinov2", "hf_clip", "hf_siglip")
+PosResampleRule = Literal["timm", "hf_dinov2", "hf_clip", "hf_siglip"]
+
+BAND_TRANSFORMS: tuple[str, ...] = typing.get_args(BandTransform)
+BAND_SCHEMES: tuple[str, ...] = typing.get_args(BandScheme)
+LATENT_STATS: tuple[str, ...] = typing.get_args(LatentStats)
+ENCODER_FAMILIES: tuple[str, ...] = typing.get_args(EncoderFamily)
+POS_RESAMPLE_RULES: tuple[str, ...] = typing.get_args(PosResampleRule)
 
 
 #: Range of numeric fields: name -> (min, max, min_inclusive); checked after the type check. Fields not
@@ -52,6 +62,10 @@ FIELD_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
 
 
 def _type_name(tp: Any) -> str:
+    choices = _literal_choices(tp)
+    if choices:
+        kinds = {type(c) for c in choices}
+        return f"{_type_name(kinds.pop())}, one of {choices}" if len(kinds) == 1 else f"one of {choices}"
     if tp is type(None):
         return "None"
     if isinstance(tp, type) and not typing.get_args(tp):
@@ -96,6 +110,21 @@ def _matches(value: Any, tp: Any) -> bool:
     if isinstance(tp, type):
         return isinstance(value, tp)
     return True  # an annotation this checker does not understand: accept
+
+
+def _literal_choices(tp: Any) -> tuple[Any, ...]:
+    """The values of a ``Literal[...]`` annotation (``()`` for any other annotation)."""
+    return typing.get_args(tp) if typing.get_origin(tp) is Literal else ()
+
+
+def _type_problem(name: str, value: Any, tp: Any) -> str | None:
+    """Why ``value`` does not fit the annotation ``tp`` of field ``name`` (``None`` when it does)."""
+    if _matches(value, tp):
+        return None
+    choices = _literal_choices(tp)
+    if choices and any(type(value) is type(c) for c in choices):  # the right type, not one of the values
+        return f"{name} must be one of {choices}, got {value!r}"
+    return f"{name} must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
 
 
 def _is_tuple_type(tp: Any) -> bool:
@@ -192,13 +221,13 @@ class UAEConfig:
     encoder_mlp_ratio: float = 4.0
     encoder_reg_tokens: int = 4
     encoder_init_values: float | None = 1e-5
-    encoder_family: str = "dinov2"
+    encoder_family: EncoderFamily = "dinov2"
     encoder_pos_grid: int | None = None
-    encoder_pos_resample: str = "timm"
+    encoder_pos_resample: PosResampleRule = "timm"
     encoder_weights: str = "timm/vit_base_patch14_reg4_dinov2.lvd142m"
     latent_norm: bool = True
-    band_transform: str = "fft"
-    band_scheme: str = "smooth"
+    band_transform: BandTransform = "fft"
+    band_scheme: BandScheme = "smooth"
     zigzag_keep_count: int | None = None
     zigzag_count_min: int | None = None
     zigzag_count_max: int | None = None
@@ -219,7 +248,7 @@ class UAEConfig:
     decoder_mlp_ratio: float = 4096 / 1152
     decoder_patch_size: int = 16
     decoder_norm_eps: float | None = None
-    latent_stats: str = "per_channel"
+    latent_stats: LatentStats = "per_channel"
 
     def __post_init__(self) -> None:
         if self.band_schedule is not None and not isinstance(self.band_schedule, tuple):
@@ -256,82 +285,93 @@ class UAEConfig:
 
     # ------------------------------------------------------------------ checks and (de)serialisation
     def validate(self) -> None:
-        """Raise ``ValueError`` naming every field of a wrong type, out of range, or inconsistent.
+        """Raise :class:`~uae.errors.ConfigError` naming every field of a wrong type, out of range, or inconsistent.
 
         Types come from the field annotations (so new fields are checked too): a ``bool`` field needs
         a real bool, an ``int`` field a real int (not a float, not a bool), a ``float`` field accepts
-        ints, ``X | None`` accepts ``None``, and tuple fields accept lists (from JSON; they are
-        converted to tuples). Ranges come from :data:`FIELD_RANGES`; cross-field checks follow.
+        ints, ``X | None`` accepts ``None``, a ``Literal[...]`` field one of its values, and tuple fields
+        accept lists (from JSON; they are converted to tuples). Ranges come from :data:`FIELD_RANGES`;
+        cross-field checks follow. The error's ``param`` is the field when only one field is wrong.
         """
-        problems = []
+        problems: list[tuple[str, str]] = []  # (field, message)
         for f in fields(self):
             tp = _field_types(type(self)).get(f.name, Any)
             value = getattr(self, f.name)
-            if not _matches(value, tp):
-                problems.append(f"{f.name} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
-                continue
-            if isinstance(value, list) and _is_tuple_type(tp):
-                setattr(self, f.name, tuple(value))
-            why = _check_range(f.name, value)
+            why = _type_problem(f.name, value, tp)
+            if why is None:
+                if isinstance(value, list) and _is_tuple_type(tp):
+                    setattr(self, f.name, tuple(value))
+                why = _check_range(f.name, value)
             if why:
-                problems.append(why)
+                problems.append((f.name, why))
         if problems:  # the cross-field checks below assume well-typed, positive values
-            raise ValueError("Invalid UAEConfig: " + "; ".join(problems))
+            _raise(problems)
         if self.img_size % self.patch_size:
-            problems.append(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
-        if self.band_transform not in BAND_TRANSFORMS:
-            problems.append(f"band_transform must be one of {BAND_TRANSFORMS}, got {self.band_transform!r}")
-        if self.band_scheme not in BAND_SCHEMES:
-            problems.append(f"band_scheme must be one of {BAND_SCHEMES}, got {self.band_scheme!r}")
-        problems += self._zigzag_problems()
-        if self.latent_stats not in LATENT_STATS:
-            problems.append(f"latent_stats must be one of {LATENT_STATS}, got {self.latent_stats!r}")
+            problems.append(
+                ("img_size", f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
+            )
+        problems += [("band_scheme", p) for p in self._zigzag_problems()]
         if self.decoder_norm_eps is not None and not self.decoder_norm_eps > 0:
-            problems.append(f"decoder_norm_eps must be > 0 or None, got {self.decoder_norm_eps}")
+            problems.append(
+                ("decoder_norm_eps", f"decoder_norm_eps must be > 0 or None, got {self.decoder_norm_eps}")
+            )
         if not 1 <= self.num_bands <= 16:
-            problems.append(f"num_bands must be in 1..16, got {self.num_bands}")
+            problems.append(("num_bands", f"num_bands must be in 1..16, got {self.num_bands}"))
         if self.band_scheme == "authors_v1":
             from uae.layers.band_projector import check_authors_v1_schedule
 
             try:
                 check_authors_v1_schedule(self.band_schedule, self.num_bands, self.band_transform)
             except (TypeError, ValueError) as e:
-                problems.append(f"band_schedule: {e}")
+                problems.append(("band_schedule", f"band_schedule: {e}"))
         elif self.band_schedule is not None:
             problems.append(
-                f"band_schedule is only used by band_scheme='authors_v1', not {self.band_scheme!r}"
+                (
+                    "band_schedule",
+                    f"band_schedule is only used by band_scheme='authors_v1', not {self.band_scheme!r}",
+                )
             )
         if not 0 <= self.num_semantic_bands <= self.num_bands:
-            problems.append(f"num_semantic_bands must be in 0..num_bands, got {self.num_semantic_bands}")
+            problems.append(
+                (
+                    "num_semantic_bands",
+                    f"num_semantic_bands must be in 0..num_bands, got {self.num_semantic_bands}",
+                )
+            )
         if self.noise_min_band < 1:
             problems.append(
-                f"noise_min_band must be >= 1 (band 0 is never noised), got {self.noise_min_band}"
+                (
+                    "noise_min_band",
+                    f"noise_min_band must be >= 1 (band 0 is never noised), got {self.noise_min_band}",
+                )
             )
         if self.noise_std < 0:
-            problems.append(f"noise_std must be >= 0, got {self.noise_std}")
+            problems.append(("noise_std", f"noise_std must be >= 0, got {self.noise_std}"))
         if not 0.0 <= self.band_softness <= 1.0:
-            problems.append(f"band_softness must be in [0, 1], got {self.band_softness}")
+            problems.append(("band_softness", f"band_softness must be in [0, 1], got {self.band_softness}"))
         if self.encoder_dim % self.encoder_heads:
             problems.append(
-                f"encoder_dim {self.encoder_dim} is not divisible by encoder_heads {self.encoder_heads}"
-            )
-        if self.encoder_family not in ENCODER_FAMILIES:
-            problems.append(f"encoder_family must be one of {ENCODER_FAMILIES}, got {self.encoder_family!r}")
-        if self.encoder_pos_resample not in POS_RESAMPLE_RULES:
-            problems.append(
-                f"encoder_pos_resample must be one of {POS_RESAMPLE_RULES}, got {self.encoder_pos_resample!r}"
+                (
+                    "encoder_heads",
+                    f"encoder_dim {self.encoder_dim} is not divisible by encoder_heads {self.encoder_heads}",
+                )
             )
         if self.encoder_pos_grid is not None and self.encoder_pos_grid < 1:
-            problems.append(f"encoder_pos_grid must be >= 1 or None, got {self.encoder_pos_grid}")
+            problems.append(
+                ("encoder_pos_grid", f"encoder_pos_grid must be >= 1 or None, got {self.encoder_pos_grid}")
+            )
         if self.decoder_dim % self.decoder_heads:
             problems.append(
-                f"decoder_dim {self.decoder_dim} is not divisible by decoder_heads {self.decoder_heads}"
+                (
+                    "decoder_heads",
+                    f"decoder_dim {self.decoder_dim} is not divisible by decoder_heads {self.decoder_heads}",
+                )
             )
         for k in ("modulator_in_kernel", "modulator_out_kernel"):
             if getattr(self, k) % 2 == 0:
-                problems.append(f"{k} must be odd, got {getattr(self, k)}")
+                problems.append((k, f"{k} must be odd, got {getattr(self, k)}"))
         if problems:
-            raise ValueError("Invalid UAEConfig: " + "; ".join(problems))
+            _raise(problems)
 
     def _zigzag_problems(self) -> list[str]:
         """Checks of the ``dct_zigzag`` fields (the authors' v2 keep-N low-pass)."""
@@ -379,18 +419,21 @@ class UAEConfig:
             strict: Raise on unknown keys instead of ignoring them with a warning.
 
         Raises:
-            ValueError: Wrong architecture, or unknown keys with ``strict=True``.
+            ConfigError: Wrong architecture, invalid values, or unknown keys with ``strict=True`` (a ``ValueError``).
         """
         data = dict(data)
         arch = data.pop("architecture", ARCHITECTURE)
         data.pop("uae_version", None)
         if arch != ARCHITECTURE:
-            raise ValueError(f"config.json describes architecture {arch!r}, expected {ARCHITECTURE!r}")
+            raise ConfigError(
+                f"config.json describes architecture {arch!r}, expected {ARCHITECTURE!r}",
+                param="architecture",
+            )
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             if strict:
-                raise ValueError(f"config.json has keys UAEConfig does not know: {unknown}")
+                raise ConfigError(f"config.json has keys UAEConfig does not know: {unknown}")
             logger.warning("Ignoring unknown config keys %s", unknown)
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -401,6 +444,15 @@ class UAEConfig:
         if unknown:
             raise TypeError(f"Unknown UAEConfig field(s) {unknown}; valid fields: {sorted(names)}")
         return dataclasses.replace(self, **overrides)
+
+
+def _raise(problems: list[tuple[str, str]]) -> None:
+    """One :class:`ConfigError` listing every problem (``param``: the field, when only one is wrong)."""
+    names = {name for name, _ in problems}
+    raise ConfigError(
+        "Invalid UAEConfig: " + "; ".join(why for _, why in problems),
+        param=names.pop() if len(names) == 1 else None,
+    )
 
 
 @functools.cache

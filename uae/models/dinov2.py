@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from uae.errors import MissingFileError
 from uae.models.hub import hub_download, is_repo_id
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+#: Entries of a torch file that may hold DINOv2 weights, tried in order (:func:`uae.files.read_state_dict`):
+#: a training checkpoint's ``model`` / ``state_dict``, or the ``teacher`` of a DINOv2 training checkpoint.
+DINOV2_ENTRIES = ("model", "state_dict", "teacher")
 
 
 def resolve_dinov2_weights(source: str) -> Path:
@@ -18,10 +22,10 @@ def resolve_dinov2_weights(source: str) -> Path:
             or downloaded when online.
 
     Raises:
-        FileNotFoundError: Naming the file to supply. With ``HF_HUB_OFFLINE=1`` this fails at once.
+        MissingFileError: Naming the file to supply. With ``HF_HUB_OFFLINE=1`` this fails at once.
     """
     if not source:
-        raise FileNotFoundError(
+        raise MissingFileError(
             "no DINOv2 weights configured (config.encoder_weights is empty): pass a file to load_encoder_weights()"
         )
     path = Path(source).expanduser()
@@ -29,14 +33,14 @@ def resolve_dinov2_weights(source: str) -> Path:
         return path
     repo = source.removeprefix("hf-hub:").removeprefix("hf_hub:")
     if path.suffix in WEIGHT_SUFFIXES or not is_repo_id(repo):
-        raise FileNotFoundError(f"DINOv2 weights file not found: {path}")
+        raise MissingFileError(f"DINOv2 weights file not found: {path}")
 
     try:
         return hub_download(repo, "model.safetensors")
     except (
         FileNotFoundError
     ) as e:  # offline, not cached, no network, repo missing: all mean "supply the file"
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"DINOv2 weights 'model.safetensors' of Hub repo '{repo}' are not available here "
             "(not in the Hub cache and no download possible). Supply the file: "
             f"run `hf download {repo} model.safetensors` where you have network (it lands in the Hub cache), "

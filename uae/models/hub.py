@@ -1,35 +1,103 @@
-"""Resolving ``from_pretrained`` sources (local directory or Hub repo id) with clear errors.
+"""Hub I/O of the model: ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``, model cards, and Hub files.
+
+:class:`UAEHubMixin` is what :class:`uae.UAE` inherits for the Hub: the ``save_pretrained`` layout
+(``config.json`` + ``model.safetensors`` + a model card), strict loading with one clear error per
+problem, and the card template. :class:`HubOptions` is the one definition of the Hub keywords
+(``revision``, ``cache_dir``, ``local_files_only``, ``token``, ``force_download``) every loader takes.
 
 Every Hub download of the package goes through :func:`hub_download`: it answers from the local Hub
 cache at once when the Hub cannot be reached (``HF_HUB_OFFLINE=1``, or a short TCP probe of the
-endpoint fails), instead of letting ``huggingface_hub`` retry for half a minute.
+endpoint fails, :mod:`uae.online`), instead of letting ``huggingface_hub`` retry for half a minute.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from uae import online
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
+
+from uae._version import __version__
+from uae.errors import MissingFileError, UAELoadError
+from uae.models.config import ARCHITECTURE, UAEConfig
+from uae.online import offline, reachable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+#: Where a converted release records what it was converted from (repo, commit, file, converter version).
+PROVENANCE_NAME = "uae_provenance.json"
+PAPER_URL = "https://arxiv.org/abs/2512.19693"
+
+#: The shape of a Hub repo id, ``org/name``.
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+__all__ = [
+    "CONFIG_NAME",
+    "PROVENANCE_NAME",
+    "REPO_ID",
+    "WEIGHTS_NAME",
+    "HubOptions",
+    "UAEHubMixin",
+    "UAELoadError",
+    "hub_download",
+    "is_repo_id",
+    "resolve_pretrained_files",
+    "snapshot_commit",
+]
 
 
-class UAELoadError(ValueError):
-    """A checkpoint could not be loaded into a UAE (wrong architecture, mismatched keys or shapes)."""
+# ---------------------------------------------------------------------------------------------- Hub files
+@dataclass(frozen=True)
+class HubOptions:
+    """How to reach the Hub: the ``hf_hub_download`` keywords uae passes on, defined once.
 
+    Loaders take them as keywords (``UAE.from_pretrained(repo, revision="v1")``,
+    ``create_model(name, pretrained=True, cache_dir=...)``) and pass them down as one value.
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    Attributes:
+        revision: Branch, tag or commit (``None``: the default branch, or the weights table's pin).
+        cache_dir: Hub cache directory (``None``: huggingface_hub's).
+        local_files_only: Read the Hub cache only.
+        token: Hub token (``None``: the stored login).
+        force_download: Download again even when cached.
+    """
+
+    revision: str | None = None
+    cache_dir: str | os.PathLike | None = None
+    local_files_only: bool = False
+    token: str | bool | None = None
+    force_download: bool = False
+
+    @classmethod
+    def pop_from(cls, kwargs: dict[str, Any], base: HubOptions | None = None) -> HubOptions:
+        """Take the Hub keywords out of ``kwargs`` (what stays are the caller's other keywords).
+
+        Args:
+            kwargs: Keyword arguments of a loader; the Hub keywords are removed from it.
+            base: Options the taken keywords override (default: all defaults).
+        """
+        taken = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls) if f.name in kwargs}
+        return dataclasses.replace(base or cls(), **taken)
+
+    def replace(self, **changes: Any) -> HubOptions:
+        """A copy with some options changed."""
+        return dataclasses.replace(self, **changes)
 
 
 def is_repo_id(source: str) -> bool:
     """Whether ``source`` has the shape of a Hub repo id (``org/name``) rather than a filesystem path."""
-    return bool(_REPO_ID.match(source)) and not Path(source).expanduser().exists()
+    return bool(REPO_ID.match(source)) and not Path(source).expanduser().exists()
 
 
 def hub_endpoint() -> str:
@@ -39,17 +107,7 @@ def hub_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
-def hub_download(
-    repo_id: str,
-    filename: str,
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-    force_download: bool = False,
-    hint: str = "",
-) -> Path:
+def hub_download(repo_id: str, filename: str, hub: HubOptions | None = None, *, hint: str = "") -> Path:
     """``hf_hub_download`` with a fast offline path and one clear error naming the repo and file.
 
     When ``HF_HUB_OFFLINE=1``, or the endpoint does not answer the connect probe
@@ -58,14 +116,14 @@ def hub_download(
     Args:
         repo_id: Hub model repo, ``org/name``.
         filename: Path of the file inside the repo.
-        revision, cache_dir, local_files_only, token, force_download: As ``hf_hub_download``.
+        hub: Revision, cache, token, ... (:class:`HubOptions`).
         hint: Extra sentence appended to the "not in the cache" error.
 
     Returns:
         Local path of the file (inside the Hub cache).
 
     Raises:
-        FileNotFoundError: Repo, revision or file missing, or not cached while offline.
+        MissingFileError: Repo, revision or file missing, or not cached while offline.
     """
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
@@ -75,35 +133,36 @@ def hub_download(
         RevisionNotFoundError,
     )
 
-    offline = online.offline()
-    unreachable = not (local_files_only or offline) and not online.reachable(hub_endpoint())
+    hub = hub or HubOptions()
+    is_offline = offline()
+    unreachable = not (hub.local_files_only or is_offline) and not reachable(hub_endpoint())
     try:
         return Path(
             hf_hub_download(
                 repo_id=repo_id,
                 filename=filename,
-                revision=revision,
-                cache_dir=cache_dir,
-                local_files_only=local_files_only or offline or unreachable,
-                token=token,
-                force_download=force_download,
+                revision=hub.revision,
+                cache_dir=hub.cache_dir,
+                local_files_only=hub.local_files_only or is_offline or unreachable,
+                token=hub.token,
+                force_download=hub.force_download,
             )
         )
     except RepositoryNotFoundError as e:
-        raise FileNotFoundError(f"Hub repo '{repo_id}' not found (or private without a token)") from e
+        raise MissingFileError(f"Hub repo '{repo_id}' not found (or private without a token)") from e
     except RevisionNotFoundError as e:
-        raise FileNotFoundError(f"revision '{revision}' not found in Hub repo '{repo_id}'") from e
+        raise MissingFileError(f"revision '{hub.revision}' not found in Hub repo '{repo_id}'") from e
     except LocalEntryNotFoundError as e:
-        cache = cache_dir or constants.HF_HUB_CACHE
+        cache = hub.cache_dir or constants.HF_HUB_CACHE
         why = f"the Hub ({hub_endpoint()}) is unreachable" if unreachable else "offline or HF_HUB_OFFLINE=1"
-        at = f"@{revision}" if revision else ""
-        raise FileNotFoundError(
+        at = f"@{hub.revision}" if hub.revision else ""
+        raise MissingFileError(
             f"{filename} of Hub repo '{repo_id}{at}' is not in the local Hub cache ({cache}) and cannot be "
             f"downloaded ({why}). Run `hf download {repo_id} {filename}` where there is network"
             f"{', ' + hint if hint else ''}."
         ) from e
     except EntryNotFoundError as e:
-        raise FileNotFoundError(f"{filename} not found in Hub repo '{repo_id}'") from e
+        raise MissingFileError(f"{filename} not found in Hub repo '{repo_id}'") from e
 
 
 def snapshot_commit(path: str | os.PathLike) -> str | None:
@@ -117,12 +176,7 @@ def snapshot_commit(path: str | os.PathLike) -> str | None:
 
 def resolve_pretrained_files(
     source: str | os.PathLike,
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-    force_download: bool = False,
+    hub: HubOptions | None = None,
     filenames: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME),
 ) -> tuple[Path, ...]:
     """Local paths of ``filenames`` for a local directory or a Hub repo id (downloaded or from the cache).
@@ -131,7 +185,7 @@ def resolve_pretrained_files(
     (``$HF_HOME/hub``) is used, and a miss fails at once.
 
     Raises:
-        FileNotFoundError: The directory, repo or one of the files does not exist / is not cached,
+        MissingFileError: The directory, repo or one of the files does not exist / is not cached,
             naming which and where it looked.
     """
     source = str(source)
@@ -141,24 +195,179 @@ def resolve_pretrained_files(
         for name in filenames:
             f = path / name
             if not f.is_file():
-                raise FileNotFoundError(f"{name} not found in the local model directory {path.resolve()}")
+                raise MissingFileError(f"{name} not found in the local model directory {path.resolve()}")
             out.append(f)
         return tuple(out)
     if not is_repo_id(source):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"'{source}' is neither an existing local model directory nor a Hub repo id of the form 'org/name'"
         )
     hint = "or pass a local directory holding config.json and model.safetensors"
-    return tuple(
-        hub_download(
-            source,
-            name,
-            revision=revision,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            token=token,
-            force_download=force_download,
-            hint=hint,
+    return tuple(hub_download(source, name, hub, hint=hint) for name in filenames)
+
+
+# ---------------------------------------------------------------------------------------------- the model's Hub I/O
+MODEL_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+A **Unified Autoencoding (UAE)** tokenizer from the `uae` package: one latent space that gives both
+pixel-faithful reconstruction and semantic features ("The Prism Hypothesis: Harmonizing Semantic and
+Pixel Representations via Unified Autoencoding", Fan, Diao, Wang, Lin, Liu; {{ paper_url }}).
+
+| | |
+|---|---|
+| input | {{ img_size }}x{{ img_size }} RGB in [0, 1] |
+| output | {{ output_size }}x{{ output_size }} RGB |
+| latent | {{ latent_shape }} (C, h, w) |
+| frequency bands K | {{ num_bands }} ({{ band_transform }}) |
+| encoder | ViT {{ encoder_dim }}/{{ encoder_depth }}, patch {{ patch_size }}, init `{{ encoder_weights }}` |
+| decoder | ViT {{ decoder_dim }}/{{ decoder_depth }}, patch {{ decoder_patch_size }} |
+| parameters | {{ num_params }} |
+| uae version | {{ uae_version }} |
+
+## Usage
+
+```python
+import uae
+model = uae.UAE.from_pretrained("{{ repo_id }}")
+out = model(images)            # images: (B, 3, {{ img_size }}, {{ img_size }}) in [0, 1]
+out.sample, out.latent, out.bands
+features = model.features(images, band=0)   # band-0 features for linear probes
+```
+
+## Training
+
+{{ training | default("See the uae recipes (`recipes/`) for how this checkpoint was trained.", true) }}
+
+## Evaluation
+
+{{ evaluation | default("Not evaluated yet.", true) }}
+"""
+
+
+class UAEHubMixin(
+    PyTorchModelHubMixin,
+    library_name="uae",
+    license="apache-2.0",
+    paper_url=PAPER_URL,
+    tags=["uae", "image-tokenizer", "autoencoder", "dinov2", "frequency-bands"],
+    model_card_template=MODEL_CARD_TEMPLATE,
+):
+    """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for a ``torch.nn.Module`` built from a
+    :class:`~uae.models.config.UAEConfig` (its ``__init__(config)``, its ``config`` attribute).
+
+    The layout: ``config.json`` (the flat config, stamped with ``architecture`` and ``uae_version``),
+    ``model.safetensors`` (every parameter and buffer) and a ``README.md`` model card.
+    """
+
+    config: UAEConfig
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from uae.files import save_safetensors, write_json
+
+        cfg = {"architecture": ARCHITECTURE, "uae_version": __version__, **self.config.to_dict()}
+        write_json(save_directory / CONFIG_NAME, cfg, indent=2, sort_keys=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_safetensors(
+            state, save_directory / WEIGHTS_NAME, metadata={"format": "pt", "uae_version": __version__}
         )
-        for name in filenames
-    )
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """Model card with the config summary filled in (extra ``kwargs`` reach the template)."""
+        c = self.config
+        values = {
+            "model_name": c.name,
+            "repo_id": kwargs.pop("repo_id", f"<org>/{c.name}"),
+            "latent_shape": "x".join(str(v) for v in c.latent_shape),
+            "output_size": c.output_size,
+            "num_params": f"{sum(p.numel() for p in self.parameters()) / 1e6:.1f}M",
+            "uae_version": __version__,
+            **c.to_dict(),
+        }
+        values.update(kwargs)
+        return super().generate_model_card(*args, **values)
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        strict: bool = True,
+        map_location: str | torch.device = "cpu",
+        hub: HubOptions | None = None,
+        **kwargs: Any,
+    ):
+        """Load a model saved with :meth:`save_pretrained` from a local directory or a Hub repo id.
+
+        Args:
+            pretrained_model_name_or_path: Directory holding ``config.json`` + ``model.safetensors``,
+                or a Hub repo id (read from the Hub cache when ``HF_HUB_OFFLINE=1``).
+            strict: Require the checkpoint's keys and config fields to match exactly. With
+                ``strict=False`` missing/unexpected keys are logged as warnings (shapes must still match).
+            map_location: Device the weights are loaded to.
+            hub: Hub options; the keywords ``revision``, ``cache_dir``, ``local_files_only``, ``token``
+                and ``force_download`` (:class:`HubOptions`) may be given directly instead.
+            **kwargs: The Hub keywords above, and config fields to change (must not change parameter shapes).
+
+        Returns:
+            The model in eval mode.
+
+        Raises:
+            MissingFileError: The directory/repo or ``config.json`` / ``model.safetensors`` is missing.
+            UAELoadError: Wrong architecture, unknown config keys, or mismatched weight keys/shapes.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        hub = HubOptions.pop_from(kwargs, hub)
+        config_file, weights_file = resolve_pretrained_files(pretrained_model_name_or_path, hub)
+        try:
+            raw = json.loads(Path(config_file).read_text())
+        except json.JSONDecodeError as e:
+            raise UAELoadError(f"{config_file} is not valid JSON: {e}") from e
+        try:
+            config = UAEConfig.from_dict(raw, strict=strict)
+            if kwargs:
+                config = config.replace(**kwargs)
+        except (ValueError, TypeError) as e:
+            raise UAELoadError(f"{config_file}: {e}") from e
+        model = cls(config)
+        try:
+            state = load_file(str(weights_file), device=str(map_location))
+        except SafetensorError as e:  # truncated / not a safetensors file; not a ValueError
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UAELoadError(
+                f"cannot read weights file {weights_file} (truncated or not a safetensors file?): {first}"
+            ) from e
+        model.load_checked_state_dict(state, strict=strict, source=str(weights_file))
+        model.to(map_location)
+        model.eval()
+        return model
+
+    def load_checked_state_dict(
+        self, state: dict[str, torch.Tensor], strict: bool = True, source: str = ""
+    ) -> None:
+        """``load_state_dict`` with a clear error listing missing/unexpected keys and shape mismatches.
+
+        Raises:
+            UAELoadError: Shape mismatch, a non-float tensor for a float weight, or (with ``strict``)
+                missing or unexpected keys.
+        """
+        from uae.utils import non_float_tensors, state_dict_mismatch
+
+        own = self.state_dict()
+        missing, unexpected, bad = state_dict_mismatch(own, state)
+        where = f" ({source})" if source else ""
+        if bad_dtypes := non_float_tensors(state, own):
+            raise UAELoadError(f"weights that must be floating point are not{where}: {bad_dtypes}")
+        if bad:
+            raise UAELoadError(f"weight shapes do not match the config{where}: {bad}")
+        if missing or unexpected:
+            msg = f"checkpoint keys do not match the model{where}: missing {missing}, unexpected {unexpected}"
+            if strict:
+                raise UAELoadError(msg)
+            logger.warning("%s (strict=False: missing weights keep their initial values)", msg)
+        self.load_state_dict(state, strict=False)

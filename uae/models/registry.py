@@ -1,15 +1,19 @@
-"""A registry of named UAE configurations, like timm's ``create_model``."""
+"""A registry of named UAE architectures (configs), like timm's ``_registry.py``.
+
+Architectures only: the weights that exist for them are the ``arch.tag`` entries of
+:mod:`uae.models.pretrained`; building a model with its weights is :func:`uae.factory.create_model`.
+"""
 
 from __future__ import annotations
 
 import fnmatch
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from uae.errors import InputError
 from uae.models.config import UAEConfig
+from uae.models.pretrained import list_pretrained, pretrained_tags
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,6 @@ class ModelEntry:
     @property
     def pretrained_tags(self) -> list[str]:
         """Tags of the weights registered for this architecture (default first)."""
-        from uae.models.pretrained import pretrained_tags
-
         return pretrained_tags(self.name)
 
 
@@ -50,15 +52,15 @@ def register_model(
     """Decorator registering a function that returns a :class:`UAEConfig` under ``name``.
 
     Raises:
-        ValueError: The name is already registered, or contains a dot (reserved for ``arch.tag``).
+        InputError: The name is already registered, or contains a dot (reserved for ``arch.tag``).
     """
 
     def wrap(fn: Callable[[], UAEConfig]) -> Callable[[], UAEConfig]:
         key = name or fn.__name__
         if key in _REGISTRY or key in _ALIASES:
-            raise ValueError(f"model name {key!r} is already registered")
+            raise InputError(f"model name {key!r} is already registered")
         if "." in key:
-            raise ValueError(f"model names cannot contain '.', got {key!r} (the dot separates a weights tag)")
+            raise InputError(f"model names cannot contain '.', got {key!r} (the dot separates a weights tag)")
         _REGISTRY[key] = ModelEntry(key, fn, description or (fn.__doc__ or "").strip(), recipe, notes)
         return fn
 
@@ -68,7 +70,7 @@ def register_model(
 def register_alias(alias: str, name: str) -> None:
     """Make ``alias`` resolve to the registered ``name`` (old names of renamed architectures; not listed)."""
     if alias in _REGISTRY or alias in _ALIASES:
-        raise ValueError(f"model name {alias!r} is already registered")
+        raise InputError(f"model name {alias!r} is already registered")
     _ALIASES[alias] = name
 
 
@@ -81,8 +83,6 @@ def list_models(pattern: str | None = None, pretrained: bool = False) -> list[st
         pretrained: List the weights that exist (converted releases and uae's own) instead of architectures.
     """
     if pretrained:
-        from uae.models.pretrained import list_pretrained
-
         return list_pretrained(pattern)
     names = sorted(_REGISTRY)
     if pattern:
@@ -94,12 +94,12 @@ def get_entry(name: str) -> ModelEntry:
     """The registry entry of ``name`` (an alias, or ``arch.tag``, resolves to its architecture).
 
     Raises:
-        ValueError: Unknown name, listing the known names.
+        InputError: Unknown name, listing the known names.
     """
     arch = name.partition(".")[0]
     arch = _ALIASES.get(arch, arch)
     if arch not in _REGISTRY:
-        raise ValueError(f"unknown model name {name!r}; known models: {', '.join(list_models())}")
+        raise InputError(f"unknown model name {name!r}; known models: {', '.join(list_models())}")
     return _REGISTRY[arch]
 
 
@@ -107,11 +107,3 @@ def get_config(name: str, **overrides: Any) -> UAEConfig:
     """The config of a registered architecture (``arch.tag`` and aliases resolve) with ``overrides`` applied."""
     cfg = get_entry(name).config_fn()
     return cfg.replace(**overrides) if overrides else cfg
-
-
-def checkpoint_root() -> Path:
-    """Directory of embedded checkpoints: ``$UAE_CHECKPOINT_DIR`` or the repository's ``checkpoints/``."""
-    env = os.environ.get("UAE_CHECKPOINT_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "checkpoints"

@@ -1,73 +1,31 @@
-"""The UAE model: unified encoder -> band projector -> band modulator -> pixel decoder."""
+"""The UAE model: unified encoder -> band projector -> band modulator -> pixel decoder.
+
+The model only: its Hub I/O (``save_pretrained``, ``from_pretrained``, ``push_to_hub``, the model card)
+is :class:`uae.models.hub.UAEHubMixin`, which it inherits.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from huggingface_hub import ModelCard, PyTorchModelHubMixin
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
+from uae.errors import InputError
+from uae.files import read_state_dict
 from uae.layers.band_modulator import BandModulator
 from uae.layers.band_projector import BandProjector
 from uae.layers.decoder import PixelDecoder
-from uae.layers.encoder import FAMILY_PIXEL_STATS, UnifiedEncoder, read_state_dict
-from uae.models.config import ARCHITECTURE, UAEConfig
-from uae.models.hub import CONFIG_NAME, WEIGHTS_NAME, UAELoadError, resolve_pretrained_files
+from uae.layers.encoder import FAMILY_PIXEL_STATS, UnifiedEncoder
+from uae.models.config import UAEConfig
+from uae.models.dinov2 import DINOV2_ENTRIES, resolve_dinov2_weights
+from uae.models.hub import UAEHubMixin
 from uae.models.outputs import DecoderOutput, EncoderOutput, UAEOutput
-from uae.utils import check_images, non_float_tensors, state_dict_mismatch
+from uae.utils import check_images
 
 logger = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-PAPER_URL = "https://arxiv.org/abs/2512.19693"
-
-MODEL_CARD_TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ model_name }}
-
-A **Unified Autoencoding (UAE)** tokenizer from the `uae` package: one latent space that gives both
-pixel-faithful reconstruction and semantic features ("The Prism Hypothesis: Harmonizing Semantic and
-Pixel Representations via Unified Autoencoding", Fan, Diao, Wang, Lin, Liu; {{ paper_url }}).
-
-| | |
-|---|---|
-| input | {{ img_size }}x{{ img_size }} RGB in [0, 1] |
-| output | {{ output_size }}x{{ output_size }} RGB |
-| latent | {{ latent_shape }} (C, h, w) |
-| frequency bands K | {{ num_bands }} ({{ band_transform }}) |
-| encoder | ViT {{ encoder_dim }}/{{ encoder_depth }}, patch {{ patch_size }}, init `{{ encoder_weights }}` |
-| decoder | ViT {{ decoder_dim }}/{{ decoder_depth }}, patch {{ decoder_patch_size }} |
-| parameters | {{ num_params }} |
-| uae version | {{ uae_version }} |
-
-## Usage
-
-```python
-import uae
-model = uae.UAE.from_pretrained("{{ repo_id }}")
-out = model(images)            # images: (B, 3, {{ img_size }}, {{ img_size }}) in [0, 1]
-out.sample, out.latent, out.bands
-features = model.features(images, band=0)   # band-0 features for linear probes
-```
-
-## Training
-
-{{ training | default("See the uae recipes (`recipes/`) for how this checkpoint was trained.", true) }}
-
-## Evaluation
-
-{{ evaluation | default("Not evaluated yet.", true) }}
-"""
 
 
 def _zigzag_options(config: UAEConfig) -> dict[str, Any] | None:
@@ -82,22 +40,15 @@ def _zigzag_options(config: UAEConfig) -> dict[str, Any] | None:
     }
 
 
-class UAE(
-    nn.Module,
-    PyTorchModelHubMixin,
-    library_name="uae",
-    license="apache-2.0",
-    paper_url=PAPER_URL,
-    tags=["uae", "image-tokenizer", "autoencoder", "dinov2", "frequency-bands"],
-    model_card_template=MODEL_CARD_TEMPLATE,
-):
+class UAE(nn.Module, UAEHubMixin):
     """Unified Autoencoder.
 
     ``encode`` maps images to a latent grid and its ``K`` frequency bands; ``decode`` fuses the bands
     with the band modulator and renders pixels with the ViT decoder. The image normalisation and the
     latent statistics are persistent buffers, so ``model.safetensors`` holds everything needed at
     inference. Constructors never touch the network: load DINOv2 weights explicitly with
-    :meth:`load_encoder_weights`.
+    :meth:`load_encoder_weights`. ``save_pretrained``, ``from_pretrained`` and ``push_to_hub`` come from
+    :class:`~uae.models.hub.UAEHubMixin`.
 
     Args:
         config: The model configuration (defaults to the DINOv2-B setting).
@@ -235,12 +186,13 @@ class UAE(
         """
         k = self.config.num_bands
         if bands.ndim != 5 or bands.shape[1] != k or bands.shape[2] != self.config.latent_dim:
-            raise ValueError(
-                f"expected bands of shape (B, {k}, {self.config.latent_dim}, h, w), got {tuple(bands.shape)}"
+            raise InputError(
+                f"expected bands of shape (B, {k}, {self.config.latent_dim}, h, w), got {tuple(bands.shape)}",
+                param="bands",
             )
         if upto is not None:
             if not 0 <= upto < k:
-                raise ValueError(f"upto must be in 0..{k - 1}, got {upto}")
+                raise InputError(f"upto must be in 0..{k - 1}, got {upto}", param="upto")
             keep = (torch.arange(k, device=bands.device) <= upto).to(bands.dtype).view(1, k, 1, 1, 1)
             bands = bands * keep
         return DecoderOutput(sample=self.render(self.fuse(bands), clamp=clamp))
@@ -279,7 +231,7 @@ class UAE(
             Feature tensor (float32).
         """
         if pool not in ("mean", None):
-            raise ValueError(f"pool must be 'mean' or None, got {pool!r}")
+            raise InputError(f"pool must be 'mean' or None, got {pool!r}", param="pool")
         enc = self.encode(x)
         if band == "latent":
             f = enc.latent
@@ -288,8 +240,9 @@ class UAE(
         elif isinstance(band, int) and not isinstance(band, bool) and 0 <= band < self.config.num_bands:
             f = enc.bands[:, band]
         else:
-            raise ValueError(
-                f"band must be an int in 0..{self.config.num_bands - 1}, 'all' or 'latent'; got {band!r}"
+            raise InputError(
+                f"band must be an int in 0..{self.config.num_bands - 1}, 'all' or 'latent'; got {band!r}",
+                param="band",
             )
         return f.mean(dim=(-2, -1)) if pool == "mean" else f
 
@@ -299,7 +252,7 @@ class UAE(
         self._check_latent(latent)
         if self.config.latent_stats == "per_position":
             if tuple(latent.shape[1:]) != tuple(self.latent_mean.shape):
-                raise ValueError(
+                raise InputError(
                     f"per-position latent statistics have shape {tuple(self.latent_mean.shape)}; "
                     f"got a latent of shape {tuple(latent.shape)}"
                 )
@@ -331,11 +284,11 @@ class UAE(
                 per-channel values given to a per-position model are broadcast over the grid.
 
         Raises:
-            ValueError: A shape the model's buffers cannot hold, or a non-positive std.
+            InputError: A shape the model's buffers cannot hold, or a non-positive std (a ``ValueError``).
         """
         mean, std = self.fit_latent_stats(mean, "mean"), self.fit_latent_stats(std, "std")
         if not bool((std > 0).all()):
-            raise ValueError("latent std must be positive")
+            raise InputError("latent std must be positive", param="std")
         self.latent_mean.copy_(mean)
         self.latent_std.copy_(std)
 
@@ -345,7 +298,7 @@ class UAE(
         Accepts ``(C,)``, ``(C, 1, 1)``, ``(C, h, w)`` and the same with a leading ``1``.
 
         Raises:
-            ValueError: The tensor cannot be stored in the buffer (naming both shapes).
+            InputError: The tensor cannot be stored in the buffer (naming both shapes; a ``ValueError``).
         """
         c, h, w = self.config.latent_shape
         target = tuple(self.config.latent_stats_shape)
@@ -358,7 +311,7 @@ class UAE(
         if ok and self.config.latent_stats == "per_channel":
             ok = t.shape[1:] == (1, 1)
         if not ok:
-            raise ValueError(
+            raise InputError(
                 f"latent {what} of shape {tuple(value.shape)} does not fit this model's latent statistics "
                 f"{target} (config.latent_stats={self.config.latent_stats!r}; per-position statistics need "
                 f"latent_stats='per_position')"
@@ -368,7 +321,7 @@ class UAE(
     def _check_latent(self, latent: torch.Tensor) -> None:
         c = self.config.latent_dim
         if latent.ndim != 4 or latent.shape[1] != c:
-            raise ValueError(f"expected a latent of shape (B, {c}, h, w), got {tuple(latent.shape)}")
+            raise InputError(f"expected a latent of shape (B, {c}, h, w), got {tuple(latent.shape)}")
 
     # ------------------------------------------------------------------ encoder weights
     def load_encoder_weights(self, source: str | os.PathLike | None = None) -> UAE:
@@ -383,128 +336,13 @@ class UAE(
             ``self``.
 
         Raises:
-            FileNotFoundError: The weights are not available, naming the file to supply.
+            MissingFileError: The weights are not available, naming the file to supply.
             ValueError: The checkpoint's keys or shapes do not match the encoder.
         """
-        from uae.models.dinov2 import resolve_dinov2_weights
-
         source = source if source is not None else self.config.encoder_weights
         path = resolve_dinov2_weights(str(source))
-        self.encoder.load_dinov2_state_dict(read_state_dict(path))
+        self.encoder.load_dinov2_state_dict(
+            read_state_dict(path, entries=DINOV2_ENTRIES, what="weights file")
+        )
         logger.info("Loaded encoder weights from %s", path)
         return self
-
-    # ------------------------------------------------------------------ Hub
-    def _save_pretrained(self, save_directory: Path) -> None:
-        from uae import __version__
-        from uae.files import save_safetensors, write_json
-
-        cfg = {"architecture": ARCHITECTURE, "uae_version": __version__, **self.config.to_dict()}
-        write_json(save_directory / CONFIG_NAME, cfg, indent=2, sort_keys=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_safetensors(
-            state, save_directory / WEIGHTS_NAME, metadata={"format": "pt", "uae_version": __version__}
-        )
-
-    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        """Model card with the config summary filled in (extra ``kwargs`` reach the template)."""
-        from uae import __version__
-
-        c = self.config
-        values = {
-            "model_name": c.name,
-            "repo_id": kwargs.pop("repo_id", f"<org>/{c.name}"),
-            "latent_shape": "x".join(str(v) for v in c.latent_shape),
-            "output_size": c.output_size,
-            "num_params": f"{sum(p.numel() for p in self.parameters()) / 1e6:.1f}M",
-            "uae_version": __version__,
-            **c.to_dict(),
-        }
-        values.update(kwargs)
-        return super().generate_model_card(*args, **values)
-
-    @classmethod
-    def from_pretrained(  # type: ignore[override]
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        *,
-        strict: bool = True,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        force_download: bool = False,
-        map_location: str | torch.device = "cpu",
-        **config_overrides: Any,
-    ) -> UAE:
-        """Load a model saved with :meth:`save_pretrained` from a local directory or a Hub repo id.
-
-        Args:
-            pretrained_model_name_or_path: Directory holding ``config.json`` + ``model.safetensors``,
-                or a Hub repo id (read from the Hub cache when ``HF_HUB_OFFLINE=1``).
-            strict: Require the checkpoint's keys and config fields to match exactly. With
-                ``strict=False`` missing/unexpected keys are logged as warnings (shapes must still match).
-            revision, cache_dir, local_files_only, token, force_download: Passed to ``hf_hub_download``.
-            map_location: Device the weights are loaded to.
-            **config_overrides: Config fields to change (must not change parameter shapes).
-
-        Returns:
-            The model in eval mode.
-
-        Raises:
-            FileNotFoundError: The directory/repo or ``config.json`` / ``model.safetensors`` is missing.
-            UAELoadError: Wrong architecture, unknown config keys, or mismatched weight keys/shapes.
-        """
-        config_file, weights_file = resolve_pretrained_files(
-            pretrained_model_name_or_path,
-            revision=revision,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            token=token,
-            force_download=force_download,
-        )
-        try:
-            raw = json.loads(Path(config_file).read_text())
-        except json.JSONDecodeError as e:
-            raise UAELoadError(f"{config_file} is not valid JSON: {e}") from e
-        try:
-            config = UAEConfig.from_dict(raw, strict=strict)
-            if config_overrides:
-                config = config.replace(**config_overrides)
-        except (ValueError, TypeError) as e:
-            raise UAELoadError(f"{config_file}: {e}") from e
-        model = cls(config)
-        try:
-            state = load_file(str(weights_file), device=str(map_location))
-        except SafetensorError as e:  # truncated / not a safetensors file; not a ValueError
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UAELoadError(
-                f"cannot read weights file {weights_file} (truncated or not a safetensors file?): {first}"
-            ) from e
-        model.load_checked_state_dict(state, strict=strict, source=str(weights_file))
-        model.to(map_location)
-        model.eval()
-        return model
-
-    def load_checked_state_dict(
-        self, state: dict[str, torch.Tensor], strict: bool = True, source: str = ""
-    ) -> None:
-        """``load_state_dict`` with a clear error listing missing/unexpected keys and shape mismatches.
-
-        Raises:
-            UAELoadError: Shape mismatch, a non-float tensor for a float weight, or (with ``strict``)
-                missing or unexpected keys.
-        """
-        own = self.state_dict()
-        missing, unexpected, bad = state_dict_mismatch(own, state)
-        where = f" ({source})" if source else ""
-        if bad_dtypes := non_float_tensors(state, own):
-            raise UAELoadError(f"weights that must be floating point are not{where}: {bad_dtypes}")
-        if bad:
-            raise UAELoadError(f"weight shapes do not match the config{where}: {bad}")
-        if missing or unexpected:
-            msg = f"checkpoint keys do not match the model{where}: missing {missing}, unexpected {unexpected}"
-            if strict:
-                raise UAELoadError(msg)
-            logger.warning("%s (strict=False: missing weights keep their initial values)", msg)
-        self.load_state_dict(state, strict=False)

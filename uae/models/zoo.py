@@ -9,8 +9,6 @@ is the release as published. Decoders follow RAE's sizes.
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 from uae.models.config import UAEConfig
 from uae.models.pretrained import PretrainedCfg, PretrainedFile, register_pretrained
 from uae.models.registry import register_alias, register_model
@@ -35,11 +33,6 @@ RAE_BANDS = {
     "modulator_in_kernel": 1,
     "modulator_out_kernel": 1,
 }
-
-
-def _encoder_family(family: str) -> dict[str, str]:
-    """``encoder_family`` where the config has that field (CLIP / SigLIP2 towers), else nothing."""
-    return {"encoder_family": family} if "encoder_family" in {f.name for f in fields(UAEConfig)} else {}
 
 
 @register_model(
@@ -133,7 +126,7 @@ def uae_large_p14_clip() -> UAEConfig:
         encoder_init_values=None,
         encoder_weights="",
         modulator_hidden_dim=320,
-        **_encoder_family("clip"),
+        encoder_family="clip",
         **VIT_XL_DECODER,
     )
 
@@ -150,7 +143,7 @@ def uae_base_p16_siglip2() -> UAEConfig:
         encoder_reg_tokens=0,
         encoder_init_values=None,
         encoder_weights="",
-        **_encoder_family("siglip2"),
+        encoder_family="siglip2",
         **VIT_XL_DECODER,
     )
 
