@@ -57,3 +57,22 @@ def test_fields_added_later_are_checked_from_their_annotations():
         Extended(grid=(2.0, 3))
     with pytest.raises(ValueError, match=r"scale must be float \| None"):
         Extended(scale="big")
+
+
+def test_enum_like_fields_are_literals_and_checked_by_value():
+    import typing
+
+    from uae.errors import ConfigError
+
+    hints = typing.get_type_hints(UAEConfig)
+    for name in ("band_transform", "band_scheme", "latent_stats", "encoder_family", "encoder_pos_resample"):
+        assert typing.get_origin(hints[name]) is typing.Literal, name
+        assert UAEConfig().to_dict()[name] in typing.get_args(hints[name]), name
+    with pytest.raises(
+        ConfigError, match=r"band_scheme must be one of \('smooth', 'authors_v1', 'dct_zigzag'\), got 'x'"
+    ) as e:
+        UAEConfig(band_scheme="x")
+    assert e.value.param == "band_scheme"
+    with pytest.raises(ConfigError, match="latent_stats must be a string, one of") as e:
+        UAEConfig(latent_stats=None)
+    assert e.value.param == "latent_stats"

@@ -362,3 +362,34 @@ def test_convert_cli_errors_are_one_line(rae_model, tmp_path, capsys):
     rc = cli_main(["convert", "--from", "authors", str(junk), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "junk.pt" in err and len(err.splitlines()) == 1
+
+
+def test_convert_release_is_the_command_as_a_function(authors_model, tmp_path, photos32, capsys):
+    """``uae convert`` and ``convert_release`` are one path: keywords in, a written model out; the
+    ``authors_v1`` name and its ``authors`` alias are one converter."""
+    from uae.convert import convert_release
+    from uae.errors import InputError
+
+    state = authors_state(authors_model)
+    ckpt = tmp_path / "uae_v1.pt"
+    torch.save({"model": state}, ckpt)
+    model = convert_release("authors_v1", ckpt, out=tmp_path / "lib", **HEADS)
+    assert model.config.name == "uae_authors_converted" and not model.training
+    assert cli_main(["convert", "--from", "authors_v1", str(ckpt), "--out", str(tmp_path / "cli")]
+                    + ["--encoder-heads", "2", "--decoder-heads", "2"]) == 0  # fmt: skip
+    assert "wrote" in capsys.readouterr().out
+    from_cli = uae.UAE.from_pretrained(tmp_path / "cli")
+    assert torch.equal(from_cli(photos32).sample, uae.UAE.from_pretrained(tmp_path / "lib")(photos32).sample)
+
+    with pytest.raises(InputError, match="encoder_weights is not used by the authors_v1 release") as e:
+        convert_release("authors", ckpt, out=tmp_path / "x", encoder_weights=ckpt)
+    assert e.value.param == "encoder_weights"
+    rc = cli_main(
+        ["convert", "--from", "authors", str(ckpt), "--out", str(tmp_path / "x"), "--encoder-weights", "w"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert (
+        rc == 2
+        and "--encoder-weights is not used by the authors_v1 release" in err
+        and len(err.splitlines()) == 1
+    )

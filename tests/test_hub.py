@@ -182,3 +182,21 @@ def test_loading_is_fast_and_network_free(tmp_path: Path) -> None:
     t = time.time()
     uae.UAE.from_pretrained(str(d))
     assert time.time() - t < 5
+
+
+def test_hub_options_are_one_definition_taken_from_keywords() -> None:
+    from uae.models.hub import HubOptions
+
+    kwargs = {"revision": "v1", "token": False, "noise_std": 0.1}
+    hub = HubOptions.pop_from(kwargs, HubOptions(cache_dir="/c", revision="main"))
+    assert hub == HubOptions(revision="v1", cache_dir="/c", token=False)
+    assert kwargs == {"noise_std": 0.1}  # what stays are config overrides
+    assert hub.replace(revision=None).revision is None and hub.revision == "v1"
+
+
+def test_from_pretrained_takes_hub_options_and_overrides_together(tmp_path: Path) -> None:
+    from uae.models.hub import HubOptions
+
+    d = _saved(uae.create_model("uae_test"), tmp_path / "m")
+    model = uae.UAE.from_pretrained(d, hub=HubOptions(local_files_only=True), revision="x", noise_std=0.2)
+    assert model.config.noise_std == 0.2  # hub keywords are not config fields; a local folder ignores them

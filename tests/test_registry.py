@@ -94,3 +94,41 @@ def test_config_dict_round_trip() -> None:
         UAEConfig.from_dict({"architecture": "VAE"})
     with pytest.raises(ValueError, match="does not know"):
         UAEConfig.from_dict({"bogus": 1})
+
+
+def test_every_weights_entry_names_a_known_source() -> None:
+    """The weights table sits below the converters, so it does not check sources when registering:
+    every entry must name uae's own layout or a format of the one release table."""
+    from uae.convert.release import canonical_source, get_converter
+    from uae.models.pretrained import NATIVE_SOURCE, pretrained_cfgs
+
+    for cfg in pretrained_cfgs():
+        if cfg.source != NATIVE_SOURCE:
+            assert canonical_source(cfg.source) == cfg.source, cfg.name
+            assert set(cfg.files) <= set(get_converter(cfg.source).files), cfg.name
+
+
+def test_release_table_aliases_resolve_to_one_converter() -> None:
+    from uae.convert.release import canonical_source, get_converter, release_sources
+    from uae.errors import InputError
+
+    assert release_sources() == ["authors_v1", "authors_v2", "rae"]
+    assert release_sources(aliases=True) == ["authors", "authors_v1", "authors_v2", "rae"]
+    assert canonical_source("authors") == "authors_v1"
+    assert get_converter("authors").load_release is get_converter("authors_v1").load_release
+    assert get_converter("rae").main_role == "decoder"
+    with pytest.raises(InputError, match="unknown release format 'nope'") as e:
+        canonical_source("nope")
+    assert e.value.param == "source"
+
+
+def test_the_package_root_and_models_export_the_same_objects() -> None:
+    import uae.models
+    from uae import errors
+    from uae.models import hub
+
+    assert uae.UAELoadError is uae.models.UAELoadError is hub.UAELoadError is errors.UAELoadError
+    assert uae.UAE is uae.models.UAE and uae.UAEConfig is uae.models.UAEConfig
+    assert {"UAE", "create_model", "list_models", "__version__"} <= set(dir(uae))
+    with pytest.raises(AttributeError):
+        uae.not_a_public_name  # noqa: B018

@@ -54,9 +54,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from uae.convert.common import Source, build_checked, convert_mae_decoder, decoder_config
+from uae.convert.common import Source, build_checked, check_release_call, convert_mae_decoder, decoder_config
 from uae.convert.hf_encoders import PATCH_KEYS, convert_encoder
-from uae.errors import InputError, MissingFileError
+from uae.errors import InputError
 from uae.files import read_torch_dict, read_yaml_mapping, state_dict_in
 from uae.layers.encoder import FAMILY_PIXEL_STATS
 from uae.models.config import UAEConfig
@@ -378,18 +378,8 @@ def load_release(
         InputError: Unknown roles or options, unreadable files, settings or keys that do not convert.
         MissingFileError: A required file is not given or does not exist.
     """
-    unknown = sorted(set(files) - set(RELEASE_FILES))
-    if unknown:
-        raise InputError(
-            f"authors' v2 release: unknown file role(s) {unknown}; expected {sorted(RELEASE_FILES)}"
-        )
-    missing = [r for r, required in RELEASE_FILES.items() if required and not files.get(r)]
-    if missing:
-        raise MissingFileError(f"authors' v2 release: required file role(s) {missing} not given")
     allowed = {"entry", "encoder_heads", "decoder_heads", "pixel_mean", "pixel_std"}
-    bad = sorted(set(options) - allowed)
-    if bad:
-        raise InputError(f"authors' v2 release: unknown option(s) {bad}; expected {sorted(allowed)}")
+    check_release_call("authors' v2 release", files, RELEASE_FILES, options, allowed)
     params = read_release_config(files["config"])
     state = read_checkpoint(files["checkpoint"], options.pop("entry", None))
     return authors_v2_to_uae(state, params, name=name, **options)

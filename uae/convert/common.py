@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from uae.errors import InputError
+from uae.errors import InputError, MissingFileError
 from uae.models.config import UAEConfig
 from uae.utils import non_float_tensors, state_dict_mismatch
 
@@ -57,6 +57,37 @@ DECODER_BLOCK_MAP = {
     "output.dense.bias": "mlp.fc2.bias",
 }
 QKV_PARTS = ("query", "key", "value")
+
+
+def check_release_call(
+    what: str,
+    files: Mapping[str, Any],
+    roles: Mapping[str, bool],
+    options: Mapping[str, Any] | None = None,
+    allowed: set[str] | None = None,
+) -> None:
+    """Check a converter's ``files`` (role -> path) against its ``roles`` and its ``options`` against ``allowed``.
+
+    Args:
+        what: The release, for messages (``"RAE release"``).
+        files: Role -> path as given.
+        roles: Role -> required? (the format's ``RELEASE_FILES``).
+        options: Keyword options as given (checked only with ``allowed``).
+        allowed: The option names the converter takes.
+
+    Raises:
+        InputError: Unknown roles or options, naming them and the expected ones.
+        MissingFileError: A required role is not given.
+    """
+    unknown = sorted(set(files) - set(roles))
+    if unknown:
+        raise InputError(f"{what}: unknown file role(s) {unknown}; expected {sorted(roles)}")
+    missing = [r for r, required in roles.items() if required and not files.get(r)]
+    if missing:
+        raise MissingFileError(f"{what}: required file role(s) {missing} not given")
+    bad = sorted(set(options or ()) - allowed) if allowed is not None else []
+    if bad:
+        raise InputError(f"{what}: unknown option(s) {bad}; expected {sorted(allowed)}")
 
 
 class Source:

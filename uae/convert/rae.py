@@ -48,6 +48,7 @@ from uae.convert.common import (
     DINOV2_TIMM_IDS,
     Source,
     build_checked,
+    check_release_call,
     convert_mae_decoder,
     decoder_config,
     latent_stats,
@@ -55,7 +56,7 @@ from uae.convert.common import (
     timm_encoder_config,
 )
 from uae.convert.hf_encoders import convert_encoder
-from uae.errors import InputError, MissingFileError
+from uae.errors import InputError
 from uae.files import read_state_dict
 from uae.models.config import UAEConfig
 
@@ -217,16 +218,8 @@ def load_release(
         InputError: Unknown file roles or options, unreadable files, keys or shapes that do not convert.
         MissingFileError: A given file is missing, or the required decoder file is not given.
     """
-    unknown = sorted(set(files) - set(RELEASE_FILES))
-    if unknown:
-        raise InputError(f"RAE release: unknown file role(s) {unknown}; expected {sorted(RELEASE_FILES)}")
-    missing = [r for r, required in RELEASE_FILES.items() if required and r not in files]
-    if missing:
-        raise MissingFileError(f"RAE release: required file role(s) {missing} not given")
     allowed = {"entry", "encoder_heads", "decoder_heads", "stats_eps", "decoder_norm_eps"}
-    bad = sorted(set(options) - allowed)
-    if bad:
-        raise InputError(f"RAE release: unknown option(s) {bad}; expected {sorted(allowed)}")
+    check_release_call("RAE release", files, RELEASE_FILES, options, allowed)
     decoder = read_state_dict(files["decoder"], options.pop("entry", None))
     stats = read_state_dict(files["stats"], what="latent statistics") if files.get("stats") else None
     if stats is not None:

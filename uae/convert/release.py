@@ -183,16 +183,12 @@ def check_release_files(source: str, files: Mapping[str, str | os.PathLike]) -> 
     """Validate a role -> path mapping against the format's ``RELEASE_FILES``.
 
     Raises:
-        InputError: Unknown role, or a required role missing.
-        MissingFileError: A given file does not exist.
+        InputError: Unknown role.
+        MissingFileError: A required role is not given, or a given file does not exist.
     """
-    spec = get_converter(source).files
-    unknown = sorted(set(files) - set(spec))
-    if unknown:
-        raise InputError(f"{source}: unknown file role(s) {unknown}; roles: {sorted(spec)}")
-    missing = sorted(r for r, required in spec.items() if required and r not in files)
-    if missing:
-        raise InputError(f"{source}: required file role(s) {missing} not given (roles: {sorted(spec)})")
+    from uae.convert.common import check_release_call
+
+    check_release_call(source, files, get_converter(source).files)
     out = {}
     for role, p in files.items():
         path = Path(p).expanduser()
