@@ -1,11 +1,20 @@
-"""Finding DINOv2 weights for the encoder: a local file or a timm Hub id (cache first)."""
+"""Finding and reading DINOv2 weights for the encoder: a local file or a timm Hub id (cache first)."""
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from uae.errors import MissingFileError
+from uae.files import read_state_dict
 from uae.models.hub import hub_download, is_repo_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+logger = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 #: Entries of a torch file that may hold DINOv2 weights, tried in order (:func:`uae.files.read_state_dict`):
@@ -47,3 +56,25 @@ def resolve_dinov2_weights(source: str) -> Path:
             "or pass a local file, e.g. model.load_encoder_weights('dinov2_vitb14_reg4_pretrain.pth') "
             "(facebookresearch release) or the timm model.safetensors."
         ) from e
+
+
+def read_dinov2_weights(source: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict of DINOv2 weights: :func:`resolve_dinov2_weights`, then :func:`uae.files.read_state_dict`.
+
+    The one way uae reads encoder (and teacher) initialisations; pass the result to
+    :meth:`uae.layers.encoder.UnifiedEncoder.load_dinov2_state_dict` (strict key checks).
+
+    Args:
+        source: As :func:`resolve_dinov2_weights` (a file, or a timm Hub id read from the Hub cache).
+
+    Returns:
+        ``{name: tensor}`` in the file's naming (timm or facebookresearch).
+
+    Raises:
+        MissingFileError: The weights are not available, naming the file to supply.
+        DamagedFileError: The file cannot be read as a state dict.
+    """
+    path = resolve_dinov2_weights(str(source))
+    state = read_state_dict(path, entries=DINOV2_ENTRIES, what="weights file")
+    logger.info("Read DINOv2 weights from %s", path)
+    return state

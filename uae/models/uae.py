@@ -6,7 +6,6 @@ is :class:`uae.models.hub.UAEHubMixin`, which it inherits.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any, Literal
 
@@ -14,18 +13,15 @@ import torch
 from torch import nn
 
 from uae.errors import InputError
-from uae.files import read_state_dict
 from uae.layers.band_modulator import BandModulator
 from uae.layers.band_projector import BandProjector
 from uae.layers.decoder import PixelDecoder
 from uae.layers.encoder import FAMILY_PIXEL_STATS, UnifiedEncoder
 from uae.models.config import UAEConfig
-from uae.models.dinov2 import DINOV2_ENTRIES, resolve_dinov2_weights
+from uae.models.dinov2 import read_dinov2_weights
 from uae.models.hub import UAEHubMixin
 from uae.models.outputs import DecoderOutput, EncoderOutput, UAEOutput
 from uae.utils import check_images
-
-logger = logging.getLogger(__name__)
 
 
 def _zigzag_options(config: UAEConfig) -> dict[str, Any] | None:
@@ -340,9 +336,5 @@ class UAE(nn.Module, UAEHubMixin):
             ValueError: The checkpoint's keys or shapes do not match the encoder.
         """
         source = source if source is not None else self.config.encoder_weights
-        path = resolve_dinov2_weights(str(source))
-        self.encoder.load_dinov2_state_dict(
-            read_state_dict(path, entries=DINOV2_ENTRIES, what="weights file")
-        )
-        logger.info("Loaded encoder weights from %s", path)
+        self.encoder.load_dinov2_state_dict(read_dinov2_weights(str(source)))
         return self
