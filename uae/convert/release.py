@@ -333,8 +333,9 @@ def convert_release(
     conv = get_converter(source)
     files: dict[str, str | os.PathLike] = {conv.main_role: checkpoint}
     options: dict[str, Any] = {"entry": entry, "encoder_heads": encoder_heads, "decoder_heads": decoder_heads}
-    for param, value in {"config": config, "stats": stats, "encoder_weights": encoder_weights}.items():
-        role = FILE_PARAMETERS[param]
+    given = {"config": config, "stats": stats, "encoder_weights": encoder_weights}
+    for param, role in FILE_PARAMETERS.items():
+        value = given[param]
         if value is None:
             continue
         if role in conv.files:
