@@ -49,3 +49,5 @@ def test_for_flags_names_the_flag_and_keeps_one_line() -> None:
     )
     assert for_flags(e, {}) == "inception_weights '/no/file' does not exist"
     assert for_flags(KeyError(), {}) == "KeyError"
+    e = InputError("out '/data/out/x' exists; choose another out", param="out")
+    assert for_flags(e, {"out": "--out"}) == "--out '/data/out/x' exists; choose another --out"

@@ -11,6 +11,8 @@ Every type also derives from the built-in exception a Python caller would expect
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "UAEError",
     "for_flags",
@@ -52,7 +54,8 @@ def for_flags(error: BaseException, flags: dict[str, str]) -> str:
     line = text.splitlines()[0] if text else type(error).__name__
     param = getattr(error, "param", None)
     if param and param in flags:
-        line = line.replace(param, flags[param])
+        # whole words only, so that a path or another name containing the parameter's name is kept
+        line = re.sub(rf"(?<![\w.\-/]){re.escape(param)}(?![\w\-/])", flags[param], line)
     return line
 
 
