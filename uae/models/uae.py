@@ -14,8 +14,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from uae.errors import InputError
 from uae.layers.band_modulator import BandModulator
-from uae.layers.band_projector import BandProjector
+from uae.layers.bands import build_band_scheme
 from uae.layers.decoder import PixelDecoder
 from uae.layers.encoder import FAMILY_PIXEL_STATS, UnifiedEncoder, read_state_dict
 from uae.models.config import ARCHITECTURE, UAEConfig
@@ -121,7 +122,8 @@ class UAE(
             pos_grid=config.encoder_pos_grid,
             pos_resample=config.encoder_pos_resample,
         )
-        self.band_projector = BandProjector(
+        # The band scheme is chosen here, once; the model never asks which one it runs.
+        self.band_projector = build_band_scheme(
             config.num_bands,
             transform=config.band_transform,
             softness=config.band_softness,
@@ -150,9 +152,10 @@ class UAE(
             grid_size=config.grid_size,
             norm_eps=config.decoder_norm_eps,
         )
-        if config.band_scheme == "dct_zigzag":
-            with torch.no_grad():  # the decoder sees the kept coefficients only (band 0), as in v2
-                self.modulator.mix_in.copy_(torch.diag(torch.tensor([1.0, 0.0])))
+        mixing = self.band_projector.initial_mixing()  # dct_zigzag: the decoder sees band 0 only, as in v2
+        if mixing is not None:
+            with torch.no_grad():
+                self.modulator.mix_in.copy_(mixing)
         mean, std = FAMILY_PIXEL_STATS[config.encoder_family]  # the encoder's image processor statistics
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1))
@@ -235,12 +238,13 @@ class UAE(
         """
         k = self.config.num_bands
         if bands.ndim != 5 or bands.shape[1] != k or bands.shape[2] != self.config.latent_dim:
-            raise ValueError(
-                f"expected bands of shape (B, {k}, {self.config.latent_dim}, h, w), got {tuple(bands.shape)}"
+            raise InputError(
+                f"expected bands of shape (B, {k}, {self.config.latent_dim}, h, w), got {tuple(bands.shape)}",
+                param="bands",
             )
         if upto is not None:
             if not 0 <= upto < k:
-                raise ValueError(f"upto must be in 0..{k - 1}, got {upto}")
+                raise InputError(f"upto must be in 0..{k - 1}, got {upto}", param="upto")
             keep = (torch.arange(k, device=bands.device) <= upto).to(bands.dtype).view(1, k, 1, 1, 1)
             bands = bands * keep
         return DecoderOutput(sample=self.render(self.fuse(bands), clamp=clamp))
