@@ -14,7 +14,7 @@ import math
 import torch
 
 from uae.errors import InputError
-from uae.layers.bands.base import BandScheme
+from uae.layers.bands.base import BandScheme, iterated_masks
 from uae.layers.spectral import fft_integer_frequencies
 
 
@@ -109,12 +109,7 @@ def authors_v1_band_masks(
         ``(K, H, W // 2 + 1)`` float32 masks.
     """
     rings = authors_v1_ring_masks(height, width, num_bands, schedule, device=device)
-    remaining = torch.ones_like(rings[0])
-    out = []
-    for ring in rings:
-        out.append(ring * remaining)
-        remaining = remaining * (1.0 - ring)
-    return torch.stack(out)
+    return iterated_masks(rings, torch.ones_like(rings[0]), keep_residual=False)
 
 
 def authors_v1_split_iterative(
@@ -176,10 +171,7 @@ class AuthorsV1Bands(BandScheme):
 
     def split(self, z: torch.Tensor) -> torch.Tensor:
         """Every band ``(B, K, C, H, W)`` from its effective mask, from one FFT and one batched inverse."""
-        h, w = z.shape[-2:]
-        masks = self.band_masks(h, w, z.device)  # (K, H, W')
-        spec = self.spectral.forward(z)
-        return self.spectral.inverse(spec.unsqueeze(1) * masks[None, :, None], (h, w))
+        return self.apply_masks(z, self.band_masks(*z.shape[-2:], z.device))
 
     def _split_iterative(self, z: torch.Tensor) -> torch.Tensor:
         return authors_v1_split_iterative(z, self.num_bands, self.schedule)

@@ -20,6 +20,29 @@ from uae.errors import InputError
 from uae.layers.spectral import SpectralTransform
 
 
+def iterated_masks(passes: torch.Tensor, remaining: torch.Tensor, keep_residual: bool) -> torch.Tensor:
+    """Effective masks of projections applied in turn to the running residual (``b_k = P_k(r_k)``).
+
+    ``E_k = P_k * prod_{j<k} (1 - P_j)``: a frequency passed by an earlier projection is gone from the
+    residual a later one sees.
+
+    Args:
+        passes: ``(N, H, W')`` pass masks ``P_k`` in the order they are applied.
+        remaining: ``(H, W')`` ones (what the first projection sees).
+        keep_residual: Append the final residual ``prod_j (1 - P_j)`` as one more band.
+
+    Returns:
+        ``(N + keep_residual, H, W')`` masks.
+    """
+    out = []
+    for p in passes:
+        out.append(p * remaining)
+        remaining = remaining * (1.0 - p)
+    if keep_residual:
+        out.append(remaining)
+    return torch.stack(out)
+
+
 class BandScheme(nn.Module):
     """Base of the band schemes; a subclass implements :meth:`make_masks` and :meth:`split`.
 
@@ -93,6 +116,12 @@ class BandScheme(nn.Module):
         self._check_latent(z)
         with torch.autocast(device_type=z.device.type, enabled=False):
             return self._split_iterative(z.float())
+
+    def apply_masks(self, z: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """``z (B, C, H, W)`` filtered by each of ``masks (N, H, W')`` -> ``(B, N, C, H, W)``: one forward
+        transform, one batched inverse."""
+        spec = self.spectral.forward(z)  # (B, C, H, W')
+        return self.spectral.inverse(spec.unsqueeze(1) * masks[None, :, None], tuple(z.shape[-2:]))
 
     def band_masks(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         """Effective masks ``(K, H, W')`` for a grid, from the buffer or the cache."""

@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from uae.layers.bands.base import BandScheme
+from uae.layers.bands.base import BandScheme, iterated_masks
 from uae.layers.spectral import radial_frequency
 
 
@@ -64,14 +64,7 @@ def band_masks(rho: torch.Tensor, num_bands: int, softness: float) -> torch.Tens
     Returns:
         ``(K, H, W')`` masks.
     """
-    lows = lowpass_masks(rho, num_bands, softness)
-    remaining = torch.ones_like(rho)
-    out = []
-    for low in lows:
-        out.append(low * remaining)
-        remaining = remaining * (1.0 - low)
-    out.append(remaining)
-    return torch.stack(out)
+    return iterated_masks(lowpass_masks(rho, num_bands, softness), torch.ones_like(rho), keep_residual=True)
 
 
 class SmoothBands(BandScheme):
@@ -113,10 +106,7 @@ class SmoothBands(BandScheme):
         """
         if self.num_bands == 1:
             return z.unsqueeze(1)
-        h, w = z.shape[-2:]
-        masks = self.band_masks(h, w, z.device)[:-1]  # (K-1, H, W')
-        spec = self.spectral.forward(z)  # (B, C, H, W')
-        lower = self.spectral.inverse(spec.unsqueeze(1) * masks[None, :, None], (h, w))  # (B, K-1, C, H, W)
+        lower = self.apply_masks(z, self.band_masks(*z.shape[-2:], z.device)[:-1])  # (B, K-1, C, H, W)
         last = z - lower.sum(dim=1)
         return torch.cat([lower, last.unsqueeze(1)], dim=1)
 
