@@ -419,7 +419,6 @@ class BandExplorer:
                 analysis.decodes[upto] = (img, float(psnr(img[None], analysis.target[None])[0]))
             return analysis.decodes[upto]
 
-    @torch.no_grad()
     def progressive(self, analysis: BandAnalysis) -> tuple[torch.Tensor, torch.Tensor]:
         """All progressive decodes: ``(decodes (K, 3, H', W'), psnrs (K,))``; ``decodes[k]`` uses bands ``0..k``."""
         from uae.visualize import progressive_decodes
