@@ -421,7 +421,16 @@ class BandExplorer:
 
     def progressive(self, analysis: BandAnalysis) -> tuple[torch.Tensor, torch.Tensor]:
         """All progressive decodes: ``(decodes (K, 3, H', W'), psnrs (K,))``; ``decodes[k]`` uses bands ``0..k``."""
-        pairs = [self.decode(analysis, k) for k in range(self.num_bands)]
+        from uae.visualize import progressive_decodes
+
+        with self._lock:
+            missing = [k for k in range(self.num_bands) if k not in analysis.decodes]
+            if missing:
+                bands = analysis.bands[None].to(self.device)
+                decodes, _ = progressive_decodes(self.model, bands=bands, upto=missing)
+                for k, img in zip(missing, decodes[0].float().cpu()):
+                    analysis.decodes[k] = (img, float(psnr(img[None], analysis.target[None])[0]))
+            pairs = [analysis.decodes[k] for k in range(self.num_bands)]
         return torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
 
     def band0_rgb(self, analysis: BandAnalysis) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Band pictures: progressive decodes from bands ``0..k`` and each band's share of the latent energy.
+"""Band pictures: progressive decodes from bands ``0..k``, each band's share of the latent energy, and the
+latent's radial power spectrum (the charts of the app, ``uae bands`` and ``uae spectrum``).
 
 Everything renders with matplotlib's Agg canvas (no display, no global pyplot state) or PIL.
 """
@@ -6,29 +7,38 @@ Everything renders with matplotlib's Agg canvas (no display, no global pyplot st
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
+from uae.errors import InputError
+from uae.files import atomic_write
+from uae.layers.spectral import radial_power, relative_power
+
+if TYPE_CHECKING:
+    from uae.models.uae import UAE
+
 
 def to_pil(image: torch.Tensor) -> Image.Image:
     """A ``(3, H, W)`` float tensor in ``[0, 1]`` -> RGB PIL image (values clamped)."""
     if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"expected an image of shape (3, H, W), got {tuple(image.shape)}")
+        raise InputError(f"expected an image of shape (3, H, W), got {tuple(image.shape)}", param="image")
     arr = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
     return Image.fromarray(arr)
 
 
-def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Save a ``(3, H, W)`` tensor in ``[0, 1]`` as an image file (format from the suffix)."""
-    from uae.files import atomic_write
+def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike) -> Path:
+    """Save a ``(3, H, W)`` tensor in ``[0, 1]`` (or a PIL image) as an image file (format from the suffix).
 
+    The file is written atomically: a reader never sees half of it.
+    """
     path = Path(path)
     with atomic_write(path) as tmp:
-        to_pil(image).save(tmp, format=pil_format(path))
+        (to_pil(image) if isinstance(image, torch.Tensor) else image).save(tmp, format=pil_format(path))
     return path
 
 
@@ -39,23 +49,39 @@ def pil_format(path: Path) -> str | None:
 
 
 @torch.no_grad()
-def progressive_decodes(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode from bands ``0..k`` for every ``k``, and the band energy shares.
+def progressive_decodes(
+    model: UAE,
+    x: torch.Tensor | None = None,
+    *,
+    bands: torch.Tensor | None = None,
+    upto: Iterable[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Decode from bands ``0..k`` for every ``k`` (:meth:`uae.UAE.decode_bands`), and the band energy shares.
 
     Args:
         model: A :class:`uae.UAE` (put in eval mode by the caller).
-        x: ``(B, 3, H, W)`` images in ``[0, 1]``.
+        x: ``(B, 3, H, W)`` images in ``[0, 1]``, encoded here; or
+        bands: ``(B, K, C, h, w)`` bands already encoded (``model.encode(x).bands``).
+        upto: The decodes to make, each the last band kept; default ``0..K-1``.
 
     Returns:
-        ``(decodes, energy)``: ``decodes (B, K, 3, H', W')`` where ``decodes[:, k]`` is
-        ``model.decode_bands(bands, upto=k).sample`` (``k = K-1`` is the full reconstruction), and
-        ``energy (B, K)``, each band's share of the latent's spectral energy (rows sum to 1).
+        ``(decodes, energy)``: ``decodes (B, N, 3, H', W')`` where ``decodes[:, i]`` is
+        ``model.decode_bands(bands, upto=upto[i]).sample`` (by default ``N = K`` and ``decodes[:, -1]`` is
+        the full reconstruction), and, when ``x`` is given, ``energy (B, K)``, each band's share of the
+        latent's spectral energy (rows sum to 1); ``None`` when ``bands`` are given.
+
+    Raises:
+        InputError: Neither or both of ``x`` and ``bands`` given, or an ``upto`` out of range.
     """
-    enc = model.encode(x)
-    k = model.config.num_bands
-    decodes = torch.stack([model.decode_bands(enc.bands, upto=i).sample for i in range(k)], dim=1)
-    energy = model.band_projector.band_energy(enc.latent)
-    return decodes, energy
+    if (x is None) == (bands is None):
+        raise InputError("progressive_decodes needs either x (images) or bands, not both", param="x")
+    energy = None
+    if x is not None:
+        enc = model.encode(x)
+        bands = enc.bands
+        energy = model.band_projector.band_energy(enc.latent)
+    steps = range(model.config.num_bands) if upto is None else upto
+    return torch.stack([model.decode_bands(bands, upto=k).sample for k in steps], dim=1), energy
 
 
 def band_figure(
@@ -81,13 +107,12 @@ def band_figure(
     Returns:
         The picture as an RGB PIL image.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     b, k = decodes.shape[:2]
     if inputs.shape[0] != b or energy.shape != (b, k):
-        raise ValueError(
-            f"inconsistent shapes: inputs {tuple(inputs.shape)}, decodes {tuple(decodes.shape)}, energy {tuple(energy.shape)}"
+        raise InputError(
+            f"inconsistent shapes: inputs {tuple(inputs.shape)}, decodes {tuple(decodes.shape)}, "
+            f"energy {tuple(energy.shape)}",
+            param="decodes",
         )
     size = decodes.shape[-2:]
     if inputs.shape[-2:] != size:
@@ -95,13 +120,14 @@ def band_figure(
             inputs.float(), size=size, mode="bicubic", align_corners=False
         )
     if psnrs is not None and tuple(psnrs.shape) != (b, k):
-        raise ValueError(f"psnrs must have shape ({b}, {k}), got {tuple(psnrs.shape)}")
+        raise InputError(f"psnrs must have shape ({b}, {k}), got {tuple(psnrs.shape)}", param="psnrs")
     if band0_rgb is not None and (band0_rgb.ndim != 4 or band0_rgb.shape[:2] != (b, 3)):
-        raise ValueError(f"band0_rgb must have shape ({b}, 3, h, w), got {tuple(band0_rgb.shape)}")
+        raise InputError(
+            f"band0_rgb must have shape ({b}, 3, h, w), got {tuple(band0_rgb.shape)}", param="band0_rgb"
+        )
     extra = 1 if band0_rgb is not None else 0
     cols = k + 2 + extra
-    fig = Figure(figsize=(1.8 * cols, 1.9 * b + 0.3 + (0.2 * b if psnrs is not None else 0)), dpi=dpi)
-    FigureCanvasAgg(fig)
+    fig = new_figure(1.8 * cols, 1.9 * b + 0.3 + (0.2 * b if psnrs is not None else 0), dpi)
     axes = fig.subplots(b, cols, squeeze=False)
     for i in range(b):
         row = [inputs[i]] + ([band0_rgb[i]] if extra else []) + [decodes[i, j] for j in range(k)]
@@ -126,7 +152,7 @@ def band_figure(
         if i == 0:
             _title(ax, "energy per band", fontsize=8)
     fig.tight_layout()
-    return _figure_to_pil(fig)
+    return figure_to_pil(fig)
 
 
 def save_band_figure(
@@ -143,13 +169,8 @@ def save_band_figure(
     Returns:
         The written path.
     """
-    from uae.files import atomic_write
-
     decodes, energy = progressive_decodes(model, x)
-    path = Path(path)
-    with atomic_write(path) as tmp:
-        band_figure(x, decodes, energy, titles=titles).save(tmp, format=pil_format(path))
-    return path
+    return save_image(band_figure(x, decodes, energy, titles=titles), path)
 
 
 # ---------------------------------------------------------------------- charts shared by the CLI and the app
@@ -171,13 +192,15 @@ def _title(ax, text: str, fontsize: float) -> None:
     ax.text(0.5, 1.02, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=fontsize)
 
 
-def _figure_to_pil(fig) -> Image.Image:
+def figure_to_pil(fig) -> Image.Image:
+    """Render a matplotlib figure made by :func:`new_figure` to an RGB PIL image."""
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())
     return Image.fromarray(rgba[..., :3].copy())
 
 
-def _new_figure(width: float, height: float, dpi: int):
+def new_figure(width: float, height: float, dpi: int):
+    """A matplotlib ``Figure`` (``width x height`` inches) on its own Agg canvas: no pyplot, no global state."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -202,10 +225,12 @@ def draw_band_energy(
         for v in series.values()
     ]
     if not values:
-        raise ValueError("no band energies to draw")
+        raise InputError("no band energies to draw: series is empty", param="series")
     k = len(values[0])
     if any(len(v) != k for v in values):
-        raise ValueError(f"all series need the same number of bands, got {[len(v) for v in values]}")
+        raise InputError(
+            f"all series need the same number of bands, got {[len(v) for v in values]}", param="series"
+        )
     width = 0.8 / len(values)
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
     for j, (label, v) in enumerate(zip(series, values)):
@@ -237,7 +262,7 @@ def band_energy_chart(
     Returns:
         RGB PIL image.
     """
-    fig = _new_figure(5.0, 3.4, dpi)
+    fig = new_figure(5.0, 3.4, dpi)
     ax = fig.subplots()
     draw_band_energy(ax, series)
     if annotate:
@@ -252,7 +277,56 @@ def band_energy_chart(
     _title(ax, title, fontsize=10)
     # fixed margins: tight_layout costs a draw
     fig.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.9)
-    return _figure_to_pil(fig)
+    return figure_to_pil(fig)
+
+
+#: Label of the radial-frequency axis of a spectrum chart.
+FREQUENCY_AXIS_LABEL = "radial frequency (1 = Nyquist of the latent grid)"
+#: Label of the power axis of a spectrum chart: mean power per coefficient relative to white noise.
+POWER_AXIS_LABEL = "mean power per coefficient\n(relative; white noise = 1)"
+
+
+def draw_radial_spectrum(
+    ax,
+    series: dict[str, tuple[torch.Tensor | Sequence[float], torch.Tensor | Sequence[float]]],
+    num_bands: int | None = None,
+    fontsize: float = 9,
+) -> None:
+    """Radial power spectra on a matplotlib axis (log scale), with labelled axes and a legend.
+
+    Args:
+        ax: A matplotlib ``Axes``.
+        series: ``{label: (rho (R,), relative power (R,))}``: bin frequencies (1 = Nyquist) and mean
+            power per coefficient relative to the grid's mean (white noise = 1), as
+            :func:`uae.layers.spectral.relative_power` gives them.
+        num_bands: Shade the nominal bands ``[k/K, (k+1)/K)`` (the last one reaches sqrt(2)); ``None``: no shading.
+        fontsize: Size of the axis labels (ticks and legend are one smaller).
+    """
+    top = 0.0
+    for label, (rho, power) in series.items():
+        rho = np.asarray(torch.as_tensor(rho, dtype=torch.float32).detach().cpu(), dtype=float)
+        power = np.asarray(torch.as_tensor(power, dtype=torch.float32).detach().cpu(), dtype=float)
+        ax.semilogy(rho, np.maximum(power, 1e-12), marker="o", ms=4, label=label)
+        top = max(top, float(rho.max()))
+    ax.axhline(1.0, color="gray", lw=0.8, ls="--", label="white noise")
+    if num_bands:
+        shades = ["#dbe9f6", "#fde0c5", "#d5f0d5", "#f6d5d5", "#e6dcf2"]
+        for k in range(num_bands):
+            lo, hi = k / num_bands, (k + 1) / num_bands if k < num_bands - 1 else max(top, 2**0.5)
+            ax.axvspan(lo, hi, color=shades[k % len(shades)], alpha=0.6, lw=0, zorder=0)
+            ax.text(
+                (lo + hi) / 2,
+                0.98,
+                f"band {k}",
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="top",
+                fontsize=max(fontsize - 2, 5),
+            )
+    ax.set_xlabel(FREQUENCY_AXIS_LABEL, fontsize=fontsize)
+    ax.set_ylabel(POWER_AXIS_LABEL, fontsize=fontsize)
+    ax.tick_params(labelsize=max(fontsize - 1, 5))
+    ax.legend(fontsize=max(fontsize - 1, 5), loc="lower left")
 
 
 def radial_spectrum_chart(
@@ -276,41 +350,17 @@ def radial_spectrum_chart(
     Returns:
         RGB PIL image.
     """
-    from uae.evaluation.spectrum import radial_power
-
-    fig = _new_figure(5.0, 3.4, dpi)
-    ax = fig.subplots()
-    top = 0.0
+    series = {}
     for label, z in latents.items():
-        z = z[None] if z.ndim == 3 else z
-        bin_power, count, rho = radial_power(z.detach().float().cpu())
-        total = bin_power.sum(1, keepdim=True).clamp_min(1e-30)
-        rel = (bin_power / count / (total / count.sum())).mean(0).clamp_min(1e-12)
-        ax.semilogy(rho.numpy(), rel.numpy(), marker="o", ms=4, label=label)
-        top = max(top, float(rho.max()))
-    ax.axhline(1.0, color="gray", lw=0.8, ls="--", label="white noise")
-    if num_bands:
-        shades = ["#dbe9f6", "#fde0c5", "#d5f0d5", "#f6d5d5", "#e6dcf2"]
-        for k in range(num_bands):
-            lo, hi = k / num_bands, (k + 1) / num_bands if k < num_bands - 1 else max(top, 2**0.5)
-            ax.axvspan(lo, hi, color=shades[k % len(shades)], alpha=0.6, lw=0, zorder=0)
-            ax.text(
-                (lo + hi) / 2,
-                0.98,
-                f"band {k}",
-                transform=ax.get_xaxis_transform(),
-                ha="center",
-                va="top",
-                fontsize=7,
-            )
-    ax.set_xlabel("radial frequency (1 = Nyquist of the latent grid)", fontsize=9)
-    ax.set_ylabel("mean power per coefficient\n(relative; white noise = 1)", fontsize=9)
-    ax.tick_params(labelsize=8)
-    ax.legend(fontsize=8, loc="lower left")
+        bin_power, count, rho = radial_power((z[None] if z.ndim == 3 else z).detach().float().cpu())
+        series[label] = (rho, relative_power(bin_power, count).mean(0))
+    fig = new_figure(5.0, 3.4, dpi)
+    ax = fig.subplots()
+    draw_radial_spectrum(ax, series, num_bands=num_bands)
     _title(ax, title, fontsize=10)
     # fixed margins: tight_layout costs a draw
     fig.subplots_adjust(left=0.16, right=0.97, bottom=0.15, top=0.9)
-    return _figure_to_pil(fig)
+    return figure_to_pil(fig)
 
 
 def pca_rgb(features: torch.Tensor) -> torch.Tensor:
@@ -329,7 +379,9 @@ def pca_rgb(features: torch.Tensor) -> torch.Tensor:
     if features.ndim == 4:
         return torch.stack([pca_rgb(f) for f in features])
     if features.ndim != 3:
-        raise ValueError(f"expected features of shape (C, h, w), got {tuple(features.shape)}")
+        raise InputError(
+            f"expected features of shape (C, h, w), got {tuple(features.shape)}", param="features"
+        )
     c, h, w = features.shape
     x = features.detach().float().cpu().reshape(c, h * w).T  # (N, C)
     x = x - x.mean(0, keepdim=True)

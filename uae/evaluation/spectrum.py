@@ -4,7 +4,7 @@ For each encoder (the UAE's unified encoder, its semantic teacher, a pixel autoe
 diffusers' ``AutoencoderKL``) the latent grids of a folder of images are Fourier transformed
 (orthonormal 2-D FFT over ``(h, w)``), the power ``|Z|^2`` is averaged over channels and images in
 radial bins of normalised frequency ``rho`` (1 = Nyquist along an axis, corners up to sqrt(2)), and the
-energy is split with the UAE's band masks (``BandProjector.band_energy``), giving one share per band
+energy is split with the UAE's band masks (``model.band_projector.band_energy``), giving one share per band
 that sums to 1. Results go to a CSV and a PNG plot.
 """
 
@@ -18,59 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from uae.errors import InputError, MissingFileError
 from uae.evaluation.common import batch_images, iterate, match_size
+from uae.layers.spectral import radial_bins, radial_power, relative_power
 from uae.utils import maybe_autocast
+from uae.visualize import draw_band_energy, draw_radial_spectrum, figure_to_pil, new_figure, save_image
 
 logger = logging.getLogger(__name__)
-
-
-def radial_bins(
-    height: int, width: int, device: torch.device | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer radial bin of every full-FFT coefficient of an ``H x W`` grid and the bins' ``rho``.
-
-    Bin ``i`` holds coefficients with normalised radius in ``[(i - 0.5) d, (i + 0.5) d)`` where
-    ``d = 2 / max(H, W)`` is one frequency step (in units of the Nyquist frequency).
-
-    Returns:
-        ``(bin_index (H, W) long, rho_centers (R,))``.
-    """
-    fy = torch.fft.fftfreq(height, device=device) * 2.0
-    fx = torch.fft.fftfreq(width, device=device) * 2.0
-    rho = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
-    step = 2.0 / max(height, width)
-    idx = torch.round(rho / step).long()
-    centers = torch.arange(int(idx.max()) + 1, device=device, dtype=torch.float32) * step
-    return idx, centers
-
-
-def radial_power(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-image radial power spectrum of latent grids.
-
-    Args:
-        z: ``(B, C, H, W)``.
-
-    Returns:
-        ``(bin_power (B, R), bin_count (R,), rho (R,))``: summed power ``|Z|^2`` (orthonormal FFT,
-        summed over channels) of the coefficients in each radial bin, the number of coefficients per
-        bin, and the bins' normalised frequency. ``bin_power.sum(1)`` equals ``(z ** 2).sum((1, 2, 3))``
-        (Parseval).
-    """
-    if z.ndim != 4:
-        raise ValueError(f"expected a latent grid (B, C, H, W), got {tuple(z.shape)}")
-    z = z.float()
-    power = torch.fft.fft2(z, norm="ortho").abs().pow(2).sum(1)  # (B, H, W)
-    idx, rho = radial_bins(z.shape[-2], z.shape[-1], z.device)
-    r = len(rho)
-    flat = idx.flatten()
-    bin_power = torch.zeros(z.shape[0], r, device=z.device).index_add_(1, flat, power.flatten(1))
-    count = torch.bincount(flat, minlength=r).float()
-    return bin_power, count, rho
 
 
 @dataclass
@@ -97,18 +55,17 @@ class SpectrumAccumulator:
     def update(self, z: torch.Tensor) -> None:
         """Add latents ``(B, C, h, w)``."""
         bin_power, count, rho = radial_power(z)
-        total = bin_power.sum(1, keepdim=True).clamp_min(1e-30)
-        share = (bin_power / total).double().sum(0).cpu()
-        # Mean power per coefficient, relative to the image's mean power per coefficient (white noise = 1).
-        rel = (bin_power / count / (total / count.sum())).double().sum(0).cpu()
+        share = (bin_power / bin_power.sum(1, keepdim=True).clamp_min(1e-30)).double().sum(0).cpu()
+        rel = relative_power(bin_power, count).double().sum(0).cpu()  # white noise = 1
         if self._share_sum is None:
             self._share_sum, self._power_sum = share, rel
             self._rho, self._count = rho.cpu(), count.cpu()
             self.latent_shape = tuple(z.shape[1:])
         else:
             if tuple(z.shape[1:]) != self.latent_shape:
-                raise ValueError(
-                    f"{self.name}: latent shape changed from {self.latent_shape} to {tuple(z.shape[1:])}"
+                raise InputError(
+                    f"{self.name}: latent shape changed from {self.latent_shape} to {tuple(z.shape[1:])}",
+                    param="z",
                 )
             self._share_sum += share
             self._power_sum += rel
@@ -121,7 +78,7 @@ class SpectrumAccumulator:
         """``rho``, ``energy_share`` (per radial bin, sums to 1), ``relative_power`` (white noise = 1),
         ``band_share`` (per UAE band, sums to 1), ``num_images`` and ``latent_shape``."""
         if self.n == 0 or self._share_sum is None or self._power_sum is None or self._rho is None:
-            raise ValueError(f"{self.name}: no latents were accumulated")
+            raise InputError(f"{self.name}: no latents were accumulated (call update first)")
         out: dict[str, Any] = {
             "encoder": self.name,
             "num_images": self.n,
@@ -167,14 +124,17 @@ def teacher_encoder(
         weights: DINOv2 weights (file or timm Hub id); default ``model.config.encoder_weights``.
 
     Raises:
-        FileNotFoundError: The DINOv2 weights are not available (message names the file).
+        MissingFileError: The DINOv2 weights are not available (message names the file).
     """
     from uae.layers.encoder import read_state_dict
     from uae.models.dinov2 import resolve_dinov2_weights
 
     source = weights if weights is not None else model.config.encoder_weights
     if not source:
-        raise FileNotFoundError("the teacher needs DINOv2 weights: pass --teacher-weights PATH")
+        raise MissingFileError(
+            "the teacher needs a DINOv2 checkpoint: pass weights=PATH (a file or a timm Hub id)",
+            param="weights",
+        )
     teacher = model.encoder.frozen_copy()
     teacher.load_dinov2_state_dict(read_state_dict(resolve_dinov2_weights(str(source))))
     return LatentEncoder(name, lambda x: teacher(model.normalize(x)), model.config.img_size)
@@ -186,12 +146,12 @@ def autoencoderkl_encoder(
     """A diffusers ``AutoencoderKL`` (SD-VAE, FLUX-VAE, ...): the posterior mean of ``encode(2x - 1)``.
 
     Raises:
-        ValueError: diffusers is not installed (``pip install diffusers`` / the ``peers`` extra).
+        InputError: diffusers is not installed (``pip install diffusers`` / the ``peers`` extra).
     """
     try:
         from diffusers import AutoencoderKL
     except ImportError as e:
-        raise ValueError(
+        raise InputError(
             "the AutoencoderKL encoder needs diffusers: pip install 'uae[peers]' (or diffusers)"
         ) from e
     vae = AutoencoderKL.from_pretrained(source).eval().to(device)
@@ -242,7 +202,9 @@ def compute_spectra(
                 z = enc.fn(match_size(x, enc.size))
             acc.update(z.float())
     if skip_log.used == 0:
-        raise ValueError(f"none of the images could be read ({len(skip_log.skipped)} skipped)")
+        raise InputError(
+            f"none of the images could be read ({len(skip_log.skipped)} skipped)", param="loader"
+        )
     return [a.result() for a in accs]
 
 
@@ -270,24 +232,22 @@ def write_spectrum_csv(results: list[dict[str, Any]], out_dir: str | os.PathLike
 
 
 def plot_spectra(results: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
-    """Plot the radial spectra (log scale) and the per-band energy shares side by side as a PNG."""
-    import matplotlib
+    """Plot the radial spectra (log scale) and the per-band energy shares side by side as a PNG.
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Args:
+        results: :func:`compute_spectra`'s results.
+        path: Output file.
+        title: Title over both charts.
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for r in results:
-        ax1.semilogy(r["rho"], np.maximum(r["relative_power"], 1e-12), marker="o", ms=3, label=r["encoder"])
-    ax1.axhline(1.0, color="gray", lw=0.8, ls="--", label="white noise")
-    ax1.set_xlabel("radial frequency (1 = Nyquist)")
-    ax1.set_ylabel("mean power per coefficient (relative)")
+    Returns:
+        The written path.
+    """
+    fig = new_figure(11, 4, dpi=120)
+    ax1, ax2 = fig.subplots(1, 2)
+    draw_radial_spectrum(ax1, {r["encoder"]: (r["rho"], r["relative_power"]) for r in results}, fontsize=10)
     ax1.set_title("radial power spectrum of the latent")
-    ax1.legend(fontsize=8)
     with_bands = [r for r in results if "band_share" in r]
     if with_bands:
-        from uae.visualize import draw_band_energy
-
         draw_band_energy(ax2, {r["encoder"]: r["band_share"] for r in with_bands}, fontsize=10)
         ax2.set_title("energy per band")
     else:
@@ -295,8 +255,18 @@ def plot_spectra(results: list[dict[str, Any]], path: str | os.PathLike, title: 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_image(figure_to_pil(fig), path)
+
+
+__all__ = [
+    "LatentEncoder",
+    "SpectrumAccumulator",
+    "autoencoderkl_encoder",
+    "compute_spectra",
+    "plot_spectra",
+    "radial_bins",
+    "radial_power",
+    "teacher_encoder",
+    "uae_encoder",
+    "write_spectrum_csv",
+]

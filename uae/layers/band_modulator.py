@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from uae.errors import InputError
+
 
 class BandModulator(nn.Module):
     """Fuse ``K`` bands into one latent: ``q = sum_k b_k + delta(concat_k b_k)``.
@@ -38,7 +40,10 @@ class BandModulator(nn.Module):
     ) -> None:
         super().__init__()
         if noise_min_band < 1:
-            raise ValueError(f"noise_min_band must be >= 1 (band 0 is never noised), got {noise_min_band}")
+            raise InputError(
+                f"noise_min_band must be >= 1 (band 0 is never noised), got {noise_min_band}",
+                param="noise_min_band",
+            )
         self.num_bands = num_bands
         self.noise_std = float(noise_std)
         self.noise_min_band = noise_min_band
@@ -87,8 +92,9 @@ class BandModulator(nn.Module):
             Fused latent ``q`` of shape ``(B, C, H, W)``.
         """
         if bands.ndim != 5 or bands.shape[1] != self.num_bands:
-            raise ValueError(
-                f"BandModulator expects bands (B, {self.num_bands}, C, H, W), got shape {tuple(bands.shape)}"
+            raise InputError(
+                f"BandModulator expects bands (B, {self.num_bands}, C, H, W), got shape {tuple(bands.shape)}",
+                param="bands",
             )
         bands = self.add_noise(bands)
         if self.mix_in is not None:

@@ -42,7 +42,6 @@ class PixelDecoder(nn.Module):
         norm_eps: float | None = None,
     ) -> None:
         super().__init__()
-        block_norm = nn.LayerNorm if norm_eps is None else partial(nn.LayerNorm, eps=norm_eps)
         self.dim = dim
         self.patch_size = patch_size
         self.out_chans = out_chans

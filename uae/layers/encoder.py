@@ -21,6 +21,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
+from uae.errors import DamagedFileError, InputError, MissingFileError, UAELoadError
 from uae.files import read_safetensors, read_torch_dict
 from uae.utils import non_float_tensors, state_dict_mismatch
 
@@ -92,7 +93,9 @@ def resample_pos_table(
             table, new_size=list(new_size), old_size=list(old_size), num_prefix_tokens=0
         )
     if rule not in POS_RESAMPLE_RULES:
-        raise ValueError(f"unknown position resampling rule {rule!r}; expected one of {POS_RESAMPLE_RULES}")
+        raise InputError(
+            f"unknown position resampling rule {rule!r}; expected one of {POS_RESAMPLE_RULES}", param="rule"
+        )
     h, w = new_size
     if (
         h == w and h * w == table.shape[1]
@@ -172,9 +175,15 @@ class UnifiedEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if family not in ENCODER_FAMILIES:
-            raise ValueError(f"unknown encoder family {family!r}; expected one of {tuple(ENCODER_FAMILIES)}")
+            raise InputError(
+                f"unknown encoder family {family!r}; expected one of {tuple(ENCODER_FAMILIES)}",
+                param="family",
+            )
         if pos_resample not in POS_RESAMPLE_RULES:
-            raise ValueError(f"unknown pos_resample {pos_resample!r}; expected one of {POS_RESAMPLE_RULES}")
+            raise InputError(
+                f"unknown pos_resample {pos_resample!r}; expected one of {POS_RESAMPLE_RULES}",
+                param="pos_resample",
+            )
         spec = ENCODER_FAMILIES[family]
         self.patch_size = patch_size
         self.embed_dim = embed_dim
@@ -251,17 +260,17 @@ class UnifiedEncoder(nn.Module):
         other missing or unexpected key raises.
 
         Raises:
-            ValueError: Keys or shapes do not match, naming them, or the encoder is not of the DINOv2
+            UAELoadError: Keys or shapes do not match, naming them, or the encoder is not of the DINOv2
                 family (CLIP and SigLIP2 weights go through :mod:`uae.convert.hf_encoders`).
         """
         if self.family != "dinov2":
-            raise ValueError(
+            raise UAELoadError(
                 f"DINOv2 weights cannot initialise a {self.family!r} encoder: convert transformers weights "
                 f"with uae.convert.hf_encoders.convert_hf_encoder(state, {self.family!r}) instead"
             )
         state_dict = dict(state_dict)
         if bad_dtypes := non_float_tensors(state_dict):
-            raise ValueError(f"DINOv2 weights must be floating point; got {bad_dtypes}")
+            raise UAELoadError(f"DINOv2 weights must be floating point; got {bad_dtypes}")
         for prefix in ("module.", "backbone.", "encoder.vit.", "vit."):
             if state_dict and all(k.startswith(prefix) for k in state_dict):
                 state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
@@ -275,7 +284,7 @@ class UnifiedEncoder(nn.Module):
             logger.info("DINOv2 weights not used by the UAE encoder (by design): %s", dropped)
         missing, unexpected, bad_shapes = state_dict_mismatch(self.vit.state_dict(), state_dict)
         if missing or unexpected or bad_shapes:
-            raise ValueError(
+            raise UAELoadError(
                 "DINOv2 checkpoint does not match the UAE encoder: "
                 f"missing keys {missing}; unexpected keys {unexpected}; shape mismatches {bad_shapes}. "
                 "Check that the checkpoint's size (S/B/L) and register count match the model config."
@@ -287,10 +296,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a ``.safetensors`` file or a torch ``.pt/.pth/.bin`` file (``weights_only=True``).
 
     A torch file holding a dict with a ``"model"``, ``"state_dict"`` or ``"teacher"`` entry is unwrapped.
+
+    Raises:
+        MissingFileError: ``path`` does not exist.
+        DamagedFileError: The file does not hold a state dict.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise MissingFileError(f"weights file not found: {path}", param="path")
     if path.suffix == ".safetensors":
         return read_safetensors(path)
     obj = read_torch_dict(path, "weights file")
@@ -299,5 +312,5 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             obj = obj[key]
             break
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} does not hold a state dict (got {type(obj).__name__})")
+        raise DamagedFileError(f"{path} does not hold a state dict (got {type(obj).__name__})", param="path")
     return obj

@@ -14,7 +14,7 @@ from torch import nn
 
 from uae.errors import InputError
 from uae.layers.band_modulator import BandModulator
-from uae.layers.band_projector import BandProjector
+from uae.layers.bands import build_band_scheme
 from uae.layers.decoder import PixelDecoder
 from uae.layers.encoder import FAMILY_PIXEL_STATS, UnifiedEncoder
 from uae.models.config import UAEConfig
@@ -68,7 +68,8 @@ class UAE(nn.Module, UAEHubMixin):
             pos_grid=config.encoder_pos_grid,
             pos_resample=config.encoder_pos_resample,
         )
-        self.band_projector = BandProjector(
+        # The band scheme is chosen here, once; the model never asks which one it runs.
+        self.band_projector = build_band_scheme(
             config.num_bands,
             transform=config.band_transform,
             softness=config.band_softness,
@@ -97,9 +98,10 @@ class UAE(nn.Module, UAEHubMixin):
             grid_size=config.grid_size,
             norm_eps=config.decoder_norm_eps,
         )
-        if config.band_scheme == "dct_zigzag":
-            with torch.no_grad():  # the decoder sees the kept coefficients only (band 0), as in v2
-                self.modulator.mix_in.copy_(torch.diag(torch.tensor([1.0, 0.0])))
+        mixing = self.band_projector.initial_mixing()  # dct_zigzag: the decoder sees band 0 only, as in v2
+        if mixing is not None:
+            with torch.no_grad():
+                self.modulator.mix_in.copy_(mixing)
         mean, std = FAMILY_PIXEL_STATS[config.encoder_family]  # the encoder's image processor statistics
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1))

@@ -462,13 +462,13 @@ class UAETrainingModule(pl.LightningModule):
         """Grid ``(3, H, W)``: rows are targets, reconstructions, then decodes from bands ``0..k``."""
         from torchvision.utils import make_grid
 
+        from uae.visualize import progressive_decodes
+
         model = self.export_model()
         x, target = x[: self.num_log_images], target[: self.num_log_images]
         with self._eval_mode(model):
-            enc = model.encode(x)
-            rows = [target, model.decode(enc.latent).sample]
-            for k in range(model.config.num_bands - 1):
-                rows.append(model.decode_bands(enc.bands, upto=k).sample)
+            decodes, _ = progressive_decodes(model, x)  # decodes[:, -1] is the reconstruction
+            rows = [target, decodes[:, -1], *decodes[:, :-1].unbind(1)]
         return make_grid(torch.cat(rows).float().cpu().clamp(0, 1), nrow=x.shape[0], padding=1)
 
     def _write_images(self, x: torch.Tensor, target: torch.Tensor, tag: str) -> None:
