@@ -265,7 +265,7 @@ def test_filtered_eval_cli(model_dir, image_folder, tmp_path, empty_hub, capsys)
 
 
 def test_encode_cli_exports_and_resumes(model_dir, image_folder, tmp_path, capsys):
-    from uae.evaluation.export import verify_export
+    from uae.evaluation.shards import verify_export
 
     out = tmp_path / "lat"
     args = [

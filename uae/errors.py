@@ -11,6 +11,8 @@ Every type also derives from the built-in exception a Python caller would expect
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "UAEError",
     "for_flags",
@@ -52,7 +54,10 @@ def for_flags(error: BaseException, flags: dict[str, str]) -> str:
     line = text.splitlines()[0] if text else type(error).__name__
     param = getattr(error, "param", None)
     if param and param in flags:
-        line = line.replace(param, flags[param])
+        # The first mention of the parameter as a word of its own, not inside a path, a quoted value or a
+        # longer name (in ``out 'outputs/out.png' ...`` only the first ``out``).
+        word = rf"(?<![\w./\\'\"-]){re.escape(param)}(?![\w/\\'\"-]|\.\w)"
+        line = re.sub(word, lambda _: flags[param], line, count=1)
     return line
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from uae.cliargs import ArgumentParser, positive_int
+from uae.commands._options import ArgumentParser, positive_int
 
 #: Checkpoint families of ``--from``.
 SOURCES = ("authors", "authors_v2", "rae")

@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from uae.cliargs import output_dir
 from uae.commands.convert import SOURCES  # noqa: F401  (re-exported)
 from uae.convert import authors_v2
 from uae.convert.authors_v1 import load_release as load_authors_v1_release
 from uae.convert.common import load_torch_state
 from uae.convert.rae import rae_to_uae
+from uae.paths import output_dir
 
 
 def run_convert(args: argparse.Namespace) -> int:
     """``uae convert`` with parsed options (:mod:`uae.commands.convert`): write a converted model."""
-    output_dir(args.out, "--out")
+    output_dir(args.out, param="out")
 
     if args.source == "authors_v2":
         config = Path(args.config) if args.config else Path(args.file).parent / "config.yaml"
