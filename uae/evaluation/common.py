@@ -99,7 +99,7 @@ def open_dataset(
     options: RunOptions,
     out_size: int | None = None,
     labels: bool | None = None,
-    data_override: str | None = None,
+    classes: Sequence[str] | None = None,
 ) -> tuple[Dataset, Path]:
     """``(dataset, folder)`` of ``data`` read as :class:`RunOptions` say (:func:`resolve_data`, :func:`build_dataset`).
 
@@ -109,11 +109,17 @@ def open_dataset(
         options: ``data_root``, ``limit`` and ``max_pixels`` are used.
         out_size: Reference side (see :func:`build_dataset`).
         labels: Passed to the dataset.
-        data_override: Read this instead of ``data`` (e.g. a validation split).
+        classes: Class names in label order (see :func:`build_dataset`).
     """
-    root = resolve_data(data_override or data, options.data_root)
+    root = resolve_data(data, options.data_root)
     ds = build_dataset(
-        root, size, out_size=out_size, labels=labels, limit=options.limit, max_pixels=options.max_pixels
+        root,
+        size,
+        out_size=out_size,
+        labels=labels,
+        limit=options.limit,
+        max_pixels=options.max_pixels,
+        classes=classes,
     )
     return ds, root
 
@@ -127,6 +133,7 @@ def build_dataset(
     train: bool = False,
     max_pixels: int | None | str = "default",
     on_error: str = "skip",
+    classes: Sequence[str] | None = None,
 ) -> Dataset:
     """An :class:`~uae.data.ImageFolderDataset` with the eval transform (center crop).
 
@@ -144,6 +151,7 @@ def build_dataset(
         train: Random crop + flip instead of a center crop.
         max_pixels: Pixel budget per image (``"default"``: ``UAE_MAX_IMAGE_PIXELS`` or 2**26; ``None``: none).
         on_error: ``"skip"`` (evaluation) or ``"next"`` (substitute the next readable image).
+        classes: Class names in label order (e.g. the training split's, for a validation folder).
     """
     from uae.data.datasets import ImageFolderDataset, find_images, image_transform
 
@@ -152,18 +160,12 @@ def build_dataset(
         if limit <= 0:
             raise InputError(f"limit must be positive, got {limit}", param="limit")
         files = find_images(root)[:limit]
-        return ImageFolderDataset(
-            files,
-            transform=image_transform(size, train=train, out_size=out_size),
-            labels=labels,
-            class_root=root,
-            on_error=on_error,
-            max_pixels=max_pixels,
-        )
     return ImageFolderDataset(
         files,
         transform=image_transform(size, train=train, out_size=out_size),
         labels=labels,
+        class_root=root,  # the class sub-folders of a list of files
+        classes=classes,
         on_error=on_error,
         max_pixels=max_pixels,
     )

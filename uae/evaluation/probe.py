@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from uae.errors import InputError, MissingFileError
-from uae.evaluation.common import images_summary, open_dataset, resolve_data
+from uae.evaluation.common import images_summary, open_dataset
 from uae.evaluation.features import Band, cached_features
 from uae.evaluation.options import ProbeOptions, RunOptions
 
@@ -302,18 +302,7 @@ def probe_datasets(
     val_data = "imagenet-val" if data == "imagenet" else probe.val_data
     train, _ = open_dataset(train_data, img_size, options=options, labels=True)
     if val_data is not None:
-        from uae.data.datasets import ImageFolderDataset, find_images, image_transform
-
-        val_root = resolve_data(val_data, options.data_root)
-        files = find_images(val_root)[: options.limit] if options.limit else val_root
-        val = ImageFolderDataset(
-            files,
-            transform=image_transform(img_size),
-            classes=train.classes,
-            class_root=val_root,
-            on_error="skip",
-            max_pixels=options.max_pixels,
-        )
+        val, _ = open_dataset(val_data, img_size, options=options, classes=train.classes)
         return train, val, train.classes
     tr, va = split_indices(train.targets, probe.val_fraction, seed=probe.seed)
     return Subset(train, tr), Subset(train, va), train.classes
