@@ -256,8 +256,8 @@ class ImageFolderDataset(Dataset):
         num_skipped: Unreadable files met so far in this process (each counted once).
 
     Raises:
-        FileNotFoundError: Missing folder or a listed file that does not exist.
-        ValueError: No images; ``labels=True`` without class sub-folders.
+        MissingFileError: Missing folder or a listed file that does not exist.
+        InputError: No images; ``labels=True`` without class sub-folders.
     """
 
     def __init__(

@@ -78,7 +78,7 @@ def resolve_data(data: str, data_root: str | None = None) -> Path:
     if data in NAMED_DATASETS:
         if not data_root:
             raise MissingFileError(
-                f"data {data} needs data_root (ImageNet: the folder holding train/ and val/ with class "
+                f"{data} needs data_root (ImageNet: the folder holding train/ and val/ with class "
                 "sub-folders; MS-COCO: the folder holding val2017/)",
                 param="data_root",
             )

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from uae import online
-from uae.errors import MissingFileError
+from uae.errors import InputError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class GaussianStats:
         """Add ``(B, D)`` features."""
         f = feats.detach().double().cpu()
         if f.ndim != 2:
-            raise ValueError(f"expected features (B, D), got {tuple(f.shape)}")
+            raise InputError(f"expected features (B, D), got {tuple(f.shape)}")
         if self.total is None:
             self.dim = f.shape[1]
             self.total = torch.zeros(self.dim, dtype=torch.float64)
@@ -189,7 +189,7 @@ class GaussianStats:
     def statistics(self) -> dict[str, np.ndarray]:
         """``{"mu": (D,), "sigma": (D, D)}`` (unbiased covariance, as ``np.cov``)."""
         if self.n < 2 or self.total is None or self.outer is None:
-            raise ValueError(f"need at least 2 samples for a covariance, got {self.n}")
+            raise InputError(f"need at least 2 samples for a covariance, got {self.n}")
         mu = self.total / self.n
         sigma = (self.outer - self.n * torch.outer(mu, mu)) / (self.n - 1)
         return {"mu": mu.numpy(), "sigma": sigma.numpy()}
@@ -281,7 +281,7 @@ class ReconstructionMetrics:
             ref: ``(B, 3, H, W)`` references (originals) in ``[0, 1]``, same size.
         """
         if recon.shape != ref.shape:
-            raise ValueError(
+            raise InputError(
                 f"reconstruction {tuple(recon.shape)} and reference {tuple(ref.shape)} differ in shape"
             )
         recon = recon.float().clamp(0.0, 1.0)
@@ -300,7 +300,7 @@ class ReconstructionMetrics:
     def compute(self) -> dict[str, Any]:
         """The metrics as a JSON-ready dict (``None`` for unavailable ones, with ``unavailable`` reasons)."""
         if self.num_images == 0:
-            raise ValueError("no images were evaluated")
+            raise InputError("no images were evaluated")
         out: dict[str, Any] = {
             "num_images": self.num_images,
             "psnr": float(self._psnr.compute()),

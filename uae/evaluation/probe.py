@@ -296,7 +296,7 @@ def probe_datasets(
     """
     if data == "imagenet" and not options.data_root:
         raise MissingFileError(
-            "data imagenet needs data_root (the folder holding train/ and val/)", param="data_root"
+            "imagenet needs data_root (the folder holding train/ and val/)", param="data_root"
         )
     train_data = "imagenet-train" if data == "imagenet" else data
     val_data = "imagenet-val" if data == "imagenet" else probe.val_data

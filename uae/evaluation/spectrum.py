@@ -107,7 +107,9 @@ class SpectrumAccumulator:
             self.latent_shape = tuple(z.shape[1:])
         else:
             if tuple(z.shape[1:]) != self.latent_shape:
-                raise ValueError(
+                from uae.errors import InputError
+
+                raise InputError(
                     f"{self.name}: latent shape changed from {self.latent_shape} to {tuple(z.shape[1:])}"
                 )
             self._share_sum += share
@@ -121,7 +123,9 @@ class SpectrumAccumulator:
         """``rho``, ``energy_share`` (per radial bin, sums to 1), ``relative_power`` (white noise = 1),
         ``band_share`` (per UAE band, sums to 1), ``num_images`` and ``latent_shape``."""
         if self.n == 0 or self._share_sum is None or self._power_sum is None or self._rho is None:
-            raise ValueError(f"{self.name}: no latents were accumulated")
+            from uae.errors import InputError
+
+            raise InputError(f"{self.name}: no latents were accumulated")
         out: dict[str, Any] = {
             "encoder": self.name,
             "num_images": self.n,
