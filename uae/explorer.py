@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from uae.errors import InputError, MissingFileError, UAEError
-from uae.inference import check_image_files, load_images, psnr, resolve_model
+from uae.inference import as_model, check_image_files, load_images, psnr
 from uae.paths import output_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -306,7 +306,7 @@ def band_picture_files(
     paths = [str(p) for p in paths]
     check_image_files(paths)
     dest = output_file(out, param="out", inputs=paths)
-    net = resolve_model(model, device)
+    net = as_model(model, device)
     c = net.config
     images, targets = load_images(paths, c.img_size, c.output_size)
     explorer = BandExplorer(net, cache_size=1)

@@ -159,8 +159,9 @@ def check_image_files(paths: Sequence[str | os.PathLike]) -> None:
             raise MissingFileError(f"image not found: {p}")
 
 
-def resolve_model(model: str | UAE, device: str | torch.device = "cpu") -> UAE:
-    """``model`` itself (moved to ``device``), or :func:`uae.factory.load_model` of a name, folder or repo id.
+def as_model(model: str | os.PathLike | UAE, device: str | torch.device = "cpu") -> UAE:
+    """``model`` itself (moved to ``device``, eval mode), or :func:`uae.factory.load_model` of a name, folder
+    or repo id.
 
     Raises:
         InputError: ``device`` is not a device of this machine.
@@ -249,7 +250,7 @@ def reconstruct_files(
     paths = [str(p) for p in paths]
     check_image_files(paths)
     out = output_dir(out_dir, param="out_dir")
-    net = resolve_model(model, device)
+    net = as_model(model, device)
     c = net.config
     images, targets = load_images(paths, c.img_size, c.output_size)
     recon = reconstruct(net, images, batch_size)
