@@ -12,7 +12,7 @@ Two measurements:
   little noise added, so nothing is cached), moves the band slider to band 0, one step up and back to all
   bands, switches the filter between low- and high-pass and changes the radius. The time runs from the
   key press / click / file hand-over until the page shows the new result (the text that names it).
-* **library**: the same steps called directly on :class:`uae.inference.BandExplorer` and the chart
+* **library**: the same steps called directly on :class:`uae.explorer.BandExplorer` and the chart
   functions (no server, no browser), to show where the time goes.
 
 Results go to ``benchmarks/results/app_latency_<model>.{json,md}``; ``benchmarks/RESULTS.md`` has the
@@ -50,7 +50,7 @@ def _free_port() -> int:
 
 def _noisy_copies(n: int, out: Path, seed: int = 0) -> list[Path]:
     """``n`` new images: bundled photographs with a little noise (each a cache miss for the app)."""
-    from uae.inference import bundled_photos
+    from uae.explorer import bundled_photos
 
     rng = np.random.default_rng(seed)
     photos = bundled_photos()
@@ -75,8 +75,8 @@ def _stats(xs: list[float]) -> dict[str, float]:
 
 def library_latency(model_name: str, images: list[Path]) -> dict[str, dict[str, float]]:
     """Time the library calls behind each interaction (fresh image per repetition)."""
+    from uae.explorer import BandExplorer, open_image
     from uae.factory import load_model
-    from uae.inference import BandExplorer, open_image
     from uae.visualize import band_energy_chart, band_figure, enlarge, radial_spectrum_chart
 
     explorer = BandExplorer(load_model(model_name))

@@ -1,4 +1,4 @@
-"""The band explorer's library side (uae.inference.BandExplorer / open_image, uae.visualize charts), no browser."""
+"""The band explorer's library side (uae.explorer.BandExplorer / open_image, uae.visualize charts), no browser."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from uae.inference import BandExplorer, bundled_photos, open_image
+from uae.explorer import BandExplorer, bundled_photos, open_image
 from uae.visualize import (
     BAND_AXIS_LABEL,
     ENERGY_AXIS_LABEL,

@@ -72,3 +72,35 @@ def test_unknown_and_untrained_models_are_one_line(photo_paths, tmp_path, capsys
     _one_line_error(capsys, rc, "no pretrained weights", "uae_large_p14_dinov2")
     rc = main(["bands", img, "--model", "someorg/not-cached", "--out", str(tmp_path / "b.png")])
     _one_line_error(capsys, rc, "someorg/not-cached")
+
+
+def test_any_other_exception_is_a_bug_with_its_traceback(photo_paths, monkeypatch, capsys):
+    import uae.inference
+
+    def broken(*args, **kwargs):
+        raise KeyError("weights")  # a bug in uae, not a user error: it used to print as one line
+
+    monkeypatch.setattr(uae.inference, "reconstruct_files", broken)
+    assert main(["reconstruct", str(photo_paths[0])]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError: 'weights'" in err
+    assert (
+        err.strip().splitlines()[-1].startswith("uae reconstruct: internal error (KeyError): this is a bug")
+    )
+
+
+def test_uae_errors_are_one_line_naming_the_flag(photo_paths, monkeypatch, capsys):
+    import uae.inference
+    from uae.cli import CLIError
+    from uae.errors import InputError, UAEError
+
+    assert issubclass(CLIError, UAEError)
+
+    def refuse(*args, **kwargs):
+        raise InputError("max_band_rows must be >= 1, got 0 (max_band_rows)", param="max_band_rows")
+
+    monkeypatch.setattr(uae.inference, "reconstruct_files", refuse)
+    rc = main(["reconstruct", str(photo_paths[0])])
+    assert _one_line_error(capsys, rc) == (
+        "uae reconstruct: error: --max-band-rows must be >= 1, got 0 (max_band_rows)"
+    )

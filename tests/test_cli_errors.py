@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from uae.cli import main
-from uae.evaluation.export import read_index, verify_export
+from uae.evaluation.shards import read_index, verify_export
 
 COMMON = ["--num-workers", "0", "--no-progress", "--batch-size", "2", "--no-lpips", "--no-fid"]
 
@@ -242,7 +242,8 @@ def test_unknown_option_is_one_line(capsys):
 
 def test_export_with_a_shard_of_only_unreadable_images(tiny_model, mixed_folder, tmp_path):
     from uae.evaluation.common import build_dataset
-    from uae.evaluation.export import export_latents, load_shard
+    from uae.evaluation.latents import export_latents
+    from uae.evaluation.shards import load_shard
 
     ds = build_dataset(mixed_folder, 32)  # a ok, b bad, c ok, d bad
     index = export_latents(tiny_model, ds, tmp_path / "x", what=("latent",), shard_size=1, progress=False)

@@ -49,5 +49,12 @@ def test_for_flags_names_the_flag_and_keeps_one_line() -> None:
     )
     assert for_flags(e, {}) == "inception_weights '/no/file' does not exist"
     assert for_flags(KeyError(), {}) == "KeyError"
-    e = InputError("out '/data/out/x' exists; choose another out", param="out")
-    assert for_flags(e, {"out": "--out"}) == "--out '/data/out/x' exists; choose another --out"
+
+
+def test_for_flags_replaces_the_parameter_not_a_path_or_a_later_mention() -> None:
+    e = InputError("out 'outputs/out/x.png' is inside 'out', which is an existing file (out)", param="out")
+    assert for_flags(e, {"out": "--out"}) == (
+        "--out 'outputs/out/x.png' is inside 'out', which is an existing file (out)"
+    )
+    e = InputError("device 'gpu0' is not a torch device", param="device")
+    assert for_flags(e, {"device": "--device"}) == "--device 'gpu0' is not a torch device"

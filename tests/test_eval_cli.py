@@ -265,7 +265,7 @@ def test_filtered_eval_cli(model_dir, image_folder, tmp_path, empty_hub, capsys)
 
 
 def test_encode_cli_exports_and_resumes(model_dir, image_folder, tmp_path, capsys):
-    from uae.evaluation.export import verify_export
+    from uae.evaluation.shards import verify_export
 
     out = tmp_path / "lat"
     args = [
@@ -290,3 +290,26 @@ def test_encode_cli_exports_and_resumes(model_dir, image_folder, tmp_path, capsy
     assert encode_cmd.main(args) == 0  # nothing left to do
     assert (out / "shard-00000.safetensors").stat().st_mtime_ns == before
     assert "2/2 shards" in capsys.readouterr().out
+
+
+def test_library_entry_points_run_without_the_command_line(tiny_model, image_folder):
+    """What the commands call, from a notebook: a model object, a folder, keyword arguments."""
+    from uae.errors import InputError
+    from uae.evaluation.filtered import filtered_evaluation
+    from uae.evaluation.options import RunOptions
+    from uae.evaluation.reconstruction import evaluate_dataset
+
+    opts = RunOptions(batch_size=4, progress=False)
+    plain = {"lpips": False, "fid": False}
+    res = evaluate_dataset(tiny_model, str(image_folder), metrics=plain, options=opts)
+    assert res["num_images"] == 8 and res["eval_size"] == 32 and res["data_path"] == str(image_folder)
+    out = filtered_evaluation(
+        tiny_model, str(image_folder), radii=[0.5], with_probe=False, metrics=plain, options=opts
+    )
+    assert list(out["variants"]) == ["original", "lfc@0.5", "hfc@0.5"] and "probe" not in out
+    assert out["variants"]["original"]["psnr"] == pytest.approx(res["psnr"], rel=1e-6)
+    with pytest.raises(InputError, match="nothing to evaluate"):
+        filtered_evaluation(tiny_model, str(image_folder), with_probe=False, with_reconstruction=False)
+    with pytest.raises(InputError, match="batch_size") as e:
+        RunOptions(batch_size=0)
+    assert e.value.param == "batch_size"

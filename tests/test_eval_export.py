@@ -9,15 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from uae.evaluation.common import build_dataset
-from uae.evaluation.export import (
-    STATS_NAME,
-    channel_moments,
-    combine_moments,
-    export_latents,
-    load_shard,
-    read_index,
-    verify_export,
-)
+from uae.evaluation.latents import channel_moments, combine_moments, export_latents
+from uae.evaluation.shards import STATS_NAME, load_shard, read_index, verify_export
 
 
 class Crash(RuntimeError):
@@ -91,7 +84,7 @@ def test_export_resumes_after_crash_mid_shard(tiny_model, image_folder, tmp_path
 def test_crash_between_rename_and_index_update_recomputes_the_shard(
     tiny_model, image_folder, tmp_path, monkeypatch
 ):
-    import uae.evaluation.export as ex
+    import uae.evaluation.latents as ex
 
     ds = build_dataset(image_folder, 32)
     out = tmp_path / "export"
@@ -130,16 +123,16 @@ def test_export_refuses_different_settings_and_bad_args(tiny_model, image_folder
     assert shard["label"].tolist() == [0, 0, 0, 0] and shard["index"].tolist() == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="different settings"):
         export_latents(tiny_model, ds, out, shard_size=2, progress=False, dtype="bfloat16", what=("fused",))
-    with pytest.raises(ValueError, match="--what"):
+    with pytest.raises(ValueError, match="what"):
         export_latents(tiny_model, ds, tmp_path / "x", what=("pixels",), progress=False)
-    with pytest.raises(ValueError, match="--dtype"):
+    with pytest.raises(ValueError, match="dtype"):
         export_latents(tiny_model, ds, tmp_path / "x", dtype="int8", progress=False)
     assert json.loads((out / "index.json").read_text())["what"] == ["fused"]
     assert (out / "files.txt").read_text().splitlines()[0].startswith("a/")
 
 
 def test_default_shard_size_targets_one_gib():
-    from uae.evaluation.export import default_shard_size
+    from uae.evaluation.latents import default_shard_size
 
     assert default_shard_size(["bands"], 4, (768, 16, 16), "float32") == 2**30 // (4 * 768 * 256 * 4)
     assert default_shard_size(["latent"], 4, (768, 16, 16), "bfloat16") == 2**30 // (768 * 256 * 2)

@@ -113,7 +113,7 @@ def test_offline_inception_and_lpips_are_reported_unavailable_quickly(photos32, 
     assert elapsed < 2.0
     assert res["rfid"] is None and res["lpips"] is None
     why = res["unavailable"]["rfid"]
-    assert M.INCEPTION_FILE in why and M.INCEPTION_FILE_ALT in why and "--inception-weights" in why
+    assert M.INCEPTION_FILE in why and M.INCEPTION_FILE_ALT in why and "inception_weights" in why
     assert str(empty_hub / "checkpoints") in why and "offline" in why
     assert "vgg16-397923af.pth" in res["unavailable"]["lpips"]
     assert res["psnr"] > 0 and res["ssim"] > 0  # the other metrics still ran
@@ -121,7 +121,7 @@ def test_offline_inception_and_lpips_are_reported_unavailable_quickly(photos32, 
 
 
 def test_missing_explicit_inception_weights_is_a_user_error(tmp_path, empty_hub):
-    with pytest.raises(FileNotFoundError, match="inception-weights"):
+    with pytest.raises(FileNotFoundError, match="inception_weights"):
         ReconstructionMetrics(lpips=False, inception_weights=tmp_path / "nope.pth")
 
 

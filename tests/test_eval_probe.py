@@ -9,16 +9,8 @@ import torch
 from PIL import Image
 
 from uae.evaluation.common import build_dataset
-from uae.evaluation.probe import (
-    LinearProbe,
-    evaluate_head,
-    extract_features,
-    feature_fingerprint,
-    parse_band,
-    parse_pool,
-    split_indices,
-    train_probe,
-)
+from uae.evaluation.features import extract_features, feature_fingerprint, parse_pool
+from uae.evaluation.probe import LinearProbe, evaluate_head, parse_band, split_indices, train_probe
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -150,10 +142,10 @@ def test_feature_cache_is_written_once_and_reused(tiny_model, image_folder, tmp_
 
 def test_parse_band_and_split():
     assert parse_band("0") == 0 and parse_band("all") == "all" and parse_band("LATENT") == "latent"
-    with pytest.raises(ValueError, match="--band"):
+    with pytest.raises(ValueError, match="band"):
         parse_band("low")
     assert parse_pool("mean") == "mean" and parse_pool("4") == 4
-    with pytest.raises(ValueError, match="--pool"):
+    with pytest.raises(ValueError, match="pool"):
         parse_pool("0")
     labels = [0] * 10 + [1] * 5 + [2] * 1
     tr, va = split_indices(labels, 0.2, seed=1)

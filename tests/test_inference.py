@@ -92,3 +92,12 @@ def test_compare_with_bicubic_baselines(tiny_model, photos32):
     wide = uae.create_model("uae_test", decoder_patch_size=8).eval()
     with pytest.raises(ValueError, match="output size"):
         compare_with_bicubic(wide, photos32)
+
+
+def test_psnr_is_the_mse_formula_per_image():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(6, 3, 16, 16, generator=g)
+    b = (a + 0.05 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+    mse = (a - b).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(psnr(a, b), 10 * torch.log10(1 / mse), atol=1e-4, rtol=0)
+    assert psnr(a, a).tolist() == [120.0] * 6  # identical images: the 1e-12 MSE floor, not infinity

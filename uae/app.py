@@ -1,22 +1,23 @@
 """``uae app``: the band explorer, a Gradio page that shows the Prism hypothesis on a person's own image.
 
 This module only wires widgets to the library: every number and picture comes from
-:class:`uae.inference.BandExplorer` and :mod:`uae.visualize` (unit-tested without a browser). The model
+:class:`uae.explorer.BandExplorer` and :mod:`uae.visualize` (unit-tested without a browser). The model
 is loaded once per process; encodings are cached per image, so the band slider and the filter controls
 only decode. Nothing here reaches the network: Gradio's analytics and version check are off, share
-links are never requested, and the page binds to loopback unless ``--host`` says otherwise.
+links are never requested, and the page binds to loopback unless ``host`` says otherwise.
 
 Needs the optional extra: ``pip install 'uae[app]'``.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from uae.errors import InputError, UAEError
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def _import_gradio():
     try:
         import gradio as gr
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise ValueError("the band explorer needs Gradio: pip install 'uae[app]'") from e
+        raise InputError("the band explorer needs Gradio: pip install 'uae[app]'") from e
     return gr
 
 
@@ -54,17 +55,17 @@ def build_app(
     """Build the Gradio ``Blocks`` of the band explorer.
 
     Args:
-        model: A :class:`uae.UAE`, or anything ``uae reconstruct --model`` accepts (name, directory, repo id).
+        model: A :class:`uae.UAE`, or a registered name, model directory or Hub repo id.
         device: Torch device for a model given by name.
-        photos: Pictures offered for one-click use (default: :func:`uae.inference.bundled_photos`).
+        photos: Pictures offered for one-click use (default: :func:`uae.explorer.bundled_photos`).
 
     Returns:
         The ``gradio.Blocks`` (call ``.launch(**launch_kwargs(...))``).
     """
     gr = _import_gradio()
 
+    from uae.explorer import BandExplorer, bundled_photos, open_image
     from uae.factory import load_model
-    from uae.inference import BandExplorer, bundled_photos, open_image
     from uae.visualize import band_energy_chart, band_figure, band_label, enlarge, radial_spectrum_chart
 
     if isinstance(model, str | os.PathLike):
@@ -85,7 +86,7 @@ def build_app(
     def analyse_file(path: str | None, n_bands: int):
         """First answer to a new image: the pictures a person looks at first (fast)."""
         if not path:
-            raise ValueError("no file received")
+            raise InputError("no file received")
         image, notes = open_image(path)
         a = explorer.analyse(image)
         upto = int(n_bands) - 1
@@ -111,7 +112,7 @@ def build_app(
         """
         try:
             a = explorer.analyse(open_image(path)[0]) if path else None  # cached: the first step encoded it
-        except (ValueError, OSError):
+        except (UAEError, OSError):
             a = None
         if a is None:
             return (gr.update(),) * 6
@@ -146,7 +147,7 @@ def build_app(
     def get(key: str | None):
         a = explorer.get(key) if key else None
         if a is None:
-            raise ValueError("upload an image or pick a photograph first")
+            raise InputError("upload an image or pick a photograph first")
         return a
 
     def on_slider(key: str | None, n_bands: int):
@@ -278,6 +279,9 @@ def build_app(
 def _guarded(fn: Callable, status, outputs: list, gr) -> Callable:
     """Wrap a handler: a failure becomes a message in ``status`` and leaves the other outputs unchanged.
 
+    uae's own errors (:class:`uae.errors.UAEError`: an unreadable or too large upload, ...) are shown as
+    they are; anything else is a bug: the page says so and the server log keeps the traceback.
+
     When ``status`` is not among ``outputs`` it is appended to the returned values (the event must list
     it last); on success it is cleared only if the handler does not set it itself.
     """
@@ -292,7 +296,7 @@ def _guarded(fn: Callable, status, outputs: list, gr) -> Callable:
             values = fn(*args, **kwargs)
             values = tuple(values) if isinstance(values, tuple | list) else (values,)
             return values if in_outputs else (*values, gr.update())
-        except (ValueError, FileNotFoundError, OSError) as e:
+        except UAEError as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             logger.warning("band explorer: %s", msg)
         except Exception as e:  # noqa: BLE001 - the page must keep working; the log keeps the traceback
@@ -308,9 +312,19 @@ def _guarded(fn: Callable, status, outputs: list, gr) -> Callable:
 
 
 def launch_kwargs(host: str | None = "127.0.0.1", port: int | None = None) -> dict[str, Any]:
-    """Arguments for ``Blocks.launch``: loopback by default, no share link, no server-side rendering."""
-    from uae.inference import MAX_IMAGE_BYTES
+    """Arguments for ``Blocks.launch``: loopback by default, no share link, no server-side rendering.
 
+    Args:
+        host: Address to bind.
+        port: Port (``None``: Gradio's choice).
+
+    Raises:
+        InputError: ``port`` outside 1..65535.
+    """
+    from uae.explorer import MAX_IMAGE_BYTES
+
+    if port is not None and not 0 < port < 65536:
+        raise InputError(f"port must be in 1..65535, got {port}", param="port")
     return {
         "server_name": host,
         "server_port": port,
@@ -320,17 +334,3 @@ def launch_kwargs(host: str | None = "127.0.0.1", port: int | None = None) -> di
         "max_file_size": MAX_IMAGE_BYTES,
         "footer_links": [],
     }
-
-
-def run_app(args: argparse.Namespace) -> int:
-    """``uae app`` with parsed options (:mod:`uae.commands.app`): serve the band explorer until interrupted."""
-    if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be in 1..65535, got {args.port}")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    demo = build_app(args.model, device=args.device)
-    print(f"uae app: serving {args.model} on http://{args.host}:{args.port} (Ctrl+C to stop)", flush=True)
-    demo.launch(**launch_kwargs(args.host, args.port))
-    return 0

@@ -1,8 +1,10 @@
 """``uae`` command line: one entry point, one module per sub-command in :mod:`uae.commands`.
 
-Errors a user can fix (missing files, unreadable images, unknown model names, bad arguments) are
-printed as one line on stderr with a non-zero exit code, without a traceback. Set ``UAE_DEBUG=1``
-to see the traceback.
+uae's own errors (:class:`uae.errors.UAEError`: missing files, unreadable images, unknown model names,
+bad arguments) are printed as one line on stderr with exit code 2, without a traceback, naming the
+command's flag where the library names a parameter (:func:`uae.commands._options.command_flags`). Set ``UAE_DEBUG=1`` to
+see their traceback. Any other exception is a bug in uae: its traceback is printed with a line asking
+to report it (exit code 1).
 """
 
 from __future__ import annotations
@@ -11,59 +13,15 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
-from uae.cliargs import CLIError  # defined there so that `python -m uae.cli` catches it too
+from uae._version import __version__
+from uae.commands import COMMANDS
+from uae.commands._options import USER_ERRORS, CLIError, command_flags
+from uae.errors import for_flags
 
-# name -> (module, function, one-line help). Each function takes argv (list[str]) and returns an exit code;
-# each module (uae.commands.*) imports only light modules at import time, so `--help` is fast.
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "fit": (
-        "uae.commands.fit",
-        "main",
-        "train a UAE stage with LightningCLI (--config recipes/<...>.yaml)",
-    ),
-    "validate": ("uae.commands.fit", "validate_main", "run validation of a training config (LightningCLI)"),
-    "export": (
-        "uae.commands.export",
-        "main",
-        "Lightning checkpoint -> Hub-layout directory (EMA weights)",
-    ),
-    "reconstruct": ("uae.commands.reconstruct", "main", "reconstruct images and write band pictures"),
-    "eval": ("uae.commands.eval", "main", "PSNR / SSIM / LPIPS / rFID of a model on a dataset"),
-    "probe": ("uae.commands.probe", "main", "linear probe on band features"),
-    "spectrum": (
-        "uae.commands.spectrum",
-        "main",
-        "radial power spectrum of latents and energy per band",
-    ),
-    "filtered-eval": ("uae.commands.filtered_eval", "main", "low-pass / high-pass filtered evaluation"),
-    "bands": ("uae.commands.bands", "main", "picture of progressive band decodes and band energies"),
-    "encode": (
-        "uae.commands.encode",
-        "main",
-        "export band latents of a dataset as sharded safetensors",
-    ),
-    "convert": (
-        "uae.commands.convert",
-        "main",
-        "convert the authors' or RAE checkpoints into uae's layout",
-    ),
-    "bench": ("uae.commands.bench", "main", "speed and memory of a model, side by side with peer tokenizers"),
-    "models": ("uae.commands.models", "main", "list the registered models and their pretrained weights"),
-    "publish": ("uae.commands.publish", "main", "convert a release, write a Hub folder + card, push"),
-    "app": ("uae.commands.app", "main", "band explorer web page (Gradio; needs the app extra)"),
-}
-
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    FileNotFoundError,
-    ValueError,
-    PermissionError,
-    KeyError,
-    FileExistsError,
-    IsADirectoryError,
-    NotADirectoryError,
-)
+__all__ = ["COMMANDS", "USER_ERRORS", "CLIError", "main"]
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -103,29 +61,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from uae import __version__
-
         print(f"uae {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"uae: error: unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module, func, _ = COMMANDS[name]
+    module_name, func, _ = COMMANDS[name]
+    module = None
     try:
-        fn = getattr(importlib.import_module(module), func)
-        return int(fn(rest) or 0)
-    except (CLIError, *USER_ERRORS) as e:
+        module = importlib.import_module(module_name)
+        return int(getattr(module, func)(rest) or 0)
+    except USER_ERRORS as e:
         if os.environ.get("UAE_DEBUG"):
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if isinstance(e, KeyError):
-            msg = f"missing key {msg}"
-        print(f"uae {name}: error: {msg}", file=sys.stderr)
+        print(f"uae {name}: error: {for_flags(e, command_flags(module))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"uae {name}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        traceback.print_exc()
+        print(
+            f"uae {name}: internal error ({type(e).__name__}): this is a bug in uae {__version__}, not in your "
+            "input. Please report it with the command line and the traceback above.",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -54,8 +54,10 @@ def for_flags(error: BaseException, flags: dict[str, str]) -> str:
     line = text.splitlines()[0] if text else type(error).__name__
     param = getattr(error, "param", None)
     if param and param in flags:
-        # whole words only, so that a path or another name containing the parameter's name is kept
-        line = re.sub(rf"(?<![\w.\-/]){re.escape(param)}(?![\w\-/])", flags[param], line)
+        # The first mention of the parameter as a word of its own, not inside a path, a quoted value or a
+        # longer name (in ``out 'outputs/out.png' ...`` only the first ``out``).
+        word = rf"(?<![\w./\\'\"-]){re.escape(param)}(?![\w/\\'\"-]|\.\w)"
+        line = re.sub(word, lambda _: flags[param], line, count=1)
     return line
 
 

@@ -8,6 +8,8 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
+from uae.errors import InputError
+
 
 def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
     """The mixed-precision dtype to use on a device.
@@ -36,33 +38,37 @@ def maybe_autocast(device: torch.device | str, enabled: bool = True) -> Iterator
         yield dtype
 
 
-def check_device(device: str | torch.device, option: str = "--device") -> torch.device:
+def check_device(device: str | torch.device, param: str = "device") -> torch.device:
     """Parse a device and check that it exists on this machine.
 
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ... or a ``torch.device``.
-        option: How the value is named in messages.
+        param: The parameter that holds it (named in messages).
 
     Returns:
         The ``torch.device``.
 
     Raises:
-        ValueError: Not a device string, or CUDA / MPS / that CUDA index is not available (one line).
+        InputError: Not a device string, or CUDA / MPS / that CUDA index is not available (one line).
     """
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"{option} {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+        raise InputError(
+            f"{param} {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)", param=param
+        ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"{option} {device}: CUDA is not available on this machine (use --device cpu)")
+            raise InputError(
+                f"{param} {device}: CUDA is not available on this machine (use cpu)", param=param
+            )
         count = torch.cuda.device_count()
         if dev.index is not None and dev.index >= count:
-            raise ValueError(f"{option} {device}: this machine has {count} CUDA device(s)")
+            raise InputError(f"{param} {device}: this machine has {count} CUDA device(s)", param=param)
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ValueError(f"{option} {device}: MPS is not available on this machine (use --device cpu)")
+            raise InputError(f"{param} {device}: MPS is not available on this machine (use cpu)", param=param)
     return dev
 
 

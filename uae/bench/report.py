@@ -179,7 +179,7 @@ def write_results(
         if dev == "cuda":
             dev = "cuda-" + re.sub(r"[^A-Za-z0-9]+", "-", result["env"]["device_name"]).strip("-").lower()
         name = f"{dev}_{s['model']}_{s['precision']}_b{s['batch_size']}" + (
-            "compile_module" if s["compile"] else ""
+            "_compile" if s["compile"] else ""
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

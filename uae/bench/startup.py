@@ -28,12 +28,13 @@ HELP_TARGET_S = 1.0
 MODELS_TARGET_S = 2.0
 
 
-def startup_commands() -> list[list[str]]:
-    """The measured command lines (arguments after ``uae``): top-level help, each command's help, models."""
-    from uae.cli import COMMANDS
+def startup_commands(names: Sequence[str]) -> list[list[str]]:
+    """The measured command lines (arguments after ``uae``): top-level help, each command's help, models.
 
-    cmds = [["--help"]] + [[name, "--help"] for name in COMMANDS] + [["models"]]
-    return cmds
+    Args:
+        names: The sub-commands (``uae.commands.COMMANDS``).
+    """
+    return [["--help"]] + [[name, "--help"] for name in names] + [["models"]]
 
 
 def time_command(args: Sequence[str], repeats: int, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -60,11 +61,16 @@ def time_command(args: Sequence[str], repeats: int, env: dict[str, str] | None =
     }
 
 
-def run_startup(repeats: int = 3) -> dict[str, Any]:
-    """Time every start-up command; each row says whether it meets its target."""
+def run_startup(names: Sequence[str], repeats: int = 3) -> dict[str, Any]:
+    """Time every start-up command; each row says whether it meets its target.
+
+    Args:
+        names: The sub-commands whose ``--help`` is timed.
+        repeats: Timed runs per command (after one warm-up run).
+    """
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     rows = []
-    for args in startup_commands():
+    for args in startup_commands(names):
         row = time_command(args, repeats, env)
         row["target_s"] = MODELS_TARGET_S if args == ["models"] else HELP_TARGET_S
         row["met"] = row["returncode"] == 0 and row["median_s"] < row["target_s"]

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
-from uae.cliargs import DEFAULT_MODEL
+from uae.commands._options import ArgumentParser, add_model_arg
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """Options of ``uae app``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="uae app",
         description="Serve the band explorer (a Gradio page): upload an image, decode from band 0 upwards, see the "
         "band energies, the latent spectrum, band 0's features and low/high-pass filtered inputs. Offline.",
     )
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"registered name, model directory or Hub repo id (default: {DEFAULT_MODEL}, the embedded demo)",
-    )
+    add_model_arg(parser)
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)"
     )
@@ -32,8 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Parse, then run :func:`uae.app.run_app`."""
+    """Parse, build the page (:func:`uae.app.build_app`) and serve it until interrupted."""
     args = build_parser().parse_args(list(argv))
-    from uae.app import run_app
+    from uae.app import build_app, launch_kwargs
 
-    return run_app(args)
+    launch = launch_kwargs(args.host, args.port)  # checks the port before the model is loaded
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    demo = build_app(args.model, device=args.device)
+    print(f"uae app: serving {args.model} on http://{args.host}:{args.port} (Ctrl+C to stop)", flush=True)
+    demo.launch(**launch)
+    return 0

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from uae.cliargs import ArgumentParser
-from uae.commands.reconstruct import add_image_model_args
+from uae.commands._options import ArgumentParser, add_image_model_args
 
 
 def build_parser() -> ArgumentParser:
@@ -23,8 +22,18 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Parse, then run :func:`uae.inference.run_bands`."""
+    """Parse, run :func:`uae.explorer.band_picture_files`, print each image's band energies and PSNRs."""
     args = build_parser().parse_args(list(argv))
-    from uae.inference import run_bands
+    from uae.explorer import band_picture_files
 
-    return run_bands(args)
+    dest, rows = band_picture_files(args.images, model=args.model, out=args.out, device=args.device)
+    for r in rows:
+        print(
+            f"{r.source}: band energy "
+            + " ".join(f"{float(v):.3f}" for v in r.energy)
+            + " | PSNR from bands 0..k: "
+            + " ".join(f"{float(p):.2f}" for p in r.psnrs)
+            + " dB"
+        )
+    print(f"band picture -> {dest}")
+    return 0

@@ -1,23 +1,31 @@
-"""``uae bench``: speed and memory of a model beside peer tokenizers (:mod:`uae.bench.run`), or the
-command's start-up latency (``--startup``, :mod:`uae.bench.startup`).
+"""``uae bench``: speed and memory of a model beside peer tokenizers (:func:`uae.bench.run.run_benchmark`),
+or the command's start-up latency (``--startup``, :mod:`uae.bench.startup`).
 
 Also run as ``python -m benchmarks.run`` from a checkout.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from uae.bench.names import ABLATIONS, B_CONFIG, PEERS
+from uae.commands._options import (
+    ArgumentParser,
+    CLIError,
+    flags_of,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from uae.errors import UAEError, for_flags
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """Options of ``uae bench``."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="uae bench",
         description="Throughput and memory of uae, side by side with peer tokenizers, in one run on the same inputs.",
     )
@@ -25,13 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=B_CONFIG, help="registered uae model name (default: the paper's B config)"
     )
     p.add_argument(
-        "--batch-size", type=int, default=None, help="inference batch (default: 2 on CPU, 64 on CUDA)"
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="inference batch (default: 2 on CPU, 64 on CUDA)",
     )
     p.add_argument(
-        "--train-batch-size", type=int, default=None, help="training-step batch (default: --batch-size)"
+        "--train-batch-size",
+        type=positive_int,
+        default=None,
+        help="training-step batch (default: --batch-size)",
     )
     p.add_argument(
-        "--resolution", type=int, default=None, help="encoder input side (default: the model's img_size)"
+        "--resolution",
+        type=positive_int,
+        default=None,
+        help="encoder input side (default: the model's img_size)",
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
     p.add_argument(
@@ -41,14 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: bf16 on CUDA, fp32 on CPU",
     )
     p.add_argument(
-        "--repeats", type=int, default=5, help="timed runs per measurement (the median is reported)"
+        "--repeats", type=positive_int, default=5, help="timed runs per measurement (the median is reported)"
     )
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed runs before timing")
     p.add_argument(
-        "--piece-repeats", type=int, default=10, help="timed runs for the cheap projector/modulator pieces"
+        "--piece-repeats",
+        type=positive_int,
+        default=10,
+        help="timed runs for the cheap projector/modulator pieces",
     )
     p.add_argument(
-        "--train-repeats", type=int, default=None, help="timed training steps (default: --repeats)"
+        "--train-repeats", type=positive_int, default=None, help="timed training steps (default: --repeats)"
     )
     p.add_argument(
         "--compile",
@@ -68,11 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     p.add_argument(
         "--peak-tflops",
-        type=float,
+        type=positive_float,
         default=None,
         help="peak FLOP/s of the device for the utilisation (TFLOP/s)",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads on CPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--out-dir",
@@ -88,26 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parsed and checked options (``--peers`` / ``--ablations`` as lists).
-
-    Raises:
-        ValueError: An unknown peer or ablation.
-    """
-    p = build_parser()
-    args = p.parse_args(None if argv is None else list(argv))
-    args.peers = _parse_list(args.peers, PEERS, "--peers")
-    args.ablations = _parse_list(args.ablations or "none", ABLATIONS, "--ablations")
-    for k in ("batch_size", "train_batch_size", "repeats", "piece_repeats", "train_repeats"):
-        v = getattr(args, k)
-        if v is not None and v < 1:
-            p.error(f"--{k.replace('_', '-')} must be >= 1")
-    if args.warmup < 0:
-        p.error("--warmup must be >= 0")
-    return args
+FLAGS = flags_of(build_parser(), sdpa="--no-sdpa", train="--no-train", flops="--no-flops")
 
 
 def _parse_list(value: str, allowed: Sequence[str], flag: str) -> list[str]:
+    """``all``, ``none`` / empty, or a comma list of names from ``allowed``."""
     if value == "all":
         return list(allowed)
     if value in ("none", ""):
@@ -115,29 +120,58 @@ def _parse_list(value: str, allowed: Sequence[str], flag: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     bad = [v for v in items if v not in allowed]
     if bad:
-        raise ValueError(f"{flag}: unknown {bad}; choose from {', '.join(allowed)}")
+        raise CLIError(f"{flag}: unknown {bad}; choose from {', '.join(allowed)}")
     return items
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: ``uae bench [options]`` (also ``python -m benchmarks.run`` from a checkout)."""
+    """Entry point: ``uae bench [options]`` (also ``python -m benchmarks.run`` from a checkout).
+
+    Errors are reported here as one line (exit code 2), as :mod:`uae.cli` does, so that
+    ``python -m benchmarks.run`` reports them the same way.
+    """
     if not logging.getLogger("uae").handlers:  # `uae bench` has configured the package's logger already
         logging.basicConfig(
             level=os.environ.get("UAE_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
         )
     try:
-        args = parse_args(argv)
+        args = build_parser().parse_args(None if argv is None else list(argv))
+        peers = _parse_list(args.peers, PEERS, "--peers")
+        ablations = _parse_list(args.ablations or "none", ABLATIONS, "--ablations")
         if args.startup:
             from uae.bench.startup import run_startup, write_startup
+            from uae.commands import COMMANDS
 
-            md = write_startup(run_startup(args.repeats), args.out_dir, args.name or "startup")
+            md = write_startup(
+                run_startup(list(COMMANDS), args.repeats), args.out_dir, args.name or "startup"
+            )
             print(md.read_text())
             return 0
-        from uae.bench.run import run
+        from uae.bench.run import run_benchmark
 
-        result = run(args)
-    except ValueError as e:
-        print(f"uae bench: error: {e}", file=sys.stderr)
+        result = run_benchmark(
+            model=args.model,
+            device=args.device,
+            batch_size=args.batch_size,
+            train_batch_size=args.train_batch_size,
+            resolution=args.resolution,
+            precision=args.precision,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            piece_repeats=args.piece_repeats,
+            train_repeats=args.train_repeats,
+            compile=args.compile,
+            sdpa=not args.no_sdpa,
+            peers=peers,
+            ablations=ablations,
+            train=not args.no_train,
+            flops=not args.no_flops,
+            peak_tflops=args.peak_tflops,
+            threads=args.threads,
+            seed=args.seed,
+        )
+    except UAEError as e:
+        print(f"uae bench: error: {for_flags(e, FLAGS)}", file=sys.stderr)
         return 2
     from uae.bench.report import write_results
 

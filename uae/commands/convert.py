@@ -6,10 +6,9 @@ the release formats and their aliases come from :data:`uae.convert.release.RELEA
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 
-from uae.cliargs import ArgumentParser, output_dir, positive_int
+from uae.commands._options import ArgumentParser, positive_int
 
 #: Parameter of :func:`~uae.convert.release.convert_release` -> the option that sets it.
 FLAGS = {
@@ -75,38 +74,26 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-@contextlib.contextmanager
-def flags_in_errors(flags: Mapping[str, str]) -> Iterator[None]:
-    """Re-raise a :class:`uae.errors.UAEError` about a parameter with the command's flag named instead."""
-    from uae.errors import UAEError, for_flags
-
-    try:
-        yield
-    except UAEError as e:
-        if e.param not in flags:
-            raise
-        raise type(e)(for_flags(e, flags), param=e.param) from e
-
-
 def main(argv: Sequence[str]) -> int:
     """Parse, convert with :func:`uae.convert.release.convert_release`, print one line about the result."""
     args = build_parser().parse_args(list(argv))
-    output_dir(args.out, "--out")  # before the (slow) conversion
+    from uae.paths import output_dir
+
+    output_dir(args.out, param="out")  # before the (slow) conversion
     from uae.convert.release import convert_release
 
-    with flags_in_errors(FLAGS):
-        model = convert_release(
-            args.source,
-            args.file,
-            out=args.out,
-            config=args.config,
-            stats=args.stats,
-            encoder_weights=args.encoder_weights,
-            entry=args.entry,
-            encoder_heads=args.encoder_heads,
-            decoder_heads=args.decoder_heads,
-            name=args.name,
-        )
+    model = convert_release(
+        args.source,
+        args.file,
+        out=args.out,
+        config=args.config,
+        stats=args.stats,
+        encoder_weights=args.encoder_weights,
+        entry=args.entry,
+        encoder_heads=args.encoder_heads,
+        decoder_heads=args.decoder_heads,
+        name=args.name,
+    )
     c = model.config
     print(
         f"wrote {args.out}: {c.name}, input {c.img_size}px -> output {c.output_size}px, latent "

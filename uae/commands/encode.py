@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from uae.cliargs import ArgumentParser, output_dir, positive_int
-from uae.evaluation.options import EXPORTABLE, add_model_data
+from uae.commands._options import ArgumentParser, add_model_data, flags_of, positive_int, run_options
+from uae.evaluation.options import EXPORTABLE
 
 
 def build_parser() -> ArgumentParser:
@@ -28,33 +28,30 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+FLAGS = flags_of(build_parser(), out_dir="--out")
+
+
 def main(argv: Sequence[str]) -> int:
-    """``uae encode``: parse, export the latents (resuming a partial export), print the latent statistics."""
+    """``uae encode``: parse, export the latents (:func:`uae.evaluation.latents.encode_dataset`, resuming a
+    partial export), print the latent statistics."""
     args = build_parser().parse_args(list(argv))
     import torch
 
-    from uae.evaluation.common import build_dataset, max_pixels_option, resolve_data, setup_model
-    from uae.evaluation.export import export_latents
+    from uae.evaluation.common import prepare_model
+    from uae.evaluation.latents import encode_dataset
+    from uae.paths import output_dir
 
-    output_dir(args.out, "--out")
-    root = resolve_data(args.data, args.data_root)
-    model, device = setup_model(args)
-    ds = build_dataset(
-        root, model.config.img_size, labels=None, limit=args.limit, max_pixels=max_pixels_option(args)
-    )
-    index = export_latents(
+    output_dir(args.out, param="out")
+    model, _ = prepare_model(args.model, random_init=args.random_init, device=args.device)
+    index = encode_dataset(
         model,
-        ds,
+        args.data,
         args.out,
         what=args.what,
         shard_size=args.shard_size,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
         dtype=args.dtype,
-        device=device,
-        amp=not args.no_amp,
-        progress=not args.no_progress,
-        metadata={"model": args.model, "data": args.data, "data_path": str(root)},
+        metadata={"model": args.model},
+        options=run_options(args),
     )
     print(
         f"uae encode: {len(index['shards'])}/{index['num_shards']} shards, {index.get('num_used', 0)} images "

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from uae.cliargs import ArgumentParser, output_file
-from uae.evaluation.options import add_metric_opts, add_model_data
+from uae.commands._options import (
+    ArgumentParser,
+    add_metric_opts,
+    add_model_data,
+    metric_options,
+    run_options,
+)
 
 
 def build_parser() -> ArgumentParser:
@@ -20,60 +25,28 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``uae eval``: parse, evaluate, write the result JSON and print a table."""
+    """``uae eval``: parse, evaluate (:func:`uae.evaluation.reconstruction.evaluate_dataset`), write the
+    result JSON and print a table."""
     args = build_parser().parse_args(list(argv))
-    from uae.evaluation.common import (
-        build_dataset,
-        build_metrics,
-        format_table,
-        make_loader,
-        max_pixels_option,
-        print_skipped,
-        print_unavailable,
-        resolve_data,
-        setup_model,
-        write_json,
-    )
-    from uae.evaluation.reconstruction import evaluate_reconstruction
+    from uae.commands._report import format_table, metric_notes_for_flags, print_notes
+    from uae.evaluation.common import prepare_model, write_json
+    from uae.evaluation.reconstruction import evaluate_dataset
+    from uae.paths import output_file
 
-    output_file(args.output, "--output")
-    root = resolve_data(args.data, args.data_root)
-    model, device = setup_model(args)
-    size = args.size or model.config.output_size
-    ds = build_dataset(
-        root,
-        model.config.img_size,
-        out_size=size,
-        labels=False,
-        limit=args.limit,
-        max_pixels=max_pixels_option(args),
+    output_file(args.output, param="output")
+    model, _ = prepare_model(args.model, random_init=args.random_init, device=args.device)
+    res = evaluate_dataset(
+        model, args.data, metrics=metric_options(args), size=args.size, options=run_options(args)
     )
-    metrics = build_metrics(args, device)
-    res = evaluate_reconstruction(
-        model,
-        make_loader(ds, args.batch_size, args.num_workers),
-        metrics,
-        size,
-        device=device,
-        amp=not args.no_amp,
-        progress=not args.no_progress,
-    )
-    res = {
-        "model": args.model,
-        "data": args.data,
-        "data_path": str(root),
-        "input_size": model.config.img_size,
-        "eval_size": size,
-        **res,
-    }
-    res["num_skipped"] = res["images"]["skipped"]
+    res = {"model": args.model, **res}
+    res["unavailable"] = metric_notes_for_flags(res["unavailable"])
     write_json(args.output, res)
     skipped = f", {res['num_skipped']} skipped" if res["num_skipped"] else ""
+    size = res["eval_size"]
     print(f"uae eval: {args.model} on {args.data} ({res['num_images']} images{skipped}, {size}x{size})")
     rows = [[m.upper(), res[m]] for m in ("psnr", "ssim", "lpips", "rfid")]
     print(format_table(rows, ["metric", "value"]))
-    print_unavailable(res)
-    print_skipped(res["images"])
+    print_notes(unavailable=res["unavailable"], skipped=res["num_skipped"])
     print(f"  note: {res['notes']['rfid']}")
     print(f"results written to {args.output}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from uae.cliargs import ArgumentParser
+from uae.commands._options import ArgumentParser
 
 
 def build_parser() -> ArgumentParser:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-from uae.cliargs import ArgumentParser, output_dir, output_file
-from uae.evaluation.options import add_model_data, add_probe_opts
+from uae.commands._options import (
+    ArgumentParser,
+    add_model_data,
+    add_probe_opts,
+    probe_options,
+    run_options,
+)
 
 
 def build_parser() -> ArgumentParser:
@@ -29,37 +32,24 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``uae probe``: parse, extract (cached) features per band, train the heads, write the result JSON."""
+    """``uae probe``: parse, extract (cached) features per band and train the heads
+    (:func:`uae.evaluation.probe.linear_probe`), write the result JSON and print a table."""
     args = build_parser().parse_args(list(argv))
-    from uae.data.datasets import SkipLog
-    from uae.evaluation.common import (
-        fit_probe,
-        format_table,
-        images_summary,
-        print_skipped,
-        probe_datasets,
-        setup_model,
-        write_json,
-    )
-    from uae.evaluation.probe import parse_band
+    from uae.commands._report import format_table, num_skipped, print_notes
+    from uae.evaluation.common import prepare_model, write_json
+    from uae.evaluation.probe import linear_probe, parse_band
+    from uae.paths import output_dir, output_file
 
     bands = [parse_band(b) for b in args.band]
-    output_file(args.output, "--output")
+    output_file(args.output, param="output")
     if args.cache_dir:
-        output_dir(args.cache_dir, "--cache-dir")
-    model, device = setup_model(args)
-    train_ds, val_ds, classes = probe_datasets(args, model.config.img_size)
-    cache_dir = Path(args.cache_dir) if args.cache_dir else Path(args.output).resolve().parent / "features"
-    results: dict[str, Any] = {"model": args.model, "data": args.data, "classes": classes, "bands": {}}
-    for band in bands:
-        logs = (SkipLog(), SkipLog())
-        _, res = fit_probe(
-            model, (train_ds, val_ds), band, args, device, cache_dir, "probe", len(classes), logs=logs
-        )
-        results["bands"][str(band)] = res
-        # The same files for every band: keep one count (of the last band's pass).
-        results["images"] = {"train": images_summary(logs[0]), "val": images_summary(logs[1])}
+        output_dir(args.cache_dir, param="cache_dir")
+    probe = probe_options(args)
+    model, _ = prepare_model(args.model, random_init=args.random_init, device=args.device)
+    results = linear_probe(model, args.data, bands=bands, probe=probe, options=run_options(args))
+    results = {"model": args.model, **results}
     write_json(args.output, results)
+    classes = results["classes"]
     print(f"uae probe: {args.model} on {args.data} ({len(classes)} classes)")
     rows = [
         [
@@ -78,6 +68,6 @@ def main(argv: Sequence[str]) -> int:
             rows, ["band", "dim", "top1 %", f"top{min(5, len(classes))} %", "train top1 %", "train", "val"]
         )
     )
-    print_skipped(images_summary(*logs))
+    print_notes(skipped=num_skipped(*results["images"].values()))
     print(f"results written to {args.output}")
     return 0

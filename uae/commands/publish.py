@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from uae.cliargs import ArgumentParser
-from uae.commands.convert import flags_in_errors
+from uae.commands._options import ArgumentParser
 
 #: Parameter of :func:`~uae.convert.publish.publish` -> the option that sets it.
 FLAGS = {
@@ -66,7 +65,7 @@ def parse_files(pairs: Sequence[str]) -> dict[str, str]:
     Raises:
         CLIError: A value is not ``ROLE=PATH`` (one line, exit code 2).
     """
-    from uae.cliargs import CLIError
+    from uae.commands._options import CLIError
 
     out = {}
     for pair in pairs:
@@ -83,20 +82,19 @@ def main(argv: Sequence[str]) -> int:
     files = parse_files(args.file)
     from uae.convert.publish import publish
 
-    with flags_in_errors(FLAGS):
-        folder = publish(
-            args.src,
-            args.repo_id,
-            release_format=args.release_format,
-            files=files,
-            like=args.like,
-            license_id=args.license_id,
-            name=args.name,
-            out=args.out,
-            dry_run=args.dry_run,
-            private=args.private,
-            revision=args.revision,
-        )
+    folder = publish(
+        args.src,
+        args.repo_id,
+        release_format=args.release_format,
+        files=files,
+        like=args.like,
+        license_id=args.license_id,
+        name=args.name,
+        out=args.out,
+        dry_run=args.dry_run,
+        private=args.private,
+        revision=args.revision,
+    )
     action = "wrote" if args.dry_run else f"pushed to https://huggingface.co/{args.repo_id} from"
     print(f"{action} {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
     return 0

@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
-from uae.cliargs import DEFAULT_MODEL, ArgumentParser, positive_int
-
-
-def add_image_model_args(parser: argparse.ArgumentParser) -> None:
-    """Input images, ``--model`` and ``--device`` (shared with ``uae bands``)."""
-    parser.add_argument("images", nargs="+", metavar="IMG", help="image files")
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"registered name, model directory or Hub repo id (default: {DEFAULT_MODEL}, the embedded demo)",
-    )
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+from uae.commands._options import ArgumentParser, add_image_model_args, flags_of, positive_int
 
 
 def build_parser() -> ArgumentParser:
@@ -38,9 +26,29 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str]) -> int:
-    """Parse, then run :func:`uae.inference.run_reconstruct`."""
-    args = build_parser().parse_args(list(argv))
-    from uae.inference import run_reconstruct
+FLAGS = flags_of(build_parser(), out_dir="--out")
 
-    return run_reconstruct(args)
+
+def main(argv: Sequence[str]) -> int:
+    """Parse, run :func:`uae.inference.reconstruct_files`, print what was written."""
+    args = build_parser().parse_args(list(argv))
+    from uae.inference import reconstruct_files
+
+    res = reconstruct_files(
+        args.images,
+        model=args.model,
+        out_dir=args.out,
+        band_picture=not args.no_bands,
+        max_band_rows=args.max_band_rows,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    for r in res.images:
+        print(f"{r.source} -> {r.path}  (PSNR {r.psnr:.2f} dB vs the {res.output_size}px input crop)")
+    if res.band_picture is not None:
+        print(f"band picture -> {res.band_picture}")
+    print(
+        f"mean PSNR {res.mean_psnr:.2f} dB over {len(res.images)} image(s) with {res.model_name} "
+        f"(K={res.num_bands})"
+    )
+    return 0

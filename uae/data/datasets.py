@@ -36,6 +36,7 @@ from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 from uae.data.image_io import ImageTooLargeError, read_image, to_rgb
+from uae.errors import InputError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +64,14 @@ def find_images(root: PathLike, recursive: bool = True) -> list[pathlib.Path]:
         Sorted list of paths.
 
     Raises:
-        FileNotFoundError: ``root`` does not exist or is not a folder.
-        ValueError: No image file found (the message names ``root`` and the extensions).
+        MissingFileError: ``root`` does not exist or is not a folder.
+        InputError: No image file found (the message names ``root`` and the extensions).
     """
     root = pathlib.Path(root).expanduser()
     if not root.exists():
-        raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
+        raise MissingFileError(f"image folder {str(root)!r} does not exist")
     if not root.is_dir():
-        raise FileNotFoundError(f"{str(root)!r} is not a folder")
+        raise MissingFileError(f"{str(root)!r} is not a folder")
     files: list[pathlib.Path] = []
     if recursive:
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -81,7 +82,7 @@ def find_images(root: PathLike, recursive: bool = True) -> list[pathlib.Path]:
     else:
         files = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p)]
     if not files:
-        raise ValueError(
+        raise InputError(
             f"no images found in {str(root)!r} ({'recursively, ' if recursive else ''}"
             f"extensions {', '.join(IMAGE_EXTENSIONS)})"
         )
@@ -119,16 +120,16 @@ class ImageTransform:
         interpolation: str = "bicubic",
     ) -> None:
         if size <= 0 or (out_size is not None and out_size <= 0):
-            raise ValueError(f"image sizes must be positive, got size={size}, out_size={out_size}")
+            raise InputError(f"image sizes must be positive, got size={size}, out_size={out_size}")
         if scale is not None and not (0 < scale[0] <= scale[1] <= 1):
-            raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
+            raise InputError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
         modes = {
             "bicubic": TF.InterpolationMode.BICUBIC,
             "bilinear": TF.InterpolationMode.BILINEAR,
             "lanczos": TF.InterpolationMode.LANCZOS,
         }
         if interpolation not in modes:
-            raise ValueError(f"interpolation must be one of {sorted(modes)}, got {interpolation!r}")
+            raise InputError(f"interpolation must be one of {sorted(modes)}, got {interpolation!r}")
         self.size = int(size)
         self.out_size = None if out_size is None or out_size == size else int(out_size)
         self.train = train
@@ -255,8 +256,8 @@ class ImageFolderDataset(Dataset):
         num_skipped: Unreadable files met so far in this process (each counted once).
 
     Raises:
-        FileNotFoundError: Missing folder or a listed file that does not exist.
-        ValueError: No images; ``labels=True`` without class sub-folders.
+        MissingFileError: Missing folder or a listed file that does not exist.
+        InputError: No images; ``labels=True`` without class sub-folders.
     """
 
     def __init__(
@@ -271,7 +272,7 @@ class ImageFolderDataset(Dataset):
         max_pixels: int | None | str = "default",
     ) -> None:
         if on_error not in ("next", "skip"):
-            raise ValueError(f"on_error must be 'next' or 'skip', got {on_error!r}")
+            raise InputError(f"on_error must be 'next' or 'skip', got {on_error!r}")
         self.on_error = on_error
         self.max_pixels = max_pixels
         if isinstance(root_or_files, (str, os.PathLike)):
@@ -280,10 +281,10 @@ class ImageFolderDataset(Dataset):
         else:
             files = [pathlib.Path(f).expanduser() for f in root_or_files]
             if not files:
-                raise ValueError("ImageFolderDataset got an empty file list")
+                raise InputError("ImageFolderDataset got an empty file list")
             missing = [str(f) for f in files if not f.exists()]
             if missing:
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"{len(missing)} listed image file(s) do not exist, e.g. {missing[0]!r}"
                 )
             if class_root is not None:
@@ -303,7 +304,7 @@ class ImageFolderDataset(Dataset):
         else:
             found = infer_classes(files, root)
             if found is None and labels:
-                raise ValueError(
+                raise InputError(
                     f"labels=True but the images of {str(root)!r} are not all in class sub-folders "
                     "(expected root/<class>/<image>)"
                 )
@@ -444,11 +445,11 @@ def imagenet_split(root: PathLike, split: str) -> pathlib.Path:
     """Folder of an ImageNet split: ``root/<split>`` (``train`` / ``val``) with class sub-folders.
 
     Raises:
-        FileNotFoundError: The split folder is missing (the message shows the expected layout).
+        MissingFileError: The split folder is missing (the message shows the expected layout).
     """
     path = pathlib.Path(root).expanduser() / split
     if not path.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"ImageNet split folder {str(path)!r} not found; expected {root}/train/<wnid>/*.JPEG and "
             f"{root}/val/<wnid>/*.JPEG"
         )
@@ -461,14 +462,14 @@ def coco_split(root: PathLike, split: str) -> pathlib.Path:
     Annotations (``root/annotations``) are not needed and ignored.
 
     Raises:
-        FileNotFoundError: Neither folder exists.
+        MissingFileError: Neither folder exists.
     """
     root = pathlib.Path(root).expanduser()
     name = split if split.endswith("2017") else f"{split}2017"
     for cand in (root / name, root / "images" / name):
         if cand.is_dir():
             return cand
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"MS-COCO folder {str(root / name)!r} not found; expected {root}/{name}/*.jpg "
         f"(or {root}/images/{name}/*.jpg)"
     )

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from uae.errors import DamagedFileError, InputError, MissingFileError
+
 #: Default pixel budget (width * height) of one image: 2**26 = 67,108,864 (e.g. 8192 x 8192).
 MAX_PIXELS: int = 2**26
 
@@ -41,7 +43,7 @@ READ_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class ImageTooLargeError(ValueError):
+class ImageTooLargeError(InputError):
     """An image exceeds the pixel budget (checked from the header, before decoding)."""
 
 
@@ -49,7 +51,7 @@ def default_max_pixels() -> int | None:
     """The pixel budget: ``UAE_MAX_IMAGE_PIXELS`` when set (``0``: no budget), else :data:`MAX_PIXELS`.
 
     Raises:
-        ValueError: The environment variable is not a non-negative integer.
+        InputError: The environment variable is not a non-negative integer.
     """
     env = os.environ.get("UAE_MAX_IMAGE_PIXELS")
     if env is None or not env.strip():
@@ -59,7 +61,7 @@ def default_max_pixels() -> int | None:
         if value < 0:
             raise ValueError
     except ValueError:
-        raise ValueError(f"UAE_MAX_IMAGE_PIXELS must be a non-negative integer, got {env!r}") from None
+        raise InputError(f"UAE_MAX_IMAGE_PIXELS must be a non-negative integer, got {env!r}") from None
     return value or None
 
 
@@ -127,9 +129,9 @@ def read_image(path: str | os.PathLike, max_pixels: int | None | str = "default"
         A loaded ``RGB`` image.
 
     Raises:
-        FileNotFoundError: The file does not exist.
+        MissingFileError: The file does not exist.
         ImageTooLargeError: The header's size exceeds the budget (nothing decoded).
-        ValueError: Pillow cannot read it (the message names the file and the cause).
+        DamagedFileError: Pillow cannot read it (the message names the file and the cause).
     """
     return read_image_with_notes(path, max_pixels)[0]
 
@@ -140,7 +142,7 @@ def read_image_with_notes(
     """:func:`read_image`, also returning :func:`conversion_notes` (for pages that tell the user)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+        raise MissingFileError(f"image not found: {path}")
     budget = default_max_pixels() if max_pixels == "default" else (max_pixels or None)
     try:
         with warnings.catch_warnings():
@@ -151,7 +153,8 @@ def read_image_with_notes(
                 if budget is not None and w * h > budget:
                     raise ImageTooLargeError(
                         f"image {path} is {w}x{h} = {w * h:,} pixels, over the budget of {budget:,} "
-                        "(set UAE_MAX_IMAGE_PIXELS or --max-pixels to raise it)"
+                        "(set UAE_MAX_IMAGE_PIXELS or max_pixels to raise it)",
+                        param="max_pixels",
                     )
                 notes = conversion_notes(im)
                 im.seek(0)
@@ -162,9 +165,9 @@ def read_image_with_notes(
     except Image.DecompressionBombError as e:
         raise ImageTooLargeError(f"image {path} is too large for Pillow: {e}") from e
     except UnidentifiedImageError as e:
-        raise ValueError(
+        raise DamagedFileError(
             f"cannot read image {path}: not an image (no format Pillow knows recognised it)"
         ) from e
     except READ_ERRORS as e:
         first = str(e).splitlines()[0] if str(e) else ""
-        raise ValueError(f"cannot read image {path}: {type(e).__name__}: {first}") from e
+        raise DamagedFileError(f"cannot read image {path}: {type(e).__name__}: {first}") from e

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from uae import online
+from uae.errors import InputError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
@@ -59,20 +61,20 @@ def resolve_inception_weights(path: str | os.PathLike | None = None, allow_downl
     """Path of the FID Inception weights.
 
     Args:
-        path: An explicit file (``--inception-weights``); must exist.
+        path: An explicit file (the ``inception_weights`` of :class:`ReconstructionMetrics`); must exist.
         allow_download: Download into the torch hub cache when missing and the network is reachable.
 
     Returns:
         The weights file.
 
     Raises:
-        FileNotFoundError: ``path`` was given and does not exist.
+        MissingFileError: ``path`` was given and does not exist.
         MetricUnavailable: Not cached and cannot be downloaded (the reason names the file and folder).
     """
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_file():
-            raise FileNotFoundError(f"--inception-weights {str(p)!r} does not exist")
+            raise MissingFileError(f"inception_weights {str(p)!r} does not exist", param="inception_weights")
         return p
     cache = hub_checkpoint_dir()
     for name in (INCEPTION_FILE, INCEPTION_FILE_ALT):
@@ -80,7 +82,7 @@ def resolve_inception_weights(path: str | os.PathLike | None = None, allow_downl
             return cache / name
     hint = (
         f"Inception weights for rFID not found: put {INCEPTION_FILE} (torch-fidelity's name; pytorch-fid's "
-        f"{INCEPTION_FILE_ALT} is looked for too) into {cache} or pass --inception-weights PATH "
+        f"{INCEPTION_FILE_ALT} is looked for too) into {cache} or pass inception_weights=PATH "
         f"(download: {INCEPTION_URL})"
     )
     if not allow_download:
@@ -175,7 +177,7 @@ class GaussianStats:
         """Add ``(B, D)`` features."""
         f = feats.detach().double().cpu()
         if f.ndim != 2:
-            raise ValueError(f"expected features (B, D), got {tuple(f.shape)}")
+            raise InputError(f"expected features (B, D), got {tuple(f.shape)}")
         if self.total is None:
             self.dim = f.shape[1]
             self.total = torch.zeros(self.dim, dtype=torch.float64)
@@ -187,7 +189,7 @@ class GaussianStats:
     def statistics(self) -> dict[str, np.ndarray]:
         """``{"mu": (D,), "sigma": (D, D)}`` (unbiased covariance, as ``np.cov``)."""
         if self.n < 2 or self.total is None or self.outer is None:
-            raise ValueError(f"need at least 2 samples for a covariance, got {self.n}")
+            raise InputError(f"need at least 2 samples for a covariance, got {self.n}")
         mu = self.total / self.n
         sigma = (self.outer - self.n * torch.outer(mu, mu)) / (self.n - 1)
         return {"mu": mu.numpy(), "sigma": sigma.numpy()}
@@ -210,7 +212,7 @@ class ReconstructionMetrics:
         lpips: Compute LPIPS.
         fid: Compute rFID.
         lpips_net: ``"vgg"`` (default), ``"alex"`` or ``"squeeze"``.
-        inception_weights: Explicit Inception weights file (``--inception-weights``).
+        inception_weights: Explicit Inception weights file.
         allow_download: Allow fetching missing weights when online.
         quantize: Round both images to 8 bits first (the numbers then describe saved PNGs).
         device: Device of the metric networks.
@@ -249,7 +251,7 @@ class ReconstructionMetrics:
                 self.unavailable["lpips"] = str(e)
                 logger.warning("LPIPS unavailable: %s", e)
         else:
-            self.unavailable["lpips"] = "disabled (--no-lpips)"
+            self.unavailable["lpips"] = "disabled (lpips=False)"
         if self.fid:
             try:
                 path = resolve_inception_weights(self.inception_weights, allow_download=self.allow_download)
@@ -258,7 +260,7 @@ class ReconstructionMetrics:
                 self.unavailable["rfid"] = str(e)
                 logger.warning("rFID unavailable: %s", e)
         else:
-            self.unavailable["rfid"] = "disabled (--no-fid)"
+            self.unavailable["rfid"] = "disabled (fid=False)"
 
     def reset(self) -> None:
         """Forget the accumulated images (the metric networks stay loaded)."""
@@ -279,7 +281,7 @@ class ReconstructionMetrics:
             ref: ``(B, 3, H, W)`` references (originals) in ``[0, 1]``, same size.
         """
         if recon.shape != ref.shape:
-            raise ValueError(
+            raise InputError(
                 f"reconstruction {tuple(recon.shape)} and reference {tuple(ref.shape)} differ in shape"
             )
         recon = recon.float().clamp(0.0, 1.0)
@@ -298,7 +300,7 @@ class ReconstructionMetrics:
     def compute(self) -> dict[str, Any]:
         """The metrics as a JSON-ready dict (``None`` for unavailable ones, with ``unavailable`` reasons)."""
         if self.num_images == 0:
-            raise ValueError("no images were evaluated")
+            raise InputError("no images were evaluated")
         out: dict[str, Any] = {
             "num_images": self.num_images,
             "psnr": float(self._psnr.compute()),
@@ -324,3 +326,18 @@ class ReconstructionMetrics:
             "lpips": f"torchmetrics LPIPS ({self.lpips_net})",
         }
         return out
+
+
+def as_metrics(
+    metrics: ReconstructionMetrics | Mapping[str, Any] | None, device: str | torch.device
+) -> ReconstructionMetrics:
+    """``metrics`` itself, or a :class:`ReconstructionMetrics` on ``device`` built from keyword arguments.
+
+    Args:
+        metrics: An accumulator, its keyword arguments (``{"fid": False, "lpips_net": "alex"}``), or
+            ``None`` for the defaults.
+        device: Device of the metric networks when one is built.
+    """
+    if isinstance(metrics, ReconstructionMetrics):
+        return metrics
+    return ReconstructionMetrics(**dict(metrics or {}), device=device)

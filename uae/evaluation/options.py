@@ -1,106 +1,109 @@
-"""Command-line options shared by the evaluation commands (``uae eval | probe | spectrum | filtered-eval | encode``).
+"""Settings shared by the evaluation entry points, and the names they accept.
 
-Light on purpose: only the standard library and :mod:`uae.cliargs`, so that building a parser (and
-``--help``) does not import torch.
+Light on purpose (the standard library only): the command layer reads :data:`NAMED_DATASETS` and
+:data:`EXPORTABLE` to build its parsers without importing torch.
+
+The entry points (:func:`uae.evaluation.reconstruction.evaluate_dataset`,
+:func:`uae.evaluation.probe.linear_probe`, :func:`uae.evaluation.spectrum.latent_spectra`,
+:func:`uae.evaluation.filtered.filtered_evaluation`, :func:`uae.evaluation.latents.encode_dataset`)
+take a model, a dataset and a :class:`RunOptions`; the probe takes a :class:`ProbeOptions` too::
+
+    from uae.evaluation.common import prepare_model
+    from uae.evaluation.options import RunOptions
+    from uae.evaluation.reconstruction import evaluate_dataset
+
+    model, _ = prepare_model("uae_demo")
+    res = evaluate_dataset(model, "tests/assets", options=RunOptions(batch_size=4))
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+from dataclasses import dataclass
 
-from uae.cliargs import (
-    non_negative_float,
-    non_negative_int,
-    open_unit_fraction,
-    positive_float,
-    positive_int,
-)
+from uae.errors import InputError
 
-#: Dataset names accepted by ``--data`` besides a folder path.
+#: Dataset names accepted as ``data`` besides a folder path (under :attr:`RunOptions.data_root`).
 NAMED_DATASETS = ("imagenet-val", "imagenet-train", "coco-val", "coco-train")
-#: Tensors ``uae encode --what`` can store (see :mod:`uae.evaluation.export`).
+#: Tensors :func:`uae.evaluation.latents.export_latents` can store.
 EXPORTABLE = ("bands", "latent", "fused")
 
 
-def add_model_data(p: argparse.ArgumentParser, data_help: str = "") -> None:
-    """``--model``, ``--data`` and the loader / device options of every evaluation command."""
-    p.add_argument(
-        "--model", required=True, help="registered name, save_pretrained directory, or Hub repo id"
-    )
-    p.add_argument(
-        "--random-init", action="store_true", help="registered name without trained weights (smoke tests)"
-    )
-    p.add_argument(
-        "--data", required=True, help=data_help or f"image folder or one of {', '.join(NAMED_DATASETS)}"
-    )
-    p.add_argument(
-        "--data-root",
-        default=None,
-        help="root of ImageNet (train/, val/) or MS-COCO (val2017/) for named --data",
-    )
-    p.add_argument(
-        "--limit", type=positive_int, default=None, help="use only the first N images (sorted paths)"
-    )
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--num-workers", type=non_negative_int, default=min(4, os.cpu_count() or 1))
-    p.add_argument(
-        "--max-pixels",
-        type=non_negative_int,
-        default=None,
-        help="skip images with more pixels than this (checked from the header; default: "
-        "UAE_MAX_IMAGE_PIXELS or 67108864; 0: no limit)",
-    )
-    p.add_argument("--device", default="auto", help="cuda, cpu, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--no-amp", action="store_true", help="disable bf16/fp16 autocast on CUDA")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+def _positive(name: str, value: int | float | None, minimum: int | float = 1) -> None:
+    if value is not None and value < minimum:
+        raise InputError(f"{name} must be >= {minimum}, got {value}", param=name)
 
 
-def add_metric_opts(p: argparse.ArgumentParser) -> None:
-    """Options of the reconstruction metrics (LPIPS, rFID, quantisation)."""
-    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
-    p.add_argument("--no-fid", action="store_true", help="skip rFID")
-    p.add_argument("--lpips-net", default="vgg", choices=["vgg", "alex", "squeeze"])
-    p.add_argument(
-        "--inception-weights",
-        default=None,
-        help="torch-fidelity Inception weights file (weights-inception-2015-12-05-6726825d.pth)",
-    )
-    p.add_argument("--no-download", action="store_true", help="never download metric weights")
-    p.add_argument("--no-quantize", action="store_true", help="compare float images instead of 8-bit ones")
-    p.add_argument(
-        "--size",
-        type=positive_int,
-        default=None,
-        help="reconstruction comparison resolution (default: the model's output size, 256 for the paper models)",
-    )
+@dataclass(frozen=True)
+class RunOptions:
+    """How an evaluation reads its images and runs the model.
+
+    Attributes:
+        data_root: Root of a named dataset (ImageNet: the folder holding ``train/`` and ``val/``;
+            MS-COCO: the folder holding ``val2017/``).
+        limit: Use only the first ``limit`` images (sorted paths).
+        max_pixels: Skip images with more pixels than this, checked from the header (``"default"``:
+            ``UAE_MAX_IMAGE_PIXELS`` or 2**26; ``None``: no limit).
+        batch_size: Images per batch.
+        num_workers: DataLoader worker processes.
+        amp: bf16 / fp16 autocast on CUDA.
+        progress: tqdm progress bars.
+
+    Raises:
+        InputError: ``limit`` or ``batch_size`` below 1, ``num_workers`` below 0 (naming the field).
+    """
+
+    data_root: str | None = None
+    limit: int | None = None
+    max_pixels: int | None | str = "default"
+    batch_size: int = 32
+    num_workers: int = 0
+    amp: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("limit", self.limit)
+        _positive("batch_size", self.batch_size)
+        _positive("num_workers", self.num_workers, 0)
 
 
-def add_probe_opts(p: argparse.ArgumentParser) -> None:
-    """Options of the linear probe (head training, validation split, feature cache, pooling)."""
-    p.add_argument("--epochs", type=positive_int, default=90)
-    p.add_argument("--head-batch-size", type=positive_int, default=256)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "lars"])
-    p.add_argument(
-        "--lr", type=positive_float, default=None, help="peak lr (default: 0.1 for SGD, 0.1*bs/256 for LARS)"
-    )
-    p.add_argument("--weight-decay", type=non_negative_float, default=0.0)
-    p.add_argument("--warmup-epochs", type=non_negative_int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--val-data",
-        default=None,
-        help="validation folder (default: ImageNet val for imagenet, else a split)",
-    )
-    p.add_argument(
-        "--val-fraction",
-        type=open_unit_fraction,
-        default=0.2,
-        help="share of --data held out when there is no --val-data",
-    )
-    p.add_argument("--cache-dir", default=None, help="feature cache folder (default: <output dir>/features)")
-    p.add_argument(
-        "--pool",
-        default="mean",
-        help="'mean' (C features; band 0 then equals the raw latent) or a grid side g (avg-pool to g x g, C*g*g features)",
-    )
+@dataclass(frozen=True)
+class ProbeOptions:
+    """The linear probe's protocol: head training, validation split, pooling and feature cache.
+
+    Attributes:
+        epochs: Training epochs of the head.
+        head_batch_size: Batch size of the head's training.
+        optimizer: ``"sgd"`` (momentum 0.9) or ``"lars"``.
+        lr: Peak learning rate (``None``: 0.1 for SGD, ``0.1 * head_batch_size / 256`` for LARS).
+        weight_decay: Weight decay.
+        warmup_epochs: Linear warm-up epochs before the cosine decay.
+        seed: Seed of the split, the head's initialisation and the shuffling.
+        val_data: Validation folder (default: ImageNet's ``val/`` for ``imagenet``, else a split of ``data``).
+        val_fraction: Share of ``data`` held out when there is no ``val_data``.
+        pool: ``"mean"`` (``C`` features) or a grid side ``g`` (average-pool to ``g x g``, ``C*g*g`` features).
+        cache_dir: Folder of the cached features (``None``: no cache).
+
+    Raises:
+        InputError: A value out of range (naming the field).
+    """
+
+    epochs: int = 90
+    head_batch_size: int = 256
+    optimizer: str = "sgd"
+    lr: float | None = None
+    weight_decay: float = 0.0
+    warmup_epochs: int = 0
+    seed: int = 0
+    val_data: str | None = None
+    val_fraction: float = 0.2
+    pool: str | int = "mean"
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        _positive("epochs", self.epochs)
+        _positive("head_batch_size", self.head_batch_size)
+        _positive("warmup_epochs", self.warmup_epochs, 0)
+        if self.optimizer not in ("sgd", "lars"):
+            raise InputError(f"optimizer must be 'sgd' or 'lars', got {self.optimizer!r}", param="optimizer")
+        if not 0 < self.val_fraction < 1:
+            raise InputError(f"val_fraction must be in (0, 1), got {self.val_fraction}", param="val_fraction")

@@ -8,32 +8,30 @@ with top-1 / top-5 accuracy on the validation split.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from uae.evaluation.common import batch_images, iterate, make_loader
-from uae.files import save_safetensors
-from uae.utils import maybe_autocast
+from uae.errors import InputError, MissingFileError
+from uae.evaluation.common import images_summary, open_dataset
+from uae.evaluation.features import Band, cached_features
+from uae.evaluation.options import ProbeOptions, RunOptions
 
 logger = logging.getLogger(__name__)
 
-Band = int | str
-
 
 def parse_band(value: str | int) -> Band:
-    """``"0"`` -> 0, ``"all"`` / ``"latent"`` unchanged (``--band``)."""
+    """``"0"`` -> 0, ``"all"`` / ``"latent"`` unchanged.
+
+    Raises:
+        InputError: Neither an integer nor one of the two names.
+    """
     if isinstance(value, int):
         return value
     v = value.strip().lower()
@@ -42,131 +40,9 @@ def parse_band(value: str | int) -> Band:
     try:
         return int(v)
     except ValueError:
-        raise ValueError(f"--band must be an integer band index, 'all' or 'latent'; got {value!r}") from None
-
-
-def parse_pool(value: str | int) -> str | int:
-    """``"mean"`` or a positive grid side (``--pool``)."""
-    if str(value).strip().lower() == "mean":
-        return "mean"
-    try:
-        g = int(value)
-    except ValueError:
-        raise ValueError(f"--pool must be 'mean' or a grid side such as 2 or 4; got {value!r}") from None
-    if g < 1:
-        raise ValueError(f"--pool grid side must be >= 1, got {g}")
-    return g
-
-
-def feature_fingerprint(**items: Any) -> str:
-    """A short stable hash of what determines a feature cache (model, band, files, sizes, filter)."""
-    blob = json.dumps(items, sort_keys=True, default=str).encode()
-    return hashlib.sha1(blob).hexdigest()[:16]
-
-
-@torch.no_grad()
-def extract_features(
-    model: nn.Module,
-    dataset: Dataset,
-    band: Band = 0,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    input_filter: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    cache_path: str | os.PathLike | None = None,
-    fingerprint: str = "",
-    progress: bool = True,
-    amp: bool = True,
-    pool: str | int = "mean",
-    skip_log: Any = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features and labels of a dataset, from the cache when it matches.
-
-    Note that with mean pooling band 0 and the raw latent give *identical* features: every higher band
-    has zero spatial mean (the DC term lies in band 0). Use ``pool=g`` (average-pool the grid to
-    ``g x g`` cells and flatten, ``D = C * g * g``) to probe the spatial content of the bands.
-
-    Args:
-        model: A :class:`uae.UAE`; ``model.features(x, band=band, pool=...)`` is used.
-        dataset: Dict samples with ``"image"`` and ``"label"``.
-        band: Band index, ``"all"`` (``K*C`` concatenated) or ``"latent"`` (raw encoder latent).
-        batch_size: Extraction batch size.
-        num_workers: Loader workers.
-        device: Device.
-        input_filter: Optional image transform (e.g. low-pass) applied before the model.
-        cache_path: A ``.safetensors`` file: read when its fingerprint matches, else written.
-        fingerprint: Identifies the extraction (see :func:`feature_fingerprint`).
-        progress: tqdm bar.
-        amp: Autocast on CUDA.
-        pool: ``"mean"`` (``D = C``) or an int ``g`` (adaptive average pool to ``g x g``, ``D = C g^2``).
-        skip_log: A :class:`uae.data.datasets.SkipLog` that receives the images used and the files
-            skipped (also from the cache, whose metadata records them).
-
-    Returns:
-        ``features (N, D)`` float32 and ``labels (N,)`` int64 of the readable images, in dataset
-        order (unreadable files are skipped, never replaced).
-    """
-    from uae.data.datasets import SkipLog
-
-    skip_log = skip_log if skip_log is not None else SkipLog()
-    if cache_path is not None and Path(cache_path).is_file():
-        try:
-            with safe_open(str(cache_path), framework="pt") as f:
-                meta = f.metadata() or {}
-                if meta.get("fingerprint") == fingerprint:
-                    logger.info("Using cached features %s", cache_path)
-                    feats, labels = f.get_tensor("features"), f.get_tensor("labels")
-                    skip_log.used += len(feats)
-                    for path, why in json.loads(meta.get("skipped_files", "{}")).items():
-                        skip_log.skipped.setdefault(path, why)
-                    return feats, labels
-            logger.info("Feature cache %s is stale (different fingerprint); recomputing", cache_path)
-        except SafetensorError as e:
-            logger.warning("Feature cache %s is unreadable (%s); recomputing", cache_path, e)
-    device = torch.device(device)
-    loader = make_loader(dataset, batch_size, num_workers=num_workers)
-    n = len(dataset)
-    features: torch.Tensor | None = None  # preallocated (N, D) once D is known: no 2x peak from concatenation
-    label_t = torch.empty(n, dtype=torch.long)
-    pos = 0
-    local = SkipLog()
-    for batch in iterate(loader, f"features band={band}", progress):
-        if not local.update(batch):
-            continue
-        x, _ = batch_images(batch, device)
-        if input_filter is not None:
-            x = input_filter(x).clamp(0.0, 1.0)
-        with maybe_autocast(device, enabled=amp):
-            if pool == "mean":
-                f = model.features(x, band=band, pool="mean")
-            else:
-                grid = model.features(x, band=band, pool=None).float()
-                f = nn.functional.adaptive_avg_pool2d(grid, int(pool)).flatten(1)
-        if features is None:
-            features = torch.empty(n, f.shape[1], dtype=torch.float32)
-        b = f.shape[0]
-        features[pos : pos + b] = f.float().cpu()
-        label_t[pos : pos + b] = torch.as_tensor(batch["label"]).long()
-        pos += b
-    if features is None:
-        raise ValueError(f"none of the {n} images could be read ({len(local.skipped)} skipped)")
-    if pos + len(local.skipped) != n:
-        raise RuntimeError(f"feature extraction produced {pos} of {n} samples ({len(local.skipped)} skipped)")
-    features, label_t = features[:pos].contiguous(), label_t[:pos].contiguous()
-    skip_log.used += local.used
-    for path, why in local.skipped.items():
-        skip_log.skipped.setdefault(path, why)
-    if cache_path is not None:
-        save_safetensors(
-            {"features": features, "labels": label_t},
-            cache_path,
-            metadata={
-                "fingerprint": fingerprint,
-                "band": str(band),
-                "skipped_files": json.dumps(local.skipped),
-            },
-        )
-    return features, label_t
+        raise InputError(
+            f"band must be an integer band index, 'all' or 'latent'; got {value!r}", param="band"
+        ) from None
 
 
 class LinearProbe(L.LightningModule):
@@ -196,9 +72,9 @@ class LinearProbe(L.LightningModule):
     ) -> None:
         super().__init__()
         if optimizer not in ("sgd", "lars"):
-            raise ValueError(f"--optimizer must be 'sgd' or 'lars', got {optimizer!r}")
+            raise InputError(f"optimizer must be 'sgd' or 'lars', got {optimizer!r}", param="optimizer")
         if num_classes < 2:
-            raise ValueError(f"a linear probe needs at least 2 classes, got {num_classes}")
+            raise InputError(f"a linear probe needs at least 2 classes, got {num_classes}")
         self.save_hyperparameters()
         self.head = nn.Sequential(
             nn.BatchNorm1d(feature_dim, affine=False, eps=1e-6), nn.Linear(feature_dim, num_classes)
@@ -329,7 +205,7 @@ def train_probe(
     vkeep = val_labels >= 0
     val_features, val_labels = val_features[vkeep], val_labels[vkeep]
     if len(train_features) == 0 or len(val_features) == 0:
-        raise ValueError("the linear probe needs labelled train and val images (class sub-folders)")
+        raise InputError("the linear probe needs labelled train and val images (class sub-folders)")
     if num_classes is None:
         num_classes = int(max(train_labels.max(), val_labels.max())) + 1
     if lr is None:
@@ -391,7 +267,7 @@ def split_indices(labels: Sequence[int], val_fraction: float, seed: int = 0) -> 
     Every class keeps at least one train image and (when it has 2+) one val image.
     """
     if not 0 < val_fraction < 1:
-        raise ValueError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+        raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}", param="val_fraction")
     g = torch.Generator().manual_seed(seed)
     by_class: dict[int, list[int]] = {}
     for i, y in enumerate(labels):
@@ -403,3 +279,124 @@ def split_indices(labels: Sequence[int], val_fraction: float, seed: int = 0) -> 
         val += perm[:n_val]
         train += perm[n_val:]
     return sorted(train), sorted(val)
+
+
+# ------------------------------------------------------------------------------ the probe of a dataset
+def probe_datasets(
+    data: str, img_size: int, *, probe: ProbeOptions, options: RunOptions
+) -> tuple[Dataset, Dataset, list[str]]:
+    """Train and val datasets of the probe and the class names.
+
+    ``data="imagenet"`` reads ``train/`` and ``val/`` under ``options.data_root``; otherwise ``data`` is
+    the labelled training folder (or a named split) and the validation images come from
+    ``probe.val_data`` or, without it, a stratified split of ``data`` (``probe.val_fraction``).
+
+    Raises:
+        MissingFileError: ``imagenet`` without ``data_root``, or a folder that does not exist.
+    """
+    if data == "imagenet" and not options.data_root:
+        raise MissingFileError(
+            "imagenet needs data_root (the folder holding train/ and val/)", param="data_root"
+        )
+    train_data = "imagenet-train" if data == "imagenet" else data
+    val_data = "imagenet-val" if data == "imagenet" else probe.val_data
+    train, _ = open_dataset(train_data, img_size, options=options, labels=True)
+    if val_data is not None:
+        val, _ = open_dataset(val_data, img_size, options=options, classes=train.classes)
+        return train, val, train.classes
+    tr, va = split_indices(train.targets, probe.val_fraction, seed=probe.seed)
+    return Subset(train, tr), Subset(train, va), train.classes
+
+
+def fit_probe(
+    model: nn.Module,
+    datasets: tuple[Dataset, Dataset],
+    band: Band,
+    *,
+    num_classes: int,
+    probe: ProbeOptions,
+    options: RunOptions,
+    tag: str = "probe",
+    logs: Sequence[Any] | None = None,
+) -> tuple[LinearProbe, dict[str, Any]]:
+    """Cached features of ``datasets`` (train, val) for ``band``, then the linear head trained on them.
+
+    Args:
+        model: A :class:`uae.UAE` (eval mode).
+        datasets: ``(train, val)`` labelled datasets.
+        band: Band index, ``"all"`` or ``"latent"``.
+        num_classes: Number of classes.
+        probe: The protocol (head training, pooling, ``cache_dir``).
+        options: Batch size, workers, autocast, progress bars.
+        tag: Prefix of the cache files.
+        logs: Optional ``(train, val)`` SkipLogs that receive the images used and skipped.
+
+    Returns:
+        ``(head, results)`` of :func:`train_probe`.
+    """
+    (xtr, ytr), (xva, yva) = cached_features(
+        model,
+        datasets,
+        band,
+        options=options,
+        cache_dir=probe.cache_dir,
+        tag=tag,
+        pool=probe.pool,
+        logs=logs,
+    )
+    return train_probe(
+        xtr,
+        ytr,
+        xva,
+        yva,
+        num_classes=num_classes,
+        epochs=probe.epochs,
+        batch_size=probe.head_batch_size,
+        optimizer=probe.optimizer,
+        lr=probe.lr,
+        weight_decay=probe.weight_decay,
+        warmup_epochs=probe.warmup_epochs,
+        seed=probe.seed,
+        progress=options.progress,
+    )
+
+
+def linear_probe(
+    model: nn.Module,
+    data: str,
+    *,
+    bands: Sequence[Band | str] = (0,),
+    probe: ProbeOptions | None = None,
+    options: RunOptions | None = None,
+) -> dict[str, Any]:
+    """Linear-probe accuracy of frozen band features on a labelled dataset, one head per band.
+
+    Args:
+        model: A :class:`uae.UAE` (e.g. from :func:`uae.evaluation.common.prepare_model`).
+        data: A labelled folder (class sub-folders), ``"imagenet"`` (``train/`` + ``val/`` under
+            ``options.data_root``) or a named split.
+        bands: Band indices, ``"all"`` (bands concatenated) or ``"latent"`` (the raw encoder latent).
+        probe: The protocol: head training, validation split, pooling, feature cache (default:
+            :class:`~uae.evaluation.options.ProbeOptions`'s).
+        options: How images are read and run (default: :class:`~uae.evaluation.options.RunOptions`'s).
+
+    Returns:
+        ``{"data", "classes", "bands": {band: results of train_probe}, "images": {"train", "val"}}``
+        (images used and skipped, counted once per file).
+    """
+    from uae.data.datasets import SkipLog
+
+    probe = probe or ProbeOptions()
+    options = options or RunOptions()
+    parsed = [parse_band(b) for b in bands]
+    train_ds, val_ds, classes = probe_datasets(data, model.config.img_size, probe=probe, options=options)
+    results: dict[str, Any] = {"data": data, "classes": classes, "bands": {}}
+    for band in parsed:
+        logs = (SkipLog(), SkipLog())
+        _, res = fit_probe(
+            model, (train_ds, val_ds), band, num_classes=len(classes), probe=probe, options=options, logs=logs
+        )
+        results["bands"][str(band)] = res
+        # The same files for every band: keep one count (of the last band's pass).
+        results["images"] = {"train": images_summary(logs[0]), "val": images_summary(logs[1])}
+    return results

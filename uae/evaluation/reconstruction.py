@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from uae.evaluation.common import batch_images, iterate, match_size
-from uae.evaluation.metrics import ReconstructionMetrics
+from uae.errors import InputError
+from uae.evaluation.common import batch_images, iterate, make_loader, match_size, model_device, open_dataset
+from uae.evaluation.metrics import ReconstructionMetrics, as_metrics
+from uae.evaluation.options import RunOptions
 from uae.utils import maybe_autocast
 
 logger = logging.getLogger(__name__)
@@ -77,10 +79,57 @@ def evaluate_reconstruction(
             ref = input_filter(ref).clamp(0.0, 1.0)
         metrics.update(reconstruct_batch(model, x, eval_size, amp=amp), ref)
     if skips.used == 0:
-        raise ValueError(f"none of the images could be read ({len(skips.skipped)} skipped)")
+        raise InputError(f"none of the images could be read ({len(skips.skipped)} skipped)")
     out = metrics.compute()
     out["images"] = skips.summary()
     seconds = time.perf_counter() - start
     out["seconds"] = round(seconds, 3)
     out["images_per_second"] = round(out["num_images"] / max(seconds, 1e-9), 3)
     return out
+
+
+def evaluate_dataset(
+    model: torch.nn.Module,
+    data: str,
+    *,
+    metrics: ReconstructionMetrics | Mapping[str, Any] | None = None,
+    size: int | None = None,
+    options: RunOptions | None = None,
+) -> dict[str, Any]:
+    """PSNR / SSIM / LPIPS / rFID of a model's reconstructions of a dataset against the originals.
+
+    Args:
+        model: A :class:`uae.UAE` (e.g. from :func:`uae.evaluation.common.prepare_model`).
+        data: An image folder or a named dataset (``options.data_root``).
+        metrics: The accumulator, or keyword arguments of a
+            :class:`~uae.evaluation.metrics.ReconstructionMetrics` built on the model's device once the
+            data is found (default: PSNR, SSIM, LPIPS and rFID where their weights are available).
+        size: Side at which reconstructions are compared (default: the model's output size).
+        options: How images are read and run (default: :class:`~uae.evaluation.options.RunOptions`'s).
+
+    Returns:
+        ``{"data", "data_path", "input_size", "eval_size", <metrics.compute()>, "seconds",
+        "images_per_second", "images", "num_skipped"}``.
+    """
+    options = options or RunOptions()
+    device = model_device(model)
+    size = size or model.config.output_size
+    ds, root = open_dataset(data, model.config.img_size, options=options, out_size=size, labels=False)
+    res = evaluate_reconstruction(
+        model,
+        make_loader(ds, options.batch_size, options.num_workers),
+        as_metrics(metrics, device),
+        size,
+        device=device,
+        amp=options.amp,
+        progress=options.progress,
+    )
+    res = {
+        "data": data,
+        "data_path": str(root),
+        "input_size": model.config.img_size,
+        "eval_size": size,
+        **res,
+    }
+    res["num_skipped"] = res["images"]["skipped"]
+    return res

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,8 +132,8 @@ def teacher_encoder(
     source = weights if weights is not None else model.config.encoder_weights
     if not source:
         raise MissingFileError(
-            "the teacher needs a DINOv2 checkpoint: pass weights=PATH (a file or a timm Hub id)",
-            param="weights",
+            "the teacher needs a DINOv2 checkpoint: pass teacher_weights=PATH (a file or a timm Hub id)",
+            param="teacher_weights",
         )
     teacher = model.encoder.frozen_copy()
     teacher.load_dinov2_state_dict(read_state_dict(resolve_dinov2_weights(str(source))))
@@ -148,6 +148,8 @@ def autoencoderkl_encoder(
     Raises:
         InputError: diffusers is not installed (``pip install diffusers`` / the ``peers`` extra).
     """
+    from uae.errors import InputError
+
     try:
         from diffusers import AutoencoderKL
     except ImportError as e:
@@ -206,6 +208,75 @@ def compute_spectra(
             f"none of the images could be read ({len(skip_log.skipped)} skipped)", param="loader"
         )
     return [a.result() for a in accs]
+
+
+def latent_spectra(
+    model: nn.Module,
+    data: str,
+    *,
+    encoders: Sequence[str] = ("uae",),
+    teacher_weights: str | os.PathLike | None = None,
+    vae: str | None = None,
+    vae_size: int = 256,
+    options: Any = None,  # RunOptions (imported in the body)
+) -> dict[str, Any]:
+    """Radial power spectra of the latents of a dataset and each band's share of their energy.
+
+    Args:
+        model: A :class:`uae.UAE` (its band split measures every encoder's latents).
+        data: An image folder or a named dataset (``options.data_root``).
+        encoders: Any of ``"uae"`` (the unified encoder), ``"teacher"`` (the DINOv2 initialisation),
+            ``"vae"`` (a diffusers ``AutoencoderKL``, needs ``vae``).
+        teacher_weights: DINOv2 weights of the teacher (default: the config's).
+        vae: ``AutoencoderKL`` directory or Hub id (e.g. ``stabilityai/sd-vae-ft-mse``).
+        vae_size: Input side of the VAE.
+        options: A :class:`uae.evaluation.options.RunOptions` (default: its defaults).
+
+    Returns:
+        ``{"data", "num_bands", "encoders": [one SpectrumAccumulator.result per encoder], "images"}``.
+
+    Raises:
+        InputError: ``"vae"`` without ``vae``, or an unknown encoder name.
+    """
+    from uae.data.datasets import SkipLog
+    from uae.errors import InputError
+    from uae.evaluation.common import images_summary, make_loader, model_device, open_dataset
+    from uae.evaluation.options import RunOptions
+
+    options = options or RunOptions()
+    device = model_device(model)
+    built = []
+    for name in encoders:
+        if name == "uae":
+            built.append(uae_encoder(model))
+        elif name == "teacher":
+            built.append(teacher_encoder(model, teacher_weights))
+        elif name == "vae":
+            if not vae:
+                raise InputError(
+                    "encoders 'vae' needs vae, a diffusers AutoencoderKL directory or Hub id", param="vae"
+                )
+            built.append(autoencoderkl_encoder(vae, size=vae_size, device=device))
+        else:
+            raise InputError(f"encoders: unknown {name!r}; choose from uae, teacher, vae", param="encoders")
+    size = max(e.size for e in built)
+    ds, _ = open_dataset(data, size, options=options, labels=False)
+    log = SkipLog()
+    results = compute_spectra(
+        built,
+        make_loader(ds, options.batch_size, options.num_workers),
+        band_energy=model.band_projector.band_energy,
+        device=device,
+        amp=options.amp,
+        progress=options.progress,
+        skip_log=log,
+    )
+    return {
+        "data": data,
+        "num_bands": model.config.num_bands,
+        "encoders": results,
+        "images": images_summary(log),
+    }
 
 
 def write_spectrum_csv(results: list[dict[str, Any]], out_dir: str | os.PathLike) -> tuple[Path, Path]:

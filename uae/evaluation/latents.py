@@ -1,17 +1,7 @@
-"""Export band latents (and/or the raw or fused latent) of a whole dataset as sharded safetensors.
+"""Band latents (and/or the raw or fused latent) of a whole dataset as sharded safetensors (``uae encode``).
 
-Layout of ``out_dir``::
-
-    index.json                 # written atomically after every committed shard
-    files.txt                  # the dataset's image paths (relative to its root), one per line
-    shard-00000.safetensors    # "bands" (n, K, C, h, w) / "latent" (n, C, h, w) / "fused" (n, C, h, w),
-    shard-00001.safetensors    #  "index" (n,) dataset indices, "label" (n,), per-shard float64 moments
-    latent_stats.safetensors   # per-channel mean/std of each exported tensor (when complete)
-
-Shard ``s`` always covers dataset indices ``[s * shard_size, min((s + 1) * shard_size, N))``; it holds
-the readable ones (its ``"index"`` tensor) and its index entry lists the unreadable ones under
-``"skipped"`` (never replaced by another image; a shard whose images are all unreadable has
-``"file": null``). The index states ``num_used`` and ``num_skipped`` (and ``skipped_files``), each file
+The folder's layout, and reading and checking it, are in :mod:`uae.evaluation.shards`. Unreadable
+images are never replaced by another image: each shard's index entry lists them. The index states ``num_used`` and ``num_skipped`` (and ``skipped_files``), each file
 counted once. A shard is written to a hidden temp file, renamed into place, and only then recorded
 in ``index.json`` (itself replaced atomically). A restart with the same arguments deletes stale temp
 files (``.tmp*``, ``*.tmp``), verifies each finished shard (size and header: a truncated or corrupt
@@ -39,23 +29,23 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from uae.data.datasets import collate_skipping
-from uae.evaluation.common import batch_images
-from uae.evaluation.options import EXPORTABLE
+from uae.errors import InputError
+from uae.evaluation.common import batch_images, model_device, open_dataset, weights_fingerprint
+from uae.evaluation.options import EXPORTABLE, RunOptions
+from uae.evaluation.shards import (
+    FILES_NAME,
+    FORMAT_VERSION,
+    INDEX_NAME,
+    STATS_NAME,
+    shard_name,
+    shard_problem,
+)
 from uae.files import remove_temp_files, save_safetensors, write_json, write_text
 from uae.utils import maybe_autocast
 
 logger = logging.getLogger(__name__)
 
-INDEX_NAME = "index.json"
-FILES_NAME = "files.txt"
-STATS_NAME = "latent_stats.safetensors"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-FORMAT_VERSION = 1
-
-
-def shard_name(shard: int) -> str:
-    """``shard-00042.safetensors``."""
-    return f"shard-{shard:05d}.safetensors"
 
 
 def channel_moments(x: torch.Tensor, channel_dim: int) -> tuple[int, torch.Tensor, torch.Tensor]:
@@ -92,35 +82,6 @@ def _atomic_json(path: Path, data: dict[str, Any]) -> None:
     write_json(path, data, indent=1, fsync=True)
 
 
-def _shard_problem(out: Path, entry: dict[str, Any], what: Sequence[str]) -> str | None:
-    """Why a committed shard's file is unusable (missing, wrong size, bad header), or ``None``."""
-    if entry.get("file") is None:
-        return None if entry.get("count", 0) == 0 else "no file for a non-empty shard"
-    path = out / entry["file"]
-    if not path.is_file():
-        return "file missing"
-    size = path.stat().st_size
-    if "bytes" in entry and size != entry["bytes"]:
-        return f"{size} bytes, index says {entry['bytes']}"
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            keys = set(f.keys())
-            need = {
-                "index",
-                "label",
-                *what,
-                *(f"stats.{k}.{m}" for k in what for m in ("mean", "m2", "count")),
-            }
-            if need - keys:
-                return f"missing tensors {sorted(need - keys)}"
-            count = f.get_slice("index").get_shape()[0]
-    except Exception as e:  # SafetensorError (truncated header), OSError
-        return f"unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-    if count != entry.get("count"):
-        return f"holds {count} samples, index says {entry.get('count')}"
-    return None
-
-
 def _relpath(path: str, root: Any) -> str:
     return os.path.relpath(path, root) if root is not None else str(path)
 
@@ -148,14 +109,6 @@ def _encode(model: nn.Module, x: torch.Tensor, what: Sequence[str], amp: bool) -
         if "fused" in what:
             out["fused"] = model.fuse(enc.bands).float()
     return out
-
-
-def read_index(out_dir: str | os.PathLike) -> dict[str, Any]:
-    """The export's ``index.json``."""
-    path = Path(out_dir) / INDEX_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no {INDEX_NAME} in {str(out_dir)!r}")
-    return json.loads(path.read_text())
 
 
 def export_latents(
@@ -197,21 +150,21 @@ def export_latents(
         The final index dict.
 
     Raises:
-        ValueError: Bad arguments, or ``out_dir`` holds an export made with different settings.
+        InputError: Bad arguments, or ``out_dir`` holds an export made with different settings.
     """
     from tqdm.auto import tqdm
 
     what = list(dict.fromkeys(what))
     bad = [w for w in what if w not in EXPORTABLE]
     if not what or bad:
-        raise ValueError(f"--what must be some of {EXPORTABLE}, got {what}")
+        raise InputError(f"what must be some of {EXPORTABLE}, got {what}", param="what")
     if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        raise InputError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}", param="dtype")
     cfg = model.config
     if shard_size is None:
         shard_size = default_shard_size(what, cfg.num_bands, cfg.latent_shape, dtype)
     if shard_size <= 0 or batch_size <= 0:
-        raise ValueError(f"shard_size and batch_size must be positive, got {shard_size}, {batch_size}")
+        raise InputError(f"shard_size and batch_size must be positive, got {shard_size}, {batch_size}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = len(dataset)
@@ -225,16 +178,17 @@ def export_latents(
         "dtype": dtype,
         "files_sha1": hashlib.sha1("\n".join(rel_files).encode()).hexdigest(),
         "model_config": cfg.to_dict(),
-        "model_weights_sha1": _state_fingerprint(model),
+        "model_weights_sha1": weights_fingerprint(model),
     }
     fp = _fingerprint(settings)
     index_path = out / INDEX_NAME
     if index_path.is_file():
         index = json.loads(index_path.read_text())
         if index.get("fingerprint") != fp:
-            raise ValueError(
-                f"{str(out)!r} holds an export made with different settings (model, data, shard size, --what or "
-                "--dtype); use a new --out folder"
+            raise InputError(
+                f"out_dir {str(out)!r} holds an export made with different settings (model, data, shard_size, "
+                "what or dtype); use a new folder",
+                param="out_dir",
             )
     else:
         index = {
@@ -268,7 +222,7 @@ def export_latents(
         p.unlink()
     bad = {}
     for e in index["shards"]:
-        why = _shard_problem(out, e, index["what"])
+        why = shard_problem(out, e, index["what"])
         if why is not None:
             bad[int(e["shard"])] = why
             logger.warning("Shard %s of %s is unusable (%s); recomputing it", e["shard"], out, why)
@@ -359,17 +313,6 @@ def default_shard_size(
     return max(1, target_bytes // max(1, per_image))
 
 
-def _state_fingerprint(model: nn.Module) -> str:
-    """A cheap fingerprint of the weights (shapes + a few values of every tensor)."""
-    h = hashlib.sha1()
-    for k, v in model.state_dict().items():
-        flat = v.detach().flatten()
-        h.update(f"{k}{tuple(v.shape)}".encode())
-        if flat.numel():
-            h.update(flat[:: max(1, flat.numel() // 8)].double().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
 def _commit(
     out: Path,
     index: dict[str, Any],
@@ -393,11 +336,7 @@ def _commit(
         )
     if not len(idx):  # every image of the shard is unreadable: nothing to store
         entry.update({"file": None, "start": lo, "count": 0, "bytes": 0, **skipped_info})
-        index["shards"] = sorted(
-            [*(s for s in index["shards"] if s["shard"] != shard), entry], key=lambda e: e["shard"]
-        )
-        _skip_totals(index)
-        _atomic_json(index_path, index)
+        _record(index, index_path, entry)
         return
     tensors["index"] = idx
     tensors["label"] = torch.cat(buf["label"])
@@ -414,8 +353,13 @@ def _commit(
     final = out / shard_name(shard)
     save_safetensors(tensors, final, metadata={"shard": str(shard), "start": str(lo), "count": str(len(idx))})
     entry.update({"start": lo, "count": len(idx), "bytes": final.stat().st_size, **skipped_info})
+    _record(index, index_path, entry)
+
+
+def _record(index: dict[str, Any], index_path: Path, entry: dict[str, Any]) -> None:
+    """Put a committed shard's entry into the index (replacing an older one) and write it atomically."""
     index["shards"] = sorted(
-        [*(s for s in index["shards"] if s["shard"] != shard), entry], key=lambda e: e["shard"]
+        [*(s for s in index["shards"] if s["shard"] != entry["shard"]), entry], key=lambda e: e["shard"]
     )
     _skip_totals(index)
     _atomic_json(index_path, index)
@@ -441,7 +385,7 @@ def _finalize(out: Path, index: dict[str, Any], index_path: Path) -> dict[str, A
                     )
                 )
         if not parts:
-            raise ValueError(f"none of the {index['num_images']} images could be read")
+            raise InputError(f"none of the {index['num_images']} images could be read")
         count, mean, m2 = combine_moments(parts)
         std = (m2 / max(count - 1, 1)).sqrt()
         stats[k] = {"count": count, "mean": mean.tolist(), "std": std.tolist()}
@@ -454,62 +398,45 @@ def _finalize(out: Path, index: dict[str, Any], index_path: Path) -> dict[str, A
     return index
 
 
-def load_shard(out_dir: str | os.PathLike, shard: int) -> dict[str, torch.Tensor]:
-    """All tensors of one shard (``bands``/``latent``/``fused``, ``index``, ``label``, ``stats.*``).
+def encode_dataset(
+    model: nn.Module,
+    data: str,
+    out_dir: str | os.PathLike,
+    *,
+    what: Sequence[str] = ("bands",),
+    shard_size: int | None = None,
+    dtype: str = "float32",
+    metadata: dict[str, Any] | None = None,
+    options: RunOptions | None = None,
+) -> dict[str, Any]:
+    """:func:`export_latents` of a folder or a named dataset (``options.data_root``); resumable.
 
-    A shard whose images were all unreadable has no file (``"file": null`` in the index): ``{}``.
-    """
-    from safetensors.torch import load_file
-
-    path = Path(out_dir) / shard_name(shard)
-    if not path.is_file():
-        entries = {int(e["shard"]): e for e in read_index(out_dir)["shards"]}
-        if shard in entries and entries[shard].get("file") is None:
-            return {}
-    return load_file(str(path))
-
-
-def verify_export(out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Check an export: every indexed shard exists, no stray shard files, indices cover ``0..N-1`` once.
+    Args:
+        model: A :class:`uae.UAE` (e.g. from :func:`uae.evaluation.common.prepare_model`).
+        data: An image folder or a named dataset.
+        out_dir: Output folder; re-running with the same arguments resumes.
+        what: Tensors to store (see :func:`export_latents`).
+        shard_size: Images per shard (default: about 1 GiB of stored tensors per shard).
+        dtype: Storage dtype.
+        metadata: Extra JSON-able entries for the index; ``data`` and ``data_path`` are added.
+        options: How images are read and run (default: :class:`~uae.evaluation.options.RunOptions`'s).
 
     Returns:
-        The index.
-
-    Raises:
-        ValueError: Naming the inconsistency.
+        The final index dict.
     """
-    out = Path(out_dir)
-    index = read_index(out)
-    listed = {e["file"] for e in index["shards"] if e.get("file") is not None}
-    on_disk = {p.name for p in out.glob("shard-*.safetensors")}
-    if listed != on_disk:
-        raise ValueError(
-            f"index and shard files differ: only indexed {sorted(listed - on_disk)}, only on disk {sorted(on_disk - listed)}"
-        )
-    seen: list[torch.Tensor] = []
-    for e in index["shards"]:
-        why = _shard_problem(out, e, index["what"])
-        if why is not None:
-            raise ValueError(f"{e['file']}: {why}")
-        skipped = torch.tensor(e.get("skipped", []), dtype=torch.long)
-        if e.get("file") is None:
-            idx = torch.zeros(0, dtype=torch.long)
-        else:
-            with safe_open(str(out / e["file"]), framework="pt") as f:
-                idx = f.get_tensor("index")
-        lo = e["start"]
-        hi = min(lo + index["shard_size"], index["num_images"])
-        if sorted(torch.cat([idx, skipped]).tolist()) != list(range(lo, hi)):
-            raise ValueError(
-                f"{e['file']}: holds samples {idx[:4].tolist()}... and skipped {skipped[:4].tolist()}, "
-                f"index says {lo}..{hi - 1}"
-            )
-        seen.extend([idx, skipped])
-    allidx = torch.cat(seen) if seen else torch.zeros(0, dtype=torch.long)
-    if len(torch.unique(allidx)) != len(allidx):
-        raise ValueError("duplicate sample indices across shards")
-    if index.get("complete") and not torch.equal(
-        torch.sort(allidx).values, torch.arange(index["num_images"])
-    ):
-        raise ValueError("complete export does not cover every sample exactly once")
-    return index
+    options = options or RunOptions()
+    ds, root = open_dataset(data, model.config.img_size, options=options, labels=None)
+    return export_latents(
+        model,
+        ds,
+        out_dir,
+        what=what,
+        shard_size=shard_size,
+        batch_size=options.batch_size,
+        num_workers=options.num_workers,
+        dtype=dtype,
+        device=model_device(model),
+        amp=options.amp,
+        progress=options.progress,
+        metadata={**(metadata or {}), "data": data, "data_path": str(root)},
+    )
