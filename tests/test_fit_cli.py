@@ -13,7 +13,8 @@ import torch
 
 import uae
 from uae.cli import main
-from uae.training.cli import make_cli, select_precision
+from uae.commands.lightning_cli import make_cli
+from uae.training.precision import select_precision
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 FINETUNE = str(RECIPES / "finetune_folder.yaml")
@@ -135,7 +136,7 @@ def test_cli_precision_auto_unless_set(image_folder, start, tmp_path, monkeypatc
     i = base.index("--trainer.precision")
     unset = base[:i] + base[i + 2 :]
     assert make_cli(unset, run=False).trainer.precision == "32-true"  # CPU
-    monkeypatch.setattr("uae.training.cli.select_precision", lambda *a, **k: "bf16-mixed")
+    monkeypatch.setattr("uae.commands.lightning_cli.select_precision", lambda *a, **k: "bf16-mixed")
     assert make_cli(unset, run=False).trainer.precision == "bf16-mixed"
     assert make_cli(base, run=False).trainer.precision == "32-true"  # --trainer.precision 32 wins
 
@@ -163,7 +164,7 @@ def test_finetuned_export_has_its_own_name_and_card(image_folder, start, tmp_pat
     card = (export / "README.md").read_text()
     assert "# cats" in card and "# uae_test" not in card
     assert f"Fine-tuned with `uae fit` from **`{start}`**" in card
-    assert "stage 1 (`uae.training.module.Stage1DecoderModule`)" in card and "`finetune_folder.yaml`" in card
+    assert "stage 1 (`uae.training.Stage1DecoderModule`)" in card and "`finetune_folder.yaml`" in card
     assert f"folder `{image_folder}`: 6 training images, 2 validation images" in card
     assert "2 optimizer steps" in card and "EMA (decay 0.999)" in card
     assert f"init `{start} (frozen)`" in card

@@ -8,20 +8,17 @@ import pytest
 import torch
 from torch import nn
 
+from uae.networks.lpips import LPIPSLoss, lpips_backbone_path
+from uae.training.diffaug import diff_augment
+from uae.training.discriminators import DinoDiscriminator, PatchDiscriminator, build_discriminator
 from uae.training.losses import (
-    DinoDiscriminator,
-    LPIPSLoss,
-    PatchDiscriminator,
     adaptive_weight,
-    build_discriminator,
-    cosine_schedule,
-    diff_augment,
     discriminator_loss,
     generator_loss,
-    lpips_backbone_path,
     pixel_loss,
     semantic_loss,
 )
+from uae.training.optim import cosine_schedule
 
 
 def test_pixel_loss_l1_l2(photos32):

@@ -380,8 +380,8 @@ def test_export_of_a_real_uae_fit_checkpoint(image_folder: Path, tmp_path: Path)
     """A checkpoint written by a tiny ``uae fit`` passes the weights_only loader and exports its EMA weights."""
     from test_recipes import RECIPES, tiny_overrides
 
+    from uae.commands.lightning_cli import fit_main
     from uae.training import Stage1DecoderModule
-    from uae.training.cli import fit_main
 
     torch.manual_seed(0)
     out = tmp_path / "run"

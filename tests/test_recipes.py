@@ -9,8 +9,8 @@ import torch
 import yaml
 
 import uae
+from uae.commands.lightning_cli import fit_main, make_cli
 from uae.training import Stage1DecoderModule, Stage2SemanticModule, Stage3GANModule
-from uae.training.cli import fit_main, make_cli
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 PAPER = {

@@ -1,14 +1,15 @@
-"""``uae export CKPT OUT_DIR [--raw]``: Lightning checkpoint -> Hub-layout directory (EMA weights)."""
+"""``uae export CKPT OUT_DIR [--raw] [--name NAME]``: Lightning checkpoint -> Hub-layout directory (EMA weights)."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
+from uae.commands._options import ArgumentParser
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser() -> ArgumentParser:
     """Options of ``uae export``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="uae export",
         description="Export a Lightning training checkpoint to a Hub-layout directory "
         "(``config.json`` + ``model.safetensors``).",
@@ -18,12 +19,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--raw", action="store_true", help="export the raw weights instead of the EMA weights"
     )
+    parser.add_argument(
+        "--name", default=None, help="name of the exported model (default: the trained model's)"
+    )
     return parser
 
 
 def main(argv: Sequence[str]) -> int:
-    """Parse, then run :func:`uae.training.export.run_export`."""
+    """Parse, run :func:`uae.training.export.export_checkpoint`, print where the weights went."""
     args = build_parser().parse_args(list(argv))
-    from uae.training.export import run_export
+    from uae.training.export import export_checkpoint
 
-    return run_export(args)
+    out = export_checkpoint(args.checkpoint, args.out_dir, ema=not args.raw, name=args.name)
+    print(f"exported {'raw' if args.raw else 'EMA'} weights to {out}")
+    return 0

@@ -1,4 +1,4 @@
-"""``uae fit`` / ``uae validate``: LightningCLI over the stage modules (:mod:`uae.training.cli`).
+"""``uae fit`` / ``uae validate``: LightningCLI over the stage modules (:mod:`uae.commands.lightning_cli`).
 
 LightningCLI builds its option list from the model and data classes, which needs Lightning, torch
 and the classes themselves (seconds to import). ``--help`` is therefore answered here, from a short
@@ -92,16 +92,16 @@ def _run(subcommand: str, argv: Sequence[str]) -> int:
         build_parser(subcommand).print_help(sys.stdout)
         return 0
     argv = ["--help" if a == HELP_ALL else a for a in argv]
-    from uae.training.cli import fit_main, validate_main
+    from uae.commands.lightning_cli import fit_main, validate_main
 
     return (fit_main if subcommand == "fit" else validate_main)(argv)
 
 
 def main(argv: Sequence[str]) -> int:
-    """``uae fit``: the fast help, or LightningCLI's ``fit`` (:func:`uae.training.cli.fit_main`)."""
+    """``uae fit``: the fast help, or LightningCLI's ``fit`` (:func:`uae.commands.lightning_cli.fit_main`)."""
     return _run("fit", argv)
 
 
 def validate_main(argv: Sequence[str]) -> int:
-    """``uae validate``: the fast help, or LightningCLI's ``validate`` (:func:`uae.training.cli.validate_main`)."""
+    """``uae validate``: the fast help, or LightningCLI's ``validate`` (:func:`uae.commands.lightning_cli.validate_main`)."""
     return _run("validate", argv)

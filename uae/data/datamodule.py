@@ -6,6 +6,7 @@ import logging
 import os
 import pathlib
 import random
+import warnings
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -21,6 +22,9 @@ DATASETS = ("folder", "imagenet", "coco")
 
 #: Most DataLoader workers chosen automatically per device (GPU training / CPU training).
 MAX_AUTO_WORKERS = {"gpu": 8, "cpu": 2}
+#: Lightning's advice to use more DataLoader workers (a ``warnings`` message regex), ignored once the number
+#: of workers was chosen from the hardware.
+FEW_WORKERS_ADVICE = r"The '\w+' does not have many workers"
 
 
 def available_cpus() -> int:
@@ -276,9 +280,8 @@ class UAEDataModule(pl.LightningDataModule):
                 available_cpus(),
             )
             self._logged_workers = True
-        from uae.training.quiet import quiet_lightning
-
-        quiet_lightning(auto_workers=True)  # Lightning's "does not have many workers" advice does not apply
+        # Lightning's "does not have many workers" advice does not apply to a number chosen from the hardware.
+        warnings.filterwarnings("ignore", message=FEW_WORKERS_ADVICE)
         return n
 
     def _pin_memory(self) -> bool:

@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -100,26 +99,19 @@ def resolve_inception_weights(path: str | os.PathLike | None = None, allow_downl
 def resolve_lpips_backbone(net: str = "vgg", allow_download: bool = True) -> None:
     """Check that torchvision's pretrained backbone for LPIPS is cached (or downloadable).
 
-    The LPIPS linear heads ship inside torchmetrics; only the backbone comes from the network.
+    The LPIPS linear heads ship inside torchmetrics; only the backbone comes from the network. The file is
+    found by :func:`uae.networks.lpips.find_lpips_backbone`, the resolver the training loss uses too.
 
     Raises:
-        ValueError: Unknown ``net``.
+        ValueError: Unknown ``net`` (an :class:`uae.errors.InputError` naming ``lpips_net``).
         MetricUnavailable: Not cached and cannot be downloaded (the reason names the file and folder).
     """
-    if net not in LPIPS_NETS:
-        raise ValueError(f"--lpips-net must be one of {sorted(LPIPS_NETS)}, got {net!r}")
-    import torchvision
+    from uae.networks.lpips import find_lpips_backbone
 
-    url = getattr(torchvision.models, LPIPS_NETS[net]).DEFAULT.url
-    name = os.path.basename(urlparse(url).path)
-    cache = hub_checkpoint_dir()
-    if (cache / name).is_file():
-        return
-    hint = f"LPIPS ({net}) backbone weights not found: put {name} into {cache} (download: {url})"
-    if not allow_download:
-        raise MetricUnavailable(hint + "; downloads disabled")
-    if not online.may_download(url):
-        raise MetricUnavailable(hint + "; offline")
+    try:
+        find_lpips_backbone(net, allow_download=allow_download)
+    except MissingFileError as e:
+        raise MetricUnavailable(f"{e}; {'offline' if allow_download else 'downloads disabled'}") from e
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from uae.training.module import UAETrainingModule
+import lightning.pytorch as pl
 
 
 def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def _data_lines(module: UAETrainingModule) -> list[str]:
+def class_path(cls: type) -> str:
+    """The class path a recipe names: ``uae.training.<Name>`` for the stages (the package exports them, in
+    whichever file they live), ``module.Name`` for any other class."""
+    if cls.__module__.startswith("uae.training."):
+        return f"uae.training.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _data_lines(module: pl.LightningModule) -> list[str]:
     trainer = module._trainer
     dm = getattr(trainer, "datamodule", None) if trainer is not None else None
     if dm is None or getattr(dm, "train_set", None) is None:
@@ -30,11 +37,11 @@ def _data_lines(module: UAETrainingModule) -> list[str]:
     return [line + "."]
 
 
-def training_card(module: UAETrainingModule, ema: bool = True) -> dict[str, str]:
+def training_card(module: pl.LightningModule, ema: bool = True) -> dict[str, str]:
     """Model-card fields for :meth:`uae.UAE.generate_model_card` describing the training run.
 
     Args:
-        module: The stage module after (or during) ``fit``.
+        module: The stage module (a :class:`uae.training.UAETrainingModule`) after (or during) ``fit``.
         ema: The export holds the EMA weights.
 
     Returns:
@@ -53,7 +60,7 @@ def training_card(module: UAETrainingModule, ema: bool = True) -> dict[str, str]
         init = f"{enc}" if enc else "random init"
         if enc:
             head += f" with encoder weights `{enc}`"
-    stage = f"stage {cls.STAGE} (`{cls.__module__}.{cls.__name__}`)"
+    stage = f"stage {cls.STAGE} (`{class_path(cls)}`)"
     head += f", {stage}"
     if module.recipe:
         head += ", recipe " + ", ".join(f"`{Path(r).name}`" for r in module.recipe)

@@ -1,21 +1,23 @@
-"""Export a Lightning training checkpoint to a Hub-layout directory (``config.json`` + ``model.safetensors``).
+"""Trained models out of training: a Lightning checkpoint -> a Hub-layout directory (``config.json`` +
+``model.safetensors`` + ``README.md``), and the export written at the end of ``fit``.
 
-``python -m uae.training.export CKPT OUT_DIR [--raw]`` (EMA weights by default).
+``uae export CKPT OUT_DIR [--raw] [--name NAME]`` (:mod:`uae.commands.export`) calls
+:func:`export_checkpoint`.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import pathlib
-import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from uae.errors import DamagedFileError, InputError, MissingFileError, UnsafeFileError
+from uae.files import read_torch_dict
 from uae.models.config import UAEConfig
 from uae.models.uae import UAE
 
@@ -25,15 +27,14 @@ logger = logging.getLogger(__name__)
 def lightning_safe_globals() -> list[Any]:
     """The few non-container types a Lightning checkpoint may hold besides tensors (allowlisted).
 
-    ``AttributeDict`` (``save_hyperparameters`` outside LightningCLI), paths and ``Namespace``
-    hyper-parameters. Nothing here runs code when unpickled.
+    ``AttributeDict`` (``save_hyperparameters`` outside LightningCLI) and paths. Nothing here runs code
+    when unpickled.
     """
     out: list[Any] = [
         pathlib.PosixPath,
         pathlib.WindowsPath,
         pathlib.PurePosixPath,
         pathlib.PureWindowsPath,
-        argparse.Namespace,
     ]
     for module in ("lightning.fabric.utilities.data", "lightning_fabric.utilities.data"):
         try:
@@ -50,35 +51,33 @@ def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
     refused before any of it runs.
 
     Raises:
-        FileNotFoundError: Missing file.
-        ValueError: Not a torch checkpoint, or one holding objects outside the allowlist (named).
+        MissingFileError: Missing file.
+        DamagedFileError: Not a torch checkpoint holding a dict.
+        UnsafeFileError: A checkpoint holding objects outside the allowlist (the first one named).
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}", param="ckpt_path")
     with path.open("rb") as f:
         magic = f.read(4)
     if magic[:2] != b"PK" and magic[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
-        raise ValueError(f"{path} is not a PyTorch/Lightning checkpoint")
+        raise DamagedFileError(f"{path} is not a PyTorch/Lightning checkpoint")
     try:
         with torch.serialization.safe_globals(lightning_safe_globals()):
-            ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.findall(r"GLOBAL ([\w.]+)", str(e))
-        if not found:
-            raise ValueError(f"{path} is not a readable PyTorch/Lightning checkpoint") from e
-        raise ValueError(
-            f"refused to load {path}: it holds a pickled object outside the checkpoint allowlist ({found[0]}); "
-            "only checkpoints written by `uae fit` are read (torch.load weights_only=True)"
+            return read_torch_dict(path, what="Lightning checkpoint")
+    except UnsafeFileError as e:
+        found = re.findall(r"GLOBAL ([\w.]+)", str(e.__cause__ or e))
+        raise UnsafeFileError(
+            f"refused to load {path}: it holds a pickled object outside the checkpoint allowlist "
+            f"({found[0] if found else 'unknown'}); only checkpoints written by `uae fit` are read "
+            "(torch.load weights_only=True)"
         ) from e
-    except Exception as e:  # not a zip/pickle torch file at all
-        raise ValueError(f"{path} is not a PyTorch/Lightning checkpoint ({type(e).__name__})") from e
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path} is not a Lightning checkpoint (holds a {type(ckpt).__name__})")
-    return ckpt
+    except DamagedFileError as e:
+        reason = type(e.__cause__).__name__ if e.__cause__ is not None else str(e)
+        raise DamagedFileError(f"{path} is not a PyTorch/Lightning checkpoint ({reason})") from e
 
 
-def load_checkpoint_model(ckpt_path: str | Path, ema: bool = True) -> UAE:
+def load_checkpoint_model(ckpt_path: str | Path, *, ema: bool = True) -> UAE:
     """Rebuild the trained :class:`uae.UAE` from a checkpoint written by a uae stage module.
 
     Args:
@@ -90,18 +89,19 @@ def load_checkpoint_model(ckpt_path: str | Path, ema: bool = True) -> UAE:
         The model in eval mode on CPU.
 
     Raises:
-        FileNotFoundError: Missing file.
-        ValueError: Not a uae training checkpoint.
+        MissingFileError: Missing file.
+        InputError: Not a uae training checkpoint.
+        UAELoadError: Its weights do not fit its config.
     """
     path = Path(ckpt_path).expanduser()
     ckpt = load_lightning_checkpoint(path)
     if "uae_config" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a uae training checkpoint (no 'uae_config')")
+        raise InputError(f"{path} is not a uae training checkpoint (no 'uae_config')", param="ckpt_path")
     return model_from_state_dict(ckpt["uae_config"], ckpt["state_dict"], ema=ema, source=str(path))
 
 
 def model_from_state_dict(
-    config: dict, state: dict[str, torch.Tensor], ema: bool = True, source: str = "state dict"
+    config: dict, state: dict[str, torch.Tensor], *, ema: bool = True, source: str = "state dict"
 ) -> UAE:
     """Build a :class:`uae.UAE` from a training module's full state dict (``model.*`` / ``ema.module.*`` keys).
 
@@ -112,37 +112,74 @@ def model_from_state_dict(
         source: Name used in messages.
 
     Raises:
-        ValueError: No model weights in ``state``.
+        InputError: No model weights in ``state``.
         UAELoadError: Keys or shapes do not match the config.
     """
     prefix = "ema.module." if ema and any(k.startswith("ema.module.") for k in state) else "model."
     weights = {k[len(prefix) :]: v.detach().cpu() for k, v in state.items() if k.startswith(prefix)}
     if not weights:
-        raise ValueError(f"{source} holds no '{prefix}*' weights")
+        raise InputError(f"{source} holds no '{prefix}*' weights")
     model = UAE(UAEConfig.from_dict(config))
     model.load_checked_state_dict(weights, strict=True, source=source)
     logger.info("Loaded %s weights from %s", "EMA" if prefix.startswith("ema") else "raw", source)
     return model.eval()
 
 
-def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, ema: bool = True) -> Path:
-    """Write a checkpoint's model with ``save_pretrained`` into ``out_dir`` (returned)."""
+def name_from_dir(directory: Path) -> str | None:
+    """Model name from an export folder: ``runs/cats/export`` -> ``cats``, ``my_uae`` -> ``my_uae``."""
+    d = directory.expanduser().absolute()
+    name = d.parent.name if d.name == "export" else d.name
+    return name or None
+
+
+def save_with_card(
+    model: UAE, directory: Path, card: dict[str, str] | None = None, *, name: str | None = None
+) -> Path:
+    """``save_pretrained`` with a fresh model card (``README.md``, replaced) filled with ``card``.
+
+    Args:
+        model: The model (its ``config.name`` is set to ``name`` when given).
+        directory: Output folder (created).
+        card: Extra model-card fields (e.g. :func:`uae.training.card.training_card`).
+        name: The model's name (``config.name`` and the card's title); ``None`` keeps it.
+    """
+    if name:
+        model.config = model.config.replace(name=name)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "README.md").unlink(missing_ok=True)  # save_pretrained keeps an existing card
+    model.save_pretrained(directory, model_card_kwargs=card or {})
+    return directory
+
+
+def export_checkpoint(
+    ckpt_path: str | Path, out_dir: str | Path, *, ema: bool = True, name: str | None = None
+) -> Path:
+    """Write a checkpoint's model with ``save_pretrained`` into ``out_dir``.
+
+    Args:
+        ckpt_path: Lightning ``.ckpt`` written by a uae stage module.
+        out_dir: Output folder (created).
+        ema: Export the EMA weights when the checkpoint has them (else the raw trained weights).
+        name: The exported model's name (``config.name`` and the card's title); ``None`` keeps the trained
+            model's.
+
+    Returns:
+        ``out_dir``.
+    """
     model = load_checkpoint_model(ckpt_path, ema=ema)
+    if name:
+        model.config = model.config.replace(name=name)
     out = Path(out_dir)
     model.save_pretrained(out)
     return out
 
 
-def run_export(args: argparse.Namespace) -> int:
-    """``uae export`` with parsed options (:mod:`uae.commands.export`): checkpoint -> Hub-layout directory."""
-    out = export_checkpoint(args.checkpoint, args.out_dir, ema=not args.raw)
-    print(f"exported {'raw' if args.raw else 'EMA'} weights to {out}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import sys
-
-    from uae.commands.export import main
-
-    sys.exit(main(sys.argv[1:]))
+__all__ = [
+    "export_checkpoint",
+    "lightning_safe_globals",
+    "load_checkpoint_model",
+    "load_lightning_checkpoint",
+    "model_from_state_dict",
+    "name_from_dir",
+    "save_with_card",
+]

@@ -11,7 +11,8 @@ Dropped (they are advice, not warnings, and uae has already made the choice they
 * "Using ModelCheckpoint with manual optimization ... no pre-optimization state was saved" (stage 3's
   checkpoints are meant to hold the state after the step);
 * "The 'train_dataloader' does not have many workers" -- only when uae chose the number of workers
-  from the hardware (``data.num_workers`` not set); a user's explicit ``num_workers: 0`` keeps it.
+  from the hardware (``data.num_workers`` not set; :class:`uae.data.UAEDataModule` drops it itself, see
+  :data:`uae.data.datamodule.FEW_WORKERS_ADVICE`); a user's explicit ``num_workers: 0`` keeps it.
 
 Everything else (real warnings, errors, the GPU line, progress) is untouched. :func:`quiet_lightning`
 is idempotent; ``uae fit`` / ``uae validate`` and the stage modules' ``setup`` call it.
@@ -33,8 +34,6 @@ WARNING_PATTERNS = (
     # Stage 3 steps its optimizers by hand; its checkpoints are meant to hold the post-step state.
     r"Using ModelCheckpoint with manual optimization and every_n_train_steps",
 )
-#: Ignored only when the number of DataLoader workers was chosen automatically.
-WORKERS_PATTERN = r"The '\w+' does not have many workers"
 
 LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
@@ -54,19 +53,13 @@ class _DropAdvice(logging.Filter):
 _FILTER = _DropAdvice()
 
 
-def quiet_lightning(auto_workers: bool = False) -> None:
-    """Install the filters (idempotent).
-
-    Args:
-        auto_workers: Also drop the "does not have many workers" advice (the workers were chosen from
-            the hardware).
-    """
+def quiet_lightning() -> None:
+    """Install the filters (idempotent)."""
     for name in LOGGERS:
         log = logging.getLogger(name)
         if _FILTER not in log.filters:
             log.addFilter(_FILTER)
-    patterns = [*WARNING_PATTERNS, WORKERS_PATTERN] if auto_workers else list(WARNING_PATTERNS)
-    for pattern in patterns:
+    for pattern in WARNING_PATTERNS:
         if not any(f[0] == "ignore" and getattr(f[1], "pattern", None) == pattern for f in warnings.filters):
             warnings.filterwarnings("ignore", message=pattern)
 

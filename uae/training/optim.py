@@ -1,0 +1,89 @@
+"""Optimisation shared by the stages: AdamW parameter groups, the warm-up + cosine LR schedule per step,
+and global gradient-norm clipping (sharded under FSDP).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from lightning.pytorch.strategies import FSDPStrategy, Strategy
+from torch import nn
+
+
+def cosine_schedule(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine from 1 to ``min_ratio`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if total <= warmup:
+        return 1.0
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _decays(name: str, p: nn.Parameter) -> bool:
+    """Weight decay applies to matrices only: not to biases, norms, position tables or tokens."""
+    return p.ndim >= 2 and "pos_embed" not in name and "token" not in name
+
+
+def param_groups(
+    named_params: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float
+) -> list[dict[str, Any]]:
+    """AdamW groups: ``weight_decay`` on matrices, none on biases / norms / position tables / tokens.
+
+    Args:
+        named_params: ``(name, parameter)`` pairs to optimise (in a fixed order: optimizer states in
+            checkpoints are matched by position).
+        lr: Learning rate of both groups.
+        weight_decay: Decay of the first group.
+
+    Returns:
+        One or two parameter groups (the second only when there are parameters without decay).
+    """
+    named = list(named_params)
+    decay = [p for n, p in named if _decays(n, p)]
+    no_decay = [p for n, p in named if not _decays(n, p)]
+    groups = [{"params": decay, "weight_decay": weight_decay, "lr": lr}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lr": lr})
+    return groups
+
+
+def adamw(module: nn.Module, lr: float, betas: tuple[float, float], weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters of ``module`` (:func:`param_groups`)."""
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    return torch.optim.AdamW(param_groups(named, lr, weight_decay), lr=lr, betas=betas)
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, min_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step schedule: :func:`cosine_schedule` times each group's learning rate.
+
+    Args:
+        optimizer: The optimizer.
+        total_steps: Steps of the run (the cosine ends at ``min_ratio`` there).
+        warmup_steps: Linear warm-up steps.
+        min_ratio: Final learning rate over the peak one (``min_lr / lr``).
+    """
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_schedule(s, total_steps, warmup_steps, min_ratio)
+    )
+
+
+def clip_grad_norm(
+    params: list[nn.Parameter], max_norm: float, strategy: Strategy | None = None
+) -> torch.Tensor:
+    """Clip the global gradient norm of ``params`` to ``max_norm``; returns the norm before clipping.
+
+    Under :class:`~lightning.pytorch.strategies.FSDPStrategy` the norm is computed over the shards by the
+    FSDP module (``params`` are then the flat shards and are not used).
+    """
+    if isinstance(strategy, FSDPStrategy) and strategy.model is not None:
+        return strategy.model.clip_grad_norm_(max_norm)  # type: ignore[operator]
+    return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+__all__ = ["adamw", "clip_grad_norm", "cosine_schedule", "param_groups", "warmup_cosine"]
