@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from uae.data.datasets import ImageFolderDataset, coco_split, find_images, image_transform, imagenet_split
 from uae.data.resumable import ResumableDataLoader, ResumableSampler, SeededDataset
+from uae.errors import ConfigError, InputError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
@@ -51,19 +52,16 @@ def auto_num_workers(devices_per_node: int = 1, accelerator: str = "gpu") -> int
 
 
 def _check_readable(ds: ImageFolderDataset, split: str) -> None:
-    """Raise a one-line ``ValueError`` now (not after training starts) when no file of ``split`` can be
+    """Raise a one-line :class:`~uae.errors.InputError` now (not after training starts) when no file of ``split`` can be
     read; costs one decoded image when the first file is fine."""
     try:
         SeededDataset(ds)[0, 0]  # under its own seed: leaves the process's random state alone
     except (RuntimeError, OSError, ValueError) as e:
-        hint = (
-            " (or choose other files with --data.val_root / --data.val_fraction)"
-            if split == "validation"
-            else ""
-        )
-        raise ValueError(
+        hint = " (or choose other files with val_root / val_fraction)" if split == "validation" else ""
+        raise InputError(
             f"none of the {len(ds)} {split} images under {str(ds.root)!r} can be read: replace or remove "
-            f"the unreadable files{hint}"
+            f"the unreadable files{hint}",
+            param="val_root" if split == "validation" else "root",
         ) from e
 
 
@@ -144,17 +142,19 @@ class UAEDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+            raise ConfigError(f"dataset must be one of {DATASETS}, got {dataset!r}", param="dataset")
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+            raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}", param="val_fraction")
         if batch_size < 1 or train_repeats < 1:
-            raise ValueError(f"batch_size and train_repeats must be >= 1, got {batch_size}, {train_repeats}")
+            raise ConfigError(f"batch_size and train_repeats must be >= 1, got {batch_size}, {train_repeats}")
         self.save_hyperparameters()
         self.root = pathlib.Path(root).expanduser()
         if not self.root.exists():
-            raise FileNotFoundError(f"data root {str(self.root)!r} does not exist (set --data.root)")
+            raise MissingFileError(f"data root {str(self.root)!r} does not exist", param="root")
         if val_root is not None and not pathlib.Path(val_root).expanduser().exists():
-            raise FileNotFoundError(f"validation folder {val_root!r} does not exist")
+            raise MissingFileError(
+                f"validation folder val_root {val_root!r} does not exist", param="val_root"
+            )
         self.dataset = dataset
         self.image_size = image_size
         self.out_size = out_size
@@ -183,7 +183,10 @@ class UAEDataModule(pl.LightningDataModule):
         cfg = getattr(model, "config", None)
         if size is None:
             if cfg is None:
-                raise ValueError("UAEDataModule: image_size is not set and there is no model to take it from")
+                raise ConfigError(
+                    "UAEDataModule: image_size is not set and there is no model to take it from",
+                    param="image_size",
+                )
             size = int(cfg.img_size)
         if out is None:
             out = int(cfg.output_size) if cfg is not None and cfg.img_size == size else size
