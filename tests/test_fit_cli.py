@@ -208,3 +208,26 @@ def test_uae_fit_output_has_no_lightning_advice_but_keeps_real_warnings(image_fo
         assert advice not in log, (advice, log[-3000:])
     assert "exists and is not empty" in proc.stderr  # real warnings still reach the user
     assert "GPU available" in log
+
+
+def test_resume_changes_sorts_applied_and_refused_options():
+    from uae.training.resume import REQUIRED, resume_changes
+
+    saved = {"lr": 5e-05, "betas": (0.9, 0.95), "warmup_steps": 200, "export_dir": "a", "pretrained": "p"}
+    given = {
+        "lr": 5e-05,
+        "betas": [0.9, 0.95],
+        "warmup_steps": 200.0,
+        "export_dir": "b",
+        "pretrained": REQUIRED,
+    }
+    assert resume_changes(saved, given) == ({"export_dir": "b"}, [])  # lists vs tuples, 200 vs 200.0 alike
+    changes = resume_changes(saved, {**given, "lr": 1e-3, "new_option": 1})
+    assert changes.refused == [("lr", 5e-05, 1e-3)] and changes.applied == {"export_dir": "b"}
+
+
+def test_bad_model_option_names_the_flag(image_folder, start, tmp_path, capsys):
+    args = tiny(image_folder, tmp_path, "--model.pretrained", str(start), "--model.ema_decay", "1.5")
+    assert main(["fit", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["uae fit: error: --model.ema_decay must be in (0, 1) or None, got 1.5"], err

@@ -154,3 +154,71 @@ def test_cosine_schedule_warmup_and_floor():
     assert vals[10] == pytest.approx(1.0) and vals[100] == pytest.approx(0.1)
     assert all(a >= b - 1e-12 for a, b in zip(vals[10:], vals[11:]))  # non-increasing after warm-up
     assert vals[55] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_one_lpips_backbone_resolver(tmp_path, monkeypatch):
+    """Training and metrics find the backbone file the same way: explicit file, cache, download, or an error."""
+    from uae.errors import InputError, MissingFileError
+    from uae.evaluation.metrics import MetricUnavailable, resolve_lpips_backbone
+    from uae.networks.lpips import find_lpips_backbone
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    expected = tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    mine = tmp_path / "mine.pth"
+    mine.write_bytes(b"x")
+    assert find_lpips_backbone("alex", mine) == mine
+    with pytest.raises(MissingFileError, match="alexnet-owt-7be5be79.pth") as e:
+        find_lpips_backbone("alex")
+    assert str(expected.parent) in str(e.value)
+    with pytest.raises(MetricUnavailable, match="alexnet-owt-7be5be79.pth.*downloads disabled"):
+        resolve_lpips_backbone("alex", allow_download=False)
+    monkeypatch.setattr("uae.online.may_download", lambda url: url.endswith(expected.name))
+    assert find_lpips_backbone("alex", allow_download=True) == expected  # torchvision downloads it there
+    assert resolve_lpips_backbone("alex", allow_download=True) is None
+    monkeypatch.setattr("uae.online.may_download", lambda url: False)
+    with pytest.raises(MetricUnavailable, match="offline"):
+        resolve_lpips_backbone("alex", allow_download=True)
+    expected.parent.mkdir(parents=True)
+    expected.write_bytes(b"x")
+    assert find_lpips_backbone("alex") == expected  # cached: no network asked
+    with pytest.raises(InputError, match="lpips_net must be one of") as e:
+        resolve_lpips_backbone("resnet")
+    assert e.value.param == "lpips_net"
+
+
+def test_clipping_under_fsdp_goes_through_the_sharded_module():
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+
+    from uae.training.optim import clip_grad_norm
+
+    layer = nn.Linear(4, 4)
+    layer(torch.ones(2, 4)).sum().backward()
+    full = torch.cat([p.grad.flatten() for p in layer.parameters()]).norm()
+
+    class Sharded(nn.Module):
+        def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+            return torch.tensor(-max_norm)  # stands in for FSDP's collective norm
+
+    fsdp = FSDPStrategy()
+    fsdp.model = Sharded()
+    assert clip_grad_norm(list(layer.parameters()), 0.5, fsdp) == -0.5
+    assert torch.allclose(torch.cat([p.grad.flatten() for p in layer.parameters()]).norm(), full)  # untouched
+    assert torch.allclose(clip_grad_norm(list(layer.parameters()), 0.5, DDPStrategy()), full)
+    assert torch.cat([p.grad.flatten() for p in layer.parameters()]).norm() == pytest.approx(0.5, rel=1e-4)
+
+
+def test_param_groups_decay_matrices_only():
+    from uae.training.optim import param_groups
+
+    named = [
+        ("blocks.0.weight", nn.Parameter(torch.ones(3, 3))),
+        ("blocks.0.bias", nn.Parameter(torch.ones(3))),
+        ("pos_embed", nn.Parameter(torch.ones(1, 4, 3))),
+        ("reg_token", nn.Parameter(torch.ones(1, 1, 3))),
+    ]
+    decay, no_decay = param_groups(named, lr=0.1, weight_decay=0.05)
+    assert [id(p) for p in decay["params"]] == [id(named[0][1])] and decay["weight_decay"] == 0.05
+    assert [id(p) for p in no_decay["params"]] == [id(p) for _, p in named[1:]] and no_decay[
+        "weight_decay"
+    ] == 0
+    assert len(param_groups(named[:1], lr=0.1, weight_decay=0.05)) == 1

@@ -224,3 +224,58 @@ def test_invalid_stage_options(tmp_path, monkeypatch):
         Stage1DecoderModule(model_name="uae_test", lpips_weight=1.0)
     m = Stage3GANModule(model_name="uae_test", noise_std=0.3, ema_decay=None)
     assert m.model.modulator.noise_std == 0.3 and m.model.config.noise_std == 0.3
+
+
+def test_image_grid_rows_and_frozen_parts_stay_frozen(photos32):
+    from uae.training.callbacks import image_grid
+
+    torch.manual_seed(0)
+    module = Stage1DecoderModule(model_name="uae_test", ema_decay=None, log_images_every_n_steps=0)
+    module.train()
+    model = module.model
+    x = photos32[:3]
+    grid = image_grid(model, x, x, num_images=2)
+    k, side = model.config.num_bands, model.config.output_size
+    assert grid.shape == (3, (k + 1) * (side + 1) + 1, 2 * (side + 1) + 1)  # targets, recon, bands 0..K-2
+    assert not model.encoder.training and model.decoder.training  # each part's mode is back
+    with torch.no_grad():
+        recon = model.eval()(x[:1]).sample.clamp(0, 1)
+    row = 1  # the reconstructions
+    y0 = row * (side + 1) + 1
+    assert torch.allclose(grid[:, y0 : y0 + side, 1 : 1 + side], recon[0], atol=1e-6)
+
+
+def test_ema_and_gan_stage_refuse_fsdp():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from uae.errors import ConfigError
+    from uae.training.callbacks import EMAUpdate
+
+    trainer = SimpleNamespace(strategy=FSDPStrategy())
+    module = Stage1DecoderModule(model_name="uae_test", ema_decay=0.9, log_images_every_n_steps=0)
+    with pytest.raises(ConfigError, match="EMA needs unsharded weights") as e:
+        EMAUpdate().setup(trainer, module, "fit")
+    assert e.value.param == "ema_decay"
+    EMAUpdate().setup(SimpleNamespace(strategy=pl.strategies.SingleDeviceStrategy("cpu")), module, "fit")
+    gan = Stage3GANModule(model_name="uae_test", ema_decay=None, log_images_every_n_steps=0)
+    gan._trainer = trainer
+    with pytest.raises(ConfigError, match="does not support FSDP") as e:
+        gan.setup("fit")
+    assert e.value.param == "strategy"
+
+
+def test_export_checkpoint_names_the_model_and_picks_the_weights(tmp_path):
+    torch.manual_seed(0)
+    raw, ema = uae.create_model("uae_test"), uae.create_model("uae_test")
+    state = {f"model.{k}": v for k, v in raw.state_dict().items()}
+    state |= {f"ema.module.{k}": v for k, v in ema.state_dict().items()}
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"uae_config": raw.config.to_dict(), "state_dict": state, "global_step": 3}, ckpt)
+    named = uae.UAE.from_pretrained(export_checkpoint(ckpt, tmp_path / "a", name="cats"))
+    assert named.config.name == "cats"
+    assert all(torch.equal(v, ema.state_dict()[k]) for k, v in named.state_dict().items())
+    unnamed = uae.UAE.from_pretrained(export_checkpoint(ckpt, tmp_path / "b", ema=False))
+    assert unnamed.config.name == raw.config.name
+    assert all(torch.equal(v, raw.state_dict()[k]) for k, v in unnamed.state_dict().items())
