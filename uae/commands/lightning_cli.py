@@ -141,11 +141,9 @@ def _with_flags(e: UAEError) -> UAEError:
     if not e.param:
         return e
     try:
-        named = type(e)(for_flags(e, flags()))
+        return type(e)(for_flags(e, flags()))
     except TypeError:  # an error type with other constructor arguments: keep it as it is
         return e
-    named.__cause__ = e.__cause__
-    return named
 
 
 def make_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> LightningCLI:
@@ -176,12 +174,17 @@ def make_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> LightningC
             **kwargs,
         )
     except UAEError as e:
-        raise _with_flags(e) from None
+        named = _with_flags(e)
+        if named is e:
+            raise
+        raise named from e  # the original (with its traceback) stays visible with UAE_DEBUG=1
     except ValueError as e:
         cause = _real_cause(e)
         if cause is e:
             raise
-        raise (_with_flags(cause) if isinstance(cause, UAEError) else cause) from None
+        if isinstance(cause, UAEError) and _with_flags(cause) is not cause:
+            raise _with_flags(cause) from cause
+        raise cause from None  # jsonargparse's wrapper says nothing more
 
 
 def _cli(subcommand: str, argv: Sequence[str], **kwargs: Any) -> LightningCLI:

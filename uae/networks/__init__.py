@@ -1,2 +1,3 @@
-"""Third-party pretrained networks that losses and metrics use (LPIPS backbones, the FID Inception, the
-discriminator's DINO backbone): where their weight files are looked for and how they are read safely."""
+"""Third-party pretrained networks that losses and metrics use, where their weight files are looked for and
+how they are read safely: LPIPS (:mod:`uae.networks.lpips`, the training loss and the one backbone resolver
+that ``uae eval`` uses too)."""
