@@ -254,10 +254,9 @@ def read_dit_checkpoint(
         raise
     except FileNotFoundError as e:
         raise MissingFileError(str(e), param="path") from e
-    except ValueError as e:
-        text = str(e)
-        kind = UnsafeFileError if "weights_only" in text and "Unsupported" in text else DamagedFileError
-        raise kind(text, param="path") from e
+    except ValueError as e:  # the reader's one line; the cause tells a refused pickle from a broken file
+        kind = UnsafeFileError if "Unsupported global" in str(e.__cause__) else DamagedFileError
+        raise kind(str(e), param="path") from e
     return unwrap_checkpoint(obj, entry, what=what)
 
 

@@ -2,13 +2,12 @@
 
 The same arithmetic as ``src/stage2/models/DDT.py`` and ``model_utils.py`` of bytetriper/RAE and
 WeichenFan/UAE (``LightningDDTBlock``, ``DDTFinalLayer``, ``GaussianFourierEmbedding``,
-``NormAttention``, ``SwiGLUFFN``, ``RMSNorm``), written with torch's own ``nn.RMSNorm`` and
-``F.scaled_dot_product_attention``:
+``NormAttention``, ``SwiGLUFFN``, ``RMSNorm``), written with ``F.scaled_dot_product_attention``:
 
 * adaLN-Zero blocks: ``x + gate * attn(norm(x) * (1 + scale) + shift)``, then the same for the MLP, with
   ``shift, scale, gate`` from ``Linear(SiLU(c))``; ``c`` is one vector per image ``(B, 1, D)`` in the
   trunk and one per token ``(B, N, D)`` in the head;
-* RMSNorm (eps 1e-6, learned weight) or LayerNorm without affine; optional RMS q/k norm;
+* RMSNorm (eps 1e-6, learned weight; :class:`RMSNorm`) or LayerNorm without affine; optional q/k norm;
 * SwiGLU MLP (hidden ``int(2/3 * mlp_ratio * D)``, one fused input projection ``[gate | value]``) or a
   tanh-GELU MLP;
 * RoPE on queries and keys (:mod:`uae.layers.rope`);
@@ -32,10 +31,33 @@ MlpKind = Literal["swiglu", "gelu"]
 NORM_EPS = 1e-6
 
 
+class RMSNorm(nn.Module):
+    """``x / sqrt(mean(x^2) + eps) * weight`` over the last dimension, computed in float32.
+
+    The originals' formula, op for op. ``torch.nn.RMSNorm`` gives the same values but a contiguous
+    output where the input is a transposed view (the patch embedding's tokens); the following matmuls then
+    round differently (1 ulp per op), which random full-size weights amplify to 5e-5 relative on a
+    sampled latent. Keeping the layout keeps uae bit-identical to the originals on the CPU.
+
+    Args:
+        dim: Normalised width.
+        eps: Added to the mean square.
+    """
+
+    def __init__(self, dim: int, eps: float = NORM_EPS) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
 def make_norm(dim: int, kind: NormKind, eps: float = NORM_EPS) -> nn.Module:
     """RMSNorm with a learned weight, or LayerNorm without affine parameters."""
     if kind == "rmsnorm":
-        return nn.RMSNorm(dim, eps=eps)
+        return RMSNorm(dim, eps=eps)
     return nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
 
 
@@ -138,7 +160,7 @@ class RopeAttention(nn.Module):
     def _qk_norm(self, enabled: bool, norm: NormKind) -> nn.Module:
         if not enabled:
             return nn.Identity()
-        return nn.RMSNorm(self.head_dim, eps=NORM_EPS) if norm == "rmsnorm" else nn.LayerNorm(self.head_dim)
+        return RMSNorm(self.head_dim) if norm == "rmsnorm" else nn.LayerNorm(self.head_dim)
 
     def forward(self, x: torch.Tensor, rope: RotaryEmbedding) -> torch.Tensor:
         """``x (B, N, D)`` -> ``(B, N, D)``."""
@@ -221,6 +243,7 @@ def zero_module(module: nn.Module) -> None:
 __all__ = [
     "NORM_EPS",
     "DiTBlock",
+    "RMSNorm",
     "FinalLayer",
     "FourierTimeEmbedding",
     "GeluMlp",

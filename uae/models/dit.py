@@ -135,7 +135,8 @@ class DiTDH(nn.Module):
             s = s + self.pos_embed
         for blk in self.trunk:
             s = blk(s, c, self.trunk_rope)
-        s = self.s_proj(nn.functional.silu(t_emb.unsqueeze(1) + s))  # (B, N, D')
+        # the originals repeat t over the tokens (a contiguous tensor; keeps the matmuls bit-identical)
+        s = self.s_proj(nn.functional.silu(t_emb.unsqueeze(1).repeat(1, s.shape[1], 1) + s))  # (B, N, D')
         h = self.x_embed(x).flatten(2).transpose(1, 2)  # (B, N, D')
         for blk in self.head:
             h = blk(h, s, self.head_rope)

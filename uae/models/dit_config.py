@@ -182,11 +182,12 @@ class DiTDHConfig:
             head_dim = width // heads
             if self.rope == "2d" and head_dim % 4:
                 raise ConfigError(
-                    f"2-D RoPE needs a head size divisible by 4; {width} / {heads} = {head_dim}", param=what
+                    f"{what}: 2-D RoPE needs a head size divisible by 4; {width} / {heads} = {head_dim}",
+                    param=what,
                 )
             if self.rope == "1d" and head_dim % 2:
                 raise ConfigError(
-                    f"1-D RoPE needs an even head size; {width} / {heads} = {head_dim}", param=what
+                    f"{what}: 1-D RoPE needs an even head size; {width} / {heads} = {head_dim}", param=what
                 )
         rows, cols = self.token_grid
         if self.rope == "2d" and rows != cols:
