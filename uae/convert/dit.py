@@ -152,7 +152,8 @@ def convert_dit_state(
     bad_type = sorted(k for k, v in src.items() if not isinstance(v, torch.Tensor))
     if bad_type:
         raise UAELoadError(f"{what}: entries that are not tensors: {_names(bad_type)}")
-    own = DiTDH(config).state_dict()
+    with torch.device("meta"):  # names and shapes only
+        own = DiTDH(config).state_dict()
     out: dict[str, torch.Tensor] = {}
     missing: list[str] = []
     shapes: list[str] = []
