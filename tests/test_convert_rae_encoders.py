@@ -198,3 +198,27 @@ def test_registered_names() -> None:
         cfg = uae.models.pretrained.get_pretrained_cfg(name)
         assert cfg.options["encoder"] == family and cfg.files["encoder"].repo == RAE_ENCODERS[family].hub_id
         assert cfg.files["decoder"].filename.startswith(f"decoders/{family}/")
+
+
+def test_publish_local_files_like_a_registered_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """``uae publish --from rae FILE --like arch.tag``: the entry's converter options (its encoder) apply."""
+    import dataclasses
+
+    from uae.models import pretrained as table
+
+    name = "rae_base_p16_mae_vitxl.rae"
+    cfg = table.get_pretrained_cfg(name)
+    tiny = dataclasses.replace(cfg, options={**cfg.options, "encoder_heads": 2, "decoder_heads": 4})
+    monkeypatch.setitem(table._PRETRAINED, cfg.architecture, [tiny])
+    f = files("mae")
+    args = ["publish", str(f["decoder"]), "--from", "rae", "--file", f"encoder={f['encoder']}"]
+    args += ["--file", f"stats={f['stats']}", "--like", name, "--repo-id", "me/rae-mae", "--dry-run"]
+    assert cli_main([*args, "--out", str(tmp_path / "pub")]) == 0, capsys.readouterr().err
+    model = uae.UAE.from_pretrained(tmp_path / "pub")
+    assert model.config.encoder_family == "mae" and model.config.preprocess == "adm"
+    with torch.no_grad():
+        assert (
+            max_err(model(ref("mae")["input"], clamp=False).sample, ref("mae")["image.per_position"]) <= TOL
+        )
