@@ -35,7 +35,9 @@ def release_files(decoder: str, stats: str, encoder: bool = True) -> dict[str, P
 
 
 def convert(decoder: str, stats: str = "none") -> uae.UAE:
-    return load_release(release_files(decoder, stats), encoder_heads=2, decoder_heads=DECODERS[decoder])
+    return load_release(
+        release_files(decoder, stats), encoder="dinov2", encoder_heads=2, decoder_heads=DECODERS[decoder]
+    )
 
 
 def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -44,7 +46,7 @@ def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_release_roles():
-    assert RELEASE_FILES == {"decoder": True, "stats": False, "encoder": False}
+    assert RELEASE_FILES == {"decoder": True, "stats": False, "encoder": False, "config": False}
 
 
 def test_encoder_stage_matches_rae_encode(ref):
@@ -161,10 +163,10 @@ def test_load_release_errors(tmp_path):
     bad = tmp_path / "stat.pt"
     torch.save({"mean": torch.zeros(48, 4, 4), "var": torch.ones(48, 4, 4)}, bad)
     with pytest.raises(ValueError, match=r"'mean' has shape \(48, 4, 4\)"):
-        load_release({**files, "stats": bad}, encoder_heads=2, decoder_heads=3)
+        load_release({**files, "stats": bad}, encoder="dinov2", encoder_heads=2, decoder_heads=3)
     torch.save({"mean": torch.zeros(48), "std": torch.ones(48)}, bad)
     with pytest.raises(ValueError, match="'mean' and 'var'"):
-        load_release({**files, "stats": bad}, encoder_heads=2, decoder_heads=3)
+        load_release({**files, "stats": bad}, encoder="dinov2", encoder_heads=2, decoder_heads=3)
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         load_release({"decoder": tmp_path / "nope.pt"})
 
@@ -174,7 +176,7 @@ def test_convert_cli_rae_with_per_position_stats(ref, tmp_path):
     rc = cli_main(
         [
             "convert", "--from", "rae", str(files["decoder"]), "--out", str(tmp_path / "o"),
-            "--encoder-weights", str(files["encoder"]), "--stats", str(files["stats"]),
+            "--encoder", "dinov2", "--encoder-weights", str(files["encoder"]), "--stats", str(files["stats"]),
             "--encoder-heads", "2", "--decoder-heads", "4",
         ]
     )  # fmt: skip

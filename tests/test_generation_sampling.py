@@ -114,7 +114,7 @@ def rae_tokenizer() -> UAE:
         "stats": rae / "stats" / "per_position" / "stat.pt",
         "encoder": rae / "encoder" / "model.safetensors",
     }
-    return load_rae(files, encoder_heads=2, decoder_heads=4)
+    return load_rae(files, encoder="dinov2", encoder_heads=2, decoder_heads=4)
 
 
 @functools.cache

@@ -73,11 +73,13 @@ def count_conversions(monkeypatch: pytest.MonkeyPatch, source: str) -> list[str]
 #: CONVERTER_VERSION: a converter change that alters what it writes must bump the version (the
 #: converted-cache key), or users keep loading what the old converter wrote.
 LAYOUT_PINS = {
-    "uae_base_p14_dinov2.authors_v1": ("1", "2bd2133ffbd68638"),
-    "uae_base_p14_dinov2.authors_v2": ("1", "bdcf1b3dcae566b1"),
-    "uae_large_p14_clip.authors_v2": ("1", "afdd9f67f6a17f33"),
-    "uae_base_p16_siglip2.authors_v2": ("1", "91eea7029b0bc6c6"),
-    "rae_base_p14_dinov2_vitxl.rae": ("1", "7ce6c0cec0563000"),
+    "uae_base_p14_dinov2.authors_v1": ("2", "660deaeb95270b28"),
+    "uae_base_p14_dinov2.authors_v2": ("2", "f14bbe75c233a5ae"),
+    "uae_large_p14_clip.authors_v2": ("2", "19401fe54dde5f79"),
+    "uae_base_p16_siglip2.authors_v2": ("2", "2b475c0af6187b17"),
+    "rae_base_p14_dinov2_vitxl.rae": ("2", "70311738b1bc1a02"),
+    "rae_base_p16_siglip2_vitxl.rae": ("2", "3d7a628a67367310"),
+    "rae_base_p16_mae_vitxl.rae": ("2", "5ef20ffd11e91558"),
 }
 
 
@@ -188,6 +190,35 @@ def test_rae_end_to_end(hf_home: Path, tmp_path: Path, monkeypatch: pytest.Monke
     with torch.no_grad():
         zn = model.normalize_latent(model.encode(ref["input"]).latent)
     assert max_err(zn, ref["latent_normalized.per_position"]) < TOL  # RAE's encode(x), stats applied
+
+
+@pytest.mark.parametrize("family", ["siglip2", "mae"])
+def test_rae_siglip2_and_mae_end_to_end(
+    family: str, hf_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RAE's SigLIP2 and MAE decoders load by name from their own encoder repos, as RAE's code computes."""
+    name = f"rae_base_p16_{family}_vitxl.rae"
+    d = FIXTURES / f"rae_{family}"
+    sources = {
+        "decoder": d / "decoder" / "model.pt",
+        "stats": d / "stats" / "stat.pt",
+        "encoder": d / "encoder" / "model.safetensors",  # the whole SiglipModel / ViTMAEForPreTraining file
+    }
+    put_release_in_hub_cache(hf_home, name, sources)
+    with_heads(monkeypatch, name, 2, 4)
+    calls = count_conversions(monkeypatch, "rae")
+    ref = load_file(str(d / "reference.safetensors"))
+    model = load_twice(name, "rae", ref["input"], ref["image.per_position"], calls, tmp_path)
+    c = model.config
+    assert (c.encoder_family, c.latent_stats, c.preprocess, c.name) == (
+        family,
+        "per_position",
+        "adm",
+        name[:-4],
+    )
+    with torch.no_grad():
+        zn = model.normalize_latent(model.encode(ref["input"]).latent)
+    assert max_err(zn, ref["latent_normalized.per_position"]) < TOL
 
 
 def test_missing_file_offline_is_one_clear_error(

@@ -58,19 +58,26 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-def load_image(path: str, size: int):  # -> torch.Tensor
-    """Read an image file as a model input ``(3, size, size)`` in ``[0, 1]`` (centre crop, bicubic resize).
+def load_image(path: str, size: int | None = None, *, model=None):  # -> torch.Tensor
+    """Read an image file as a model input ``(3, S, S)`` in ``[0, 1]``.
+
+    With ``model`` (a :class:`uae.UAE`), the image is read the way that model is evaluated: its
+    ``pretrained_cfg`` (a converted release's own crop and resize, e.g. the authors' 256 px ADM crop
+    resized to 224 px; uae's centre crop for uae's models). With ``size`` only, uae's centre crop and
+    antialiased bicubic resize to ``size``.
 
     16-bit and float images are scaled to 8 bits (never clipped); see :func:`uae.data.read_image`.
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: The file is not a readable image, or exceeds the pixel budget
-            (``UAE_MAX_IMAGE_PIXELS``, default 2**26 pixels).
+        ValueError: The file is not a readable image, exceeds the pixel budget
+            (``UAE_MAX_IMAGE_PIXELS``, default 2**26 pixels), or neither ``size`` nor ``model`` is given.
     """
+    from uae.data.transforms import resolve_data_config
     from uae.inference import load_image as _load
 
-    return _load(path, size)["image"]
+    config = resolve_data_config(model) if model is not None else None
+    return _load(path, size, data_config=config)["image"]
 
 
 __all__ = [

@@ -91,7 +91,9 @@ def build_app(
         a = explorer.analyse(image)
         upto = int(n_bands) - 1
         decode, score = explorer.decode(a, upto)
-        note = f"Loaded **{Path(path).name}** ({image.width}x{image.height} px, centre crop -> {cfg.img_size} px)."
+        crop = explorer.model.pretrained_cfg.get("resize_size")  # a release's own crop, then its resize
+        step = f"centre crop {crop} px -> {cfg.img_size} px" if crop else f"centre crop -> {cfg.img_size} px"
+        note = f"Loaded **{Path(path).name}** ({image.width}x{image.height} px, {step})."
         if notes:
             note += " " + "; ".join(notes) + "."
         return (

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
+from uae.data.transforms import resolve_data_config
 from uae.errors import InputError, MissingFileError, UAEError
 from uae.inference import as_model, check_image_files, load_images, psnr
 from uae.paths import output_file
@@ -134,11 +135,14 @@ class BandExplorer:
         return next(self.model.parameters()).device
 
     def prepare(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
-        """An RGB PIL image -> ``(input (3, H, W), target (3, H', W'))``: centre crop, bicubic resize."""
-        from uae.data.datasets import image_transform
+        """An RGB PIL image -> ``(input (3, H, W), target (3, H', W'))``, read as the model is evaluated.
 
-        c = self.model.config
-        res = image_transform(c.img_size, train=False, out_size=c.output_size)(image.convert("RGB"))
+        The model's data config (:func:`uae.data.resolve_data_config`): uae's centre crop and bicubic
+        resize, or a converted release's own crop and resize.
+        """
+        from uae.data.transforms import create_transform, resolve_data_config
+
+        res = create_transform(resolve_data_config(self.model))(image.convert("RGB"))
         if isinstance(res, dict):
             return res["image"], res["target"]
         return res, res
@@ -316,8 +320,7 @@ def band_picture_files(
     check_image_files(paths)
     dest = output_file(out, param="out", inputs=paths)
     net = as_model(model, device)
-    c = net.config
-    images, targets = load_images(paths, c.img_size, c.output_size)
+    images, targets = load_images(paths, data_config=resolve_data_config(net))
     explorer = BandExplorer(net, cache_size=1)
     rows, pictures = [], []
     for path, image, target in zip(paths, images, targets):

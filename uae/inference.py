@@ -1,9 +1,10 @@
 """Inference helpers: reading images as the model's input, batched reconstruction, PSNR, bicubic
 baselines, and reconstructing image files (``uae reconstruct``).
 
-Images are read with PIL, converted to RGB, centre-cropped to a square and resized (bicubic,
-antialiased) to the model's input size; this pre-processing is explicit here, the model itself never
-resizes. Reconstructions come out at the model's output size. The band explorer (``uae bands``,
+Images are read with PIL, converted to RGB and prepared the way the model is evaluated: its data
+config (``model.pretrained_cfg``, :func:`uae.data.resolve_data_config`) says how (uae's centre crop and
+antialiased bicubic resize, or a converted release's own crop and resize); this pre-processing is
+explicit here, the model itself never resizes. Reconstructions come out at the model's output size. The band explorer (``uae bands``,
 ``uae app``) is in :mod:`uae.explorer`.
 """
 
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from uae.data.transforms import resolve_data_config
 from uae.errors import InputError, MissingFileError
 from uae.factory import load_model
 from uae.paths import is_one_of, output_dir
@@ -29,41 +31,61 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
-def load_image(path: str | os.PathLike, size: int, out_size: int | None = None) -> dict[str, torch.Tensor]:
-    """Read one image as the model's input (centre crop, bicubic resize).
+def load_image(
+    path: str | os.PathLike,
+    size: int | None = None,
+    out_size: int | None = None,
+    *,
+    data_config: Mapping[str, Any] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Read one image as a model's input, the way the model is evaluated.
 
     Args:
         path: Image file (any format PIL reads).
-        size: Model input side.
-        out_size: Also return the same crop at this side as ``"target"`` (defaults to ``size``).
+        size: Model input side (uae's centre crop and bicubic resize); with ``data_config``, an
+            override of its input side.
+        out_size: Also return the same crop at this side as ``"target"`` (defaults to the input side,
+            or the data config's ``target_size``).
+        data_config: The model's data config (``uae.data.resolve_data_config(model)``): a converted
+            release is read with its own evaluation crop and resize (:mod:`uae.data.transforms`).
 
     Returns:
-        ``{"image": (3, size, size), "target": (3, out_size, out_size)}`` floats in ``[0, 1]``.
+        ``{"image": (3, size, size), "target": (3, out_size, out_size)}`` floats in ``[0, 1]`` (the
+        image may overshoot ``[0, 1]`` slightly after a release's bicubic resize, as theirs does).
 
     Raises:
         MissingFileError: The file does not exist.
-        InputError: PIL cannot read it, or it exceeds the pixel budget (naming the file; see
-            :mod:`uae.data.image_io`: 16-bit and float images are scaled to 8 bits, never clipped).
+        InputError: PIL cannot read it, it exceeds the pixel budget (naming the file; see
+            :mod:`uae.data.image_io`: 16-bit and float images are scaled to 8 bits, never clipped), or
+            neither ``size`` nor ``data_config`` is given.
     """
-    from uae.data.datasets import image_transform
     from uae.data.image_io import read_image
+    from uae.data.transforms import create_transform, image_transform
 
+    if data_config is None and size is None:
+        raise InputError("load_image needs size or data_config (e.g. the model's)", param="size")
     im = read_image(path)
-    out_size = out_size or size
-    res = image_transform(size, train=False, out_size=out_size)(im)
+    if data_config is not None:
+        res = create_transform(data_config, img_size=size, target_size=out_size)(im)
+    else:
+        res = image_transform(size, train=False, out_size=out_size or size)(im)
     if isinstance(res, dict):
         return res
     return {"image": res, "target": res}
 
 
 def load_images(
-    paths: Sequence[str | os.PathLike], size: int, out_size: int | None = None
+    paths: Sequence[str | os.PathLike],
+    size: int | None = None,
+    out_size: int | None = None,
+    *,
+    data_config: Mapping[str, Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Several images as a batch: ``(images (N, 3, size, size), targets (N, 3, out, out))``.
+    """Several images as a batch: ``(images (N, 3, size, size), targets (N, 3, out, out))`` (see :func:`load_image`).
 
     All files are checked before any work is done, so a bad file fails fast with its name.
     """
-    items = [load_image(p, size, out_size) for p in paths]
+    items = [load_image(p, size, out_size, data_config=data_config) for p in paths]
     return torch.stack([i["image"] for i in items]), torch.stack([i["target"] for i in items])
 
 
@@ -252,7 +274,7 @@ def reconstruct_files(
     out = output_dir(out_dir, param="out_dir")
     net = as_model(model, device)
     c = net.config
-    images, targets = load_images(paths, c.img_size, c.output_size)
+    images, targets = load_images(paths, data_config=resolve_data_config(net))
     recon = reconstruct(net, images, batch_size)
     scores = psnr(recon, targets)
     out.mkdir(parents=True, exist_ok=True)

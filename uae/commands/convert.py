@@ -18,6 +18,7 @@ FLAGS = {
     "stats": "--stats",
     "encoder_weights": "--encoder-weights",
     "entry": "--entry",
+    "encoder": "--encoder",
     "encoder_heads": "--encoder-heads",
     "decoder_heads": "--decoder-heads",
     "name": "--name",
@@ -46,10 +47,18 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("file", help="checkpoint file (.pt/.pth/.bin/.safetensors)")
     parser.add_argument("--out", required=True, help="output directory (created)")
     parser.add_argument(
+        "--encoder",
+        choices=("dinov2", "siglip2", "mae"),
+        default=None,
+        help="rae: the encoder the decoder was trained with (RAE's decoders for DINOv2, SigLIP2 and MAE have the "
+        "same shapes); needed unless --config (RAE's stage-1 YAML) or the decoder's path "
+        "(decoders/<encoder>/...) says it",
+    )
+    parser.add_argument(
         "--encoder-weights",
         default=None,
-        help="rae: DINOv2-with-registers weights (transformers, timm or facebookresearch file); default: the "
-        "timm Hub id from the Hub cache",
+        help="rae: the encoder's weights (transformers model.safetensors; DINOv2 also timm or facebookresearch); "
+        "default: from the Hub cache",
     )
     parser.add_argument(
         "--entry",
@@ -61,7 +70,8 @@ def build_parser() -> ArgumentParser:
         "--config",
         default=None,
         help="authors: the release's YAML config (default: the config embedded in the checkpoint); "
-        "authors_v2: its config.yaml (default: config.yaml beside the checkpoint)",
+        "authors_v2: its config.yaml (default: config.yaml beside the checkpoint); rae: RAE's stage-1 YAML "
+        "(configs/stage1/pretrained/*.yaml)",
     )
     parser.add_argument("--stats", default=None, help="optional latent statistics file with 'mean' and 'var'")
     parser.add_argument(
@@ -90,6 +100,7 @@ def main(argv: Sequence[str]) -> int:
         stats=args.stats,
         encoder_weights=args.encoder_weights,
         entry=args.entry,
+        encoder=args.encoder,
         encoder_heads=args.encoder_heads,
         decoder_heads=args.decoder_heads,
         name=args.name,

@@ -63,7 +63,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from uae.convert.common import (
     Source,
@@ -74,6 +73,7 @@ from uae.convert.common import (
     latent_stats,
 )
 from uae.convert.hf_encoders import convert_encoder
+from uae.data.transforms import resize_images
 from uae.errors import InputError, MissingFileError
 from uae.files import read_state_dict, read_torch_dict, read_yaml_mapping, state_dict_in
 from uae.models.config import UAEConfig
@@ -95,7 +95,8 @@ CONVERSION_CHECK = (
 )
 #: Part of the converted-cache key (:mod:`uae.models.pretrained`): bump it whenever a converted model's
 #: tensors or config change (tests/test_pretrained_releases.py pins the converted layout to it).
-CONVERTER_VERSION = "1"
+#: 2: ``preprocess="adm"`` (the authors' evaluation crop and resize travel with the model).
+CONVERTER_VERSION = "2"
 #: ``frequency_config`` of the released inference config (``unified_ae/configs/stage1_infer.yaml``).
 RELEASED_FREQUENCY_CONFIG: dict[str, Any] = {
     "freq_first_patch": 0.32,
@@ -279,6 +280,7 @@ def authors_to_uae(
         modulator_out_kernel=mod["conv_out.weight"].shape[-1],
         band_mixing=n_mix > 0,
         decoder_norm_eps=decoder_norm_eps,
+        preprocess="adm",  # their eval_uae.py: 256 px ADM crops, resized to 224 by their encode
         **cfg,
     )
     full = dict(enc)
@@ -398,6 +400,11 @@ def load_release(
 def v1_preprocess(images: torch.Tensor, size: int = 224) -> torch.Tensor:
     """Resize images to the encoder input size the way their ``UnifiedUAE.encode`` does.
 
+    The same function as :func:`uae.data.resize_images` (one implementation; kept under this name for
+    code written against it). To read image files the way the authors evaluate, use the model's data
+    config: ``uae.data.create_transform(uae.data.resolve_data_config(model))``, which crops (ADM) and
+    resizes in one step.
+
     Their evaluation feeds 256 px centre crops; ``encode`` resizes every input whose side is not
     ``encoder_input_size`` with bicubic interpolation (``align_corners=False``, no antialias). The
     result is not clamped (theirs is not): bicubic overshoot leaves ``[0, 1]`` by a little, which
@@ -410,9 +417,7 @@ def v1_preprocess(images: torch.Tensor, size: int = 224) -> torch.Tensor:
     Returns:
         ``(B, 3, size, size)``; ``images`` itself when it already has that size.
     """
-    if images.shape[-2:] == (size, size):
-        return images
-    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
+    return resize_images(images, size)
 
 
 __all__ = [

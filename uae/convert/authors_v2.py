@@ -52,10 +52,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from uae.convert.common import Source, build_checked, check_release_call, convert_mae_decoder, decoder_config
 from uae.convert.hf_encoders import PATCH_KEYS, convert_encoder
+from uae.data.transforms import resize_images
 from uae.errors import InputError
 from uae.files import read_torch_dict, read_yaml_mapping, state_dict_in
 from uae.layers.encoder import FAMILY_PIXEL_STATS
@@ -78,7 +78,8 @@ CONVERSION_CHECK = (
 )
 #: Part of the converted-cache key (:mod:`uae.models.pretrained`): bump it whenever a converted model's
 #: tensors or config change (tests/test_pretrained_releases.py pins the converted layout to it).
-CONVERTER_VERSION = "1"
+#: 2: ``preprocess="adm"`` (the authors' evaluation crop and resize travel with the model).
+CONVERTER_VERSION = "2"
 #: The release's encoders (paths inside ``weepiess2383/UAE``) and their native input sizes.
 RELEASE_ENCODERS = {"DINOv2-B": 224, "CLIP-L": 224, "SigLIP2": 256}
 #: LayerNorm eps of their ViT-XL decoder (``configs/decoder/ViTXL/config.json``: ``layer_norm_eps``).
@@ -289,6 +290,7 @@ def authors_v2_to_uae(
         modulator_out_kernel=1,
         band_mixing=True,
         decoder_norm_eps=DECODER_NORM_EPS,
+        preprocess="adm",  # their stage1_sample_ddp.py: 256 px ADM crops, resized by their encode
         **zigzag_settings(params, grid),
         **ecfg,
         **dcfg,
@@ -336,6 +338,11 @@ def read_checkpoint(path: str | os.PathLike, entry: str | None = None) -> dict[s
 def v2_preprocess(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize images to the encoder input size the way their ``UAE._preprocess_encoder_input`` does.
 
+    The same function as :func:`uae.data.resize_images` (one implementation; kept under this name for
+    code written against it). To read image files the way the authors evaluate, use the model's data
+    config: ``uae.data.create_transform(uae.data.resolve_data_config(model))``, which crops (ADM) and
+    resizes in one step.
+
     Their evaluation feeds 256 px centre crops (``--image-size 256``) and ``encode`` resizes every
     input whose side is not ``encoder_input_size`` bicubically (``align_corners=False``, no
     antialias, not clamped). uae never resizes silently: call this to evaluate like the authors.
@@ -347,9 +354,7 @@ def v2_preprocess(images: torch.Tensor, size: int) -> torch.Tensor:
     Returns:
         ``(B, 3, size, size)``; ``images`` itself when it already has that size.
     """
-    if images.shape[-2:] == (size, size):
-        return images
-    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
+    return resize_images(images, size)
 
 
 def is_v2_state(state: Mapping[str, torch.Tensor]) -> bool:

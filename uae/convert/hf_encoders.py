@@ -43,10 +43,32 @@ transformers (4.x name / 5.x name where it differs)        uae (under ``encoder.
 ``encoder.layers.N.*``                                     as CLIP
 ``post_layernorm.*``                                       ``norm.*``, or dropped with ``latent_norm``
 ``head.*``                                                 dropped (attention-pooling head)
+**ViTMAEModel** (5.x: ``layers.N`` instead of ``encoder.layer.N``)
+``embeddings.cls_token`` (+ CLS slot of the table)         ``cls_token``
+``embeddings.position_embeddings`` ``(1, 1+n*n, C)``       ``pos_embed`` (the file's table, as saved)
+``embeddings.patch_embeddings.projection.*``               ``patch_embed.proj.*``
+``encoder.layer.N.attention.attention.{query,key,value}``  ``blocks.N.attn.qkv`` (concatenated)
+  / ``layers.N.attention.{q,k,v}_proj``
+``encoder.layer.N.attention.output.dense`` / ``o_proj``    ``blocks.N.attn.proj``
+``encoder.layer.N.layernorm_{before,after}``               ``blocks.N.norm{1,2}``
+``encoder.layer.N.{intermediate,output}.dense``            ``blocks.N.mlp.fc{1,2}``
+  / ``layers.N.mlp.fc{1,2}``
+``layernorm.*``                                            ``norm.*``, or dropped with ``latent_norm``
 ========================================================  ======================================
 
 Full two-tower files (``CLIPModel``, ``SiglipModel``) are accepted with the ``vision_model.``
-prefix; their text tower and projection/logit keys are dropped with that reason.
+prefix; their text tower and projection/logit keys are dropped with that reason. A whole
+``ViTMAEForPreTraining`` file (``facebook/vit-mae-base``) is accepted with the ``vit.`` prefix; its
+pixel decoder (``decoder.*``, used only for masked pre-training) is dropped with that reason.
+
+ViT-MAE at inference (as RAE's ``MAEwNorm`` runs it): ``mask_ratio = 0`` and ``noise = arange``, so
+the "random masking" keeps every patch in its own order (an identity), and
+``interpolate_pos_encoding=True`` resamples the table with bicubic interpolation, no antialiasing and no
+float32 upcast (the ``"hf_clip"`` rule; transformers' own size check there compares the patch count
+minus one with the table, so it always interpolates, and a same-size bicubic resampling is exact).
+
+Longer than 500 lines because it holds the four families' key maps side by side (one table above,
+one function each), so that each map can be read against the others.
 """
 
 from __future__ import annotations
@@ -69,9 +91,14 @@ PATCH_KEYS = {
     "dinov2": "embeddings.patch_embeddings.projection.weight",
     "clip": "embeddings.patch_embedding.weight",
     "siglip2": "embeddings.patch_embedding.weight",
+    "mae": "embeddings.patch_embeddings.projection.weight",
 }
 #: Keys of two-tower checkpoints that are not part of the vision tower.
 TEXT_TOWER_PREFIXES = ("text_model.", "visual_projection.", "text_projection.", "logit_scale", "logit_bias")
+#: Keys of a ``ViTMAEForPreTraining`` file (beside its ``vit.`` encoder) that are not part of the encoder.
+MAE_PRETRAINING_PREFIXES = ("decoder.",)
+#: How each family's transformers model resamples its position table (``encoder_pos_resample``).
+POS_RULES = {"dinov2": "hf_dinov2", "clip": "hf_clip", "siglip2": "hf_siglip", "mae": "hf_clip"}
 _CLIP_BLOCK_MAP = {
     "self_attn.out_proj": "attn.proj",
     "layer_norm1": "norm1",
@@ -138,7 +165,7 @@ def _config(
         **encoder_config(shapes, heads),
         "encoder_family": family,
         "encoder_pos_grid": pos_grid,
-        "encoder_pos_resample": {"dinov2": "hf_dinov2", "clip": "hf_clip", "siglip2": "hf_siglip"}[family],
+        "encoder_pos_resample": POS_RULES[family],
         "latent_norm": latent_norm,
         "img_size": pos_grid * out["patch_embed.proj.weight"].shape[-1],
     }
@@ -302,7 +329,64 @@ def siglip2_from_hf(
     return HFEncoder({f"encoder.vit.{k}": v for k, v in out.items()}, cfg, dropped)
 
 
-FAMILY_CONVERTERS = {"dinov2": dinov2_from_hf, "clip": clip_from_hf, "siglip2": siglip2_from_hf}
+def mae_from_hf(
+    src: Source, prefix: str = "", *, latent_norm: bool | None = None, encoder_heads: int | None = None
+) -> HFEncoder:
+    """Map a ``ViTMAEModel`` state dict (transformers 4.x or 5.x names) under ``prefix`` (``"vit."`` in
+    a ``ViTMAEForPreTraining`` file).
+
+    The latent is ``last_hidden_state[:, 1:]`` after the final ``layernorm`` with nothing masked (RAE's
+    ``MAEwNorm``: ``mask_ratio = 0``, ``noise = arange``). The position table is the file's own (the
+    released MAE tables are fixed sin-cos values; they are used as saved, never recomputed).
+
+    Args:
+        src: Source dict (consumed keys are recorded).
+        prefix: Key prefix of the encoder.
+        latent_norm: Drop the final ``layernorm`` affine (RAE removes it). ``None``: when the checkpoint has
+            no ``layernorm.weight``.
+        encoder_heads: Attention heads (default ``C // 64``).
+    """
+    out: dict[str, torch.Tensor] = {}
+    dropped: dict[str, str] = {}
+    e = prefix + "embeddings."
+    pos = src.take(e + "position_embeddings")
+    if pos.ndim != 3 or pos.shape[0] != 1:
+        raise InputError(f"{src.what}: position_embeddings must be (1, 1+n, C), got {tuple(pos.shape)}")
+    side = _square_side(pos.shape[1] - 1, src.what, tuple(pos.shape))
+    out["cls_token"] = src.take(e + "cls_token") + pos[:, :1]
+    out["pos_embed"] = pos[:, 1:]
+    out["patch_embed.proj.weight"] = src.take(e + "patch_embeddings.projection.weight")
+    out["patch_embed.proj.bias"] = src.take(e + "patch_embeddings.projection.bias")
+    v5 = src.has(prefix + "layers.0.attention.q_proj.weight")
+    blocks = prefix + ("layers." if v5 else "encoder.layer.")
+    for i in range(count_blocks(src, blocks)):
+        s, t = f"{blocks}{i}.", f"blocks.{i}."
+        if v5:
+            names = tuple(f"{s}attention.{p}_proj" for p in "qkv")
+            parts = {"attention.o_proj": "attn.proj", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+        else:
+            names = tuple(f"{s}attention.attention.{p}" for p in QKV_PARTS)
+            parts = {
+                "attention.output.dense": "attn.proj",
+                "intermediate.dense": "mlp.fc1",
+                "output.dense": "mlp.fc2",
+            }
+        out[t + "attn.qkv.weight"], out[t + "attn.qkv.bias"] = fused_qkv(src, names)
+        parts.update({"layernorm_before": "norm1", "layernorm_after": "norm2"})
+        for a, b in parts.items():
+            out[t + b + ".weight"] = src.take(s + a + ".weight")
+            out[t + b + ".bias"] = src.take(s + a + ".bias")
+    latent_norm = _final_norm(src, prefix + "layernorm.", latent_norm, out, dropped)
+    cfg = _config(out, "mae", side, latent_norm, encoder_heads)
+    return HFEncoder({f"encoder.vit.{k}": v for k, v in out.items()}, cfg, dropped)
+
+
+FAMILY_CONVERTERS = {
+    "dinov2": dinov2_from_hf,
+    "clip": clip_from_hf,
+    "siglip2": siglip2_from_hf,
+    "mae": mae_from_hf,
+}
 
 
 def _convert_family(
@@ -330,7 +414,7 @@ def convert_encoder(
 
     Args:
         src: The release's source dict (the encoder's keys are consumed).
-        family: ``"dinov2"``, ``"clip"`` or ``"siglip2"``.
+        family: ``"dinov2"``, ``"clip"``, ``"siglip2"`` or ``"mae"``.
         prefix: Key prefix of the encoder (``"encoder.encoder."`` in the authors' checkpoints).
         latent_norm: Final-norm handling (``None``: the family's default, see the family functions).
         encoder_heads: Attention heads (default ``C // 64``).
@@ -345,6 +429,27 @@ def convert_encoder(
     cfg = dict(enc.config)
     cfg.pop("img_size")
     return enc.state, cfg
+
+
+def detect_family(state: Mapping[str, torch.Tensor]) -> str | None:
+    """Which transformers vision encoder a state dict holds, from its key names (``None``: none of them).
+
+    DINOv2 with registers (``register_tokens`` / ``layer_scale``), ViT-MAE (``layernorm_before``), CLIP
+    (``class_embedding``) and SigLIP (``patch_embedding`` without a class embedding) name their keys
+    differently in transformers 4.x and 5.x alike, so one file is never two families.
+    """
+    keys = list(state)
+
+    def has(suffix: str) -> bool:
+        return any(k.endswith(suffix) for k in keys)
+
+    if has(PATCH_KEYS["dinov2"]):  # DINOv2 and ViT-MAE share the patch embedding's name
+        if has("embeddings.register_tokens") or has("layer_scale1.lambda1"):
+            return "dinov2"
+        return "mae" if has("layernorm_before.weight") else None
+    if has(PATCH_KEYS["clip"]):
+        return "clip" if has("embeddings.class_embedding") else "siglip2"
+    return None
 
 
 def find_prefix(state: Mapping[str, torch.Tensor], family: str) -> str:
@@ -376,9 +481,10 @@ def convert_hf_encoder(
     """Convert a whole transformers vision-encoder state dict strictly.
 
     Args:
-        state: ``Dinov2WithRegistersModel``, ``CLIPVisionModel``/``CLIPModel`` or
-            ``SiglipVisionModel``/``SiglipModel`` weights (transformers 4.x or 5.x names).
-        family: ``"dinov2"``, ``"clip"`` or ``"siglip2"``.
+        state: ``Dinov2WithRegistersModel``, ``CLIPVisionModel``/``CLIPModel``,
+            ``SiglipVisionModel``/``SiglipModel`` or ``ViTMAEModel``/``ViTMAEForPreTraining`` weights
+            (transformers 4.x or 5.x names).
+        family: ``"dinov2"``, ``"clip"``, ``"siglip2"`` or ``"mae"``.
         prefix: Key prefix of the encoder; found from the patch embedding when ``None``.
         latent_norm: Final-norm handling (see the family functions; ``None`` picks their default).
         encoder_heads: Attention heads (default ``C // 64``).
@@ -393,12 +499,20 @@ def convert_hf_encoder(
     prefix = find_prefix(state, family) if prefix is None else prefix
     src = Source(state, f"transformers {family} encoder weights")
     dropped: dict[str, str] = {}
+    outside, why = (
+        TEXT_TOWER_PREFIXES,
+        "text tower / projection of a two-tower model: uae uses the vision tower",
+    )
     root = prefix[: -len("vision_model.")] if prefix.endswith("vision_model.") else None
+    if family == "mae" and prefix.endswith("vit."):
+        root = prefix[: -len("vit.")]
+        outside, why = (
+            MAE_PRETRAINING_PREFIXES,
+            "MAE pre-training decoder: uae uses the encoder (ViTMAEModel)",
+        )
     for key in list(src.state):
-        if root is not None and key.startswith(root) and key[len(root) :].startswith(TEXT_TOWER_PREFIXES):
-            _drop(
-                src, key, dropped, "text tower / projection of a two-tower model: uae uses the vision tower"
-            )
+        if root is not None and key.startswith(root) and key[len(root) :].startswith(outside):
+            _drop(src, key, dropped, why)
         elif not key.startswith(prefix):
             raise InputError(f"{src.what}: key {key!r} is outside the encoder prefix {prefix!r}")
     enc = _convert_family(src, family, prefix, latent_norm, encoder_heads)
@@ -412,7 +526,7 @@ def encoder_from_hf(state: Mapping[str, torch.Tensor], family: str, *, img_size:
 
     Args:
         state: As :func:`convert_hf_encoder`.
-        family: ``"dinov2"``, ``"clip"`` or ``"siglip2"``.
+        family: ``"dinov2"``, ``"clip"``, ``"siglip2"`` or ``"mae"``.
         img_size: Default input side (default: the table's native size).
         **kwargs: ``prefix``, ``latent_norm``, ``encoder_heads`` as in :func:`convert_hf_encoder`.
 

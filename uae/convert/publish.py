@@ -179,7 +179,8 @@ def publish(
         repo_id: Target Hub repo ``org/name``.
         release_format: ``authors_v1`` / ``authors_v2`` / ``rae`` (or an alias) for local files.
         files: More local files, role -> path.
-        like: A pretrained name whose license, metrics and notes describe these local files.
+        like: A pretrained name whose license, metrics and notes describe these local files (and whose
+            converter options apply to them, e.g. the encoder of an RAE decoder).
         license_id: Licence id for the card (default: the entry's, else the format's).
         name: ``config.name`` of the converted model.
         out: Output folder (default ``publish/<org>--<name>``).
@@ -205,7 +206,12 @@ def publish(
         conv = get_converter(release_format)
         paths = {conv.main_role: src, **(files or {})}
         cfg = get_pretrained_cfg(like) if like else None
-        model = load_release(release_format, paths, name=name or (cfg.architecture if cfg else None))
+        options = (
+            dict(cfg.options) if cfg is not None and cfg.source == conv.source else {}
+        )  # e.g. RAE's encoder
+        model = load_release(
+            release_format, paths, name=name or (cfg.architecture if cfg else None), **options
+        )
         source = conv.source
         provenance = {
             "converter_version": conv.version,

@@ -301,6 +301,7 @@ def convert_release(
     stats: str | os.PathLike | None = None,
     encoder_weights: str | os.PathLike | None = None,
     entry: str | None = None,
+    encoder: str | None = None,
     encoder_heads: int | None = None,
     decoder_heads: int | None = None,
     name: str | None = None,
@@ -312,10 +313,13 @@ def convert_release(
         checkpoint: The release's main file (authors: the ``.pt`` checkpoint; RAE: the decoder ``model.pt``).
         out: Output directory (created).
         config: The release's config file (authors' v1: their YAML, default the one embedded in the
-            checkpoint; authors' v2: ``config.yaml``, default the one beside ``checkpoint``).
+            checkpoint; authors' v2: ``config.yaml``, default the one beside ``checkpoint``; RAE: its
+            stage-1 YAML, ``configs/stage1/pretrained/*.yaml``, which names the encoder).
         stats: Latent statistics file with ``mean`` and ``var`` (authors' v1: per channel; RAE: ``stat.pt``).
-        encoder_weights: RAE: DINOv2-with-registers weights (transformers, timm or facebookresearch
-            names); default: the timm Hub id from the Hub cache.
+        encoder_weights: RAE: the encoder's weights (transformers names; DINOv2 also timm or
+            facebookresearch); default: from the Hub cache.
+        encoder: RAE: the encoder the decoder was trained with, ``"dinov2"``, ``"siglip2"`` or ``"mae"``
+            (needed unless ``config`` or the decoder's release path says it).
         entry: Checkpoint entry (authors' v1: default ``"model"``, what their evaluation loads; authors'
             v2: ``"ema"``, what theirs loads; RAE: ``"ema"``, else ``"model"``).
         encoder_heads: Encoder attention heads (default ``C // 64``).
@@ -332,7 +336,12 @@ def convert_release(
     """
     conv = get_converter(source)
     files: dict[str, str | os.PathLike] = {conv.main_role: checkpoint}
-    options: dict[str, Any] = {"entry": entry, "encoder_heads": encoder_heads, "decoder_heads": decoder_heads}
+    options: dict[str, Any] = {
+        "entry": entry,
+        "encoder": encoder,
+        "encoder_heads": encoder_heads,
+        "decoder_heads": decoder_heads,
+    }
     given = {"config": config, "stats": stats, "encoder_weights": encoder_weights}
     for param, role in FILE_PARAMETERS.items():
         value = given[param]

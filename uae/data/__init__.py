@@ -3,14 +3,19 @@
 from uae.data.datasets import (
     IMAGE_EXTENSIONS,
     ImageFolderDataset,
-    ImageTransform,
     coco_split,
     find_images,
-    image_transform,
     imagenet_split,
     is_image_file,
 )
 from uae.data.image_io import ImageTooLargeError, read_image
+from uae.data.transforms import (
+    ImageTransform,
+    create_transform,
+    image_transform,
+    resize_images,
+    resolve_data_config,
+)
 
 
 def __getattr__(name: str):  # lazy: importing lightning is slow and the datasets do not need it
@@ -34,4 +39,7 @@ __all__ = [
     "is_image_file",
     "ImageTooLargeError",
     "read_image",
+    "create_transform",
+    "resize_images",
+    "resolve_data_config",
 ]

@@ -26,16 +26,16 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import random
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
-from uae.data.image_io import ImageTooLargeError, read_image, to_rgb
+from uae.data.image_io import ImageTooLargeError, read_image
+
+# The transforms live in uae.data.transforms; re-exported here for code that imported them from this module.
+from uae.data.transforms import ImageTransform, image_transform, to_tensor  # noqa: F401
 from uae.errors import InputError, MissingFileError
 
 logger = logging.getLogger(__name__)
@@ -87,128 +87,6 @@ def find_images(root: PathLike, recursive: bool = True) -> list[pathlib.Path]:
             f"extensions {', '.join(IMAGE_EXTENSIONS)})"
         )
     return sorted(files)
-
-
-def _to_tensor(im: Image.Image) -> torch.Tensor:
-    """PIL RGB image -> ``(3, H, W)`` float32 in [0, 1]."""
-    return TF.pil_to_tensor(im).float().div_(255.0)
-
-
-class ImageTransform:
-    """Resize the shorter side, crop a square, optionally flip, and convert to a float tensor.
-
-    Train mode: random crop position (or a random-resized crop when ``scale`` is given) and a random
-    horizontal flip. Eval mode: deterministic center crop, no flip.
-
-    Args:
-        size: Side of ``"image"`` (the encoder input).
-        train: Random crop + flip instead of a center crop.
-        out_size: Side of ``"target"`` (the decoder output). ``None`` or ``size``: no target.
-        hflip: Use random horizontal flips in train mode.
-        scale: Train only: ``(min, max)`` area fraction of a random-resized crop (torchvision's
-            ``RandomResizedCrop``, aspect ratio in [3/4, 4/3]); ``None`` keeps the full shorter side.
-        interpolation: PIL resampling for resizing (``"bicubic"``, ``"bilinear"``, ``"lanczos"``).
-    """
-
-    def __init__(
-        self,
-        size: int,
-        train: bool = False,
-        out_size: int | None = None,
-        hflip: bool = True,
-        scale: tuple[float, float] | None = None,
-        interpolation: str = "bicubic",
-    ) -> None:
-        if size <= 0 or (out_size is not None and out_size <= 0):
-            raise InputError(f"image sizes must be positive, got size={size}, out_size={out_size}")
-        if scale is not None and not (0 < scale[0] <= scale[1] <= 1):
-            raise InputError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
-        modes = {
-            "bicubic": TF.InterpolationMode.BICUBIC,
-            "bilinear": TF.InterpolationMode.BILINEAR,
-            "lanczos": TF.InterpolationMode.LANCZOS,
-        }
-        if interpolation not in modes:
-            raise InputError(f"interpolation must be one of {sorted(modes)}, got {interpolation!r}")
-        self.size = int(size)
-        self.out_size = None if out_size is None or out_size == size else int(out_size)
-        self.train = train
-        self.hflip = hflip
-        self.scale = scale
-        self.interpolation = modes[interpolation]
-
-    def _crop_box(self, w: int, h: int) -> tuple[int, int, int, int]:
-        """``(top, left, height, width)`` of the crop in the original image."""
-        if self.train and self.scale is not None:
-            from torchvision.transforms import RandomResizedCrop
-
-            dummy = torch.empty(1, h, w)  # get_params only reads the shape
-            return RandomResizedCrop.get_params(dummy, list(self.scale), [3 / 4, 4 / 3])
-        s = min(w, h)
-        if self.train:
-            top, left = random.randint(0, h - s), random.randint(0, w - s)
-        else:
-            top, left = (h - s) // 2, (w - s) // 2
-        return top, left, s, s
-
-    def __call__(self, im: Image.Image) -> torch.Tensor | dict[str, torch.Tensor]:
-        """Transform one PIL image.
-
-        Returns:
-            ``(3, size, size)`` float tensor in [0, 1], or ``{"image": (3, size, size),
-            "target": (3, out_size, out_size)}`` when ``out_size`` differs from ``size``.
-        """
-        im = to_rgb(im)
-        w, h = im.size
-        top, left, ch, cw = self._crop_box(w, h)
-        flip = self.train and self.hflip and random.random() < 0.5
-        # The crop is done on the PIL image first, then resized (antialiased by PIL) to each size.
-        crop = im.crop((left, top, left + cw, top + ch))
-        if flip:
-            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-
-        def resized(side: int) -> torch.Tensor:
-            if crop.size == (side, side):
-                return _to_tensor(crop)
-            return _to_tensor(TF.resize(crop, [side, side], interpolation=self.interpolation, antialias=True))
-
-        image = resized(self.size)
-        if self.out_size is None:
-            return image
-        return {"image": image, "target": resized(self.out_size)}
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(size={self.size}, train={self.train}, out_size={self.out_size}, "
-            f"hflip={self.hflip}, scale={self.scale})"
-        )
-
-
-def image_transform(
-    size: int,
-    train: bool = False,
-    out_size: int | None = None,
-    hflip: bool = True,
-    scale: tuple[float, float] | None = None,
-    interpolation: str = "bicubic",
-) -> Callable[[Image.Image], torch.Tensor | dict[str, torch.Tensor]]:
-    """The standard transform: resize shorter side + center crop (random crop + flip in train).
-
-    Args:
-        size: Output side (encoder input resolution).
-        train: Random crop position and horizontal flip instead of a deterministic center crop.
-        out_size: Decoder output resolution; when it differs from ``size`` the transform returns
-            ``{"image": (3, size, size), "target": (3, out_size, out_size)}`` from the same crop.
-        hflip: Random horizontal flips in train mode.
-        scale: Train only: area range of a random-resized crop (``None``: full shorter side).
-        interpolation: ``"bicubic"`` (default), ``"bilinear"`` or ``"lanczos"``.
-
-    Returns:
-        A callable ``PIL.Image -> (3, size, size) float tensor in [0, 1]`` (or the dict above).
-    """
-    return ImageTransform(
-        size, train=train, out_size=out_size, hflip=hflip, scale=scale, interpolation=interpolation
-    )
 
 
 def infer_classes(files: Sequence[pathlib.Path], root: pathlib.Path) -> list[str] | None:
@@ -373,7 +251,7 @@ class ImageFolderDataset(Dataset):
         raise RuntimeError(f"none of the {n} images under {str(self.root)!r} could be read")
 
     def _sample(self, j: int, im: Image.Image, skipped: int) -> dict[str, Any]:
-        out = self.transform(im) if self.transform is not None else _to_tensor(im)
+        out = self.transform(im) if self.transform is not None else to_tensor(im)
         sample: dict[str, Any] = {
             "label": self.targets[j],
             "index": j,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,7 @@ def open_dataset(
     out_size: int | None = None,
     labels: bool | None = None,
     classes: Sequence[str] | None = None,
+    data_config: Mapping[str, Any] | None = None,
 ) -> tuple[Dataset, Path]:
     """``(dataset, folder)`` of ``data`` read as :class:`RunOptions` say (:func:`resolve_data`, :func:`build_dataset`).
 
@@ -110,6 +111,7 @@ def open_dataset(
         out_size: Reference side (see :func:`build_dataset`).
         labels: Passed to the dataset.
         classes: Class names in label order (see :func:`build_dataset`).
+        data_config: The model's data config (see :func:`build_dataset`).
     """
     root = resolve_data(data, options.data_root)
     ds = build_dataset(
@@ -120,6 +122,7 @@ def open_dataset(
         limit=options.limit,
         max_pixels=options.max_pixels,
         classes=classes,
+        data_config=data_config,
     )
     return ds, root
 
@@ -134,8 +137,13 @@ def build_dataset(
     max_pixels: int | None | str = "default",
     on_error: str = "skip",
     classes: Sequence[str] | None = None,
+    data_config: Mapping[str, Any] | None = None,
 ) -> Dataset:
     """An :class:`~uae.data.ImageFolderDataset` with the eval transform (center crop).
+
+    With ``data_config`` (``uae.data.resolve_data_config(model)``: a converted release's own
+    evaluation crop and resize, see :mod:`uae.data.transforms`) images are read as the model's release
+    reads them; without it, uae's centre crop and PIL resize.
 
     Unreadable images (and images over the pixel budget) are skipped, never replaced by another
     image: the dataset returns a marker that :func:`make_loader`'s collate function drops and lists
@@ -152,17 +160,26 @@ def build_dataset(
         max_pixels: Pixel budget per image (``"default"``: ``UAE_MAX_IMAGE_PIXELS`` or 2**26; ``None``: none).
         on_error: ``"skip"`` (evaluation) or ``"next"`` (substitute the next readable image).
         classes: Class names in label order (e.g. the training split's, for a validation folder).
+        data_config: The model's data config; ``size`` and ``out_size`` override its input and
+            reference sides.
     """
-    from uae.data.datasets import ImageFolderDataset, find_images, image_transform
+    from uae.data.datasets import ImageFolderDataset, find_images
+    from uae.data.transforms import create_transform, image_transform
 
     files: Sequence[Path] | Path = Path(root)
     if limit is not None:
         if limit <= 0:
             raise InputError(f"limit must be positive, got {limit}", param="limit")
         files = find_images(root)[:limit]
+    if data_config is not None:
+        transform = create_transform(
+            data_config, train=train, target=out_size is not None, img_size=size, target_size=out_size
+        )
+    else:
+        transform = image_transform(size, train=train, out_size=out_size)
     return ImageFolderDataset(
         files,
-        transform=image_transform(size, train=train, out_size=out_size),
+        transform=transform,
         labels=labels,
         class_root=root,  # the class sub-folders of a list of files
         classes=classes,

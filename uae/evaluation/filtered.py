@@ -107,6 +107,7 @@ def filtered_evaluation(
         InputError: Neither the probe nor the reconstructions asked for.
     """
     from uae.data.datasets import SkipLog
+    from uae.data.transforms import resolve_data_config
     from uae.evaluation.common import images_summary, make_loader, model_device, open_dataset
     from uae.evaluation.features import cached_features
     from uae.evaluation.metrics import as_metrics
@@ -122,7 +123,9 @@ def filtered_evaluation(
     head = val_ds = None
     if with_probe:
         band = parse_band(band)
-        train_ds, val_ds, classes = probe_datasets(data, model.config.img_size, probe=probe, options=options)
+        train_ds, val_ds, classes = probe_datasets(
+            data, model.config.img_size, probe=probe, options=options, data_config=resolve_data_config(model)
+        )
         logs = (SkipLog(), SkipLog())
         head, res = fit_probe(
             model,
@@ -141,7 +144,12 @@ def filtered_evaluation(
         size = size or model.config.output_size
         rec_data = "imagenet-val" if data == "imagenet" else (probe.val_data or data)
         rec_ds, _ = open_dataset(
-            rec_data, model.config.img_size, options=options, out_size=size, labels=False
+            rec_data,
+            model.config.img_size,
+            options=options,
+            out_size=size,
+            labels=False,
+            data_config=resolve_data_config(model),
         )
     for kind, radius in variants:
         name = kind if kind == "original" else f"{kind}@{radius:g}"

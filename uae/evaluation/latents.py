@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from uae.data.datasets import collate_skipping
+from uae.data.transforms import resolve_data_config
 from uae.errors import InputError
 from uae.evaluation.common import batch_images, model_device, open_dataset, weights_fingerprint
 from uae.evaluation.options import EXPORTABLE, RunOptions
@@ -425,7 +426,9 @@ def encode_dataset(
         The final index dict.
     """
     options = options or RunOptions()
-    ds, root = open_dataset(data, model.config.img_size, options=options, labels=None)
+    ds, root = open_dataset(
+        data, model.config.img_size, options=options, labels=None, data_config=resolve_data_config(model)
+    )
     return export_latents(
         model,
         ds,

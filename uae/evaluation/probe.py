@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from uae.data.transforms import resolve_data_config
 from uae.errors import InputError, MissingFileError
 from uae.evaluation.common import images_summary, open_dataset
 from uae.evaluation.features import Band, cached_features
@@ -283,9 +284,17 @@ def split_indices(labels: Sequence[int], val_fraction: float, seed: int = 0) -> 
 
 # ------------------------------------------------------------------------------ the probe of a dataset
 def probe_datasets(
-    data: str, img_size: int, *, probe: ProbeOptions, options: RunOptions
+    data: str,
+    img_size: int,
+    *,
+    probe: ProbeOptions,
+    options: RunOptions,
+    data_config: Mapping[str, Any] | None = None,
 ) -> tuple[Dataset, Dataset, list[str]]:
     """Train and val datasets of the probe and the class names.
+
+    Images are read with ``data_config`` (the model's, :func:`uae.data.resolve_data_config`) when given,
+    else with uae's centre crop.
 
     ``data="imagenet"`` reads ``train/`` and ``val/`` under ``options.data_root``; otherwise ``data`` is
     the labelled training folder (or a named split) and the validation images come from
@@ -300,9 +309,11 @@ def probe_datasets(
         )
     train_data = "imagenet-train" if data == "imagenet" else data
     val_data = "imagenet-val" if data == "imagenet" else probe.val_data
-    train, _ = open_dataset(train_data, img_size, options=options, labels=True)
+    train, _ = open_dataset(train_data, img_size, options=options, labels=True, data_config=data_config)
     if val_data is not None:
-        val, _ = open_dataset(val_data, img_size, options=options, classes=train.classes)
+        val, _ = open_dataset(
+            val_data, img_size, options=options, classes=train.classes, data_config=data_config
+        )
         return train, val, train.classes
     tr, va = split_indices(train.targets, probe.val_fraction, seed=probe.seed)
     return Subset(train, tr), Subset(train, va), train.classes
@@ -389,7 +400,9 @@ def linear_probe(
     probe = probe or ProbeOptions()
     options = options or RunOptions()
     parsed = [parse_band(b) for b in bands]
-    train_ds, val_ds, classes = probe_datasets(data, model.config.img_size, probe=probe, options=options)
+    train_ds, val_ds, classes = probe_datasets(
+        data, model.config.img_size, probe=probe, options=options, data_config=resolve_data_config(model)
+    )
     results: dict[str, Any] = {"data": data, "classes": classes, "bands": {}}
     for band in parsed:
         logs = (SkipLog(), SkipLog())

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from uae.data.transforms import resolve_data_config
 from uae.errors import InputError
 from uae.evaluation.common import batch_images, iterate, make_loader, match_size, model_device, open_dataset
 from uae.evaluation.metrics import ReconstructionMetrics, as_metrics
@@ -114,7 +115,14 @@ def evaluate_dataset(
     options = options or RunOptions()
     device = model_device(model)
     size = size or model.config.output_size
-    ds, root = open_dataset(data, model.config.img_size, options=options, out_size=size, labels=False)
+    ds, root = open_dataset(
+        data,
+        model.config.img_size,
+        options=options,
+        out_size=size,
+        labels=False,
+        data_config=resolve_data_config(model),
+    )
     res = evaluate_reconstruction(
         model,
         make_loader(ds, options.batch_size, options.num_workers),

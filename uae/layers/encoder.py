@@ -1,4 +1,4 @@
-"""Unified encoder: a timm ViT (DINOv2, CLIP or SigLIP2 family) whose patch tokens become the latent grid.
+"""Unified encoder: a timm ViT (DINOv2, CLIP, SigLIP2 or MAE family) whose patch tokens become the latent grid.
 
 Position tables are kept at the grid they were trained on and resampled to the input's grid at every
 forward, with the rule of the weights' source (:func:`resample_pos_table`), so a converted encoder
@@ -50,6 +50,9 @@ ENCODER_FAMILIES: dict[str, dict] = {
         "eps": 1e-6,
         "final_norm": True,
     },
+    # ViTMAEModel (facebook/vit-mae-base, RAE's MAE encoder): pre-norm ViT blocks, exact GELU, eps 1e-12,
+    # final ``layernorm``; no LayerScale, no registers.
+    "mae": {"class_token": True, "pre_norm": False, "act_layer": None, "eps": 1e-12, "final_norm": True},
 }
 #: Position-table resampling rules (see :func:`resample_pos_table`; ``UAEConfig`` lists the same names).
 POS_RESAMPLE_RULES = ("timm", "hf_dinov2", "hf_clip", "hf_siglip")
@@ -58,6 +61,7 @@ FAMILY_PIXEL_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "dinov2": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
     "siglip2": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "mae": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 
@@ -142,6 +146,7 @@ class UnifiedEncoder(nn.Module):
     * ``"clip"``: the last block's output (``CLIPVisionModel`` applies ``post_layernorm`` to the pooled
       CLS token only); ``latent_norm`` adds a LayerNorm without affine parameters.
     * ``"siglip2"``: final LayerNorm (``post_layernorm``); with ``latent_norm`` no affine. No CLS token.
+    * ``"mae"``: final LayerNorm (``layernorm``); with ``latent_norm`` no affine (RAE's ``MAEwNorm``).
 
     Args:
         img_size: Default input side (other multiples of ``patch_size`` work; positions are resampled).

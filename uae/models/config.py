@@ -25,16 +25,19 @@ BandTransform = Literal["fft", "dct"]
 BandScheme = Literal["smooth", "authors_v1", "dct_zigzag"]
 #: Shape of the stored latent statistics: one value per channel ``(C,)`` or per position ``(C, h, w)``.
 LatentStats = Literal["per_channel", "per_position"]
-#: Encoder families (timm ViT options reproducing transformers' Dinov2WithRegisters, CLIP and SigLIP2 towers).
-EncoderFamily = Literal["dinov2", "clip", "siglip2"]
+#: Encoder families (timm ViT options reproducing transformers' Dinov2WithRegisters, CLIP, SigLIP2 and ViT-MAE).
+EncoderFamily = Literal["dinov2", "clip", "siglip2", "mae"]
 #: How the encoder's position table is resampled to the input grid at every forward.
 PosResampleRule = Literal["timm", "hf_dinov2", "hf_clip", "hf_siglip"]
+#: How an image file becomes the model's input at evaluation and inference (``model.pretrained_cfg``).
+Preprocess = Literal["uae", "adm"]
 
 BAND_TRANSFORMS: tuple[str, ...] = typing.get_args(BandTransform)
 BAND_SCHEMES: tuple[str, ...] = typing.get_args(BandScheme)
 LATENT_STATS: tuple[str, ...] = typing.get_args(LatentStats)
 ENCODER_FAMILIES: tuple[str, ...] = typing.get_args(EncoderFamily)
 POS_RESAMPLE_RULES: tuple[str, ...] = typing.get_args(PosResampleRule)
+PREPROCESSES: tuple[str, ...] = typing.get_args(Preprocess)
 
 
 #: Range of numeric fields: name -> (min, max, min_inclusive); checked after the type check. Fields not
@@ -164,8 +167,9 @@ class UAEConfig:
         encoder_reg_tokens: Register tokens (DINOv2 "with registers" uses 4); dropped from the latent.
         encoder_init_values: LayerScale init (DINOv2 uses 1e-5); ``None`` disables LayerScale.
         encoder_family: ``"dinov2"`` (DINOv2 with registers), ``"clip"`` (OpenAI CLIP vision tower:
-            pre-norm, QuickGELU, latent = last block output) or ``"siglip2"`` (SigLIP2 fixed-resolution
-            vision tower: no CLS token, tanh GELU). See ``docs/released_models.md``.
+            pre-norm, QuickGELU, latent = last block output), ``"siglip2"`` (SigLIP2 fixed-resolution
+            vision tower: no CLS token, tanh GELU) or ``"mae"`` (ViT-MAE encoder, no masking: RAE's MAE
+            release). See ``docs/released_models.md``.
         encoder_pos_grid: Side of the encoder's stored position table; ``None`` means ``grid_size``.
             Converted transformers encoders keep their source table (DINOv2: 37 from 518 px).
         encoder_pos_resample: How the table is resampled to the input's grid at every forward:
@@ -210,6 +214,13 @@ class UAEConfig:
             for the final norm). Converted MAE-style decoders (the authors' releases, RAE) use 1e-12.
         latent_stats: Shape of the ``latent_mean`` / ``latent_std`` buffers: ``"per_channel"`` ``(C,)``
             or ``"per_position"`` ``(C, h, w)`` on the ``grid_size`` grid (RAE's released ``stat.pt``).
+        preprocess: How an image becomes the model's input at evaluation and inference
+            (``model.pretrained_cfg``, :func:`uae.data.create_transform`): ``"uae"`` (a square centre
+            crop of the whole shorter side, resized by PIL, bicubic and antialiased, to ``img_size``, the
+            reference at ``output_size`` from the same crop: what uae's recipes train on) or ``"adm"``
+            (the converted releases' own evaluation, the authors' and RAE's: ADM's ``center_crop_arr``
+            at ``output_size`` is the reference, resized to ``img_size`` by torch's bicubic
+            interpolation without antialiasing, as their ``encode`` does).
     """
 
     name: str = "uae_base_p14_dinov2"
@@ -249,6 +260,7 @@ class UAEConfig:
     decoder_patch_size: int = 16
     decoder_norm_eps: float | None = None
     latent_stats: LatentStats = "per_channel"
+    preprocess: Preprocess = "uae"
 
     def __post_init__(self) -> None:
         if self.band_schedule is not None and not isinstance(self.band_schedule, tuple):

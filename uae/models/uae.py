@@ -21,6 +21,7 @@ from uae.models.config import UAEConfig
 from uae.models.dinov2 import read_dinov2_weights
 from uae.models.hub import UAEHubMixin
 from uae.models.outputs import DecoderOutput, EncoderOutput, UAEOutput
+from uae.models.preprocess import data_config_for
 from uae.utils import check_images
 
 
@@ -108,6 +109,21 @@ class UAE(nn.Module, UAEHubMixin):
         # (C,) or (C, h, w) by config.latent_stats; saved in model.safetensors with that exact shape.
         self.register_buffer("latent_mean", torch.zeros(config.latent_stats_shape))
         self.register_buffer("latent_std", torch.ones(config.latent_stats_shape))
+
+    # ------------------------------------------------------------------ preprocessing
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """The evaluation preprocessing of this model in timm's ``pretrained_cfg`` fields (a new dict).
+
+        Derived from ``config`` (``img_size``, ``output_size``, ``preprocess``), so it is saved in
+        ``config.json`` and restored by ``from_pretrained``; ``timm.data.resolve_data_config(model=m)`` and
+        :func:`uae.data.resolve_data_config` read it. See :mod:`uae.models.preprocess`.
+        """
+        stats = tuple(
+            [float(str(v)) for v in t.detach().float().flatten().cpu().numpy()]  # float32's shortest repr
+            for t in (self.pixel_mean, self.pixel_std)
+        )
+        return data_config_for(self.config, stats)
 
     # ------------------------------------------------------------------ pixels
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

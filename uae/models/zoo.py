@@ -148,22 +148,50 @@ def uae_base_p16_siglip2() -> UAEConfig:
     )
 
 
-def _rae(name: str, decoder: dict, size: str) -> None:
+#: RAE's encoders other than DINOv2 (RAE's configs/stage1/pretrained/{SigLIP2,MAE}.yaml): 256 px, patch 16.
+RAE_SIGLIP2_ENCODER = {
+    "img_size": 256,
+    "patch_size": 16,
+    "encoder_reg_tokens": 0,
+    "encoder_init_values": None,
+    "encoder_weights": "",
+    "encoder_family": "siglip2",
+}
+RAE_MAE_ENCODER = {**RAE_SIGLIP2_ENCODER, "encoder_family": "mae"}
+
+
+def _rae(name: str, decoder: dict, size: str, encoder: dict | None = None, what: str = "") -> None:
+    what = what or "DINOv2-B/14 (registers) encoder, 16x16x768 latent"
+    px = "256 -> 256 px" if encoder else "224 -> 256 px"
+
     def config() -> UAEConfig:
-        return UAEConfig(name=name, **RAE_BANDS, **decoder)
+        return UAEConfig(name=name, **(encoder or {}), **RAE_BANDS, **decoder)
 
     register_model(
         name,
         notes="RAE (bytetriper/RAE) as a UAE with one band; weights: tag rae, converted from "
-        "nyu-visionx/RAE-collections. RAE trains only the decoder (frozen DINOv2-B with registers).",
-        description=f"RAE: DINOv2-B/14 (registers) encoder, 16x16x768 latent, K=1 (identity modulator), "
-        f"{size} decoder, 224 -> 256 px.",
+        "nyu-visionx/RAE-collections. RAE trains only the decoder (the encoder is frozen).",
+        description=f"RAE: {what}, K=1 (identity modulator), {size} decoder, {px}.",
     )(config)
 
 
 _rae("rae_base_p14_dinov2_vitxl", VIT_XL_DECODER, "ViT-XL")
 _rae("rae_base_p14_dinov2_vitl", VIT_L_DECODER, "ViT-L")
 _rae("rae_base_p14_dinov2_vitb", VIT_B_DECODER, "ViT-B")
+_rae(
+    "rae_base_p16_siglip2_vitxl",
+    VIT_XL_DECODER,
+    "ViT-XL",
+    RAE_SIGLIP2_ENCODER,
+    "SigLIP2-B/16 encoder (google/siglip2-base-patch16-256), 16x16x768 latent",
+)
+_rae(
+    "rae_base_p16_mae_vitxl",
+    VIT_XL_DECODER,
+    "ViT-XL",
+    RAE_MAE_ENCODER,
+    "MAE ViT-B/16 encoder (facebook/vit-mae-base, nothing masked), 16x16x768 latent",
+)
 register_alias("uae_rae_base_p14_dinov2", "rae_base_p14_dinov2_vitxl")
 
 
@@ -324,7 +352,17 @@ _RAE_ENCODER = PretrainedFile("model.safetensors", repo="facebook/dinov2-with-re
 
 
 def _rae_weights(
-    arch: str, tag: str, decoder: str, stats: str, verified: bool, metrics, source, note
+    arch: str,
+    tag: str,
+    decoder: str,
+    stats: str,
+    verified: bool,
+    metrics,
+    source,
+    note,
+    encoder: str = "dinov2",
+    folder: str = "dinov2/wReg_base",
+    encoder_file: PretrainedFile = _RAE_ENCODER,
 ) -> None:
     register_pretrained(
         PretrainedCfg(
@@ -333,14 +371,15 @@ def _rae_weights(
             source="rae",
             hf_hub_id=_RAE_REPO,
             files={
-                "decoder": PretrainedFile(f"decoders/dinov2/wReg_base/{decoder}/model.pt", verified=verified),
-                "stats": PretrainedFile(f"stats/dinov2/wReg_base/{stats}/stat.pt"),
-                "encoder": _RAE_ENCODER,
+                "decoder": PretrainedFile(f"decoders/{folder}/{decoder}/model.pt", verified=verified),
+                "stats": PretrainedFile(f"stats/{folder}/{stats}/stat.pt"),
+                "encoder": encoder_file,
             },
             license="mit",
             license_note=_RAE_LICENSE_NOTE,
             paper_metrics=metrics,
             metrics_source=source,
+            options={"encoder": encoder},
             notes=note,
         )
     )
@@ -391,6 +430,39 @@ _rae_weights(
     "",
     "RAE's ViT-B decoder for DINOv2-B (their decoder-size ablation). UNCONFIRMED decoder path: RAE's configs "
     "only name ViTXL_n08; 'ViTB_n08' follows that naming. No numbers copied (not in RAE's README).",
+)
+_rae_weights(
+    "rae_base_p16_siglip2_vitxl",
+    "rae",
+    "ViTXL_n08",
+    "ImageNet1k",
+    True,
+    {},
+    "",
+    "RAE's SigLIP2-B decoder (ViT-XL, noise tau 0.8, 256 px in and out); paths from RAE's "
+    "configs/stage1/pretrained/SigLIP2.yaml (models/ = the repo root; note 'ImageNet1k' there, "
+    "'imagenet1k' for DINOv2); encoder google/siglip2-base-patch16-256 (SiglipModel; its vision tower is "
+    "used). No reconstruction numbers in RAE's README.",
+    encoder="siglip2",
+    folder="siglip2/base_p16_i256",
+    encoder_file=PretrainedFile("model.safetensors", repo="google/siglip2-base-patch16-256"),
+)
+_rae_weights(
+    "rae_base_p16_mae_vitxl",
+    "rae",
+    "ViTXL_n08",
+    "ImageNet1k",
+    True,
+    {},
+    "",
+    "RAE's MAE-B decoder (ViT-XL, noise tau 0.8, 256 px in and out); paths from RAE's "
+    "configs/stage1/pretrained/MAE.yaml; encoder facebook/vit-mae-base (ViTMAEForPreTraining; its encoder "
+    "is used with nothing masked). UNCONFIRMED encoder file name: model.safetensors in facebook/vit-mae-base "
+    "(older repos may hold only pytorch_model.bin; pass the file as encoder_weights then). No "
+    "reconstruction numbers in RAE's README.",
+    encoder="mae",
+    folder="mae/base_p16",
+    encoder_file=PretrainedFile("model.safetensors", repo="facebook/vit-mae-base", verified=False),
 )
 
 register_pretrained(
