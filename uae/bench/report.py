@@ -143,6 +143,19 @@ def to_markdown(result: dict[str, Any]) -> str:
             + ", ".join(f"{op} {_f(u[op]['images_per_cpu_s'])}" for op in OPS)
             + ".",
         ]
+        cpu_rows = cpu_time_ratios(result)
+        if cpu_rows:
+            lines += [
+                "",
+                "The same ratios from images per CPU second (less sensitive to other processes on a shared "
+                "machine, when each process runs one thread):",
+                "",
+                "| model | cpu/wall | encode / uae | decode / uae | reconstruct / uae |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            for label, busy, ratios in cpu_rows:
+                cells = [f"{ratios[op]:.3f}" if op in ratios else "-" for op in OPS]
+                lines.append(f"| {label} | {busy:.2f} | " + " | ".join(cells) + " |")
     pm = result["projector_modulator"]
     lines += [
         "",
@@ -194,9 +207,19 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"{f'{util:.1%}' if util is not None else '-'} |"
             )
     if result.get("ablations"):
-        lines += ["", "| ablation (reconstruct) | img/s | vs main setting |", "|---|---:|---:|"]
+        lines += [
+            "",
+            "| ablation (reconstruct) | img/s | vs main setting | vs main, by CPU time |",
+            "|---|---:|---:|---:|",
+        ]
+        main_cpu = u["reconstruct"].get("images_per_cpu_s")
         for r in result["ablations"].values():
-            lines.append(f"| {r['label']} | {_f(r['images_per_s'])} | {r['ratio_to_main']:.3f} |")
+            by_cpu = (
+                f"{r['images_per_cpu_s'] / main_cpu:.3f}"
+                if env["device"] == "cpu" and main_cpu and r.get("images_per_cpu_s")
+                else "-"
+            )
+            lines.append(f"| {r['label']} | {_f(r['images_per_s'])} | {r['ratio_to_main']:.3f} | {by_cpu} |")
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for t in result["targets"]:
         met = {True: "yes", False: "**no**", None: "n/a here"}[t["met"]]
@@ -234,3 +257,24 @@ def cpu_time_share(pieces: dict[str, dict[str, Any]]) -> float | None:
     except (KeyError, TypeError, ZeroDivisionError):
         return None
     return (per_img["band_projector"] + per_img["modulator"]) / sum(per_img.values())
+
+
+def cpu_time_ratios(result: dict[str, Any]) -> list[tuple[str, float, dict[str, float]]]:
+    """Per measured peer: ``(label, its reconstruct's CPU seconds per wall second, {op: peer / uae images per
+    CPU second})``; empty on a non-CPU device or when the numbers are missing."""
+    if result["env"]["device"] != "cpu":
+        return []
+    u = result["uae"]
+    rows = []
+    for r in result["peers"].values():
+        if "skipped" in r:
+            continue
+        ratios = {
+            op: r[op]["images_per_cpu_s"] / u[op]["images_per_cpu_s"]
+            for op in OPS
+            if op in r and r[op].get("images_per_cpu_s") and u[op].get("images_per_cpu_s")
+        }
+        first = r.get("reconstruct") or r.get("encode")
+        if ratios and first:
+            rows.append((r["label"], first["cpu_per_wall"], ratios))
+    return rows
