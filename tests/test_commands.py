@@ -187,3 +187,22 @@ def test_other_metric_warnings_still_show(caplog):
         log.warning("LPIPS unavailable: %s", "no weights")
         log.warning("images of different sizes: resized")
     assert [r.getMessage() for r in caplog.records] == ["images of different sizes: resized"]
+
+
+def test_spectrum_leaves_out_an_encoder_without_weights(tmp_path, capsys):
+    import json
+
+    from uae.errors import MissingFileError
+    from uae.evaluation.spectrum import latent_spectra
+    from uae.factory import create_model
+
+    out = tmp_path / "spec"
+    argv = ["spectrum", "--model", "uae_demo", "--data", str(ROOT / "tests" / "assets"), "--no-progress"]
+    assert main([*argv, "--encoders", "uae", "teacher", "--out-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "teacher: skipped - the teacher needs a DINOv2 checkpoint: pass --teacher-weights PATH" in printed
+    summary = json.loads((out / "spectrum.json").read_text())
+    assert [r["encoder"] for r in summary["encoders"]] == ["uae"] and set(summary["skipped"]) == {"teacher"}
+    model = create_model("uae_demo", pretrained=True)
+    with pytest.raises(MissingFileError, match="teacher_weights"):  # the library raises unless asked to skip
+        latent_spectra(model, str(ROOT / "tests" / "assets"), encoders=("uae", "teacher"))
