@@ -271,3 +271,43 @@ def test_training_step_updates_only_trainable_parts(
         not torch.equal(a, b) for a, b in zip(dec_before, tiny_model.decoder.parameters(), strict=True)
     )
     assert all(p.requires_grad for p in tiny_model.parameters())
+
+
+def test_startup_import_breakdown_and_markdown() -> None:
+    from uae.bench import startup
+
+    base = "import time:      1000 |       1500 |   numpy\nimport time:     20000 |      21500 | torch\n"
+    cmd = base + (
+        "import time:      3000 |       3000 |     huggingface_hub.hf_api\n"
+        "import time:      1000 |       4000 |   huggingface_hub\n"
+        "import time:      2000 |       2000 |   matplotlib.figure\n"
+        "import time:       500 |       6500 | uae.models\n"
+    )
+    b = startup.import_breakdown(startup.import_times(cmd), startup.import_times(base))
+    assert b["top"][0] == ("huggingface_hub", 0.004) and dict(b["top"])["matplotlib"] == 0.002
+    assert "torch" not in dict(b["top"]) and b["beyond_baseline_s"] == pytest.approx(0.0065, abs=1e-3)
+    assert b["imported"]["matplotlib"] is False  # only the exact module names count: matplotlib.figure is not
+    row = {"command": startup.BASELINE, "median_s": 1.5, "ratio": 1.0, "ratio_min": 1.0, "ratio_max": 1.0}
+    rows = [
+        {**row, "met": True, "imports": startup.import_breakdown(startup.import_times(base))},
+        {
+            **row,
+            "command": "uae reconstruct IMG --out DIR",
+            "ratio": 1.4,
+            "ratio_max": 1.6,
+            "met": False,
+            "imports": b,
+        },
+    ]
+    md = startup.startup_markdown(
+        {"repeats": 3, "rows": [], "model": {"rows": rows, "rounds": [{}] * 3, "target_ratio": 1.3}}
+    )
+    assert (
+        "| `uae reconstruct IMG --out DIR` | 1.50 | 1.40 (1.00-1.60) | **no** | 0.01; huggingface_hub" in md
+    )
+    cmds = startup.model_commands("x.png", "out")
+    assert list(cmds)[0] == startup.BASELINE and cmds["uae reconstruct IMG --out DIR"][-3:] == [
+        "x.png",
+        "--out",
+        "out",
+    ]

@@ -111,28 +111,42 @@ def time_command(args: Sequence[str], repeats: int, env: dict[str, str] | None =
     }
 
 
-def import_breakdown(stderr: str, top: int = 8) -> dict[str, Any]:
-    """What a ``python -X importtime`` run imported, from its stderr.
-
-    Returns:
-        ``{"top": [(package, seconds), ...]}``: the ``top`` costliest top-level packages (the self time of
-        all their modules, so a package is not charged for what it imports from others), and
-        ``{"imported": {name: bool}}`` for each of :data:`WATCHED`.
-    """
-    per_package: dict[str, float] = {}
-    seen: set[str] = set()
+def import_times(stderr: str) -> dict[str, float]:
+    """``{module: seconds}``: each module's own import time from a ``python -X importtime`` run's stderr."""
+    out: dict[str, float] = {}
     for line in stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \| \s*(\S+)", line)
-        if not m:
-            continue
-        name = m.group(3)
-        seen.add(name)
-        root = name.split(".")[0]
-        per_package[root] = per_package.get(root, 0.0) + int(m.group(1)) / 1e6
+        if m:
+            out[m.group(3)] = out.get(m.group(3), 0.0) + int(m.group(1)) / 1e6
+    return out
+
+
+def import_breakdown(
+    times: dict[str, float], baseline: dict[str, float] | None = None, top: int = 6
+) -> dict[str, Any]:
+    """What a command imported beyond ``baseline`` (the modules of ``import torch``).
+
+    Args:
+        times: :func:`import_times` of the command.
+        baseline: :func:`import_times` of the baseline; its modules are left out.
+        top: How many packages to list.
+
+    Returns:
+        ``{"top": [(package, seconds), ...]}``: the costliest top-level packages among the modules the
+        baseline did not import (each module's own time, so a package is not charged for what it imports
+        from others), ``{"beyond_baseline_s": total}``, and ``{"imported": {name: bool}}`` for each of
+        :data:`WATCHED`.
+    """
+    extra = {m: t for m, t in times.items() if m not in (baseline or {})}
+    per_package: dict[str, float] = {}
+    for module, t in extra.items():
+        root = module.split(".")[0]
+        per_package[root] = per_package.get(root, 0.0) + t
     ranked = sorted(per_package.items(), key=lambda kv: -kv[1])[:top]
     return {
         "top": [(k, round(v, 3)) for k, v in ranked],
-        "imported": {w: w in seen for w in WATCHED},
+        "beyond_baseline_s": round(sum(extra.values()), 3),
+        "imported": {w: w in times for w in WATCHED},
     }
 
 
@@ -187,9 +201,13 @@ def run_model_startup(repeats: int = 5, env: dict[str, str] | None = None) -> di
                     ", ".join(f"{k} {v:.2f} s" for k, v in times.items()),
                 )
         rows = []
+        times = {}
+        for label in labels:
+            _, proc = _run([cmds[label][0], "-X", "importtime", *cmds[label][1:]], env)
+            times[label] = import_times(proc.stderr.decode(errors="replace"))
         for label in labels:
             ratios = [t[label] / t[BASELINE] for t in rounds]
-            _, proc = _run([cmds[label][0], "-X", "importtime", *cmds[label][1:]], env)
+            base = None if label == BASELINE else times[BASELINE]
             row = {
                 "command": label,
                 "argv": [Path(a).name if a == sys.executable else a for a in cmds[label]],
@@ -199,7 +217,7 @@ def run_model_startup(repeats: int = 5, env: dict[str, str] | None = None) -> di
                 "ratio_min": min(ratios),
                 "ratio_max": max(ratios),
                 "returncode": codes[label],
-                "imports": import_breakdown(proc.stderr.decode(errors="replace")),
+                "imports": import_breakdown(times[label], base),
             }
             row["met"] = label == BASELINE or (row["returncode"] == 0 and row["ratio"] <= MODEL_TARGET_RATIO)
             rows.append(row)
@@ -256,17 +274,21 @@ def startup_markdown(result: dict[str, Any]) -> str:
             f"Loading a model, interleaved with `{BASELINE}` ({len(model['rounds'])} rounds; ratio = median over "
             f"rounds of the command's time / the same round's `{BASELINE}`; target <= {model['target_ratio']}x):",
             "",
-            "| command | median (s) | ratio to import torch (min-max) | met | costliest imports beyond torch (s) "
-            "| also imported |",
+            "| command | median (s) | ratio to import torch (min-max) | met | imports beyond `import torch` (s): "
+            "total; costliest | also imported |",
             "|---|---:|---:|---|---|---|",
         ]
         for r in model["rows"]:
-            top = ", ".join(f"{k} {v:.2f}" for k, v in r["imports"]["top"] if k != "torch")
+            top = f"{r['imports']['beyond_baseline_s']:.2f}; " + ", ".join(
+                f"{k} {v:.2f}" for k, v in r["imports"]["top"]
+            )
+            if r["command"] == BASELINE:
+                top = "-"
             extra = ", ".join(k for k, v in r["imports"]["imported"].items() if v) or "none"
             met = "-" if r["command"] == BASELINE else ("yes" if r["met"] else "**no**")
             lines.append(
                 f"| `{r['command']}` | {r['median_s']:.2f} | {r['ratio']:.2f} ({r['ratio_min']:.2f}-"
-                f"{r['ratio_max']:.2f}) | {met} | {top or '-'} | {extra} |"
+                f"{r['ratio_max']:.2f}) | {met} | {top} | {extra} |"
             )
     if "load_average_start" in result:
         lines += ["", f"Load average {result['load_average_start']} -> {result.get('load_average_end')}."]
