@@ -212,14 +212,16 @@ def to_markdown(result: dict[str, Any]) -> str:
             "| ablation (reconstruct) | img/s | vs main setting | vs main, by CPU time |",
             "|---|---:|---:|---:|",
         ]
-        main_cpu = u["reconstruct"].get("images_per_cpu_s")
         for r in result["ablations"].values():
-            by_cpu = (
-                f"{r['images_per_cpu_s'] / main_cpu:.3f}"
-                if env["device"] == "cpu" and main_cpu and r.get("images_per_cpu_s")
-                else "-"
+            by_cpu = r.get("ratio_to_main_cpu") if env["device"] == "cpu" else None
+            pairs = r.get("pair_ratios")
+            span = f" (pairs {min(pairs):.3f}-{max(pairs):.3f})" if pairs else ""
+            lines.append(
+                f"| {r['label']} | {_f(r['images_per_s'])} | {r['ratio_to_main']:.3f}{span} | "
+                f"{'-' if by_cpu is None else f'{by_cpu:.3f}'} |"
             )
-            lines.append(f"| {r['label']} | {_f(r['images_per_s'])} | {r['ratio_to_main']:.3f} | {by_cpu} |")
+        if any(r.get("pair_ratios") for r in result["ablations"].values()):
+            lines += ["", "Each ablation alternates with the main setting, call by call (interleaved pairs)."]
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for t in result["targets"]:
         met = {True: "yes", False: "**no**", None: "n/a here"}[t["met"]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,7 @@ from uae.bench.timing import (
     measure,
     process_peak_mib,
     set_sdpa,
+    time_fn,
 )
 from uae.bench.train_step import train_step_fn, training_state
 from uae.errors import InputError
@@ -185,28 +187,100 @@ def measure_uae(settings: Any, device: torch.device) -> dict[str, Any]:
     }
     logger.info("  band projector + modulator share of the encode side: %.2f%%", 100 * share)
 
-    # ablations: reconstruct with one option flipped
+    # ablations: reconstruct with one option flipped, interleaved with the main setting
+    mods = (model.encoder, model.modulator, model.decoder)
+    compiled: dict[nn.Module, Any] = {m: m._compiled_call_impl for m in mods if settings.compile}
+
+    def apply(abl: str, flipped: bool) -> None:
+        if abl == "sdpa":
+            set_sdpa(model, settings.sdpa != flipped)
+            return
+        for m in mods:  # compile once, then swap the compiled call in and out (no recompiles)
+            if settings.compile != flipped:
+                if m not in compiled:
+                    compile_module(m, True)
+                    compiled[m] = m._compiled_call_impl
+                m._compiled_call_impl = compiled[m]
+            else:
+                m._compiled_call_impl = None
+
     result["ablations"] = {}
     for abl in settings.ablations:
-        if abl == "sdpa":
-            set_sdpa(model, not settings.sdpa)
-            label = "SDPA off" if settings.sdpa else "SDPA on"
-        else:
-            for m in (model.encoder, model.modulator, model.decoder):
-                compile_module(m, not settings.compile)
-            label = "torch.compile on" if not settings.compile else "torch.compile off"
-        logger.info("  ablation %s: reconstruct, %d warm-up + %d timed runs", label, w, settings.repeats)
-        r = measure(lambda: model(x_in), b, device, p, settings.repeats, w)
-        r["label"] = label
-        r["ratio_to_main"] = r["images_per_s"] / result["uae"]["reconstruct"]["images_per_s"]
-        result["ablations"][abl] = r
-        if abl == "sdpa":
-            set_sdpa(model, settings.sdpa)
-        else:
-            for m in (model.encoder, model.modulator, model.decoder):
-                compile_module(m, settings.compile)
+        label = {
+            ("sdpa", True): "SDPA off",
+            ("sdpa", False): "SDPA on",
+            ("compile", False): "torch.compile on",
+            ("compile", True): "torch.compile off",
+        }[abl, settings.sdpa if abl == "sdpa" else settings.compile]
+        result["ablations"][abl] = measure_ab(
+            lambda flipped, abl=abl: apply(abl, flipped), lambda: model(x_in), settings, device, b, label
+        )
+        apply(abl, False)
     result["process"] = _process(device, base, t0)
     return result
+
+
+def measure_ab(
+    flip: Callable[[bool], None],
+    fn: Callable[[], Any],
+    settings: Any,
+    device: torch.device,
+    batch: int,
+    label: str,
+) -> dict[str, Any]:
+    """An interleaved A/B of ``fn`` with the main setting and with one option flipped.
+
+    After ``warmup`` calls of each, ``repeats`` pairs alternate (main then flipped, then flipped then main,
+    ...), so that a change of load on a shared machine hits both alike.
+
+    Args:
+        flip: ``flip(True)`` sets the flipped option, ``flip(False)`` the main setting.
+        fn: One call processes ``batch`` images.
+
+    Returns:
+        The flipped setting's ``images_per_s``, ``images_per_cpu_s``, ``median_ms`` and ``label``;
+        ``ratio_to_main`` (its speed over the main setting's, from the medians), ``ratio_to_main_cpu``
+        (the same from CPU time), ``pair_ratios`` (per pair) and ``main_images_per_s``.
+    """
+    logger.info(
+        "  ablation %s: reconstruct, %d warm-up + %d interleaved pairs with the main setting, batch %d",
+        label,
+        settings.warmup,
+        settings.repeats,
+        batch,
+    )
+    times: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    with torch.inference_mode(), autocast_context(device, settings.precision):
+        for flipped in (False, True):
+            flip(flipped)
+            time_fn(fn, device, 0, settings.warmup)
+        for i in range(settings.repeats):
+            for flipped in (False, True) if i % 2 == 0 else (True, False):
+                flip(flipped)
+                times[flipped] += time_fn(fn, device, 1, 0, cpu[flipped])
+    main, abl = statistics.median(times[False]), statistics.median(times[True])
+    main_cpu, abl_cpu = statistics.median(cpu[False]), statistics.median(cpu[True])
+    r = {
+        "label": label,
+        "images_per_s": batch / abl,
+        "images_per_cpu_s": batch / abl_cpu if abl_cpu > 0 else None,
+        "median_ms": abl * 1e3,
+        "main_images_per_s": batch / main,
+        "ratio_to_main": main / abl,
+        "ratio_to_main_cpu": main_cpu / abl_cpu if abl_cpu > 0 else None,
+        "pair_ratios": [round(m / a, 4) for m, a in zip(times[False], times[True])],
+        "interleaved_pairs": settings.repeats,
+    }
+    logger.info(
+        "  ablation %s: %.3g images/s, %.3f x the main setting (pairs %.3f-%.3f)",
+        label,
+        r["images_per_s"],
+        r["ratio_to_main"],
+        min(r["pair_ratios"]),
+        max(r["pair_ratios"]),
+    )
+    return r
 
 
 def measure_peer(peer: str, settings: Any, device: torch.device) -> dict[str, Any]:
