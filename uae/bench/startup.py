@@ -210,7 +210,10 @@ def run_model_startup(repeats: int = 5, env: dict[str, str] | None = None) -> di
             base = None if label == BASELINE else times[BASELINE]
             row = {
                 "command": label,
-                "argv": [Path(a).name if a == sys.executable else a for a in cmds[label]],
+                "argv": [
+                    {sys.executable: "python", str(image): "IMG", str(Path(tmp) / "out"): "DIR"}.get(a, a)
+                    for a in cmds[label]
+                ],
                 "median_s": statistics.median(t[label] for t in rounds),
                 "runs_s": [t[label] for t in rounds],
                 "ratio": statistics.median(ratios),

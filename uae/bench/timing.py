@@ -329,10 +329,3 @@ def compile_module(module: nn.Module, enabled: bool) -> None:
         module.compile()
     else:
         module._compiled_call_impl = None  # type: ignore[attr-defined]
-
-
-def free_memory(device: torch.device) -> None:
-    """Release cached CUDA memory between subjects (CPU tensors are freed by reference counting)."""
-    if device.type == "cuda":
-        gc.collect()
-        torch.cuda.empty_cache()
