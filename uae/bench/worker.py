@@ -21,7 +21,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     """Measure the task's subject in this process (see the module docstring)."""
     import torch
 
-    from uae.bench.run import BenchSettings
+    from uae.bench.settings import BenchSettings
     from uae.bench.subjects import measure_peer, measure_train, measure_uae
 
     settings = BenchSettings(**task["settings"])

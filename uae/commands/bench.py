@@ -179,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(None if argv is None else list(argv))
         if args.startup:
             return _startup(args)
-        from uae.bench.run import QUICK, BenchSettings, run_benchmark
+        from uae.bench.run import run_benchmark
+        from uae.bench.settings import QUICK, BenchSettings
 
         preset = QUICK if args.quick else {}
         given = {
