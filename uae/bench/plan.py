@@ -225,9 +225,11 @@ def describe_plan(steps: list[Step], device: torch.device, gflops: float) -> str
     total = sum(s.seconds for s in steps)
     peak = max(s.peak_mib for s in steps)
     kind = "resident memory" if device.type == "cpu" else "GPU memory"
+    here = current_rss_mib()
+    waiting = f" beside this process's ~{_mem(here)}" if here and device.type == "cpu" else ""
     lines = [
         f"uae bench: {len(steps)} processes, one after the other (each model alone in its process); "
-        f"estimated about {_duration(total)} and at most ~{_mem(peak)} of {kind} "
+        f"estimated about {_duration(total)} and at most ~{_mem(peak)} of {kind}{waiting} "
         f"(the device multiplies matrices at {gflops:.0f} GFLOP/s; a rough estimate, within about 2x):"
     ]
     for i, s in enumerate(steps, 1):
