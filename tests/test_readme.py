@@ -1,5 +1,16 @@
 """Every README code block runs (or, when marked as needing network/weights, at least compiles),
-and the README's two set-up commands are exactly what CI runs."""
+and the README's two set-up commands are exactly what CI runs.
+
+Bash blocks with ``uae`` commands carry a marker saying how they are checked:
+
+* ``<!-- readme-test: run -->``: each command runs here as written (offline, seconds);
+* ``<!-- readme-test: plan (why) -->``: ``uae bench`` commands that take minutes; the test runs them with
+  ``--plan`` (the processes, estimated time and memory they print before running), and
+  ``tests/test_benchmarks.py`` runs the same code on a tiny model;
+* ``<!-- readme-test: needs (what) -->``: commands that need data, weights, hardware or a server, which
+  the marker names (and the README's text says before the block);
+* no marker: the set-up blocks (``pip install``), whose ``uae`` command runs as the main job.
+"""
 
 from __future__ import annotations
 
@@ -68,7 +79,9 @@ def _uae_commands(body: str) -> list[list[str]]:
 
 
 RUN_COMMANDS = [c for mark, body in _blocks("bash") if mark.startswith("run") for c in _uae_commands(body)]
+PLAN_COMMANDS = [c for mark, body in _blocks("bash") if mark.startswith("plan") for c in _uae_commands(body)]
 MAIN_JOB = [c for _, body in _blocks("bash") if "pip install" in body for c in _uae_commands(body)]
+OUTPUT_FLAGS = ("--out", "--output", "--out-dir")
 
 
 @pytest.mark.parametrize("argv", RUN_COMMANDS + MAIN_JOB, ids=lambda a: " ".join(a[:2]))
@@ -78,12 +91,52 @@ def test_bash_uae_commands_run(argv: list[str], tmp_path: Path, monkeypatch: pyt
     for name in ("tests", "checkpoints", "recipes"):
         (tmp_path / name).symlink_to(ROOT / name)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # the same answer on every machine
     assert main(argv) == 0
-    outs = [argv[i + 1] for i, a in enumerate(argv) if a == "--out"]
+    outs = [argv[i + 1] for i, a in enumerate(argv) if a in OUTPUT_FLAGS]
     for out in outs:
-        assert (tmp_path / out).exists()
+        assert (tmp_path / out).exists(), out
+
+
+@pytest.mark.parametrize("argv", PLAN_COMMANDS, ids=lambda a: " ".join(a[:3]))
+def test_bench_commands_say_how_long_and_how_much_memory(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from uae.cli import main
+
+    assert argv[0] == "bench", "only uae bench commands are checked by their plan"
+    if "cuda" in argv:
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("plans a CUDA run: needs a CUDA GPU")
+    assert main([*argv, "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(
+        r"processes, one after the other .* estimated about \d+ (s|min) and at most ~[\d.]+ (MiB|GiB)", out
+    ), out
+
+
+def test_every_uae_command_says_how_it_runs() -> None:
+    """A bash block with a ``uae`` command runs here, or is a bench plan, or names what it needs."""
+    for mark, body in _blocks("bash"):
+        if not _uae_commands(body) or "pip install" in body:
+            continue
+        kind = mark.split(" ")[0]
+        assert kind in ("run", "plan", "needs"), f"README bash block without a readme-test marker:\n{body}"
+        if kind != "run":
+            assert re.search(r"\(.+\)", mark), f"a '{kind}' marker must say what/why in brackets: {mark}"
 
 
 def test_main_job_and_runnable_blocks_found() -> None:
     assert MAIN_JOB and MAIN_JOB[0][0] == "reconstruct"
-    assert len(RUN_COMMANDS) >= 3
+    assert len(RUN_COMMANDS) >= 8
+    assert {c[0] for c in RUN_COMMANDS} >= {
+        "reconstruct",
+        "eval",
+        "probe",
+        "spectrum",
+        "filtered-eval",
+        "encode",
+    }
+    assert [c[:2] for c in PLAN_COMMANDS][0] == ["bench", "--quick"]

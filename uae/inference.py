@@ -94,14 +94,15 @@ MAX_PSNR = 120.0
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of ``(N, 3, H, W)`` tensors in ``[0, 1]`` -> ``(N,)`` (torchmetrics').
+    """Per-image PSNR in dB of ``(N, 3, H, W)`` tensors in ``[0, 1]`` -> ``(N,)``: ``-10 log10(MSE)``.
 
-    Identical images give :data:`MAX_PSNR` rather than infinity.
+    torchmetrics' ``peak_signal_noise_ratio(data_range=1, reduction="none", dim=(1, 2, 3))``, computed
+    here because importing torchmetrics takes seconds (it imports matplotlib and scipy). Identical
+    images give :data:`MAX_PSNR` rather than infinity.
     """
-    from torchmetrics.functional.image import peak_signal_noise_ratio
-
-    scores = peak_signal_noise_ratio(a.float(), b.float(), data_range=1.0, reduction="none", dim=(1, 2, 3))
-    return scores.clamp(max=MAX_PSNR)
+    diff = a.float() - b.float()
+    mse = (diff * diff).sum(dim=(1, 2, 3)) / diff[0].numel()
+    return (-10.0 * torch.log10(mse)).clamp(max=MAX_PSNR)
 
 
 @torch.no_grad()
@@ -252,7 +253,8 @@ def reconstruct_files(
         paths: Image files.
         model: A :class:`uae.UAE`, or a registered name, model directory or Hub repo id.
         out_dir: Output folder (created).
-        band_picture: Also write ``bands.png`` (progressive decodes from bands 0..k and band energies).
+        band_picture: Also write ``bands.png`` (progressive decodes from bands 0..k and band energies,
+            drawn with PIL: :func:`uae.visualize.band_strip`; ``uae bands`` draws the matplotlib chart).
         max_band_rows: Images shown in the band picture.
         batch_size: Reconstruction batch size.
         device: Torch device.
@@ -288,5 +290,7 @@ def reconstruct_files(
         titles = [Path(p).name for p in paths[:max_band_rows]]
         name = _free_name(out, "bands", used, paths)
         dev = next(net.parameters()).device
-        picture = save_band_figure(net, images[:max_band_rows].to(dev), out / f"{name}.png", titles=titles)
+        picture = save_band_figure(
+            net, images[:max_band_rows].to(dev), out / f"{name}.png", titles=titles, chart=False
+        )
     return ReconstructedFiles(saved, picture, float(scores.mean()), c.name, c.num_bands, c.output_size)

@@ -155,8 +155,90 @@ def band_figure(
     return figure_to_pil(fig)
 
 
+def _font(size: int):
+    """PIL's default font at ``size`` px (FreeType, Pillow >= 10.1), else its fixed bitmap font."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # old Pillow or no FreeType
+        return ImageFont.load_default()
+
+
+def band_strip(
+    inputs: torch.Tensor,
+    decodes: torch.Tensor,
+    energy: torch.Tensor,
+    titles: Sequence[str] | None = None,
+    cell: int = 128,
+) -> Image.Image:
+    """The band picture drawn with PIL alone (``uae reconstruct``'s ``bands.png``; no matplotlib).
+
+    Per image a row: the input, the decodes from bands ``0..k`` (each enlarged to ``cell`` pixels, kept
+    sharp) and each band's share of the latent energy as labelled bars. :func:`band_figure` draws the
+    same content as a matplotlib chart (``uae bands``, the app), which costs about half a second of
+    start-up for the import alone.
+
+    Args:
+        inputs: ``(B, 3, H, W)`` inputs in ``[0, 1]``.
+        decodes: ``(B, K, 3, H', W')`` from :func:`progressive_decodes`.
+        energy: ``(B, K)`` energy shares.
+        titles: Optional row labels (e.g. file names).
+        cell: Side of each picture in pixels.
+
+    Returns:
+        The picture as an RGB PIL image.
+    """
+    from PIL import ImageDraw
+
+    b, k = decodes.shape[:2]
+    if inputs.shape[0] != b or energy.shape != (b, k):
+        raise InputError(
+            f"inconsistent shapes: inputs {tuple(inputs.shape)}, decodes {tuple(decodes.shape)}, "
+            f"energy {tuple(energy.shape)}",
+            param="decodes",
+        )
+    if titles is not None and len(titles) != b:
+        raise InputError(f"titles must name the {b} rows, got {len(titles)}", param="titles")
+    font = _font(12)
+    gap, head, label = 6, 18, 16 if titles is not None else 0
+    cols = k + 2
+    width = gap + cols * (cell + gap)
+    height = head + b * (label + cell + gap) + gap
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    headers = ["input"] + [band_label(j, k) for j in range(k)] + ["energy per band"]
+    for j, text in enumerate(headers):
+        draw.text((gap + j * (cell + gap) + cell // 2, head // 2), text, fill="black", font=font, anchor="mm")
+    for i in range(b):
+        top = head + i * (label + cell + gap)
+        if titles is not None:
+            draw.text((gap, top + label // 2), str(titles[i]), fill="black", font=font, anchor="lm")
+        y = top + label
+        for j, img in enumerate([inputs[i]] + [decodes[i, j] for j in range(k)]):
+            canvas.paste(enlarge(img, cell), (gap + j * (cell + gap), y))
+        x0 = gap + (k + 1) * (cell + gap)
+        bar_h = max(4, min(22, (cell - 4) // k - 4))
+        box = max(8, cell - 64)  # "0 [bar] 46.2%"
+        for j, share in enumerate(float(v) for v in energy[i]):
+            by = y + 2 + j * (bar_h + 4)
+            bx = x0 + 14
+            fill = bx + round((box - 1) * min(max(share, 0.0), 1.0))
+            draw.text((x0, by + bar_h // 2), str(j), fill="black", font=font, anchor="lm")
+            draw.rectangle([bx, by, bx + box - 1, by + bar_h], outline=(200, 200, 200))
+            draw.rectangle([bx, by, fill, by + bar_h], fill=(31, 119, 180))
+            draw.text(
+                (bx + box + 4, by + bar_h // 2), f"{100 * share:.1f}%", fill="black", font=font, anchor="lm"
+            )
+    return canvas
+
+
 def save_band_figure(
-    model, x: torch.Tensor, path: str | os.PathLike, titles: Sequence[str] | None = None
+    model,
+    x: torch.Tensor,
+    path: str | os.PathLike,
+    titles: Sequence[str] | None = None,
+    chart: bool = True,
 ) -> Path:
     """Compute :func:`progressive_decodes` for ``x`` and save :func:`band_figure` as a PNG.
 
@@ -165,12 +247,15 @@ def save_band_figure(
         x: ``(B, 3, H, W)`` images in ``[0, 1]`` at the model's input size.
         path: Output file.
         titles: Optional row labels.
+        chart: The matplotlib chart (:func:`band_figure`); ``False``: the same content drawn with PIL
+            alone (:func:`band_strip`, no matplotlib import).
 
     Returns:
         The written path.
     """
     decodes, energy = progressive_decodes(model, x)
-    return save_image(band_figure(x, decodes, energy, titles=titles), path)
+    draw = band_figure if chart else band_strip
+    return save_image(draw(x, decodes, energy, titles=titles), path)
 
 
 # ---------------------------------------------------------------------- charts shared by the CLI and the app

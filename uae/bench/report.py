@@ -55,6 +55,39 @@ def _f(v: float | None, digits: int = 3) -> str:
     return f"{v:.{digits}g}" if abs(v) < 10**digits else f"{v:.0f}"
 
 
+def _mem_header(result: dict[str, Any]) -> str:
+    if result.get("processes"):
+        return "peak mem of its process, MiB (+ over the process before the model)"
+    return "peak mem, MiB (+ over resident)"
+
+
+def _mem_cell(proc: dict[str, Any] | None, measurement: dict[str, Any] | None) -> str:
+    """The process's peak and its growth over the bare process, else the measurement's (older results)."""
+    if proc and proc.get("peak_mib") is not None:
+        base = proc.get("base_mib")
+        return f"{proc['peak_mib']:.0f}" + (f" (+{proc['peak_mib'] - base:.0f})" if base is not None else "")
+    if measurement:
+        peak, base = measurement["peak_mem_mib"], measurement["base_mem_mib"]
+        return f"{peak:.0f} (+{peak - base:.0f})"
+    return "-"
+
+
+def _mem_note(result: dict[str, Any]) -> str:
+    kind = result["uae"]["reconstruct"]["mem_kind"]
+    if not result.get("processes"):
+        return f"Peak memory: {kind} (includes the weights; models of earlier rows were still resident)."
+    if not result["settings"].get("isolated", True):
+        return (
+            f"Peak memory: {kind} of the one process that measured every row in turn (isolate=False): "
+            "rows after the first include the models measured before them."
+        )
+    what = "peak resident set size" if result["env"]["device"] == "cpu" else "peak allocated CUDA memory"
+    return (
+        f"Peak memory: the {what} of each model's own process (each model measured alone in a fresh "
+        "process), weights included; in brackets its growth over the process before the model was built."
+    )
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     """A markdown report of one run: throughput/memory table with ratios, pieces, training, targets."""
     env, s = result["env"], result["settings"]
@@ -72,19 +105,19 @@ def to_markdown(result: dict[str, Any]) -> str:
         )
         + ".",
         "",
-        "| model | params (M) | encode img/s | decode img/s | reconstruct img/s | peak mem, MiB (+ over resident) "
+        f"| model | params (M) | encode img/s | decode img/s | reconstruct img/s | {_mem_header(result)} "
         "| GFLOP/img (reconstruct) | encode / uae | decode / uae | reconstruct / uae |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     u = result["uae"]
+    procs = result.get("processes", {})
 
-    def row(label: str, r: dict[str, Any], params: float | None, ratios: dict[str, float] | None) -> str:
+    def row(
+        label: str, r: dict[str, Any], params: float | None, ratios: dict[str, float] | None, subject: str
+    ) -> str:
         cells = [label, _f(params, 4)]
         cells += [_f(r[op]["images_per_s"]) if op in r else "-" for op in OPS]
-        rec = r.get("reconstruct") or r.get("encode")
-        cells.append(
-            f"{rec['peak_mem_mib']:.0f} (+{rec['peak_mem_mib'] - rec['base_mem_mib']:.0f})" if rec else "-"
-        )
+        cells.append(_mem_cell(procs.get(subject), r.get("reconstruct") or r.get("encode")))
         g = (r.get("reconstruct") or r.get("encode") or {}).get("gflop_per_image")
         cells.append(_f(g, 4) + ("" if "reconstruct" in r else " (encode)") if g is not None else "-")
         cells += [
@@ -92,16 +125,15 @@ def to_markdown(result: dict[str, Any]) -> str:
         ]
         return "| " + " | ".join(cells) + " |"
 
-    lines.append(row("**uae**", u, s["num_params_m"], None))
+    lines.append(row("**uae**", u, s["num_params_m"], None, "uae"))
     for peer, r in result["peers"].items():
         if "skipped" in r:
             lines.append(f"| {r['label']} | skipped: {r['skipped']} |" + " |" * 8)
         else:
-            lines.append(row(r["label"], r, r.get("num_params_m"), result["ratios"][peer]))
+            lines.append(row(r["label"], r, r.get("num_params_m"), result["ratios"][peer], peer))
     lines += [
         "",
-        "Ratios are peer images/s divided by uae images/s (> 1: the peer is faster). "
-        f"Peak memory: {u['reconstruct']['mem_kind']} (includes the weights).",
+        "Ratios are peer images/s divided by uae images/s (> 1: the peer is faster). " + _mem_note(result),
     ]
     if env["device"] == "cpu":
         lines += [
@@ -111,6 +143,19 @@ def to_markdown(result: dict[str, Any]) -> str:
             + ", ".join(f"{op} {_f(u[op]['images_per_cpu_s'])}" for op in OPS)
             + ".",
         ]
+        cpu_rows = cpu_time_ratios(result)
+        if cpu_rows:
+            lines += [
+                "",
+                "The same ratios from images per CPU second (less sensitive to other processes on a shared "
+                "machine, when each process runs one thread):",
+                "",
+                "| model | cpu/wall | encode / uae | decode / uae | reconstruct / uae |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            for label, busy, ratios in cpu_rows:
+                cells = [f"{ratios[op]:.3f}" if op in ratios else "-" for op in OPS]
+                lines.append(f"| {label} | {busy:.2f} | " + " | ".join(cells) + " |")
     pm = result["projector_modulator"]
     lines += [
         "",
@@ -136,13 +181,16 @@ def to_markdown(result: dict[str, Any]) -> str:
     if result.get("train"):
         lines += [
             "",
-            "| training step | batch | img/s | ms / step | peak mem, MiB (+ over resident) |",
+            f"| training step | batch | img/s | ms / step | {_mem_header(result)} |",
             "|---|---:|---:|---:|---:|",
         ]
         for k, r in result["train"].items():
+            if "skipped" in r:
+                lines.append(f"| {k} | {r['batch_size']} | skipped: {r['skipped']} | | |")
+                continue
             lines.append(
                 f"| {k} | {r['batch_size']} | {_f(r['images_per_s'])} | {_f(r['median_ms'], 5)} | "
-                f"{r['peak_mem_mib']:.0f} (+{r['peak_mem_mib'] - r['base_mem_mib']:.0f}) |"
+                f"{_mem_cell(procs.get('train' + k[len('stage') :]), r)} |"
             )
     if any("gflop_per_image" in u[op] for op in OPS):
         peak = result["peak_tflops"]
@@ -159,9 +207,21 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"{f'{util:.1%}' if util is not None else '-'} |"
             )
     if result.get("ablations"):
-        lines += ["", "| ablation (reconstruct) | img/s | vs main setting |", "|---|---:|---:|"]
+        lines += [
+            "",
+            "| ablation (reconstruct) | img/s | vs main setting | vs main, by CPU time |",
+            "|---|---:|---:|---:|",
+        ]
         for r in result["ablations"].values():
-            lines.append(f"| {r['label']} | {_f(r['images_per_s'])} | {r['ratio_to_main']:.3f} |")
+            by_cpu = r.get("ratio_to_main_cpu") if env["device"] == "cpu" else None
+            pairs = r.get("pair_ratios")
+            span = f" (pairs {min(pairs):.3f}-{max(pairs):.3f})" if pairs else ""
+            lines.append(
+                f"| {r['label']} | {_f(r['images_per_s'])} | {r['ratio_to_main']:.3f}{span} | "
+                f"{'-' if by_cpu is None else f'{by_cpu:.3f}'} |"
+            )
+        if any(r.get("pair_ratios") for r in result["ablations"].values()):
+            lines += ["", "Each ablation alternates with the main setting, call by call (interleaved pairs)."]
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for t in result["targets"]:
         met = {True: "yes", False: "**no**", None: "n/a here"}[t["met"]]
@@ -199,3 +259,24 @@ def cpu_time_share(pieces: dict[str, dict[str, Any]]) -> float | None:
     except (KeyError, TypeError, ZeroDivisionError):
         return None
     return (per_img["band_projector"] + per_img["modulator"]) / sum(per_img.values())
+
+
+def cpu_time_ratios(result: dict[str, Any]) -> list[tuple[str, float, dict[str, float]]]:
+    """Per measured peer: ``(label, its reconstruct's CPU seconds per wall second, {op: peer / uae images per
+    CPU second})``; empty on a non-CPU device or when the numbers are missing."""
+    if result["env"]["device"] != "cpu":
+        return []
+    u = result["uae"]
+    rows = []
+    for r in result["peers"].values():
+        if "skipped" in r:
+            continue
+        ratios = {
+            op: r[op]["images_per_cpu_s"] / u[op]["images_per_cpu_s"]
+            for op in OPS
+            if op in r and r[op].get("images_per_cpu_s") and u[op].get("images_per_cpu_s")
+        }
+        first = r.get("reconstruct") or r.get("encode")
+        if ratios and first:
+            rows.append((r["label"], first["cpu_per_wall"], ratios))
+    return rows

@@ -156,6 +156,33 @@ def _reset_peak_rss() -> bool:
     return _proc_status_mib("VmHWM") is not None
 
 
+#: Highest peak seen in this process before a :class:`PeakMemory` reset the kernel's mark (MiB).
+_process_peak_mib = 0.0
+
+
+def current_rss_mib() -> float | None:
+    """This process's resident set size now (Linux ``VmRSS``), else ``None``."""
+    return _proc_status_mib("VmRSS")
+
+
+def process_peak_mib(device: torch.device) -> float:
+    """Peak memory of this whole process so far, across every :class:`PeakMemory` reset.
+
+    CPU: the highest resident set size (``VmHWM``; ``ru_maxrss`` without ``/proc``); CUDA: the highest
+    ``torch.cuda.max_memory_allocated``.
+    """
+    if device.type == "cuda":
+        now = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        now = _proc_status_mib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return max(_process_peak_mib, now)
+
+
+def _remember_peak(device: torch.device) -> None:
+    global _process_peak_mib
+    _process_peak_mib = process_peak_mib(device)
+
+
 class PeakMemory:
     """Peak memory during a ``with`` block.
 
@@ -177,6 +204,7 @@ class PeakMemory:
         self.kind = ""
 
     def __enter__(self) -> PeakMemory:
+        _remember_peak(self.device)  # the reset below forgets the process's peak so far
         if self.device.type == "cuda":
             gc.collect()
             torch.cuda.synchronize(self.device)
@@ -301,10 +329,3 @@ def compile_module(module: nn.Module, enabled: bool) -> None:
         module.compile()
     else:
         module._compiled_call_impl = None  # type: ignore[attr-defined]
-
-
-def free_memory(device: torch.device) -> None:
-    """Release cached CUDA memory between subjects (CPU tensors are freed by reference counting)."""
-    if device.type == "cuda":
-        gc.collect()
-        torch.cuda.empty_cache()

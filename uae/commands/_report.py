@@ -3,7 +3,10 @@ images, and the metric notes' options named as flags."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 #: Library wordings in the reconstruction metrics' notes -> the evaluation commands' flags.
@@ -54,3 +57,39 @@ def metric_notes_for_flags(unavailable: Mapping[str, str]) -> dict[str, str]:
             why = why.replace(words, flag)
         out[metric] = why
     return out
+
+
+#: Loggers whose "<metric> unavailable: <reason>" warnings the evaluation commands print as notes instead.
+METRIC_LOGGERS = ("uae.evaluation.metrics",)
+
+
+class _DropUnavailable(logging.Filter):
+    """Drops "<metric> unavailable: ..." records (the command prints each reason once, as a note)."""
+
+    _rx = re.compile(r"^\w+ unavailable: ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            return not self._rx.match(record.getMessage())
+        except Exception:  # a malformed record is not ours to judge
+            return True
+
+
+@contextlib.contextmanager
+def notes_instead_of_warnings() -> Iterator[None]:
+    """Within the block, the metrics' "unavailable" warnings are not logged: the command prints each reason
+    once under its table (:func:`print_notes`, with the options named as flags). Other warnings show."""
+    flt = _DropUnavailable()
+    loggers = [logging.getLogger(name) for name in METRIC_LOGGERS]
+    for log in loggers:
+        log.addFilter(flt)
+    try:
+        yield
+    finally:
+        for log in loggers:
+            log.removeFilter(flt)
+
+
+def percent(value: float | None, digits: int = 1) -> str | None:
+    """A fraction as a percentage string (``0.8889`` -> ``"88.9"``), ``None`` unchanged."""
+    return None if value is None else f"{100 * value:.{digits}f}"

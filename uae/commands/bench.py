@@ -1,7 +1,9 @@
 """``uae bench``: speed and memory of a model beside peer tokenizers (:func:`uae.bench.run.run_benchmark`),
 or the command's start-up latency (``--startup``, :mod:`uae.bench.startup`).
 
-Also run as ``python -m benchmarks.run`` from a checkout.
+``--quick`` is the README's check (the small demo config, seconds); ``--plan`` prints what a run would
+do and its estimated time and memory without running it. Also run as ``python -m benchmarks.run`` from a
+checkout.
 """
 
 from __future__ import annotations
@@ -30,7 +32,20 @@ def build_parser() -> ArgumentParser:
         description="Throughput and memory of uae, side by side with peer tokenizers, in one run on the same inputs.",
     )
     p.add_argument(
-        "--model", default=B_CONFIG, help="registered uae model name (default: the paper's B config)"
+        "--quick",
+        action="store_true",
+        help="a check in seconds: --model uae_demo --threads 1 --repeats 3 --warmup 1 --piece-repeats 3 "
+        "--peers rae-equiv,dinov2 --no-train (options given explicitly win)",
+    )
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the processes a run would start, with its estimated time and peak memory, and stop",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"registered uae model name (default: the paper's B config, {B_CONFIG}; uae_demo with --quick)",
     )
     p.add_argument(
         "--batch-size",
@@ -58,14 +73,22 @@ def build_parser() -> ArgumentParser:
         help="default: bf16 on CUDA, fp32 on CPU",
     )
     p.add_argument(
-        "--repeats", type=positive_int, default=5, help="timed runs per measurement (the median is reported)"
+        "--repeats",
+        type=positive_int,
+        default=None,
+        help="timed runs per measurement, the median is reported (default 5; 3 with --quick)",
     )
-    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed runs before timing")
+    p.add_argument(
+        "--warmup",
+        type=non_negative_int,
+        default=None,
+        help="untimed runs before timing (default 2; 1 with --quick)",
+    )
     p.add_argument(
         "--piece-repeats",
         type=positive_int,
-        default=10,
-        help="timed runs for the cheap projector/modulator pieces",
+        default=None,
+        help="timed runs for the cheap projector/modulator pieces (default 10; 3 with --quick)",
     )
     p.add_argument(
         "--train-repeats", type=positive_int, default=None, help="timed training steps (default: --repeats)"
@@ -80,9 +103,13 @@ def build_parser() -> ArgumentParser:
         action="store_true",
         help="explicit softmax attention instead of F.scaled_dot_product_attention",
     )
-    p.add_argument("--peers", default="all", help=f"comma list of {', '.join(PEERS)}; 'all' or 'none'")
     p.add_argument(
-        "--ablations", default="", help="comma list of sdpa, compile: reconstruct with that option flipped"
+        "--peers", default=None, help=f"comma list of {', '.join(PEERS)}; 'all' (default) or 'none'"
+    )
+    p.add_argument(
+        "--ablations",
+        default=None,
+        help="comma list of sdpa, compile: reconstruct with that option flipped (default: none)",
     )
     p.add_argument("--no-train", action="store_true", help="skip the training-step measurements")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
@@ -103,12 +130,26 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--startup",
         action="store_true",
-        help="measure the command's start-up instead: `uae --help`, each sub-command's --help, `uae models`",
+        help="measure start-up instead: `uae --help`, each sub-command's --help, `uae models`, and "
+        "create_model('uae_demo') / `uae reconstruct` as ratios to `import torch` (--threads sets their "
+        "OMP_NUM_THREADS)",
     )
     return p
 
 
 FLAGS = flags_of(build_parser(), sdpa="--no-sdpa", train="--no-train", flops="--no-flops")
+
+
+def _startup(args) -> int:
+    """``uae bench --startup``: the help commands and the model commands, written and printed."""
+    from uae.bench.startup import run_startup, write_startup
+    from uae.commands import COMMANDS
+
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the timed processes
+    md = write_startup(run_startup(list(COMMANDS), args.repeats or 5), args.out_dir, args.name or "startup")
+    print(md.read_text())
+    return 0
 
 
 def _parse_list(value: str, allowed: Sequence[str], flag: str) -> list[str]:
@@ -136,40 +177,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         args = build_parser().parse_args(None if argv is None else list(argv))
-        peers = _parse_list(args.peers, PEERS, "--peers")
-        ablations = _parse_list(args.ablations or "none", ABLATIONS, "--ablations")
         if args.startup:
-            from uae.bench.startup import run_startup, write_startup
-            from uae.commands import COMMANDS
-
-            md = write_startup(
-                run_startup(list(COMMANDS), args.repeats), args.out_dir, args.name or "startup"
-            )
-            print(md.read_text())
-            return 0
+            return _startup(args)
         from uae.bench.run import run_benchmark
+        from uae.bench.settings import QUICK, BenchSettings
 
-        result = run_benchmark(
-            model=args.model,
+        preset = QUICK if args.quick else {}
+        given = {
+            "model": args.model,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "piece_repeats": args.piece_repeats,
+            "threads": args.threads,
+            "peers": None if args.peers is None else tuple(_parse_list(args.peers, PEERS, "--peers")),
+            "ablations": None
+            if args.ablations is None
+            else tuple(_parse_list(args.ablations or "none", ABLATIONS, "--ablations")),
+        }
+        chosen = {**preset, **{k: v for k, v in given.items() if v is not None}}
+        if args.no_train:
+            chosen["train"] = False
+        settings = BenchSettings(
             device=args.device,
             batch_size=args.batch_size,
             train_batch_size=args.train_batch_size,
             resolution=args.resolution,
             precision=args.precision,
-            repeats=args.repeats,
-            warmup=args.warmup,
-            piece_repeats=args.piece_repeats,
             train_repeats=args.train_repeats,
             compile=args.compile,
             sdpa=not args.no_sdpa,
-            peers=peers,
-            ablations=ablations,
-            train=not args.no_train,
             flops=not args.no_flops,
             peak_tflops=args.peak_tflops,
-            threads=args.threads,
             seed=args.seed,
+            **chosen,
         )
+        if args.plan:
+            from uae.bench.run import describe_run
+
+            print(describe_run(settings))
+            return 0
+        result = run_benchmark(settings)
     except UAEError as e:
         print(f"uae bench: error: {for_flags(e, FLAGS)}", file=sys.stderr)
         return 2

@@ -28,16 +28,22 @@ def main(argv: Sequence[str]) -> int:
     """``uae eval``: parse, evaluate (:func:`uae.evaluation.reconstruction.evaluate_dataset`), write the
     result JSON and print a table."""
     args = build_parser().parse_args(list(argv))
-    from uae.commands._report import format_table, metric_notes_for_flags, print_notes
+    from uae.commands._report import (
+        format_table,
+        metric_notes_for_flags,
+        notes_instead_of_warnings,
+        print_notes,
+    )
     from uae.evaluation.common import prepare_model, write_json
     from uae.evaluation.reconstruction import evaluate_dataset
     from uae.paths import output_file
 
     output_file(args.output, param="output")
     model, _ = prepare_model(args.model, random_init=args.random_init, device=args.device)
-    res = evaluate_dataset(
-        model, args.data, metrics=metric_options(args), size=args.size, options=run_options(args)
-    )
+    with notes_instead_of_warnings():  # each reason once, under the table
+        res = evaluate_dataset(
+            model, args.data, metrics=metric_options(args), size=args.size, options=run_options(args)
+        )
     res = {"model": args.model, **res}
     res["unavailable"] = metric_notes_for_flags(res["unavailable"])
     write_json(args.output, res)

@@ -49,7 +49,13 @@ def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     if args.no_probe and args.no_recon:
         raise CLIError("--no-probe and --no-recon leave nothing to evaluate")
-    from uae.commands._report import format_table, metric_notes_for_flags, num_skipped, print_notes
+    from uae.commands._report import (
+        format_table,
+        metric_notes_for_flags,
+        notes_instead_of_warnings,
+        num_skipped,
+        print_notes,
+    )
     from uae.evaluation.common import prepare_model, write_json
     from uae.evaluation.filtered import filtered_evaluation
     from uae.evaluation.probe import parse_band
@@ -60,18 +66,19 @@ def main(argv: Sequence[str]) -> int:
     if args.cache_dir:
         output_dir(args.cache_dir, param="cache_dir")
     model, _ = prepare_model(args.model, random_init=args.random_init, device=args.device)
-    res = filtered_evaluation(
-        model,
-        args.data,
-        radii=args.radius,
-        band=band,
-        with_probe=not args.no_probe,
-        with_reconstruction=not args.no_recon,
-        probe=probe_options(args),
-        metrics=metric_options(args),
-        size=args.size,
-        options=run_options(args),
-    )
+    with notes_instead_of_warnings():  # each reason once, under the table
+        res = filtered_evaluation(
+            model,
+            args.data,
+            radii=args.radius,
+            band=band,
+            with_probe=not args.no_probe,
+            with_reconstruction=not args.no_recon,
+            probe=probe_options(args),
+            metrics=metric_options(args),
+            size=args.size,
+            options=run_options(args),
+        )
     results = {"model": args.model, **res}
     for entry in results["variants"].values():
         if "unavailable" in entry:

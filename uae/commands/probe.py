@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from uae.commands._options import (
@@ -11,6 +12,7 @@ from uae.commands._options import (
     probe_options,
     run_options,
 )
+from uae.commands._report import percent
 
 
 def build_parser() -> ArgumentParser:
@@ -31,13 +33,38 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+#: timm's LARS scales each step to at most ``lr * LARS_TRUST`` of the weight's norm.
+LARS_TRUST = 1e-3
+
+
+def lars_note(result: dict, probe) -> str | None:
+    """Why a LARS head probably underfit, or ``None``.
+
+    LARS (timm's, trust coefficient 1e-3) moves the weight by at most ``lr * 1e-3`` of its norm per step.
+    The MAE protocol uses it at batch 16384 on ImageNet (lr 6.4, about 7000 steps); on a small folder the
+    head takes a few hundred steps at lr 0.1 and can move its weight by only a few percent, so it
+    underfits where SGD (the default) fits.
+    """
+    if result.get("optimizer") != "lars":
+        return None
+    steps = result["epochs"] * math.ceil(result["num_train"] / result["batch_size"])
+    reach = result["lr"] * LARS_TRUST * steps
+    if reach >= 0.5:
+        return None
+    return (
+        f"LARS moves the weights by at most lr x 1e-3 of their norm per step: {steps} steps at lr "
+        f"{result['lr']:g} reach {100 * reach:.0f} % of it, so the head may underfit (train top1 "
+        f"{percent(result['train_top1'])} %); use --optimizer sgd (the default) or a larger --lr"
+    )
+
+
 def main(argv: Sequence[str]) -> int:
     """``uae probe``: parse, extract (cached) features per band and train the heads
     (:func:`uae.evaluation.probe.linear_probe`), write the result JSON and print a table."""
     args = build_parser().parse_args(list(argv))
     from uae.commands._report import format_table, num_skipped, print_notes
     from uae.evaluation.common import prepare_model, write_json
-    from uae.evaluation.probe import linear_probe, parse_band
+    from uae.evaluation.probe import linear_probe, parse_band, top_k
     from uae.paths import output_dir, output_file
 
     bands = [parse_band(b) for b in args.band]
@@ -51,23 +78,29 @@ def main(argv: Sequence[str]) -> int:
     write_json(args.output, results)
     classes = results["classes"]
     print(f"uae probe: {args.model} on {args.data} ({len(classes)} classes)")
+    k = top_k(len(classes))
     rows = [
         [
             b,
             r["feature_dim"],
-            100 * r["top1"],
-            100 * r["top5"],
-            100 * r["train_top1"],
+            percent(r["top1"]),
+            *([percent(r["top5"])] if k else []),
+            percent(r["train_top1"]),
             r["num_train"],
             r["num_val"],
         ]
         for b, r in results["bands"].items()
     ]
+    header = ["band", "dim", "top1 %", *([f"top{k} %"] if k else []), "train top1 %", "train", "val"]
+    print(format_table(rows, header))
+    first = next(iter(results["bands"].values()))
     print(
-        format_table(
-            rows, ["band", "dim", "top1 %", f"top{min(5, len(classes))} %", "train top1 %", "train", "val"]
-        )
+        f"  chance level: {percent(first['chance'])} % (1/{len(classes)}); always answering the most frequent "
+        f"training class ({classes[first['majority_class']]}): {percent(first['majority_rate'])} % of val"
     )
+    for b, r in results["bands"].items():
+        if note := lars_note(r, probe):
+            print(f"  band {b}: {note}")
     print_notes(skipped=num_skipped(*results["images"].values()))
     print(f"results written to {args.output}")
     return 0

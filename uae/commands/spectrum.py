@@ -19,7 +19,8 @@ def build_parser() -> ArgumentParser:
         nargs="+",
         default=["uae"],
         choices=["uae", "teacher", "vae"],
-        help="uae (the unified encoder), teacher (DINOv2 init), vae (diffusers AutoencoderKL, needs --vae)",
+        help="uae (the unified encoder), teacher (DINOv2 init, needs its weights), vae (diffusers "
+        "AutoencoderKL, needs --vae); one whose weights are missing is left out with a note",
     )
     p.add_argument(
         "--teacher-weights", default=None, help="DINOv2 weights for the teacher (default: the config's)"
@@ -55,6 +56,7 @@ def main(argv: Sequence[str]) -> int:
         vae=args.vae,
         vae_size=args.vae_size,
         options=run_options(args),
+        skip_unavailable=True,  # an encoder without its weights is left out with a note
     )
     results = res["encoders"]
     spec_csv, band_csv = write_spectrum_csv(results, out)
@@ -64,7 +66,7 @@ def main(argv: Sequence[str]) -> int:
         "data": args.data,
         "num_bands": res["num_bands"],
         "encoders": results,
-        "skipped": {},  # encoders left out: none since a missing diffusers is an error; kept for readers
+        "skipped": res["skipped"],  # encoders left out (weights or library missing), with the reason
         "images": res["images"],
     }
     write_json(Path(out) / "spectrum.json", summary)
@@ -75,6 +77,9 @@ def main(argv: Sequence[str]) -> int:
     ]
     print(f"uae spectrum: energy share per band (%), {results[0]['num_images']} images")
     print(format_table(rows, ["encoder", "latent", *(f"band {i}" for i in range(k))]))
+    for name, why in res["skipped"].items():
+        why = why.replace("teacher_weights=PATH", "--teacher-weights PATH")
+        print(f"  {name}: skipped - {why}")
     print_notes(skipped=res["images"]["skipped"])
     print(f"written: {spec_csv}, {band_csv}, {png}")
     return 0

@@ -158,7 +158,7 @@ def mae_to_timm_channel_perm(dim: int) -> torch.Tensor:
 
 def _decoder_channel_perm(pos: torch.Tensor, what: str) -> tuple[torch.Tensor | None, int]:
     """Check a source ``decoder_pos_embed (1, 1+n, D)`` and return (residual permutation or None, grid side)."""
-    from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
+    from uae.layers.vit import sincos_2d_pos_embed
 
     if pos.ndim != 3 or pos.shape[0] != 1:
         raise InputError(f"{what}: decoder_pos_embed must have shape (1, 1+h*w, D), got {tuple(pos.shape)}")
@@ -169,7 +169,7 @@ def _decoder_channel_perm(pos: torch.Tensor, what: str) -> tuple[torch.Tensor | 
     table = pos[0, 1:].float()
     if torch.allclose(table, mae_sincos_table(dim, grid), atol=1e-4):
         return mae_to_timm_channel_perm(dim), grid
-    if torch.allclose(table, build_sincos2d_pos_embed([grid, grid], dim=dim), atol=1e-4):
+    if torch.allclose(table, sincos_2d_pos_embed((grid, grid), dim), atol=1e-4):
         return None, grid
     raise InputError(
         f"{what}: decoder_pos_embed is not the fixed 2-D sin-cos table uae uses (learned or modified "

@@ -26,9 +26,9 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 from PIL import Image
 
 from uae.data.image_io import to_rgb
@@ -48,15 +48,16 @@ TIMM_DEFAULTS: dict[str, Any] = {
     "crop_mode": "center",
 }
 _PIL_MODES = {
-    "bicubic": TF.InterpolationMode.BICUBIC,
-    "bilinear": TF.InterpolationMode.BILINEAR,
-    "lanczos": TF.InterpolationMode.LANCZOS,
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "lanczos": Image.Resampling.LANCZOS,
 }
 
 
 def to_tensor(im: Image.Image) -> torch.Tensor:
-    """PIL RGB image -> ``(3, H, W)`` float32 in ``[0, 1]`` (``uint8 / 255``, as torchvision's ``ToTensor``)."""
-    return TF.pil_to_tensor(im).float().div_(255.0)
+    """PIL RGB image -> ``(3, H, W)`` float32 in ``[0, 1]`` (``uint8 / 255``, as torchvision's ``ToTensor``;
+    without importing torchvision, which costs seconds at start-up)."""
+    return torch.from_numpy(np.array(im, copy=True)).permute(2, 0, 1).float().div_(255.0)
 
 
 class ImageTransform:
@@ -133,7 +134,8 @@ class ImageTransform:
         def resized(side: int) -> torch.Tensor:
             if crop.size == (side, side):
                 return to_tensor(crop)
-            return to_tensor(TF.resize(crop, [side, side], interpolation=self.interpolation, antialias=True))
+            # what torchvision's resize does with a PIL image (PIL always antialiases)
+            return to_tensor(crop.resize((side, side), self.interpolation))
 
         image = resized(self.size)
         if self.out_size is None:
@@ -270,9 +272,7 @@ class AdmTransform:
             return image
         if self.target_size != self.resize_size:
             side = self.target_size
-            ref = to_tensor(
-                TF.resize(crop, [side, side], interpolation=_PIL_MODES["bicubic"], antialias=True)
-            )
+            ref = to_tensor(crop.resize((side, side), _PIL_MODES["bicubic"]))
         return {"image": image, "target": ref}
 
     def __repr__(self) -> str:

@@ -3,14 +3,18 @@
 Protocol (MAE / DINO style): features of a frozen backbone are extracted once (center crop, no
 augmentation) and cached to disk as safetensors; a linear head ``BatchNorm1d(affine=False) -> Linear``
 is trained on them with SGD (momentum 0.9) or LARS, linear warm-up then cosine decay, and evaluated
-with top-1 / top-5 accuracy on the validation split.
+with top-1 accuracy on the validation split (top-5 only with more than 5 classes), next to the chance
+level (``1 / num_classes``) and the majority-class rate (always answering the most frequent training
+class). Lightning trains the head quietly: no tips or device lines (its warnings still show).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -25,6 +29,37 @@ from uae.evaluation.features import Band, cached_features
 from uae.evaluation.options import ProbeOptions, RunOptions
 
 logger = logging.getLogger(__name__)
+
+#: Top-k accuracy reported besides top-1, only when there are more than ``TOP_K`` classes.
+TOP_K = 5
+#: Lightning's loggers of advisory lines ("GPU available", tips, "`Trainer.fit` stopped").
+LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+#: Warnings of Lightning on recent torch that are about Lightning itself, not the probe.
+LIGHTNING_NOISE = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
+
+
+def top_k(num_classes: int) -> int | None:
+    """The ``k`` of the top-k accuracy worth reporting: :data:`TOP_K` when ``k < num_classes``, else ``None``
+    (with ``k >= num_classes`` every prediction is right)."""
+    return TOP_K if TOP_K < num_classes else None
+
+
+@contextlib.contextmanager
+def quiet_trainer() -> Iterator[None]:
+    """Run a Lightning ``Trainer`` without its info lines (device availability, tips, why ``fit`` stopped)
+    and without :data:`LIGHTNING_NOISE`; its warnings and errors still show."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_INFO_LOGGERS]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(max(log.getEffectiveLevel(), logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            for pattern in LIGHTNING_NOISE:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
 
 
 def parse_band(value: str | int) -> Band:
@@ -84,9 +119,9 @@ class LinearProbe(L.LightningModule):
         nn.init.zeros_(self.head[1].bias)
         from torchmetrics.classification import MulticlassAccuracy
 
-        k5 = min(5, num_classes)
+        k = top_k(num_classes)
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_top5 = MulticlassAccuracy(num_classes, top_k=k5, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=k, average="micro") if k else None
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
@@ -109,14 +144,16 @@ class LinearProbe(L.LightningModule):
         x, y = batch
         logits = self(x)
         self.val_top1.update(logits, y)
-        self.val_top5.update(logits, y)
+        if self.val_top5 is not None:
+            self.val_top5.update(logits, y)
         self.log("val/loss", nn.functional.cross_entropy(logits, y), prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/top1", self.val_top1.compute(), prog_bar=True)
-        self.log("val/top5", self.val_top5.compute())
         self.val_top1.reset()
-        self.val_top5.reset()
+        if self.val_top5 is not None:
+            self.log(f"val/top{TOP_K}", self.val_top5.compute())
+            self.val_top5.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -152,18 +189,21 @@ class LinearProbe(L.LightningModule):
 def evaluate_head(
     head: LinearProbe, features: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024
 ) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (fractions) of a trained head on features ``(N, D)``."""
+    """Top-1 and top-5 accuracy (fractions) of a trained head on features ``(N, D)``; ``top5`` is ``None``
+    with 5 classes or fewer (see :func:`top_k`)."""
     from torchmetrics.classification import MulticlassAccuracy
 
     head = head.eval().cpu()
     n_cls = head.hparams.num_classes
+    k = top_k(n_cls)
     top1 = MulticlassAccuracy(n_cls, top_k=1, average="micro")
-    top5 = MulticlassAccuracy(n_cls, top_k=min(5, n_cls), average="micro")
+    top5 = MulticlassAccuracy(n_cls, top_k=k, average="micro") if k else None
     for i in range(0, len(features), batch_size):
         logits = head(features[i : i + batch_size].float())
         top1.update(logits, labels[i : i + batch_size])
-        top5.update(logits, labels[i : i + batch_size])
-    return {"top1": float(top1.compute()), "top5": float(top5.compute())}
+        if top5 is not None:
+            top5.update(logits, labels[i : i + batch_size])
+    return {"top1": float(top1.compute()), "top5": None if top5 is None else float(top5.compute())}
 
 
 def train_probe(
@@ -199,7 +239,9 @@ def train_probe(
         accelerator: Lightning accelerator.
 
     Returns:
-        ``(head, results)`` with ``top1``, ``top5`` (val, fractions), ``train_top1`` and sizes.
+        ``(head, results)`` with ``top1``, ``top5`` (val, fractions; ``top5`` is ``None`` with 5 classes or
+        fewer), ``train_top1``, ``chance`` (``1 / num_classes``), ``majority_rate`` (val accuracy of always
+        answering ``majority_class``, the most frequent training label) and sizes.
     """
     keep = train_labels >= 0
     train_features, train_labels = train_features[keep], train_labels[keep]
@@ -230,25 +272,30 @@ def train_probe(
         max_epochs=epochs,
         steps_per_epoch=len(train_loader),
     )
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=max(1, epochs),
-    )
-    trainer.fit(head, train_loader, val_loader)
+    with quiet_trainer():
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            accelerator=accelerator,
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            check_val_every_n_epoch=max(1, epochs),
+        )
+    with quiet_trainer():
+        trainer.fit(head, train_loader, val_loader)
     res = evaluate_head(head, val_features, val_labels)
     train_res = evaluate_head(head, train_features, train_labels)
+    majority = int(torch.bincount(train_labels.long(), minlength=num_classes).argmax())
     results = {
         "top1": res["top1"],
         "top5": res["top5"],
-        "top5_k": min(5, num_classes),
+        "top5_k": top_k(num_classes),
         "train_top1": train_res["top1"],
+        "majority_class": majority,
+        "majority_rate": float((val_labels == majority).float().mean()),
         "num_train": len(train_features),
         "num_val": len(val_features),
         "num_classes": num_classes,

@@ -11,6 +11,7 @@ that sums to 1. Results go to a CSV and a PNG plot.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -156,7 +157,14 @@ def autoencoderkl_encoder(
         raise InputError(
             "the AutoencoderKL encoder needs diffusers: pip install 'uae[peers]' (or diffusers)"
         ) from e
-    vae = AutoencoderKL.from_pretrained(source).eval().to(device)
+    try:
+        vae = AutoencoderKL.from_pretrained(source).eval().to(device)
+    except OSError as e:  # not a folder with config.json, and not in the Hub cache (or no network)
+        raise MissingFileError(
+            f"the AutoencoderKL {source!r} is not available here (a folder with config.json, or a Hub repo "
+            f"in the Hub cache or reachable): {str(e).splitlines()[0]}",
+            param="vae",
+        ) from e
     vae.requires_grad_(False)
     return LatentEncoder(
         name or f"autoencoderkl:{Path(source).name}",
@@ -219,6 +227,7 @@ def latent_spectra(
     vae: str | None = None,
     vae_size: int = 256,
     options: Any = None,  # RunOptions (imported in the body)
+    skip_unavailable: bool = False,
 ) -> dict[str, Any]:
     """Radial power spectra of the latents of a dataset and each band's share of their energy.
 
@@ -231,34 +240,50 @@ def latent_spectra(
         vae: ``AutoencoderKL`` directory or Hub id (e.g. ``stabilityai/sd-vae-ft-mse``).
         vae_size: Input side of the VAE.
         options: A :class:`uae.evaluation.options.RunOptions` (default: its defaults).
+        skip_unavailable: Leave out an encoder whose weights or library are not available here (the
+            teacher without DINOv2 weights, the VAE without diffusers or its files) and say why in
+            ``"skipped"``, instead of raising; the others are still measured.
 
     Returns:
-        ``{"data", "num_bands", "encoders": [one SpectrumAccumulator.result per encoder], "images"}``.
+        ``{"data", "num_bands", "encoders": [one SpectrumAccumulator.result per encoder], "images",
+        "skipped": {encoder: reason}}``.
 
     Raises:
         InputError: ``"vae"`` without ``vae``, or an unknown encoder name.
+        MissingFileError: An encoder's weights or library are missing (without ``skip_unavailable``, or
+            when every encoder is missing).
     """
     from uae.data.datasets import SkipLog
-    from uae.errors import InputError
     from uae.evaluation.common import images_summary, make_loader, model_device, open_dataset
     from uae.evaluation.options import RunOptions
 
     options = options or RunOptions()
     device = model_device(model)
     built = []
+    skipped: dict[str, str] = {}
     for name in encoders:
-        if name == "uae":
-            built.append(uae_encoder(model))
-        elif name == "teacher":
-            built.append(teacher_encoder(model, teacher_weights))
-        elif name == "vae":
-            if not vae:
-                raise InputError(
-                    "encoders 'vae' needs vae, a diffusers AutoencoderKL directory or Hub id", param="vae"
-                )
-            built.append(autoencoderkl_encoder(vae, size=vae_size, device=device))
-        else:
+        if name not in ("uae", "teacher", "vae"):
             raise InputError(f"encoders: unknown {name!r}; choose from uae, teacher, vae", param="encoders")
+        if name == "vae" and not vae:
+            raise InputError(
+                "encoders 'vae' needs vae, a diffusers AutoencoderKL directory or Hub id", param="vae"
+            )
+        try:
+            if name == "uae":
+                built.append(uae_encoder(model))
+            elif name == "teacher":
+                built.append(teacher_encoder(model, teacher_weights))
+            else:
+                if skip_unavailable and importlib.util.find_spec("diffusers") is None:
+                    raise MissingFileError("the AutoencoderKL needs diffusers: pip install 'uae[peers]'")
+                built.append(autoencoderkl_encoder(vae, size=vae_size, device=device))
+        except MissingFileError as e:
+            if not skip_unavailable:
+                raise
+            skipped[name] = str(e).splitlines()[0]
+            logger.debug("spectrum: %s skipped: %s", name, skipped[name])  # the caller reports it
+    if not built:
+        raise MissingFileError(f"no encoder could be built: {skipped}", param="encoders")
     size = max(e.size for e in built)
     ds, _ = open_dataset(data, size, options=options, labels=False)
     log = SkipLog()
@@ -276,6 +301,7 @@ def latent_spectra(
         "num_bands": model.config.num_bands,
         "encoders": results,
         "images": images_summary(log),
+        "skipped": skipped,
     }
 
 

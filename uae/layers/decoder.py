@@ -6,10 +6,9 @@ from functools import partial
 
 import torch
 from einops import rearrange
-from timm.layers import trunc_normal_
-from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
-from timm.models.vision_transformer import Block
 from torch import nn
+
+from uae.layers.vit import Block, sincos_2d_pos_embed, trunc_normal_
 
 
 class PixelDecoder(nn.Module):
@@ -72,7 +71,7 @@ class PixelDecoder(nn.Module):
             nn.init.zeros_(m.bias)
 
     def _sincos(self, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
-        return build_sincos2d_pos_embed([h, w], dim=self.dim, device=device).unsqueeze(0)  # (1, h*w, dim)
+        return sincos_2d_pos_embed((h, w), self.dim, device=device).unsqueeze(0)  # (1, h*w, dim)
 
     def position_embedding(self, h: int, w: int, device: torch.device) -> torch.Tensor:
         """Fixed sin-cos positions ``(1, h*w, dim)``."""

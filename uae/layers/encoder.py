@@ -1,4 +1,8 @@
-"""Unified encoder: a timm ViT (DINOv2, CLIP, SigLIP2 or MAE family) whose patch tokens become the latent grid.
+"""Unified encoder: a ViT (DINOv2, CLIP, SigLIP2 or MAE family) whose patch tokens become the latent grid.
+
+The ViT is :class:`uae.layers.vit.VisionTransformer`: timm's arithmetic and key names without importing
+timm (which costs seconds at start-up); timm is imported only to read DINOv2 weights in their
+original layout (:meth:`UnifiedEncoder.load_dinov2_state_dict`).
 
 Position tables are kept at the grid they were trained on and resampled to the input's grid at every
 forward, with the rule of the weights' source (:func:`resample_pos_table`), so a converted encoder
@@ -17,17 +21,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from timm.layers import resample_abs_pos_embed
-from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
 from uae.errors import DamagedFileError, InputError, MissingFileError, UAELoadError
 from uae.files import read_safetensors, read_torch_dict
+from uae.layers.vit import VisionTransformer, resample_abs_pos_embed
 from uae.utils import non_float_tensors, state_dict_mismatch
 
 logger = logging.getLogger(__name__)
 
-#: Encoder families: the timm ``VisionTransformer`` options that reproduce each transformers model.
+#: Encoder families: the ``VisionTransformer`` options (timm's) that reproduce each transformers model.
 #: ``eps`` is the LayerNorm epsilon of every norm; ``final_norm`` says whether the source's
 #: ``last_hidden_state`` passes through a final LayerNorm (CLIP's ``post_layernorm`` only normalises
 #: the pooled CLS output).
@@ -93,9 +96,7 @@ def resample_pos_table(
         ``(1, h * w, C)`` positions.
     """
     if rule == "timm":
-        return resample_abs_pos_embed(
-            table, new_size=list(new_size), old_size=list(old_size), num_prefix_tokens=0
-        )
+        return resample_abs_pos_embed(table, new_size, old_size)
     if rule not in POS_RESAMPLE_RULES:
         raise InputError(
             f"unknown position resampling rule {rule!r}; expected one of {POS_RESAMPLE_RULES}", param="rule"
@@ -116,10 +117,10 @@ def resample_pos_table(
 
 
 class _PosResampledViT(VisionTransformer):
-    """timm's ``VisionTransformer`` whose position table is resampled with a source's rule.
+    """The ``VisionTransformer`` whose position table is resampled with a source's rule.
 
     Only ``_pos_embed`` differs (layout ``no_embed_class``: prefix tokens carry no position, a source's
-    CLS position is folded into ``cls_token`` at conversion); blocks, norms and heads are timm's.
+    CLS position is folded into ``cls_token`` at conversion).
     """
 
     pos_resample: str = "timm"
@@ -131,9 +132,7 @@ class _PosResampledViT(VisionTransformer):
         pos = resample_pos_table(self.pos_embed, (h, w), tuple(self.patch_embed.grid_size), self.pos_resample)
         x = x.view(b, -1, c) + pos
         prefix = [t.expand(b, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
-        if prefix:
-            x = torch.cat([*prefix, x], dim=1)
-        return self.pos_drop(x)
+        return torch.cat([*prefix, x], dim=1) if prefix else x
 
 
 class UnifiedEncoder(nn.Module):
@@ -205,14 +204,10 @@ class UnifiedEncoder(nn.Module):
             mlp_ratio=mlp_ratio,
             init_values=init_values,
             reg_tokens=reg_tokens,
-            no_embed_class=True,
             class_token=spec["class_token"],
-            global_pool="token" if spec["class_token"] else "",
             pre_norm=spec["pre_norm"],
             act_layer=spec["act_layer"],
             norm_layer=partial(nn.LayerNorm, eps=spec["eps"]),
-            num_classes=0,
-            dynamic_img_size=True,
         )
         self.vit.pos_resample = pos_resample
         if latent_norm or not spec["final_norm"]:
@@ -279,6 +274,8 @@ class UnifiedEncoder(nn.Module):
         for prefix in ("module.", "backbone.", "encoder.vit.", "vit."):
             if state_dict and all(k.startswith(prefix) for k in state_dict):
                 state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
+        from timm.models.vision_transformer import checkpoint_filter_fn  # original DINOv2 names (slow import)
+
         state_dict = checkpoint_filter_fn(state_dict, self.vit)
         dropped = [k for k in state_dict if re.match(r"^(head|fc_norm)\.", k)]
         if self.latent_norm:

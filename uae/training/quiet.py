@@ -10,6 +10,7 @@ Dropped (they are advice, not warnings, and uae has already made the choice they
 * torch's "'pin_memory' argument is set as true but no accelerator is found";
 * "Using ModelCheckpoint with manual optimization ... no pre-optimization state was saved" (stage 3's
   checkpoints are meant to hold the state after the step);
+* torch's FutureWarning "`isinstance(treespec, LeafSpec)` is deprecated", raised inside Lightning 2.6;
 * "The 'train_dataloader' does not have many workers" -- only when uae chose the number of workers
   from the hardware (``data.num_workers`` not set; :class:`uae.data.UAEDataModule` drops it itself, see
   :data:`uae.data.datamodule.FEW_WORKERS_ADVICE`); a user's explicit ``num_workers: 0`` keeps it.
@@ -33,6 +34,8 @@ WARNING_PATTERNS = (
     r".*'pin_memory' argument is set as true but no accelerator is found",
     # Stage 3 steps its optimizers by hand; its checkpoints are meant to hold the post-step state.
     r"Using ModelCheckpoint with manual optimization and every_n_train_steps",
+    # Lightning 2.6 on recent torch uses torch's deprecated pytree LeafSpec (Lightning's to fix, not ours).
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
 )
 
 LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
