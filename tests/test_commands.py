@@ -172,7 +172,7 @@ def test_eval_prints_each_unavailable_metric_once(tmp_path, capfd, monkeypatch):
     assert main([*argv, "--no-progress", "--output", str(out)]) == 0
     printed = capfd.readouterr()
     text = printed.out + printed.err
-    assert text.count("LPIPS (vgg) backbone weights not found") == 1, text
+    assert text.count("LPIPS needs the torchvision vgg backbone weights") == 1, text
     assert text.count("Inception weights for rFID not found") == 1, text
     assert "--inception-weights PATH" in printed.out  # the note names the flag
 
