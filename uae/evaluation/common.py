@@ -48,6 +48,63 @@ def prepare_model(
     return load_model(model, pretrained=not random_init, device=dev), dev
 
 
+def process_group() -> tuple[int, int]:
+    """``(rank, world_size)`` of the running ``torch.distributed`` process group, ``(0, 1)`` without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    """Wait for every process of the group (nothing without one)."""
+    import torch.distributed as dist
+
+    if process_group()[1] > 1:
+        dist.barrier()
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every process's ``obj``, in rank order (``[obj]`` without a group)."""
+    import torch.distributed as dist
+
+    world = process_group()[1]
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def init_distributed(device: str | torch.device | None = "auto") -> str | torch.device | None:
+    """Join the process group of a ``torchrun`` launch (``WORLD_SIZE`` > 1 in the environment).
+
+    NCCL with one GPU per process (``cuda:LOCAL_RANK``) when the device is CUDA (or ``"auto"`` with
+    CUDA available), gloo on CPU. Without ``torchrun`` (or with one process) nothing happens.
+
+    Args:
+        device: The requested device (``"auto"``, ``"cpu"``, ``"cuda"``, ...).
+
+    Returns:
+        The device this process should use (``device`` itself without a launch).
+    """
+    import datetime
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return device
+    cuda = torch.cuda.is_available() and (device in (None, "auto") or str(device).startswith("cuda"))
+    if cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        # A resumed export re-hashes its shards before the first barrier: allow hours, not NCCL's 10 min.
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=6))
+    return device
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of a model's first parameter (CPU for a model without parameters)."""
     p = next(model.parameters(), None)
@@ -120,6 +177,7 @@ def open_dataset(
         limit=options.limit,
         max_pixels=options.max_pixels,
         classes=classes,
+        draft=options.draft,
     )
     return ds, root
 
@@ -134,6 +192,7 @@ def build_dataset(
     max_pixels: int | None | str = "default",
     on_error: str = "skip",
     classes: Sequence[str] | None = None,
+    draft: bool = True,
 ) -> Dataset:
     """An :class:`~uae.data.ImageFolderDataset` with the eval transform (center crop).
 
@@ -152,6 +211,7 @@ def build_dataset(
         max_pixels: Pixel budget per image (``"default"``: ``UAE_MAX_IMAGE_PIXELS`` or 2**26; ``None``: none).
         on_error: ``"skip"`` (evaluation) or ``"next"`` (substitute the next readable image).
         classes: Class names in label order (e.g. the training split's, for a validation folder).
+        draft: Decode large JPEGs at a reduced scale (see :class:`~uae.data.datasets.ImageFolderDataset`).
     """
     from uae.data.datasets import ImageFolderDataset, find_images, image_transform
 
@@ -168,6 +228,7 @@ def build_dataset(
         classes=classes,
         on_error=on_error,
         max_pixels=max_pixels,
+        draft=draft,
     )
 
 
