@@ -314,3 +314,43 @@ def test_library_entry_points_run_without_the_command_line(tiny_model, image_fol
     with pytest.raises(InputError, match="batch_size") as e:
         RunOptions(batch_size=0)
     assert e.value.param == "batch_size"
+
+
+def test_metrics_in_the_background_thread_equal_inline_and_raise_its_errors(tiny_model, image_folder):
+    from uae.evaluation.common import make_loader
+    from uae.evaluation.metrics import ReconstructionMetrics
+    from uae.evaluation.reconstruction import BackgroundUpdates, evaluate_reconstruction
+
+    ds = build_dataset(image_folder, 32)
+
+    def run(background: bool, metrics=None):
+        m = metrics or ReconstructionMetrics(lpips=False, fid=False)
+        loader = make_loader(ds, 3)
+        return evaluate_reconstruction(tiny_model, loader, m, 32, progress=False, background=background)
+
+    inline, threaded = run(False), run(True)
+    assert threaded["num_images"] == inline["num_images"] == 8
+    assert (threaded["psnr"], threaded["ssim"]) == (inline["psnr"], inline["ssim"])
+
+    class Broken(ReconstructionMetrics):
+        def update(self, recon, ref):
+            raise RuntimeError("metric failed")
+
+    with pytest.raises(RuntimeError, match="metric failed"):
+        run(True, Broken(lpips=False, fid=False))
+    seen = []
+    worker = BackgroundUpdates(lambda a: seen.append(a), depth=1)
+    for i in range(5):
+        worker.put(i)
+    worker.close()
+    assert seen == [0, 1, 2, 3, 4] and not worker._thread.is_alive()
+
+
+def test_eval_counts_each_image_once_in_a_folder_with_a_symlink_loop(
+    model_dir, image_folder, tmp_path, empty_hub
+):
+    (image_folder / "a" / "loop").symlink_to("..", target_is_directory=True)
+    out = tmp_path / "e.json"
+    argv = ["--model", str(model_dir), "--data", str(image_folder), "--output", str(out), "--no-lpips"]
+    assert eval_cmd.main([*argv, "--no-fid", *COMMON]) == 0
+    assert json.loads(out.read_text())["num_images"] == 8  # was 328

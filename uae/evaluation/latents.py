@@ -392,9 +392,10 @@ class _Committer:
                 shapes[k] = list(full.shape[1:])
             name = shard_name(shard)
             with output_errors(self.out, name):
-                size, digest = write_shard(
-                    tensors, self.out / name, {"shard": str(shard), "start": str(lo), "count": str(len(idx))}
-                )
+                # One metadata entry: safetensors writes several in a random order (the bytes, and so
+                # the SHA-256, would differ between identical runs).
+                where = json.dumps({"count": len(idx), "shard": shard, "start": lo}, sort_keys=True)
+                size, digest = write_shard(tensors, self.out / name, {"uae_shard": where})
             entry.update({"start": lo, "count": len(idx), "bytes": size, "sha256": digest, **skipped_info})
         if self.world > 1:
             with output_errors(self.out, "the journal"):

@@ -11,7 +11,8 @@ Layout of an export folder::
     index.json                 # written atomically after every committed shard
     files.txt                  # the dataset's image paths (relative to its root), one per line
     shard-00000.safetensors    # "bands" (n, K, C, h, w) / "latent" (n, C, h, w) / "fused" (n, C, h, w),
-    shard-00001.safetensors    #  "index" (n,) dataset indices, "label" (n,), per-shard float64 moments
+    shard-00001.safetensors    #  "index" (n,) dataset indices, "label" (n,), per-shard float64 moments;
+                               #  header metadata {"uae_shard": '{"count": n, "shard": s, "start": ...}'}
     latent_stats.safetensors   # per-channel mean/std of each exported tensor (when complete)
 
 Shard ``s`` always covers dataset indices ``[s * shard_size, min((s + 1) * shard_size, N))``; it holds
@@ -213,7 +214,7 @@ def journal_path(out: Path, rank: int) -> Path:
 def append_journal(out: Path, rank: int, record: Mapping[str, Any]) -> None:
     """Append one committed shard's record as a JSON line, flushed to disk (the commit point)."""
     with open(journal_path(out, rank), "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
