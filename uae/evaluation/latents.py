@@ -52,8 +52,9 @@ from uae.evaluation.shards import (
     FORMAT_VERSION,
     INDEX_NAME,
     STATS_NAME,
+    ShardBuffer,
     append_journal,
-    channel_moments,
+    channel_moments,  # noqa: F401 - re-exported (uae.evaluation.latents.channel_moments)
     combine_moments,
     output_errors,
     read_journals,
@@ -301,32 +302,31 @@ def export_latents(
         dynamic_ncols=True,
     )
     cur: int | None = None
-    buf: dict[str, list[Any]] = {}
+    buf: ShardBuffer | None = None
     batch_in_shard = 0
     try:
         for bi, batch in enumerate(loader):
             s = owner[bi]
-            if cur is not None and s != cur:
-                commit(cur, buf)
+            if buf is not None and s != cur:
+                commit(buf)
                 if callback is not None:
                     callback("shard", cur, batch_in_shard)
-                buf, batch_in_shard = {}, 0
+                buf, batch_in_shard = None, 0
+            if buf is None:
+                buf = ShardBuffer(s, s * shard_size, min((s + 1) * shard_size, n), store)
             cur = s
             for u in batch["unreadable"]:
                 logger.warning("Skipped: %s", u.reason)
-                buf.setdefault("skipped", []).append((int(u.index), _relpath(u.path, root)))
+                buf.skipped.append((int(u.index), _relpath(u.path, root)))
             if "image" in batch:
                 x, _ = batch_images(batch, device)
-                for k, v in _encode(model, x, what, amp).items():
-                    buf.setdefault(k, []).append(v.cpu())
-                buf.setdefault("index", []).append(torch.as_tensor(batch["index"]).long())
-                buf.setdefault("label", []).append(torch.as_tensor(batch["label"]).long())
+                buf.add(_encode(model, x, what, amp), batch["index"], batch["label"])
             bar.update(len(batches[bi]))
             batch_in_shard += 1
             if callback is not None:
                 callback("batch", s, batch_in_shard)
-        if cur is not None:
-            commit(cur, buf)
+        if buf is not None:
+            commit(buf)
             if callback is not None:
                 callback("shard", cur, batch_in_shard)
     finally:
@@ -361,15 +361,14 @@ class _Committer:
         self.out, self.index, self.index_path, self.store = out, index, index_path, store
         self.rank, self.world = rank, world
 
-    def __call__(self, shard: int, buf: dict[str, list[Any]]) -> None:
+    def __call__(self, buf: ShardBuffer) -> None:
         """Write one complete shard (tmp + hash + rename), then record it (the commit point)."""
-        index = self.index
+        index, shard, lo = self.index, buf.shard, buf.lo
         entry: dict[str, Any] = {"shard": shard, "file": shard_name(shard)}
-        idx = torch.cat(buf["index"]) if "index" in buf else torch.zeros(0, dtype=torch.long)
-        skipped_pairs = sorted(buf.get("skipped", []))
+        idx = torch.cat(buf.index) if buf.index else torch.zeros(0, dtype=torch.long)
+        skipped_pairs = sorted(buf.skipped)
         skipped = [i for i, _ in skipped_pairs]
         skipped_info = {"skipped": skipped, "skipped_files": [f for _, f in skipped_pairs]}
-        lo = shard * index["shard_size"]
         hi = min(lo + index["shard_size"], index["num_images"])
         if sorted(idx.tolist() + skipped) != list(range(lo, hi)):
             raise RuntimeError(
@@ -379,17 +378,16 @@ class _Committer:
         if not len(idx):  # every image of the shard is unreadable: nothing to store
             entry.update({"file": None, "start": lo, "count": 0, "bytes": 0, **skipped_info})
         else:
-            tensors: dict[str, torch.Tensor] = {"index": idx, "label": torch.cat(buf["label"])}
+            tensors: dict[str, torch.Tensor] = {"index": idx, "label": torch.cat(buf.label)}
             for k in EXPORTABLE:
-                if k not in buf:
+                if k not in buf.tensors:
                     continue
-                full = torch.cat(buf[k])
-                count, mean, m2 = channel_moments(full, channel_dim=2 if k == "bands" else 1)
-                tensors[k] = full.to(self.store).contiguous()
+                count, mean, m2 = combine_moments(buf.moments[k])
+                tensors[k] = buf.tensors[k][: buf.count]  # rows of a contiguous tensor: no copy
                 tensors[f"stats.{k}.mean"] = mean
                 tensors[f"stats.{k}.m2"] = m2
                 tensors[f"stats.{k}.count"] = torch.tensor([count], dtype=torch.int64)
-                shapes[k] = list(full.shape[1:])
+                shapes[k] = list(tensors[k].shape[1:])
             name = shard_name(shard)
             with output_errors(self.out, name):
                 # One metadata entry: safetensors writes several in a random order (the bytes, and so

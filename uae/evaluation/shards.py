@@ -88,6 +88,40 @@ def combine_moments(
     return n, mean, m2
 
 
+class ShardBuffer:
+    """One shard being encoded: its tensors preallocated in the storage dtype (memory: one shard, not a
+    list of batches plus their concatenation), per-batch float64 moments, indices, labels, skipped files.
+
+    Args:
+        shard: The shard number.
+        lo: Its first dataset index.
+        hi: One past its last dataset index.
+        store: Storage dtype of the encoded tensors.
+    """
+
+    def __init__(self, shard: int, lo: int, hi: int, store: torch.dtype) -> None:
+        self.shard, self.lo, self.capacity, self.store = shard, lo, hi - lo, store
+        self.count = 0
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.moments: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
+        self.index: list[torch.Tensor] = []
+        self.label: list[torch.Tensor] = []
+        self.skipped: list[tuple[int, str]] = []
+
+    def add(self, encoded: dict[str, torch.Tensor], index: Any, label: Any) -> None:
+        """Store a batch of encoded tensors (float32, any device) with their dataset indices and labels."""
+        b = len(index)
+        for k, v in encoded.items():
+            v = v.cpu()
+            if k not in self.tensors:
+                self.tensors[k] = torch.empty((self.capacity, *v.shape[1:]), dtype=self.store)
+            self.tensors[k][self.count : self.count + b] = v
+            self.moments.setdefault(k, []).append(channel_moments(v, channel_dim=2 if k == "bands" else 1))
+        self.index.append(torch.as_tensor(index).long())
+        self.label.append(torch.as_tensor(label).long())
+        self.count += b
+
+
 def shard_name(shard: int) -> str:
     """``shard-00042.safetensors``."""
     return f"shard-{shard:05d}.safetensors"
