@@ -48,6 +48,31 @@ def prepare_model(
     return load_model(model, pretrained=not random_init, device=dev), dev
 
 
+_LIBC: Any = None
+
+
+def trim_heap() -> None:
+    """Give the heap memory freed so far back to the operating system (glibc's ``malloc_trim(0)``, every
+    thread's arena; nothing on other C libraries).
+
+    A thread that allocates and frees tensors batch after batch (the metrics' thread of an evaluation)
+    otherwise leaves its glibc arena fragmented, and the process grows with the number of batches
+    (measured: ~70 KiB per image on ``uae eval``); one call per batch costs well under a millisecond.
+    """
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 - glibc only
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
 def process_group() -> tuple[int, int]:
     """``(rank, world_size)`` of the running ``torch.distributed`` process group, ``(0, 1)`` without one."""
     import torch.distributed as dist

@@ -44,6 +44,7 @@ from uae.evaluation.common import (
     model_device,
     open_dataset,
     process_group,
+    trim_heap,
     weights_fingerprint,
 )
 from uae.evaluation.options import EXPORTABLE, RunOptions
@@ -321,6 +322,8 @@ def export_latents(
             if "image" in batch:
                 x, _ = batch_images(batch, device)
                 buf.add(_encode(model, x, what, amp), batch["index"], batch["label"])
+                del x
+            trim_heap()  # no heap growth batch after batch (glibc fragmentation)
             bar.update(len(batches[bi]))
             batch_in_shard += 1
             if callback is not None:

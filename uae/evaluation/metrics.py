@@ -298,14 +298,16 @@ class GaussianStats:
     outer: torch.Tensor | None = None
 
     def update(self, feats: torch.Tensor) -> None:
-        """Add ``(B, D)`` features."""
-        f = feats.detach().double().cpu()
-        if f.ndim != 2:
-            raise InputError(f"expected features (B, D), got {tuple(f.shape)}")
+        """Add ``(B, D)`` features (the sums stay on the features' device: no copy to the host per batch)."""
+        if feats.ndim != 2:
+            raise InputError(f"expected features (B, D), got {tuple(feats.shape)}")
+        if self.total is not None and self.total.device != feats.device:
+            feats = feats.to(self.total.device)
+        f = feats.detach().to(_sum_dtype(feats.device))
         if self.total is None:
             self.dim = f.shape[1]
-            self.total = torch.zeros(self.dim, dtype=torch.float64)
-            self.outer = torch.zeros(self.dim, self.dim, dtype=torch.float64)
+            self.total = torch.zeros(self.dim, dtype=f.dtype, device=f.device)
+            self.outer = torch.zeros(self.dim, self.dim, dtype=f.dtype, device=f.device)
         self.n += f.shape[0]
         self.total += f.sum(0)
         self.outer += f.T @ f
@@ -314,8 +316,9 @@ class GaussianStats:
         """``{"mu": (D,), "sigma": (D, D)}`` (unbiased covariance, as ``np.cov``)."""
         if self.n < 2 or self.total is None or self.outer is None:
             raise InputError(f"need at least 2 samples for a covariance, got {self.n}")
-        mu = self.total / self.n
-        sigma = (self.outer - self.n * torch.outer(mu, mu)) / (self.n - 1)
+        total, outer = self.total.double().cpu(), self.outer.double().cpu()
+        mu = total / self.n
+        sigma = (outer - self.n * torch.outer(mu, mu)) / (self.n - 1)
         return {"mu": mu.numpy(), "sigma": sigma.numpy()}
 
 
@@ -406,6 +409,15 @@ class ReconstructionMetrics:
             raise InputError(
                 f"reconstruction {tuple(recon.shape)} and reference {tuple(ref.shape)} differ in shape"
             )
+        b = recon.shape[0]
+        # On CPU a few images at a time: faster (cache) and a small, steady working set (no heap growth
+        # from large temporaries when the metrics run in their own thread).
+        step = max(1, _CPU_CHUNK_ELEMENTS // max(1, recon[0].numel())) if recon.device.type == "cpu" else b
+        for i in range(0, b, step):
+            self._update(recon[i : i + step], ref[i : i + step])
+        self.num_images += b
+
+    def _update(self, recon: torch.Tensor, ref: torch.Tensor) -> None:
         recon = recon.float().clamp(0.0, 1.0)
         ref = ref.float().clamp(0.0, 1.0)
         if self.quantize:
@@ -417,7 +429,6 @@ class ReconstructionMetrics:
         if self._inception is not None:
             self._real.update(self._inception(ref))
             self._fake.update(self._inception(recon))
-        self.num_images += recon.shape[0]
 
     def compute(self) -> dict[str, Any]:
         """The metrics as a JSON-ready dict (``None`` for unavailable ones, with ``unavailable`` reasons)."""

@@ -3,7 +3,9 @@
 The metrics do not hold up the model: the loader decodes in its worker processes, the model runs on the
 main thread, and the metrics (on the model's device) run in a background thread
 (:class:`BackgroundUpdates`) that takes the reconstructions batch by batch, at most two batches
-behind. Its memory does not grow with the number of images (see :mod:`uae.evaluation.metrics`).
+behind. Memory does not grow with the number of images: the metrics keep running sums (see
+:mod:`uae.evaluation.metrics`) and the freed heap is handed back after each batch
+(:func:`uae.evaluation.common.trim_heap`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from uae.errors import InputError
-from uae.evaluation.common import batch_images, iterate, make_loader, match_size, model_device, open_dataset
+from uae.evaluation.common import (
+    batch_images,
+    iterate,
+    make_loader,
+    match_size,
+    model_device,
+    open_dataset,
+    trim_heap,
+)
 from uae.evaluation.metrics import ReconstructionMetrics, as_metrics
 from uae.evaluation.options import RunOptions
 from uae.utils import maybe_autocast
@@ -37,10 +47,14 @@ class BackgroundUpdates:
     Args:
         update: The accumulating function (e.g. :meth:`ReconstructionMetrics.update`).
         depth: Calls that may wait (each holds its tensors).
+        after: Called in the thread after each update (e.g. :func:`uae.evaluation.common.trim_heap`).
     """
 
-    def __init__(self, update: Callable[..., None], depth: int = 2) -> None:
+    def __init__(
+        self, update: Callable[..., None], depth: int = 2, after: Callable[[], None] | None = None
+    ) -> None:
         self._update = update
+        self._after = after
         self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="uae-metrics", daemon=True)
@@ -55,6 +69,9 @@ class BackgroundUpdates:
                 try:
                     with torch.no_grad():
                         self._update(*item)
+                    del item
+                    if self._after is not None:
+                        self._after()
                 except BaseException as e:  # noqa: BLE001 - handed to the main thread
                     self._error = e
 
@@ -142,6 +159,8 @@ def evaluate_reconstruction(
                 x = input_filter(x).clamp(0.0, 1.0)
                 ref = input_filter(ref).clamp(0.0, 1.0)
             update(reconstruct_batch(model, x, eval_size, amp=amp), ref)
+            del x, ref, batch
+            trim_heap()
     except BaseException:
         if worker is not None:
             worker.close(check=False)
