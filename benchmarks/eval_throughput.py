@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {"lpips": False, "fid": False}
 
     ds, _ = open_dataset(str(folder), model.config.img_size, options=options, out_size=size, labels=False)
-    batches = [b["image"] for b in make_loader(ds, args.batch_size, args.num_workers)]
+    batches = [b["image"] for b in make_loader(ds, args.batch_size, args.num_workers, device=device)]
     n = sum(len(b) for b in batches)
 
     def compute() -> float:
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             d, _ = open_dataset(str(folder), model.config.img_size, options=opts, out_size=size, labels=False)
             res = evaluate_reconstruction(
                 model,
-                make_loader(d, args.batch_size, args.num_workers),
+                make_loader(d, args.batch_size, args.num_workers, device=device),
                 ReconstructionMetrics(**metrics, device=device),
                 size,
                 device=device,

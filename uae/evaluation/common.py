@@ -257,8 +257,15 @@ def build_dataset(
     )
 
 
-def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, shuffle: bool = False) -> DataLoader:
-    """A ``DataLoader`` of dict batches (``pin_memory`` on CUDA).
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int = 0,
+    shuffle: bool = False,
+    device: str | torch.device | None = None,
+) -> DataLoader:
+    """A ``DataLoader`` of dict batches (``pin_memory`` when the batches go to a CUDA ``device``; with
+    ``device=None``, whenever CUDA is available).
 
     Batches come from :func:`uae.data.datasets.collate_skipping`: samples the dataset could not read
     are left out and listed under ``batch["unreadable"]``; a batch without any readable image has
@@ -273,7 +280,7 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, shuffle
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available() if device is None else torch.device(device).type == "cuda",
         persistent_workers=False,
         collate_fn=collate_skipping,
     )

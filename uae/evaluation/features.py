@@ -123,7 +123,7 @@ def extract_features(
         except SafetensorError as e:
             logger.warning("Feature cache %s is unreadable (%s); recomputing", cache_path, e)
     device = torch.device(device)
-    loader = make_loader(dataset, batch_size, num_workers=num_workers)
+    loader = make_loader(dataset, batch_size, num_workers=num_workers, device=device)
     n = len(dataset)
     features: torch.Tensor | None = None  # preallocated (N, D) once D is known: no 2x peak from concatenation
     label_t = torch.empty(n, dtype=torch.long)

@@ -206,7 +206,7 @@ def evaluate_dataset(
     ds, root = open_dataset(data, model.config.img_size, options=options, out_size=size, labels=False)
     res = evaluate_reconstruction(
         model,
-        make_loader(ds, options.batch_size, options.num_workers),
+        make_loader(ds, options.batch_size, options.num_workers, device=device),
         as_metrics(metrics, device),
         size,
         device=device,
