@@ -14,6 +14,9 @@ In one process and on the same synthetic JPEG folder (:mod:`benchmarks.synthetic
   rFID off: decoding in the loader's workers, the model, PSNR and SSIM in a background thread;
 * **eval, metrics inline**: the same with the metrics between the model's batches (``background=False``);
 * **eval, no draft**: the same as **eval** with full-size JPEG decoding (``RunOptions(draft=False)``);
+* **eval, as before**: the same loop with the previous metric code (torchmetrics' ``PeakSignalNoiseRatio``
+  with a per-batch list state and its 2-D ``StructuralSimilarityIndexMeasure``, :class:`LegacyMetrics`) on
+  the main thread and full-size decoding: what ``uae eval`` did before, measured in the same run;
 * **eval, preloaded**: :func:`uae.evaluation.reconstruction.evaluate_reconstruction` over the decoded
   batches in memory (host tensors, as a loader yields them): the model and the metrics without the
   decoding, i.e. what the metrics cost the model (on a GPU the decoding, not the metrics, bounds **eval**).
@@ -36,6 +39,31 @@ from pathlib import Path
 import torch
 
 from benchmarks.synthetic_images import write_images
+
+
+class LegacyMetrics:
+    """PSNR / SSIM as ``uae eval`` computed them before (torchmetrics' classes, 8-bit quantised inputs)."""
+
+    def __init__(self, device: torch.device) -> None:
+        from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean").to(
+            device
+        )
+        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0).to(device)
+        self.n = 0
+
+    @torch.no_grad()
+    def update(self, recon: torch.Tensor, ref: torch.Tensor) -> None:
+        from uae.evaluation.metrics import quantize
+
+        recon, ref = quantize(recon.float().clamp(0, 1)), quantize(ref.float().clamp(0, 1))
+        self.psnr.update(recon, ref)
+        self.ssim.update(recon, ref)
+        self.n += len(recon)
+
+    def compute(self) -> dict:
+        return {"num_images": self.n, "psnr": float(self.psnr.compute()), "ssim": float(self.ssim.compute())}
 
 
 def _sync(device: torch.device) -> None:
@@ -92,19 +120,19 @@ def main(argv: list[str] | None = None) -> int:
         _sync(device)
         return n / (time.perf_counter() - start)
 
-    def run_eval(background: bool = True, draft: bool = True) -> float:
+    def run_eval(background: bool = True, draft: bool = True, legacy: bool = False) -> float:
         opts = RunOptions(
             batch_size=args.batch_size, num_workers=args.num_workers, progress=False, draft=draft
         )
         start = time.perf_counter()
-        if background and draft:
+        if background and draft and not legacy:
             res = evaluate_dataset(model, str(folder), metrics=metrics, options=opts)
         else:
             d, _ = open_dataset(str(folder), model.config.img_size, options=opts, out_size=size, labels=False)
             res = evaluate_reconstruction(
                 model,
                 make_loader(d, args.batch_size, args.num_workers, device=device),
-                ReconstructionMetrics(**metrics, device=device),
+                LegacyMetrics(device) if legacy else ReconstructionMetrics(**metrics, device=device),
                 size,
                 device=device,
                 progress=False,
@@ -130,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": run_eval,
         "eval_metrics_inline": lambda: run_eval(background=False),
         "eval_no_draft": lambda: run_eval(draft=False),
+        "eval_as_before": lambda: run_eval(background=False, draft=False, legacy=True),
     }
     compute()  # warm-up (first-call allocations, autotuning)
     run_eval()
@@ -139,14 +168,15 @@ def main(argv: list[str] | None = None) -> int:
             rates[name].append(fn())
             print(f"{name:22s} {rates[name][-1]:9.1f} images/s", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
-    ratios = {
-        k: {
-            "median": round(med[k] / med["compute"], 3),
-            "per_round": [round(a / c, 3) for a, c in zip(rates[k], rates["compute"])],
-        }
-        for k in variants
-        if k != "compute"
-    }
+    ratios = {}
+    for k in variants:
+        if k != "compute":
+            per_round = [a / c for a, c in zip(rates[k], rates["compute"])]  # each round's A/B pair
+            ratios[k] = {
+                "median": round(statistics.median(per_round), 3),
+                "of_medians": round(med[k] / med["compute"], 3),
+                "per_round": [round(r, 3) for r in per_round],
+            }
     result = {
         "settings": {
             **{k: v for k, v in vars(args).items() if k not in ("out", "folder")},

@@ -2,8 +2,8 @@
 
 The metrics do not hold up the model: the loader decodes in its worker processes, the model runs on the
 main thread, and the metrics (on the model's device) run in a background thread
-(:class:`BackgroundUpdates`) that takes the reconstructions batch by batch, at most two batches
-behind. Memory does not grow with the number of images: the metrics keep running sums (see
+(:class:`BackgroundUpdates`) that takes the reconstructions batch by batch, with at most one batch
+waiting. Memory does not grow with the number of images: the metrics keep running sums (see
 :mod:`uae.evaluation.metrics`) and the freed heap is handed back after each batch
 (:func:`uae.evaluation.common.trim_heap`).
 """
@@ -51,7 +51,7 @@ class BackgroundUpdates:
     """
 
     def __init__(
-        self, update: Callable[..., None], depth: int = 2, after: Callable[[], None] | None = None
+        self, update: Callable[..., None], depth: int = 1, after: Callable[[], None] | None = None
     ) -> None:
         self._update = update
         self._after = after
