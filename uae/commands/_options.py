@@ -163,7 +163,7 @@ def add_model_data(p: argparse.ArgumentParser, data_help: str = "") -> None:
         "--no-draft",
         action="store_true",
         help="decode large JPEGs at full size (default: at a reduced scale when the model's input is "
-        "less than half the image's shorter side; 2-8x faster, not bit-identical)",
+        "less than half the image's shorter side; 1.3-9x faster, not bit-identical)",
     )
 
 

@@ -225,7 +225,7 @@ class ImageFolderDataset(Dataset):
         max_pixels: Pixel budget per image (checked from the header); ``"default"``:
             :func:`uae.data.image_io.default_max_pixels`; ``None``: no budget.
         draft: Let a JPEG much larger than the transform's output be decoded at a reduced scale
-            (:func:`transform_draft_size`, :func:`uae.data.image_io.read_image`'s ``draft_size``); 2-8x
+            (:func:`transform_draft_size`, :func:`uae.data.image_io.read_image`'s ``draft_size``); 1.3-9x
             faster decoding, output not bit-identical to a full decode (see :mod:`uae.data.image_io`).
 
     Attributes:

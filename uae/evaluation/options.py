@@ -47,7 +47,7 @@ class RunOptions:
         num_workers: DataLoader worker processes.
         amp: bf16 / fp16 autocast on CUDA.
         progress: tqdm progress bars.
-        draft: Decode a JPEG much larger than the model's input at a reduced scale (2-8x faster; the
+        draft: Decode a JPEG much larger than the model's input at a reduced scale (1.3-9x faster; the
             pixels are not bit-identical to a full decode, see :mod:`uae.data.image_io`).
 
     Raises:
