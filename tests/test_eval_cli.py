@@ -354,3 +354,17 @@ def test_eval_counts_each_image_once_in_a_folder_with_a_symlink_loop(
     argv = ["--model", str(model_dir), "--data", str(image_folder), "--output", str(out), "--no-lpips"]
     assert eval_cmd.main([*argv, "--no-fid", *COMMON]) == 0
     assert json.loads(out.read_text())["num_images"] == 8  # was 328
+
+
+def test_no_draft_flag_reaches_the_dataset(image_folder):
+    from uae.commands._options import run_options
+
+    for cmd in (eval_cmd, encode_cmd, probe_cmd, filtered_cmd):
+        argv = ["--model", "m", "--data", str(image_folder)] + (["--out", "x"] if cmd is encode_cmd else [])
+        assert run_options(cmd.build_parser().parse_args(argv)).draft is True
+        assert run_options(cmd.build_parser().parse_args([*argv, "--no-draft"])).draft is False
+    from uae.evaluation.common import open_dataset
+    from uae.evaluation.options import RunOptions
+
+    assert open_dataset(str(image_folder), 32, options=RunOptions(draft=False))[0].draft is False
+    assert open_dataset(str(image_folder), 32, options=RunOptions())[0].draft is True

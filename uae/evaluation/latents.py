@@ -150,10 +150,11 @@ def _prepare(out: Path, index: dict[str, Any], index_path: Path, rank: int, worl
     or altered (checked by every rank for its share, SHA-256 included), and shard files the index does not
     list. Returns the index every rank then works from."""
     if rank == 0:
-        remove_temp_files(out)
-        for p in out.glob("*.tmp"):
-            logger.info("Removing partial file %s", p)
-            p.unlink()
+        with output_errors(out, "partial files", verb="remove"):
+            remove_temp_files(out)
+            for p in out.glob("*.tmp"):
+                logger.info("Removing partial file %s", p)
+                p.unlink()
     barrier()
     mine = [e for e in index["shards"] if int(e["shard"]) % world == rank]
     with ThreadPoolExecutor(max_workers=max(1, min(4, len(mine)))) as pool:  # hashing releases the GIL
@@ -177,7 +178,8 @@ def _prepare(out: Path, index: dict[str, Any], index_path: Path, rank: int, worl
                 continue
             if sid not in done:
                 logger.info("Removing uncommitted shard %s (will be recomputed)", p)
-                p.unlink()
+                with output_errors(out, f"the uncommitted {p.name}", verb="remove"):
+                    p.unlink()
     barrier()
     return json.loads(index_path.read_text()) if world > 1 else index
 
@@ -255,7 +257,7 @@ def export_latents(
     fp = _fingerprint(settings)
     index_path = out / INDEX_NAME
     if rank == 0:
-        with output_errors(out, "the export folder"):
+        with output_errors(out, "the export folder", verb="create"):
             out.mkdir(parents=True, exist_ok=True)
         if not index_path.is_file():
             with output_errors(out, FILES_NAME):

@@ -220,8 +220,8 @@ def write_shard(
 
 
 @contextlib.contextmanager
-def output_errors(folder: str | os.PathLike, what: str) -> Iterator[None]:
-    """Turn an ``OSError`` raised while writing ``what`` into ``folder`` into one :class:`OutputError` line.
+def output_errors(folder: str | os.PathLike, what: str, verb: str = "write") -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing (``verb``) ``what`` in ``folder`` into one :class:`OutputError` line.
 
     The message names the folder, the cause (``No space left on device``) and that re-running the same
     command resumes the export.
@@ -234,7 +234,7 @@ def output_errors(folder: str | os.PathLike, what: str) -> Iterator[None]:
         cause = e.strerror or str(e) or type(e).__name__
         code = f" [{errno_codes.errorcode.get(e.errno, e.errno)}]" if e.errno else ""
         raise OutputError(
-            f"cannot write {what} in {os.fspath(folder)!r}: {cause}{code}; fix that and run the same "
+            f"cannot {verb} {what} in {os.fspath(folder)!r}: {cause}{code}; fix that and run the same "
             "command again to resume (finished shards are kept)",
             param="out_dir",
         ) from e
