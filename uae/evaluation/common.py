@@ -57,7 +57,8 @@ def trim_heap() -> None:
 
     A thread that allocates and frees tensors batch after batch (the metrics' thread of an evaluation)
     otherwise leaves its glibc arena fragmented, and the process grows with the number of batches
-    (measured: ~70 KiB per image on ``uae eval``); one call per batch costs well under a millisecond.
+    (measured: ~70 KiB per image on ``uae eval``). One call costs a few milliseconds with a ~1 GB
+    heap, so the evaluations call it once per batch, and only when the model runs on the CPU.
     """
     global _LIBC
     if _LIBC is None:

@@ -148,7 +148,8 @@ def extract_features(
         label_t[pos : pos + b] = torch.as_tensor(batch["label"]).long()
         pos += b
         del x, f
-        trim_heap()  # no heap growth batch after batch (glibc fragmentation)
+        if device.type == "cpu":
+            trim_heap()  # no heap growth batch after batch (glibc fragmentation)
     if features is None:
         raise InputError(f"none of the {n} images could be read ({len(local.skipped)} skipped)")
     if pos + len(local.skipped) != n:

@@ -325,7 +325,8 @@ def export_latents(
                 x, _ = batch_images(batch, device)
                 buf.add(_encode(model, x, what, amp), batch["index"], batch["label"])
                 del x
-            trim_heap()  # no heap growth batch after batch (glibc fragmentation)
+            if device.type == "cpu":
+                trim_heap()  # no heap growth batch after batch (glibc fragmentation)
             bar.update(len(batches[bi]))
             batch_in_shard += 1
             if callback is not None:

@@ -47,14 +47,10 @@ class BackgroundUpdates:
     Args:
         update: The accumulating function (e.g. :meth:`ReconstructionMetrics.update`).
         depth: Calls that may wait (each holds its tensors).
-        after: Called in the thread after each update (e.g. :func:`uae.evaluation.common.trim_heap`).
     """
 
-    def __init__(
-        self, update: Callable[..., None], depth: int = 1, after: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, update: Callable[..., None], depth: int = 1) -> None:
         self._update = update
-        self._after = after
         self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="uae-metrics", daemon=True)
@@ -70,8 +66,6 @@ class BackgroundUpdates:
                     with torch.no_grad():
                         self._update(*item)
                     del item
-                    if self._after is not None:
-                        self._after()
                 except BaseException as e:  # noqa: BLE001 - handed to the main thread
                     self._error = e
 
@@ -160,7 +154,8 @@ def evaluate_reconstruction(
                 ref = input_filter(ref).clamp(0.0, 1.0)
             update(reconstruct_batch(model, x, eval_size, amp=amp), ref)
             del x, ref, batch
-            trim_heap()
+            if device.type == "cpu":  # the host heap churns only when the model runs there
+                trim_heap()
     except BaseException:
         if worker is not None:
             worker.close(check=False)
