@@ -170,3 +170,31 @@ def test_datamodule_imagenet_and_coco_layouts(tmp_path, photo_paths):
     assert len(dm.train_set) == 1 and len(dm.val_set) == 1 and dm.val_set[0]["label"] == -1
     with pytest.raises(FileNotFoundError, match="train2017"):
         UAEDataModule(str(inet), dataset="coco", image_size=32, num_workers=0).setup("fit")
+
+
+def test_find_images_symlink_loop_visits_each_folder_once(image_folder):
+    """A directory link to an ancestor used to be followed until the OS refused (ELOOP): 8 images were
+    listed 328 times (41 levels deep)."""
+    (image_folder / "a" / "up").symlink_to("..", target_is_directory=True)
+    (image_folder / "b" / "self").symlink_to(".", target_is_directory=True)
+    found = find_images(image_folder)
+    assert len(found) == 8 and len({p.resolve() for p in found}) == 8
+    assert all("up" not in p.parts and "self" not in p.parts for p in found)
+    ds = ImageFolderDataset(image_folder)
+    assert len(ds) == 8 and ds.classes == ["a", "b"]
+
+
+def test_find_images_counts_each_real_file_once_and_keeps_the_real_path(tmp_path, photo_paths):
+    root = tmp_path / "data"
+    for i in range(3):
+        _save(root / "cats" / f"c{i}.png", photo_paths[i])
+    _save(tmp_path / "elsewhere" / "dog.png", photo_paths[3])
+    (root / "again").symlink_to(root / "cats", target_is_directory=True)  # a second way to the same folder
+    (root / "alias.png").symlink_to(root / "cats" / "c0.png")  # a file link to a listed file
+    (root / "dogs").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # a folder outside: kept
+    (root / "aa_first").mkdir()
+    (root / "aa_first" / "c1.png").symlink_to(root / "cats" / "c1.png")  # sorts before the real file
+    found = [p.relative_to(root).as_posix() for p in find_images(root)]
+    # Rule: one path per resolved real file; a path without links wins over one through a link.
+    assert found == ["cats/c0.png", "cats/c1.png", "cats/c2.png", "dogs/dog.png"]
+    assert [p.name for p in find_images(root, recursive=False)] == ["alias.png"]  # its target is not listed

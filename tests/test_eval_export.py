@@ -149,3 +149,134 @@ def test_chan_combination_equals_global_moments():
     torch.testing.assert_close(mean, ref_mean)
     torch.testing.assert_close(m2, ref_m2)
     torch.testing.assert_close((m2 / (n - 1)).sqrt(), x.permute(1, 2, 0, 3, 4).flatten(2).std(2))
+
+
+def _tensors(out) -> dict[str, torch.Tensor]:
+    index = read_index(out)
+    return {f"{e['shard']}/{k}": v for e in index["shards"] for k, v in load_shard(out, e["shard"]).items()}
+
+
+def _same_export(a, b) -> None:
+    ia, ib = read_index(a), read_index(b)
+    assert ia == ib
+    ta, tb = _tensors(a), _tensors(b)
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_a_shard_with_flipped_bytes_is_found_and_recomputed(tiny_model, image_folder, tmp_path):
+    from uae.errors import DamagedFileError
+    from uae.evaluation.shards import file_sha256
+
+    ds = build_dataset(image_folder, 32)
+    kw = dict(what=("latent",), shard_size=3, batch_size=3, progress=False)
+    out, clean = tmp_path / "export", tmp_path / "clean"
+    export_latents(tiny_model, ds, out, **kw)
+    export_latents(tiny_model, ds, clean, **kw)
+    index = read_index(out)
+    assert all(e["sha256"] == file_sha256(out / e["file"]) for e in index["shards"])
+    shard1 = out / "shard-00001.safetensors"
+    data = bytearray(shard1.read_bytes())
+    for i in range(len(data) - 64, len(data) - 32):  # inside the tensor data: same size, same header
+        data[i] ^= 0xFF
+    shard1.write_bytes(bytes(data))
+    assert load_shard(out, 1).keys() == load_shard(clean, 1).keys()  # still reads fine
+    with pytest.raises(DamagedFileError, match="SHA-256"):
+        verify_export(out)
+    mtimes = {s: (out / f"shard-0000{s}.safetensors").stat().st_mtime_ns for s in (0, 2)}
+    events = []
+    export_latents(tiny_model, ds, out, callback=lambda e, s, b: events.append((e, s)), **kw)
+    assert [s for e, s in events if e == "shard"] == [1]  # only the damaged shard is recomputed
+    assert all((out / f"shard-0000{s}.safetensors").stat().st_mtime_ns == t for s, t in mtimes.items())
+    verify_export(out)
+    _same_export(out, clean)
+
+
+@pytest.mark.parametrize("raised", ["oserror", "safetensors"])
+def test_a_full_disk_is_one_output_error_and_the_resume_is_exact(
+    tiny_model, image_folder, tmp_path, monkeypatch, raised
+):
+    import errno
+
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    from uae.errors import OutputError
+
+    ds = build_dataset(image_folder, 32)
+    kw = dict(what=("bands", "latent"), shard_size=3, batch_size=2, progress=False)
+    out, clean = tmp_path / "export", tmp_path / "clean"
+    real = safetensors.torch.save_file
+    calls = {"n": 0}
+
+    def full_disk(tensors, filename, metadata=None):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second shard: the disk is full
+            real(tensors, filename, metadata)  # partly written, then the error
+            if raised == "oserror":
+                raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        real(tensors, filename, metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(OutputError, match="No space left on device") as e:
+        export_latents(tiny_model, ds, out, **kw)
+    msg = str(e.value)
+    assert str(out) in msg and "shard-00001.safetensors" in msg and "ENOSPC" in msg and "\n" not in msg
+    assert e.value.param == "out_dir" and isinstance(e.value, OSError)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".tmp")] == []  # no half-written file
+    monkeypatch.setattr(safetensors.torch, "save_file", real)
+    final = export_latents(tiny_model, ds, out, **kw)
+    assert final["complete"]
+    export_latents(tiny_model, ds, clean, **kw)
+    verify_export(out)
+    _same_export(out, clean)
+
+
+def test_a_full_disk_during_uae_encode_is_one_line_exit_2(
+    tiny_model, image_folder, tmp_path, monkeypatch, capsys
+):
+    import errno
+
+    import uae.evaluation.latents as latents
+    from uae.cli import main
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(latents, "write_json", lambda *a, **k: full(*a[:2]))
+    model_dir = tmp_path / "model"
+    tiny_model.save_pretrained(model_dir)
+    out = tmp_path / "lat"
+    argv = ["encode", "--model", str(model_dir), "--data", str(image_folder), "--out", str(out)]
+    rc = main([*argv, "--num-workers", "0", "--no-progress", "--batch-size", "4", "--shard-size", "4"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "No space left on device" in err and str(out) in err and "index.json" in err
+
+
+def test_journals_of_a_multi_process_run_are_merged_on_resume(tiny_model, image_folder, tmp_path):
+    """What ranks 1.. of a ``torchrun`` export leave when killed before rank 0 merged their work: committed
+    entries in ``.journal-<rank>.jsonl`` (the last line maybe cut). Any later run (any number of processes)
+    takes them over, and the finished folder equals an uninterrupted one-process export."""
+    from uae.evaluation.shards import append_journal, journal_path
+
+    ds = build_dataset(image_folder, 32)
+    kw = dict(what=("latent",), shard_size=2, batch_size=2, progress=False)
+    out, clean = tmp_path / "export", tmp_path / "clean"
+    export_latents(tiny_model, ds, clean, **kw)
+    export_latents(tiny_model, ds, out, **kw)
+    index = read_index(out)
+    moved = [e for e in index["shards"] if e["shard"] % 2 == 1]  # rank 1 of 2 did shards 1 and 3
+    index["shards"] = [e for e in index["shards"] if e["shard"] % 2 == 0]
+    index["complete"] = False
+    index.pop("stats")
+    (out / "index.json").write_text(json.dumps(index))
+    for e in moved:
+        append_journal(out, 1, {"entry": e, "shapes": {"latent": [32, 8, 8]}})
+    with open(journal_path(out, 1), "a") as f:
+        f.write('{"entry": {"shard": 9, "fi')  # cut by the kill
+    events = []
+    export_latents(tiny_model, ds, out, callback=lambda e, s, b: events.append(e), **kw)
+    assert events == []  # nothing recomputed
+    assert not list(out.glob(".journal-*"))
+    _same_export(out, clean)

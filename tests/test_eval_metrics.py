@@ -183,3 +183,55 @@ def test_pickled_code_in_inception_file_is_refused(tmp_path, empty_hub):
     torch.save({"x": object()}, bad)
     m = ReconstructionMetrics(lpips=False, inception_weights=bad)
     assert "cannot read Inception weights" in m.unavailable["rfid"]
+
+
+def _state_elements(obj, seen=None) -> int:
+    """Tensor elements held by an accumulator: its attributes, lists, dicts and torchmetrics states."""
+    from torchmetrics import Metric
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return obj.numel()
+    if isinstance(obj, (list, tuple)):
+        return sum(_state_elements(v, seen) for v in obj)
+    if isinstance(obj, dict):
+        return sum(_state_elements(v, seen) for v in obj.values())
+    if isinstance(obj, Metric):
+        return sum(_state_elements(getattr(obj, k), seen) for k in obj._defaults)
+    if hasattr(obj, "__dict__") and not isinstance(obj, torch.nn.Module):
+        return sum(_state_elements(v, seen) for v in vars(obj).values())
+    return 0
+
+
+def test_metric_state_does_not_grow_with_the_number_of_images(photos32, empty_hub):
+    """torchmetrics' PSNR with ``dim`` kept one tensor per batch (+61 KiB of heap per image measured on
+    ``uae eval``); the accumulator must hold running sums only."""
+    recon, ref = _pairs(photos32)
+    m = ReconstructionMetrics(lpips=False, fid=False)
+    m.update(recon, ref)
+    after_one = _state_elements(m)
+    for _ in range(50):
+        m.update(recon, ref)
+    assert _state_elements(m) == after_one
+    assert m.compute()["num_images"] == 51 * len(ref)
+
+
+def test_psnr_and_ssim_per_image_equal_torchmetrics_in_float64(photos32):
+    from uae.evaluation.metrics import RunningMean, psnr_per_image, ssim_per_image
+
+    recon, ref = _pairs(photos32)
+    flat = torch.full_like(ref, 0.4) + 0.01 * ref  # a flat reconstruction: where float32 SSIM cancels
+    for a in (recon, flat):
+        exact = structural_similarity_index_measure(
+            a.double(), ref.double(), data_range=1.0, reduction="none"
+        )
+        torch.testing.assert_close(ssim_per_image(a, ref).double(), exact, rtol=0, atol=1e-6)
+        direct = torch.stack([peak_signal_noise_ratio(a[i], ref[i], data_range=1.0) for i in range(len(a))])
+        torch.testing.assert_close(psnr_per_image(a, ref), direct, rtol=1e-6, atol=1e-5)
+    mean = RunningMean()
+    mean.update(torch.tensor([1.0, 2.0]))
+    mean.update(torch.tensor([6.0]))
+    assert mean.total.dtype == torch.float64 and mean.compute() == 3.0 and mean.count == 3

@@ -146,3 +146,99 @@ def test_atomic_write_leaves_no_temp_file_on_error(tmp_path):
     assert (tmp_path / "a.json").read_text() == "old" and sorted(os.listdir(tmp_path)) == ["a.json"]
     (tmp_path / ".tmpXyZ123").write_bytes(b"left by a kill")
     assert [p.name for p in remove_temp_files(tmp_path)] == [".tmpXyZ123"]
+
+
+# ------------------------------------------------------------------------------------ EXIF orientation
+#: How a camera stores an upright picture under each EXIF orientation (the viewer undoes it), written
+#: from the EXIF specification with numpy, independently of Pillow's own table.
+STORED = {
+    1: lambda u: u,
+    2: lambda u: u[:, ::-1],  # mirrored left-right
+    3: lambda u: u[::-1, ::-1],  # rotated 180
+    4: lambda u: u[::-1],  # mirrored top-bottom
+    5: lambda u: u.transpose(1, 0, 2),  # mirrored along the main diagonal
+    6: lambda u: np.rot90(u, 1),  # stored turned 90 counter-clockwise: shown turned 90 clockwise
+    7: lambda u: u[::-1, ::-1].transpose(1, 0, 2),  # mirrored along the anti-diagonal
+    8: lambda u: np.rot90(u, -1),  # stored turned 90 clockwise
+}
+
+
+def _with_orientation(path: Path, stored: np.ndarray, orientation: int, **save: object) -> Path:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.ascontiguousarray(stored)).save(path, exif=exif, **save)
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_gives_the_upright_picture(photo8, tmp_path, orientation):
+    upright = photo8[16:112, :96]  # 96 rows x 96 cols would be symmetric in shape: use 96 x 80
+    upright = np.ascontiguousarray(upright[:, :80])
+    stored = STORED[orientation](upright)
+    # Lossless (PNG with an eXIf chunk): exactly the upright original.
+    png = _with_orientation(tmp_path / f"o{orientation}.png", stored, orientation)
+    np.testing.assert_array_equal(np.asarray(read_image(png)), upright)
+    # JPEG (what cameras write): the decoded stored pixels, oriented; and close to the original.
+    jpg = _with_orientation(tmp_path / f"o{orientation}.jpg", stored, orientation, quality=95, subsampling=0)
+    with Image.open(jpg) as im:
+        raw = np.asarray(im.convert("RGB"))  # the pixels as stored, orientation ignored
+    got = np.asarray(read_image(jpg))
+    assert got.shape == upright.shape
+    undo = {6: lambda a: np.rot90(a, -1), 8: lambda a: np.rot90(a, 1)}.get(orientation, STORED[orientation])
+    np.testing.assert_array_equal(got, undo(raw))
+    assert np.abs(got.astype(int) - upright).mean() < 3
+    # Every reader of the package goes through it: the datasets and the app's notes.
+    sample = ImageFolderDataset([png], transform=image_transform(32))[0]["image"]
+    reference = image_transform(32)(Image.fromarray(upright))
+    torch.testing.assert_close(sample, reference, rtol=0, atol=0)
+    if orientation != 1:
+        from uae.data.image_io import read_image_with_notes
+
+        assert f"EXIF orientation {orientation}: turned upright" in read_image_with_notes(png)[1]
+
+
+# ------------------------------------------------------------------------------------ draft JPEG decoding
+def _big_jpeg(photo8: np.ndarray, path: Path, size: tuple[int, int] = (1024, 768)) -> Path:
+    Image.fromarray(photo8).resize(size, Image.BICUBIC).save(path, quality=90)
+    return path
+
+
+def test_draft_decoding_of_large_jpegs(photo8, tmp_path):
+    from uae.data.image_io import DRAFT_GAP, draft_request
+
+    big = _big_jpeg(photo8, tmp_path / "big.jpg")  # 1024 x 768
+    assert read_image(big).size == (1024, 768)
+    # Target 64: the largest DCT reduction keeping >= 2 x 64 = 128 px on both sides is 1/4 (256 x 192).
+    assert DRAFT_GAP == 2 and draft_request((1024, 768), 64) == (128, 128)
+    assert read_image(big, draft_size=64).size == (256, 192)
+    assert read_image(big, draft_size=200).size == (1024, 768)  # 768 < 2 x 400: no reduction
+    assert read_image(big, draft_size=150).size == (512, 384)
+    Image.open(big).save(tmp_path / "big.png")
+    assert read_image(tmp_path / "big.png", draft_size=64).size == (1024, 768)  # JPEG only
+    # The transform's output is that of a full decode within the crop's own rounding (see image_io).
+    t = image_transform(64)
+    full, draft = t(read_image(big)), t(read_image(big, draft_size=64))
+    assert (full - draft).abs().max() < 0.06 and (full - draft).abs().mean() < 0.004
+    # The datasets ask the transform for its size (and can be told not to).
+    ds = ImageFolderDataset([big], transform=t)
+    fast = ImageFolderDataset([big], transform=t, draft=True)
+    slow = ImageFolderDataset([big], transform=t, draft=False)
+    torch.testing.assert_close(ds[0]["image"], draft, rtol=0, atol=0)
+    torch.testing.assert_close(fast[0]["image"], draft, rtol=0, atol=0)
+    torch.testing.assert_close(slow[0]["image"], full, rtol=0, atol=0)
+
+
+def test_transform_draft_size():
+    from uae.data.datasets import transform_draft_size
+
+    assert transform_draft_size(image_transform(224)) == 224
+    assert transform_draft_size(image_transform(224, out_size=256)) == 256
+    assert transform_draft_size(image_transform(224, train=True)) == 224  # crops the whole shorter side
+    # A random-resized crop may keep 8 % of the area: it needs 1 / sqrt(0.75 * 0.08) = 4.1x the side.
+    assert transform_draft_size(image_transform(224, train=True, scale=(0.08, 1.0))) == 915
+    assert transform_draft_size(lambda im: im) is None  # unknown transform: full decode
+
+    class Declared:
+        draft_size = 96
+
+    assert transform_draft_size(Declared()) == 96

@@ -159,6 +159,12 @@ def add_model_data(p: argparse.ArgumentParser, data_help: str = "") -> None:
     p.add_argument("--device", default="auto", help="cuda, cpu, cuda:1, ... (default: cuda when available)")
     p.add_argument("--no-amp", action="store_true", help="disable bf16/fp16 autocast on CUDA")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--no-draft",
+        action="store_true",
+        help="decode large JPEGs at full size (default: at a reduced scale when the model's input is "
+        "less than half the image's shorter side; 1.3-9x faster, not bit-identical)",
+    )
 
 
 def add_metric_opts(p: argparse.ArgumentParser) -> None:
@@ -225,6 +231,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         num_workers=args.num_workers,
         amp=not args.no_amp,
         progress=not args.no_progress,
+        draft=not args.no_draft,
     )
 
 

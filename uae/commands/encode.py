@@ -1,4 +1,9 @@
-"""``uae encode``: band latents of a dataset as sharded safetensors (resumable), with latent stats."""
+"""``uae encode``: band latents of a dataset as sharded safetensors (resumable), with latent stats.
+
+Across GPUs and nodes: launch it with ``torchrun`` (``torchrun --nproc-per-node 8 -m uae.cli encode ...``,
+``--nnodes``/``--rdzv-endpoint`` for several nodes, the output folder on a shared file system); each
+process encodes its share of the shards and the finished folder is the same as a one-process run's.
+"""
 
 from __future__ import annotations
 
@@ -37,12 +42,13 @@ def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     import torch
 
-    from uae.evaluation.common import prepare_model
+    from uae.evaluation.common import init_distributed, prepare_model, process_group
     from uae.evaluation.latents import encode_dataset
     from uae.paths import output_dir
 
     output_dir(args.out, param="out")
-    model, _ = prepare_model(args.model, random_init=args.random_init, device=args.device)
+    device = init_distributed(args.device)  # a torchrun launch: one process per GPU (or CPU worker)
+    model, _ = prepare_model(args.model, random_init=args.random_init, device=device)
     index = encode_dataset(
         model,
         args.data,
@@ -53,6 +59,8 @@ def main(argv: Sequence[str]) -> int:
         metadata={"model": args.model},
         options=run_options(args),
     )
+    if process_group()[0] != 0:
+        return 0
     print(
         f"uae encode: {len(index['shards'])}/{index['num_shards']} shards, {index.get('num_used', 0)} images "
         f"({index.get('num_skipped', 0)} skipped of {index['num_images']}) -> {args.out}"

@@ -32,61 +32,21 @@ from typing import Any, NamedTuple
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
+from uae.data.folders import IMAGE_EXTENSIONS, find_images, is_image_file  # noqa: F401 - re-exported
 from uae.data.image_io import ImageTooLargeError, read_image
 
 # The transforms live in uae.data.transforms; re-exported here for code that imported them from this module.
-from uae.data.transforms import ImageTransform, image_transform, to_tensor  # noqa: F401
+from uae.data.transforms import (  # noqa: F401
+    ImageTransform,
+    image_transform,
+    to_tensor,
+    transform_draft_size,
+)
 from uae.errors import InputError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
-#: File extensions treated as images (compared case-insensitively).
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
 PathLike = str | os.PathLike
-
-
-def is_image_file(path: PathLike) -> bool:
-    """True when ``path`` has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
-    return pathlib.Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def find_images(root: PathLike, recursive: bool = True) -> list[pathlib.Path]:
-    """All image files under ``root``, sorted.
-
-    Hidden files and folders (names starting with ``.``) are ignored.
-
-    Args:
-        root: A folder.
-        recursive: Descend into sub-folders.
-
-    Returns:
-        Sorted list of paths.
-
-    Raises:
-        MissingFileError: ``root`` does not exist or is not a folder.
-        InputError: No image file found (the message names ``root`` and the extensions).
-    """
-    root = pathlib.Path(root).expanduser()
-    if not root.exists():
-        raise MissingFileError(f"image folder {str(root)!r} does not exist")
-    if not root.is_dir():
-        raise MissingFileError(f"{str(root)!r} is not a folder")
-    files: list[pathlib.Path] = []
-    if recursive:
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            files.extend(
-                pathlib.Path(dirpath) / f for f in filenames if not f.startswith(".") and is_image_file(f)
-            )
-    else:
-        files = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p)]
-    if not files:
-        raise InputError(
-            f"no images found in {str(root)!r} ({'recursively, ' if recursive else ''}"
-            f"extensions {', '.join(IMAGE_EXTENSIONS)})"
-        )
-    return sorted(files)
 
 
 def infer_classes(files: Sequence[pathlib.Path], root: pathlib.Path) -> list[str] | None:
@@ -127,6 +87,9 @@ class ImageFolderDataset(Dataset):
             load with :func:`collate_skipping`).
         max_pixels: Pixel budget per image (checked from the header); ``"default"``:
             :func:`uae.data.image_io.default_max_pixels`; ``None``: no budget.
+        draft: Let a JPEG much larger than the transform's output be decoded at a reduced scale
+            (:func:`transform_draft_size`, :func:`uae.data.image_io.read_image`'s ``draft_size``); 1.3-9x
+            faster decoding, output not bit-identical to a full decode (see :mod:`uae.data.image_io`).
 
     Attributes:
         files: The image paths.
@@ -148,11 +111,13 @@ class ImageFolderDataset(Dataset):
         classes: Sequence[str] | None = None,
         on_error: str = "next",
         max_pixels: int | None | str = "default",
+        draft: bool = True,
     ) -> None:
         if on_error not in ("next", "skip"):
             raise InputError(f"on_error must be 'next' or 'skip', got {on_error!r}")
         self.on_error = on_error
         self.max_pixels = max_pixels
+        self.draft = draft
         if isinstance(root_or_files, (str, os.PathLike)):
             root = pathlib.Path(root_or_files).expanduser()
             files = find_images(root, recursive=recursive)
@@ -217,7 +182,8 @@ class ImageFolderDataset(Dataset):
             return None
         path = self.files[i]
         try:
-            return read_image(path, max_pixels=self.max_pixels)
+            draft_size = transform_draft_size(self.transform) if self.draft else None
+            return read_image(path, max_pixels=self.max_pixels, draft_size=draft_size)
         except (OSError, ValueError, MemoryError) as e:  # read_image wraps Pillow's errors in ValueError
             self._bad.add(i)
             self.num_skipped += 1

@@ -247,6 +247,10 @@ class AdmTransform:
         interpolation: Torch mode of that resize (``"bicubic"``).
     """
 
+    #: Always decode at full size: the releases' pipeline box-downsamples the full image itself, and a
+    #: draft decode would change its input (see :func:`transform_draft_size`).
+    draft_size = None
+
     def __init__(
         self,
         size: int,
@@ -298,6 +302,27 @@ class Normalized:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.transform!r}, mean={self.mean.flatten().tolist()})"
+
+
+def transform_draft_size(transform: Any) -> int | None:
+    """The shorter side a transform needs from the decoded image (the ``draft_size`` of
+    :func:`uae.data.image_io.read_image`), or ``None`` when it is not known (decode at full size).
+
+    A transform may state it as an attribute ``draft_size`` (an int, or ``None`` for "full size"); for
+    an :class:`ImageTransform` it is the larger output side, divided by ``sqrt(3/4 * scale[0])`` for a
+    training random-resized crop (its smallest crop's shorter side, so no crop is upsampled).
+    """
+    if isinstance(transform, Normalized):
+        return transform_draft_size(transform.transform)
+    if hasattr(transform, "draft_size"):
+        value = transform.draft_size
+        return int(value) if value else None
+    if isinstance(transform, ImageTransform):
+        side = max(transform.size, transform.out_size or 0)
+        if transform.train and transform.scale is not None:
+            side = math.ceil(side / math.sqrt(0.75 * transform.scale[0]))
+        return side
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- data config

@@ -21,7 +21,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from uae.errors import InputError
-from uae.evaluation.common import batch_images, iterate, make_loader, model_device, weights_fingerprint
+from uae.evaluation.common import (
+    batch_images,
+    iterate,
+    make_loader,
+    model_device,
+    trim_heap,
+    weights_fingerprint,
+)
 from uae.evaluation.options import RunOptions
 from uae.files import save_safetensors
 from uae.utils import maybe_autocast
@@ -116,7 +123,7 @@ def extract_features(
         except SafetensorError as e:
             logger.warning("Feature cache %s is unreadable (%s); recomputing", cache_path, e)
     device = torch.device(device)
-    loader = make_loader(dataset, batch_size, num_workers=num_workers)
+    loader = make_loader(dataset, batch_size, num_workers=num_workers, device=device)
     n = len(dataset)
     features: torch.Tensor | None = None  # preallocated (N, D) once D is known: no 2x peak from concatenation
     label_t = torch.empty(n, dtype=torch.long)
@@ -140,6 +147,9 @@ def extract_features(
         features[pos : pos + b] = f.float().cpu()
         label_t[pos : pos + b] = torch.as_tensor(batch["label"]).long()
         pos += b
+        del x, f
+        if device.type == "cpu":
+            trim_heap()  # no heap growth batch after batch (glibc fragmentation)
     if features is None:
         raise InputError(f"none of the {n} images could be read ({len(local.skipped)} skipped)")
     if pos + len(local.skipped) != n:
@@ -206,6 +216,7 @@ def cached_features(
             size=model.config.img_size,
             filter=filter_tag,
             pool=pool,
+            draft=options.draft,
         )
         path = None
         if cache_dir is not None:

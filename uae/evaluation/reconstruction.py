@@ -1,8 +1,18 @@
-"""Reconstruction evaluation of a UAE on an image folder, streamed in batches."""
+"""Reconstruction evaluation of a UAE on an image folder, streamed in batches.
+
+The metrics do not hold up the model: the loader decodes in its worker processes, the model runs on the
+main thread, and the metrics (on the model's device) run in a background thread
+(:class:`BackgroundUpdates`) that takes the reconstructions batch by batch, with at most one batch
+waiting. Memory does not grow with the number of images: the metrics keep running sums (see
+:mod:`uae.evaluation.metrics`) and the freed heap is handed back after each batch
+(:func:`uae.evaluation.common.trim_heap`).
+"""
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -12,12 +22,71 @@ from torch.utils.data import DataLoader
 
 from uae.data.transforms import resolve_data_config
 from uae.errors import InputError
-from uae.evaluation.common import batch_images, iterate, make_loader, match_size, model_device, open_dataset
+from uae.evaluation.common import (
+    batch_images,
+    iterate,
+    make_loader,
+    match_size,
+    model_device,
+    open_dataset,
+    trim_heap,
+)
 from uae.evaluation.metrics import ReconstructionMetrics, as_metrics
 from uae.evaluation.options import RunOptions
 from uae.utils import maybe_autocast
 
 logger = logging.getLogger(__name__)
+
+
+class BackgroundUpdates:
+    """Call ``update(*args)`` of an accumulator in a background thread, a bounded number of calls behind.
+
+    PyTorch releases the GIL in its operations, so on CPU the metrics run beside the model's forward,
+    and on a GPU their kernels are queued from another thread. An error in the thread is raised by the
+    next :meth:`put` or by :meth:`close`.
+
+    Args:
+        update: The accumulating function (e.g. :meth:`ReconstructionMetrics.update`).
+        depth: Calls that may wait (each holds its tensors).
+    """
+
+    def __init__(self, update: Callable[..., None], depth: int = 1) -> None:
+        self._update = update
+        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="uae-metrics", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    with torch.no_grad():
+                        self._update(*item)
+                    del item
+                except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                    self._error = e
+
+    def _check(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def put(self, *args: Any) -> None:
+        """Queue one call (blocks while ``depth`` calls wait)."""
+        self._check()
+        self._queue.put(args)
+
+    def close(self, check: bool = True) -> None:
+        """Wait for every queued call; raise the thread's error when ``check``."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if check:
+            self._check()
 
 
 @torch.no_grad()
@@ -45,6 +114,7 @@ def evaluate_reconstruction(
     amp: bool = True,
     progress: bool = True,
     desc: str = "eval",
+    background: bool = True,
 ) -> dict[str, Any]:
     """Stream a loader through the model and the metrics.
 
@@ -60,6 +130,8 @@ def evaluate_reconstruction(
         amp: bf16/fp16 autocast on CUDA.
         progress: Show a tqdm bar.
         desc: Progress bar label.
+        background: Update the metrics in a background thread (:class:`BackgroundUpdates`) instead of
+            between the model's batches.
 
     Returns:
         ``metrics.compute()`` plus ``seconds``, ``images_per_second`` and ``images``
@@ -70,15 +142,27 @@ def evaluate_reconstruction(
     device = torch.device(device)
     start = time.perf_counter()
     skips = SkipLog()
-    for batch in iterate(loader, desc, progress):
-        if not skips.update(batch):
-            continue
-        x, ref = batch_images(batch, device)
-        ref = match_size(ref, eval_size)
-        if input_filter is not None:
-            x = input_filter(x).clamp(0.0, 1.0)
-            ref = input_filter(ref).clamp(0.0, 1.0)
-        metrics.update(reconstruct_batch(model, x, eval_size, amp=amp), ref)
+    worker = BackgroundUpdates(metrics.update) if background else None
+    update = worker.put if worker is not None else metrics.update
+    try:
+        for batch in iterate(loader, desc, progress):
+            if not skips.update(batch):
+                continue
+            x, ref = batch_images(batch, device)
+            ref = match_size(ref, eval_size)
+            if input_filter is not None:
+                x = input_filter(x).clamp(0.0, 1.0)
+                ref = input_filter(ref).clamp(0.0, 1.0)
+            update(reconstruct_batch(model, x, eval_size, amp=amp), ref)
+            del x, ref, batch
+            if device.type == "cpu":  # the host heap churns only when the model runs there
+                trim_heap()
+    except BaseException:
+        if worker is not None:
+            worker.close(check=False)
+        raise
+    if worker is not None:
+        worker.close()
     if skips.used == 0:
         raise InputError(f"none of the images could be read ({len(skips.skipped)} skipped)")
     out = metrics.compute()
@@ -125,7 +209,7 @@ def evaluate_dataset(
     )
     res = evaluate_reconstruction(
         model,
-        make_loader(ds, options.batch_size, options.num_workers),
+        make_loader(ds, options.batch_size, options.num_workers, device=device),
         as_metrics(metrics, device),
         size,
         device=device,

@@ -1,36 +1,125 @@
 """The on-disk layout of a latent export (:mod:`uae.evaluation.latents`): names, the index, reading and
 checking shards.
 
+Per-shard statistics are exact: every shard stores its count, mean and centred sum of squares (float64)
+per channel (:func:`channel_moments`), and the totals are combined with Chan et al.'s parallel formula
+(:func:`combine_moments`), so resumed and multi-process runs give the same statistics as one uninterrupted
+run.
+
 Layout of an export folder::
 
     index.json                 # written atomically after every committed shard
     files.txt                  # the dataset's image paths (relative to its root), one per line
     shard-00000.safetensors    # "bands" (n, K, C, h, w) / "latent" (n, C, h, w) / "fused" (n, C, h, w),
-    shard-00001.safetensors    #  "index" (n,) dataset indices, "label" (n,), per-shard float64 moments
+    shard-00001.safetensors    #  "index" (n,) dataset indices, "label" (n,), per-shard float64 moments;
+                               #  header metadata {"uae_shard": '{"count": n, "shard": s, "start": ...}'}
     latent_stats.safetensors   # per-channel mean/std of each exported tensor (when complete)
 
 Shard ``s`` always covers dataset indices ``[s * shard_size, min((s + 1) * shard_size, N))``; it holds
 the readable ones (its ``"index"`` tensor) and its index entry lists the unreadable ones under
 ``"skipped"`` (a shard whose images are all unreadable has ``"file": null``).
+
+Every shard's entry records the SHA-256 of its file (``"sha256"``), computed from the file as written
+(before it is renamed into place); :func:`shard_problem` and :func:`verify_export` re-hash the file, so a
+shard with flipped bytes (same size, readable header) is found, and a resumed export recomputes it.
+
+Several processes (``torchrun``, one per GPU or node) write one export together: shard ``s`` of the
+pending ones is written by rank ``s mod world_size``; ranks other than 0 never write ``index.json`` but
+append their committed entries to a journal of their own (``.journal-<rank>.jsonl``, one JSON line per
+shard, flushed to disk), which rank 0 merges into the index (at the start of a resumed run and at the
+end) and removes. The finished folder is the same whatever the number of processes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno as errno_codes
+import hashlib
 import json
+import logging
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
-from uae.errors import DamagedFileError, MissingFileError
+from uae.errors import DamagedFileError, MissingFileError, OutputError, UAEError
+from uae.files import atomic_write
+
+logger = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
 FILES_NAME = "files.txt"
 STATS_NAME = "latent_stats.safetensors"
 FORMAT_VERSION = 1
+JOURNAL_PREFIX = ".journal-"
+
+
+def channel_moments(x: torch.Tensor, channel_dim: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """``(count, mean, M2)`` per channel in float64; ``channel_dim`` and the dims before it are kept.
+
+    For ``latent (n, C, h, w)`` use ``channel_dim=1`` -> ``(C,)`` moments; for ``bands (n, K, C, h, w)``
+    use ``channel_dim=2`` -> ``(K, C)`` moments (dim 0, the samples, is always reduced).
+    """
+    x = x.double()
+    keep = list(range(1, channel_dim + 1))
+    red = [0] + list(range(channel_dim + 1, x.ndim))
+    count = x.numel() // int(torch.tensor([x.shape[d] for d in keep]).prod())
+    mean = x.mean(dim=red)
+    shape = [1] + [x.shape[d] for d in keep] + [1] * (x.ndim - channel_dim - 1)
+    m2 = (x - mean.view(shape)).pow(2).sum(dim=red)
+    return count, mean, m2
+
+
+def combine_moments(
+    parts: Sequence[tuple[int, torch.Tensor, torch.Tensor]],
+) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Chan et al.'s pairwise combination of ``(count, mean, M2)`` triples."""
+    n, mean, m2 = parts[0]
+    for nb, mb, m2b in parts[1:]:
+        tot = n + nb
+        delta = mb - mean
+        mean = mean + delta * (nb / tot)
+        m2 = m2 + m2b + delta.pow(2) * (n * nb / tot)
+        n = tot
+    return n, mean, m2
+
+
+class ShardBuffer:
+    """One shard being encoded: its tensors preallocated in the storage dtype (memory: one shard, not a
+    list of batches plus their concatenation), per-batch float64 moments, indices, labels, skipped files.
+
+    Args:
+        shard: The shard number.
+        lo: Its first dataset index.
+        hi: One past its last dataset index.
+        store: Storage dtype of the encoded tensors.
+    """
+
+    def __init__(self, shard: int, lo: int, hi: int, store: torch.dtype) -> None:
+        self.shard, self.lo, self.capacity, self.store = shard, lo, hi - lo, store
+        self.count = 0
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.moments: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
+        self.index: list[torch.Tensor] = []
+        self.label: list[torch.Tensor] = []
+        self.skipped: list[tuple[int, str]] = []
+
+    def add(self, encoded: dict[str, torch.Tensor], index: Any, label: Any) -> None:
+        """Store a batch of encoded tensors (float32, any device) with their dataset indices and labels."""
+        b = len(index)
+        for k, v in encoded.items():
+            v = v.cpu()
+            if k not in self.tensors:
+                self.tensors[k] = torch.empty((self.capacity, *v.shape[1:]), dtype=self.store)
+            self.tensors[k][self.count : self.count + b] = v
+            self.moments.setdefault(k, []).append(channel_moments(v, channel_dim=2 if k == "bands" else 1))
+        self.index.append(torch.as_tensor(index).long())
+        self.label.append(torch.as_tensor(label).long())
+        self.count += b
 
 
 def shard_name(shard: int) -> str:
@@ -38,8 +127,17 @@ def shard_name(shard: int) -> str:
     return f"shard-{shard:05d}.safetensors"
 
 
-def shard_problem(out: Path, entry: dict[str, Any], what: Sequence[str]) -> str | None:
-    """Why a committed shard's file is unusable (missing, wrong size, bad header), or ``None``."""
+def shard_problem(
+    out: Path, entry: dict[str, Any], what: Sequence[str], *, check_sha256: bool = True
+) -> str | None:
+    """Why a committed shard's file is unusable (missing, wrong size, bad header, wrong SHA-256), or ``None``.
+
+    Args:
+        out: The export folder.
+        entry: The shard's index entry.
+        what: The tensors the export stores.
+        check_sha256: Re-hash the file and compare with the entry's ``"sha256"`` (when it has one).
+    """
     if entry.get("file") is None:
         return None if entry.get("count", 0) == 0 else "no file for a non-empty shard"
     path = out / entry["file"]
@@ -64,7 +162,117 @@ def shard_problem(out: Path, entry: dict[str, Any], what: Sequence[str]) -> str 
         return f"unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
     if count != entry.get("count"):
         return f"holds {count} samples, index says {entry.get('count')}"
+    if check_sha256 and "sha256" in entry:
+        digest = file_sha256(path)
+        if digest != entry["sha256"]:
+            return (
+                f"SHA-256 {digest[:12]}... differs from the index's {entry['sha256'][:12]}... (damaged file)"
+            )
     return None
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 8 << 20) -> str:
+    """Hex SHA-256 of a file, read in ``chunk``-byte blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _os_error(e: SafetensorError) -> OSError | None:
+    """The ``OSError`` inside a safetensors I/O error (``... I/O error: ... (os error 28)``), if any."""
+    m = re.search(r"os error (\d+)", str(e))
+    if m is None:
+        return None
+    code = int(m.group(1))
+    return OSError(code, os.strerror(code))
+
+
+def write_shard(
+    tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None
+) -> tuple[int, str]:
+    """Write a shard atomically (temp file in the folder, hashed, renamed into place).
+
+    Args:
+        tensors: The shard's tensors (contiguous).
+        path: The final file.
+        metadata: safetensors header metadata.
+
+    Returns:
+        ``(bytes, sha256)`` of the written file.
+
+    Raises:
+        OSError: Writing failed (disk full, no permission...; safetensors' own I/O errors as ``OSError``).
+    """
+    from safetensors.torch import save_file
+
+    with atomic_write(path) as tmp:
+        try:
+            save_file(dict(tensors), str(tmp), metadata=dict(metadata) if metadata else None)
+        except SafetensorError as e:
+            os_error = _os_error(e)
+            if os_error is None:
+                raise
+            raise os_error from e
+        size, digest = tmp.stat().st_size, file_sha256(tmp)
+    return size, digest
+
+
+@contextlib.contextmanager
+def output_errors(folder: str | os.PathLike, what: str, verb: str = "write") -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing (``verb``) ``what`` in ``folder`` into one :class:`OutputError` line.
+
+    The message names the folder, the cause (``No space left on device``) and that re-running the same
+    command resumes the export.
+    """
+    try:
+        yield
+    except UAEError:
+        raise
+    except OSError as e:
+        cause = e.strerror or str(e) or type(e).__name__
+        code = f" [{errno_codes.errorcode.get(e.errno, e.errno)}]" if e.errno else ""
+        raise OutputError(
+            f"cannot {verb} {what} in {os.fspath(folder)!r}: {cause}{code}; fix that and run the same "
+            "command again to resume (finished shards are kept)",
+            param="out_dir",
+        ) from e
+
+
+def journal_path(out: Path, rank: int) -> Path:
+    """The journal of committed shard entries of ``rank`` (ranks other than 0 of a multi-process export)."""
+    return out / f"{JOURNAL_PREFIX}{rank:05d}.jsonl"
+
+
+def append_journal(out: Path, rank: int, record: Mapping[str, Any]) -> None:
+    """Append one committed shard's record as a JSON line, flushed to disk (the commit point)."""
+    with open(journal_path(out, rank), "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_journals(out: Path) -> list[dict[str, Any]]:
+    """Every complete record of every journal in ``out`` (a line cut by a kill is ignored)."""
+    records = []
+    for path in sorted(out.glob(f"{JOURNAL_PREFIX}*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                logger.info("Ignoring a partial line of %s", path)
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("entry"), dict):
+                records.append(rec)
+    return records
+
+
+def remove_journals(out: Path) -> None:
+    """Delete the journals once merged into the index."""
+    for path in out.glob(f"{JOURNAL_PREFIX}*.jsonl"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def read_index(out_dir: str | os.PathLike) -> dict[str, Any]:
@@ -95,7 +303,8 @@ def load_shard(out_dir: str | os.PathLike, shard: int) -> dict[str, torch.Tensor
 
 
 def verify_export(out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Check an export: every indexed shard exists, no stray shard files, indices cover ``0..N-1`` once.
+    """Check an export: every indexed shard exists with its recorded size and SHA-256, no stray shard
+    files, indices cover ``0..N-1`` once.
 
     Returns:
         The index.

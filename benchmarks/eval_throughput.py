@@ -1,0 +1,211 @@
+"""Does ``uae eval`` keep up with the model? End-to-end images/s against the model's compute-only images/s.
+
+Run from the repository root::
+
+    python -m benchmarks.eval_throughput --model uae_demo --images 2048 --device cpu
+    python -m benchmarks.eval_throughput --model uae_demo --images 4096 --device cuda
+
+In one process and on the same synthetic JPEG folder (:mod:`benchmarks.synthetic_images`,
+500x375 photographs), interleaved ``--repeats`` times (ABAB...):
+
+* **compute**: the model alone (:func:`uae.evaluation.reconstruction.reconstruct_batch`, what the
+  evaluation calls) on batches already decoded and in memory;
+* **eval**: :func:`uae.evaluation.reconstruction.evaluate_dataset` (what ``uae eval`` runs) with LPIPS and
+  rFID off: decoding in the loader's workers, the model, PSNR and SSIM in a background thread;
+* **eval, metrics inline**: the same with the metrics between the model's batches (``background=False``);
+* **eval, no draft**: the same as **eval** with full-size JPEG decoding (``RunOptions(draft=False)``);
+* **eval, as before**: the same loop with the previous metric code (torchmetrics' ``PeakSignalNoiseRatio``
+  with a per-batch list state and its 2-D ``StructuralSimilarityIndexMeasure``, :class:`LegacyMetrics`) on
+  the main thread and full-size decoding: what ``uae eval`` did before, measured in the same run;
+* **eval, preloaded**: :func:`uae.evaluation.reconstruction.evaluate_reconstruction` over the decoded
+  batches in memory (host tensors, as a loader yields them): the model and the metrics without the
+  decoding, i.e. what the metrics cost the model (on a GPU the decoding, not the metrics, bounds **eval**).
+
+The ratio eval / compute is the figure of merit (target: >= 0.8). Results go to
+``benchmarks/results/eval_throughput_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.synthetic_images import write_images
+
+
+class LegacyMetrics:
+    """PSNR / SSIM as ``uae eval`` computed them before (torchmetrics' classes, 8-bit quantised inputs)."""
+
+    def __init__(self, device: torch.device) -> None:
+        from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean").to(
+            device
+        )
+        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0).to(device)
+        self.n = 0
+
+    @torch.no_grad()
+    def update(self, recon: torch.Tensor, ref: torch.Tensor) -> None:
+        from uae.evaluation.metrics import quantize
+
+        recon, ref = quantize(recon.float().clamp(0, 1)), quantize(ref.float().clamp(0, 1))
+        self.psnr.update(recon, ref)
+        self.ssim.update(recon, ref)
+        self.n += len(recon)
+
+    def compute(self) -> dict:
+        return {"num_images": self.n, "psnr": float(self.psnr.compute()), "ssim": float(self.ssim.compute())}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="uae_demo")
+    p.add_argument("--images", type=int, default=2048)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--size", default="500x375", help="source image size WxH")
+    p.add_argument("--folder", default=None, help="reuse (or fill) this image folder")
+    p.add_argument("--out", default="benchmarks/results")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from uae.evaluation.common import make_loader, open_dataset, prepare_model
+    from uae.evaluation.metrics import ReconstructionMetrics
+    from uae.evaluation.options import RunOptions
+    from uae.evaluation.reconstruction import evaluate_dataset, evaluate_reconstruction, reconstruct_batch
+
+    tmp = None
+    if args.folder is None:
+        tmp = tempfile.TemporaryDirectory()
+        folder = Path(tmp.name)
+    else:
+        folder = Path(args.folder)
+    w, h = (int(v) for v in args.size.split("x"))
+    if len(list(folder.glob("*.jpg"))) < args.images:
+        write_images(folder, args.images, size=(w, h))
+    model, device = prepare_model(args.model, device=args.device)
+    model.eval()
+    size = model.config.output_size
+    options = RunOptions(batch_size=args.batch_size, num_workers=args.num_workers, progress=False)
+    metrics = {"lpips": False, "fid": False}
+
+    ds, _ = open_dataset(str(folder), model.config.img_size, options=options, out_size=size, labels=False)
+    batches = [b["image"] for b in make_loader(ds, args.batch_size, args.num_workers, device=device)]
+    n = sum(len(b) for b in batches)
+
+    def compute() -> float:
+        xs = [b.to(device) for b in batches]
+        _sync(device)
+        start = time.perf_counter()
+        for x in xs:
+            reconstruct_batch(model, x, size)
+        _sync(device)
+        return n / (time.perf_counter() - start)
+
+    def run_eval(background: bool = True, draft: bool = True, legacy: bool = False) -> float:
+        opts = RunOptions(
+            batch_size=args.batch_size, num_workers=args.num_workers, progress=False, draft=draft
+        )
+        start = time.perf_counter()
+        if background and draft and not legacy:
+            res = evaluate_dataset(model, str(folder), metrics=metrics, options=opts)
+        else:
+            d, _ = open_dataset(str(folder), model.config.img_size, options=opts, out_size=size, labels=False)
+            res = evaluate_reconstruction(
+                model,
+                make_loader(d, args.batch_size, args.num_workers, device=device),
+                LegacyMetrics(device) if legacy else ReconstructionMetrics(**metrics, device=device),
+                size,
+                device=device,
+                progress=False,
+                background=background,
+            )
+        _sync(device)
+        assert res["num_images"] == n, res["num_images"]
+        return n / (time.perf_counter() - start)
+
+    def run_preloaded() -> float:
+        host = [{"image": b, "unreadable": []} for b in batches]
+        start = time.perf_counter()
+        res = evaluate_reconstruction(
+            model, host, ReconstructionMetrics(**metrics, device=device), size, device=device, progress=False
+        )
+        _sync(device)
+        assert res["num_images"] == n, res["num_images"]
+        return n / (time.perf_counter() - start)
+
+    variants = {
+        "compute": compute,
+        "eval_preloaded": run_preloaded,
+        "eval": run_eval,
+        "eval_metrics_inline": lambda: run_eval(background=False),
+        "eval_no_draft": lambda: run_eval(draft=False),
+        "eval_as_before": lambda: run_eval(background=False, draft=False, legacy=True),
+    }
+    compute()  # warm-up (first-call allocations, autotuning)
+    run_eval()
+    rates: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(args.repeats):
+        for name, fn in variants.items():
+            rates[name].append(fn())
+            print(f"{name:22s} {rates[name][-1]:9.1f} images/s", flush=True)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    ratios = {}
+    for k in variants:
+        if k != "compute":
+            per_round = [a / c for a, c in zip(rates[k], rates["compute"])]  # each round's A/B pair
+            ratios[k] = {
+                "median": round(statistics.median(per_round), 3),
+                "of_medians": round(med[k] / med["compute"], 3),
+                "per_round": [round(r, 3) for r in per_round],
+            }
+    result = {
+        "settings": {
+            **{k: v for k, v in vars(args).items() if k not in ("out", "folder")},
+            "torch_threads": torch.get_num_threads(),
+            "images_used": n,
+            "output_size": size,
+        },
+        "env": {
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+        },
+        "images_per_s": {k: [round(r, 1) for r in v] for k, v in rates.items()},
+        "median_images_per_s": {k: round(v, 1) for k, v in med.items()},
+        "ratio_to_compute": ratios,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"eval_throughput_{device.type}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({"median_images_per_s": result["median_images_per_s"], "ratios": ratios}, indent=1))
+    print(f"written to {path}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
