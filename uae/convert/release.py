@@ -15,7 +15,8 @@ Each format's module exposes
   at what tolerance).
 
 Formats: ``authors_v1`` (WeichenFan/UAE branch ``old_uae``), ``authors_v2`` (branch ``main``),
-``rae`` (bytetriper/RAE decoders). ``uae`` native checkpoints need no converter. This module imports
+``rae`` (bytetriper/RAE decoders), ``dit`` (the DiT-DH generators of both; its ``load_release`` returns a
+:class:`uae.models.dit.DiTDH`, the others a :class:`uae.UAE`). ``uae`` native checkpoints need no converter. This module imports
 no converter (nor torch) until one is used, so the command line can read the table for its ``--help``.
 """
 
@@ -74,6 +75,11 @@ RELEASE_SOURCES: tuple[ReleaseSource, ...] = (
         summary="the authors' v2 release (checkpoints/<encoder>/ep-last.pt + config.yaml)",
     ),
     ReleaseSource("rae", "uae.convert.rae", summary="an RAE decoder (model.pt, bytetriper/RAE)"),
+    ReleaseSource(
+        "dit",
+        "uae.convert.dit",
+        summary="a DiT-DH generator (RAE's stage2_model.pt, the authors' stage_2.pt; + its sampling YAML)",
+    ),
 )
 
 
@@ -204,19 +210,21 @@ def load_release(
     """Convert one original release from local files (strict; see the format's module).
 
     Args:
-        source: ``"authors_v1"`` (or ``"authors"``), ``"authors_v2"``, ``"rae"`` or a registered format.
+        source: ``"authors_v1"`` (or ``"authors"``), ``"authors_v2"``, ``"rae"``, ``"dit"`` or a registered
+            format.
         files: File role -> local path (roles: the format's ``RELEASE_FILES``).
         name: ``config.name`` of the converted model.
         **options: Passed to the format's ``load_release``.
 
     Returns:
-        A :class:`uae.UAE` in eval mode.
+        A :class:`uae.UAE` (a :class:`uae.models.dit.DiTDH` for ``"dit"``) in eval mode.
 
     Raises:
         InputError: Unknown format/roles, or the converter rejects the files (an authors' v2 checkpoint
             given as ``authors_v1`` says so, ``param="source"``).
         MissingFileError: A file is missing.
     """
+    from uae.models.dit import DiTDH
     from uae.models.uae import UAE
 
     conv = get_converter(source)
@@ -228,8 +236,8 @@ def load_release(
         if conv.source == "authors_v1" and main is not None and _is_v2_file(main):
             raise InputError(f"{main} is a v2 checkpoint, use source authors_v2", param="source") from e
         raise
-    if not isinstance(model, UAE):
-        raise TypeError(f"the {source!r} converter returned {type(model).__name__}, not a UAE")
+    if not isinstance(model, (UAE, DiTDH)):
+        raise TypeError(f"the {source!r} converter returned {type(model).__name__}, not a UAE or DiTDH")
     return model.eval()
 
 
