@@ -141,8 +141,8 @@ def _check_resume(old: dict[str, Any], new: dict[str, Any], out_dir: Path) -> No
     if differ:
         shown = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in differ)
         raise InputError(
-            f"{out_dir} holds samples of another run ({shown}); continue it with the same settings or use "
-            "another folder",
+            f"out_dir {str(out_dir)!r} holds samples of another run ({shown}); continue it with the same "
+            "settings or use another folder",
             param="out_dir",
         )
 
