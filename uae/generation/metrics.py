@@ -338,7 +338,6 @@ def evaluate_samples(
     for name, value in (("batch_size", batch_size), ("prc_neighborhood", prc_neighborhood)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}", param=name)
-    files, info = sample_files(samples, num_samples)
     ref_path = Path(reference).expanduser()
     ref_npz = read_reference_npz(ref_path) if ref_path.suffix == ".npz" or ref_path.is_file() else None
     ref_files: list[Path] = []
@@ -350,6 +349,7 @@ def evaluate_samples(
         ref_files = sorted(find_images(ref_path))
         if not ref_files:
             raise MissingFileError(f"no images in the reference folder {ref_path}", param="reference")
+    files, info = sample_files(samples, num_samples)
     result: dict[str, Any] = {
         "fid": None,
         "is": None,
