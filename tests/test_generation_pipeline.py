@@ -23,8 +23,9 @@ from test_generation_sampling import authors_64token_tokenizer, rae_tokenizer
 import uae
 from uae.errors import InputError
 from uae.generation import Guidance, SamplerConfig
-from uae.generation.pipeline import GenerationPipeline, default_shift
+from uae.generation.pipeline import GenerationPipeline
 from uae.generation.seeds import image_labels, image_noise, image_seed
+from uae.generation.settings import default_shift
 
 COMMIT = "1111222233334444555566667777888899990000"
 

@@ -28,12 +28,17 @@ from typing import Any
 
 import torch
 
-from uae.errors import ConfigError, InputError
+from uae.errors import InputError
 from uae.factory import create_model, load_model
-from uae.generation.flow import SHIFT_BASE, time_shift
-from uae.generation.guidance import GUIDANCE_METHODS, Guidance
+from uae.generation.guidance import Guidance
 from uae.generation.samplers import SamplerConfig, sample
 from uae.generation.seeds import image_noise, image_seed
+from uae.generation.settings import (
+    call_settings,
+    default_shift,
+    guidance_from_defaults,
+    sampler_from_defaults,
+)
 from uae.models.dit import DiTDH
 from uae.models.hub import HubOptions
 from uae.models.pretrained import GenerationDefaults, get_pretrained_cfg
@@ -61,33 +66,6 @@ class GenerationOutput:
     latents: torch.Tensor
     labels: torch.Tensor
     seeds: list[int] | None
-
-
-def default_shift(latent_shape: Sequence[int]) -> float:
-    """The releases' time shift for a latent shape: ``sqrt(C*H*W / 4096)``, at least 1 (no shift)."""
-    dims = math.prod(latent_shape)
-    return time_shift(dims) if dims >= SHIFT_BASE else 1.0
-
-
-def sampler_from_defaults(d: GenerationDefaults) -> SamplerConfig:
-    """The release's :class:`SamplerConfig`."""
-    return SamplerConfig(
-        mode=d.mode,  # type: ignore[arg-type]
-        method=d.method,
-        num_steps=d.num_steps,
-        shift=time_shift(d.shift_dim, d.shift_base),
-        prediction=d.prediction,  # type: ignore[arg-type]
-    )
-
-
-def guidance_from_defaults(d: GenerationDefaults) -> Guidance:
-    """The release's :class:`Guidance`."""
-    return Guidance(
-        scale=d.guidance_scale,
-        method=d.guidance_method,  # type: ignore[arg-type]
-        t_min=d.guidance_t_min,
-        t_max=d.guidance_t_max,
-    )
 
 
 class GenerationPipeline:
@@ -267,45 +245,18 @@ class GenerationPipeline:
             InputError: A value the sampler or the guidance cannot take (naming the parameter), or
                 autoguidance without a guidance model.
         """
-        s = sampler if sampler is not None else self.sampler
-        if steps is not None:
-            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-                raise InputError(f"steps must be an integer >= 2 (grid points), got {steps!r}", param="steps")
-            s = replace(s, num_steps=steps)
-        if method is not None:
-            s = _checked(lambda: replace(s, method=method), "method")
-        g = guidance if isinstance(guidance, Guidance) else self.guidance
-        if isinstance(guidance, (int, float)) and not isinstance(guidance, bool):
-            if not math.isfinite(guidance) or guidance < 0:
-                raise InputError(f"guidance must be a scale >= 0, got {guidance!r}", param="guidance")
-            g = replace(g, scale=float(guidance))
-        elif guidance is not None and not isinstance(guidance, Guidance):
-            raise InputError(f"guidance must be a number or a Guidance, got {guidance!r}", param="guidance")
-        if guidance_method is not None:
-            if guidance_method not in GUIDANCE_METHODS:
-                raise InputError(
-                    f"guidance_method must be one of {GUIDANCE_METHODS}, got {guidance_method!r}",
-                    param="guidance_method",
-                )
-            g = replace(g, method=guidance_method)  # type: ignore[arg-type]
-        if t_min is not None or t_max is not None:
-            g = _checked(
-                lambda: replace(
-                    g, t_min=g.t_min if t_min is None else t_min, t_max=g.t_max if t_max is None else t_max
-                ),
-                "t_min",
-            )
-        if g.active and g.method == "autoguidance" and self.guide_model is None:
-            raise InputError(
-                "guidance_method autoguidance needs a guidance model (guide_model), and this pipeline has none: "
-                "use cfg, or a guidance scale of 1",
-                param="guidance_method",
-            )
-        if g.active and g.method == "cfg" and self.generator.null_class is None:
-            raise InputError(
-                "this generator has no null class: classifier-free guidance is impossible", param="guidance"
-            )
-        return s, g
+        return call_settings(
+            sampler if sampler is not None else self.sampler,
+            self.guidance,
+            steps=steps,
+            guidance=guidance,
+            guidance_method=guidance_method,
+            t_min=t_min,
+            t_max=t_max,
+            method=method,
+            has_guide_model=self.guide_model is not None,
+            has_null_class=self.generator.null_class is not None,
+        )
 
     def check_labels(self, class_labels: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
         """``(N,)`` int64 labels, each in ``0 .. num_classes - 1``.
@@ -390,58 +341,61 @@ class GenerationPipeline:
             raise InputError(f"num must be a positive integer (images per class), got {num!r}", param="num")
         labels = self.check_labels(class_labels).repeat_interleave(num)
         n = labels.shape[0]
-        latent_shape = tuple(self.generator.config.latent_shape)
-        used_seeds: list[int] | None = None
-        if noise is not None:
-            if tuple(noise.shape) != (n, *latent_shape):
-                raise InputError(
-                    f"noise must have shape {(n, *latent_shape)}, got {tuple(noise.shape)}", param="noise"
-                )
-            x = noise.float().cpu()
-        elif generator is not None:
-            x = torch.randn((n, *latent_shape), generator=generator)
-        else:
-            if seeds is not None:
-                used_seeds = [int(s) for s in seeds]
-                if len(used_seeds) != n:
-                    raise InputError(
-                        f"seeds must give one seed per image ({n}), got {len(used_seeds)}", param="seeds"
-                    )
-            else:
-                used_seeds = [image_seed(seed, j) for j in range(n)]
-            x = image_noise(used_seeds, latent_shape)
+        x, used_seeds = self._initial_noise(n, noise=noise, generator=generator, seeds=seeds, seed=seed)
         bs = n if batch_size is None else batch_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", param="batch_size")
-        callback, close = _progress(progress, math.ceil(n / bs) * _steps_per_call(sampler))
-        sde_gen = generator if sampler.mode == "sde" else None
-        if sampler.mode == "sde" and sde_gen is None:
+        per_batch = sampler.num_steps - 1 + (sampler.mode == "sde" and sampler.last_step != "none")
+        bar = _Progress(progress, math.ceil(n / bs) * per_batch)
+        sde_gen = generator
+        if (
+            sampler.mode == "sde" and sde_gen is None
+        ):  # one generator per call: SDE images depend on the batch
             sde_gen = torch.Generator().manual_seed(used_seeds[0] if used_seeds else seed)
         latents, images = [], []
         try:
-            done = 0
-            for start in range(0, n, bs):
-                offset = done
-
-                def cb(step: int, total: int, _offset: int = offset) -> None:
-                    if callback is not None:
-                        callback(_offset + step, 0)
-
+            for k, start in enumerate(range(0, n, bs)):
                 z = self.sample_latents(
                     x[start : start + bs],
                     labels[start : start + bs],
                     sampler=sampler,
                     guidance=guide,
                     generator=sde_gen,
-                    callback=cb,
+                    callback=lambda step, _total, base=k * per_batch: bar(base + step),
                     amp=amp,
                 )
                 latents.append(z)
                 images.append(self.decode(z, amp=amp))
-                done += _steps_per_call(sampler)
         finally:
-            close()
+            bar.close()
         return GenerationOutput(torch.cat(images), torch.cat(latents), labels, used_seeds)
+
+    def _initial_noise(
+        self,
+        n: int,
+        *,
+        noise: torch.Tensor | None,
+        generator: torch.Generator | None,
+        seeds: Sequence[int] | None,
+        seed: int,
+    ) -> tuple[torch.Tensor, list[int] | None]:
+        """``(B, C, h, w)`` initial latents on the CPU and the per-image seeds they came from (if any)."""
+        shape = tuple(self.generator.config.latent_shape)
+        if noise is not None:
+            if tuple(noise.shape) != (n, *shape):
+                raise InputError(
+                    f"noise must have shape {(n, *shape)}, got {tuple(noise.shape)}", param="noise"
+                )
+            return noise.float().cpu(), None
+        if generator is not None:
+            return torch.randn((n, *shape), generator=generator), None
+        if seeds is not None:
+            used = [int(s) for s in seeds]
+            if len(used) != n:
+                raise InputError(f"seeds must give one seed per image ({n}), got {len(used)}", param="seeds")
+        else:
+            used = [image_seed(seed, j) for j in range(n)]
+        return image_noise(used, shape), used
 
     @torch.no_grad()
     def sample_latents(
@@ -496,40 +450,27 @@ def _load(spec: str, family: str, pretrained: bool, hub_kw: dict[str, Any]) -> A
     return load_model(spec, family=family, pretrained=pretrained)
 
 
-def _checked(build: Callable[[], Any], param: str) -> Any:
-    """Build a settings object; its :class:`ConfigError` becomes an :class:`InputError` about ``param``."""
-    try:
-        return build()
-    except ConfigError as e:
-        raise InputError(str(e), param=e.param or param) from e
+class _Progress:
+    """Sampler steps done so far -> a tqdm bar (``progress=True``) or the user's ``callback(done, total)``."""
+
+    def __init__(self, progress: bool | ProgressCallback, total: int) -> None:
+        self.total = total
+        self.callback = progress if callable(progress) else None
+        self.bar = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="sampling", unit="step", dynamic_ncols=True)
+
+    def __call__(self, done: int) -> None:
+        if self.callback is not None:
+            self.callback(done, self.total)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
-def _steps_per_call(sampler: SamplerConfig) -> int:
-    return sampler.num_steps - 1 + (sampler.mode == "sde" and sampler.last_step != "none")
-
-
-def _progress(
-    progress: bool | ProgressCallback, total: int
-) -> tuple[ProgressCallback | None, Callable[[], None]]:
-    """A ``callback(done, _)`` for the sampler steps (a tqdm bar or the user's callback) and its closer."""
-    if callable(progress):
-        return (lambda done, _total: progress(done, total)), lambda: None
-    if not progress:
-        return None, lambda: None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc="sampling", unit="step", dynamic_ncols=True)
-
-    def update(done: int, _total: int) -> None:
-        bar.update(done - bar.n)
-
-    return update, bar.close
-
-
-__all__ = [
-    "GenerationOutput",
-    "GenerationPipeline",
-    "default_shift",
-    "guidance_from_defaults",
-    "sampler_from_defaults",
-]
+__all__ = ["GenerationOutput", "GenerationPipeline"]
