@@ -143,7 +143,10 @@ def test_weights_table_pairs_each_generator_with_its_tokenizer() -> None:
 def test_models_command_lists_generators(capsys) -> None:
     assert cli_main(["models", "dit_*"]) == 0
     out = capsys.readouterr().out
-    assert "dit_dh_xl " in out and "weights: rae" in out
+    assert "dit_dh_xl " in out and "generator; weights: rae" in out
+    assert cli_main(["models", "--family", "generator"]) == 0
+    out = capsys.readouterr().out
+    assert "uae_64token_dit" in out and "uae_demo" not in out
     assert cli_main(["models", "--pretrained", "uae_64token*"]) == 0
     assert "uae_64token_dit.authors_v2" in capsys.readouterr().out
 
@@ -208,7 +211,9 @@ def test_config_json_strictness(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- pretrained
-def test_rae_generators_end_to_end(hf_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rae_generators_end_to_end(
+    hf_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     """create_model("dit_dh_xl.rae", pretrained=True): the fixture's stage2_model.pt at the table's Hub path,
     converted strictly, equal to the original code's forward; the second load comes from the cache."""
     lay_out_rae_generation(hf_home, monkeypatch, COMMIT)
@@ -240,6 +245,10 @@ def test_rae_generators_end_to_end(hf_home: Path, tmp_path: Path, monkeypatch: p
     assert len(calls) == 2  # served by the converted cache
     with torch.no_grad():
         assert torch.equal(again(x, t, y), gen(x, t, y))
+    # uae publish writes tokenizer cards only: a generator is one clear error
+    out = tmp_path / "pub"
+    assert cli_main(["publish", "dit_dh_xl.rae", "--repo-id", "me/x", "--dry-run", "--out", str(out)]) == 2
+    assert "is a generator: uae publish writes tokenizer cards" in capsys.readouterr().err
 
 
 def test_authors_generator_end_to_end(hf_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
