@@ -320,8 +320,11 @@ def convert_release(
         checkpoint: The release's main file (authors: the ``.pt`` checkpoint; RAE: the decoder ``model.pt``).
         out: Output directory (created).
         config: The release's config file (authors' v1: their YAML, default the one embedded in the
-            checkpoint; authors' v2: ``config.yaml``, default the one beside ``checkpoint``).
-        stats: Latent statistics file with ``mean`` and ``var`` (authors' v1: per channel; RAE: ``stat.pt``).
+            checkpoint; authors' v2: ``config.yaml``, default the one beside ``checkpoint``, or a YAML with a
+            ``stage_1`` block such as ``64token.yaml``; dit: the sampling YAML whose ``stage_2.params``
+            describe the generator).
+        stats: Latent statistics file with ``mean`` and ``var`` (authors' v1: per channel; RAE: ``stat.pt``;
+            authors' v2: the 64-token tokenizer's per-position ``normalization_stats.pt``).
         encoder_weights: RAE: DINOv2-with-registers weights (transformers, timm or facebookresearch
             names); default: the timm Hub id from the Hub cache.
         entry: Checkpoint entry (authors' v1: default ``"model"``, what their evaluation loads; authors'
@@ -331,7 +334,8 @@ def convert_release(
         name: ``config.name`` of the converted model (default: the converter's).
 
     Returns:
-        The converted :class:`uae.UAE` (eval mode), already written to ``out``.
+        The converted model (a :class:`uae.UAE`, or a :class:`uae.models.dit.DiTDH` for ``"dit"``; eval mode),
+        already written to ``out``.
 
     Raises:
         InputError: Unknown source, a file parameter the format has no role for (``param`` names it), or
