@@ -74,3 +74,81 @@ def model(which: str) -> DiTDH:
 def reference(source: str) -> dict[str, torch.Tensor]:
     """``rae/reference.safetensors`` or ``authors/reference.safetensors``."""
     return load_file(str(GEN / source / "reference.safetensors"))
+
+
+# ---------------------------------------------------------------------------------------------- Hub caches
+def with_options(monkeypatch, name: str, **options) -> None:
+    """Give the weights-table entry ``name`` extra converter options (the fixtures' scaled-down sizes, which
+    the released files do not need: head counts, ``params``). Repo, files and source stay the table's."""
+    import dataclasses
+
+    from uae.models import pretrained as table
+
+    cfg = table.get_pretrained_cfg(name)
+    tiny = dataclasses.replace(cfg, options={**cfg.options, **options})
+    entries = [tiny if c.tag == cfg.tag else c for c in table._PRETRAINED[cfg.architecture]]
+    monkeypatch.setitem(table._PRETRAINED, cfg.architecture, entries)
+
+
+def put_release(hf_home: Path, name: str, sources: dict[str, Path], commit: str) -> None:
+    """Copy ``sources`` (file role -> fixture file) to the Hub cache at the repo/paths the entry ``name`` names."""
+    from conftest import put_in_hub_cache
+
+    from uae.models.pretrained import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    assert set(sources) == set(cfg.files), (sorted(sources), sorted(cfg.files))
+    by_repo: dict[str, dict[str, Path]] = {}
+    for role, f in cfg.files.items():
+        by_repo.setdefault(f.repo or cfg.hf_hub_id, {})[f.filename] = sources[role]
+    for repo_id, files in by_repo.items():
+        put_in_hub_cache(hf_home, repo_id, files, commit)
+
+
+AUTHORS_V2_DINOV2 = FIXTURES / "authors_v2" / "dinov2" / "checkpoints" / "DINOv2-B"
+RAE = FIXTURES / "rae"
+
+
+def stage1_params_64token() -> dict:
+    """``stage_1.params`` of the fixture's 64token.yaml (the tiny tokenizer's sizes)."""
+    return yaml.safe_load((GEN / "authors" / "64token.yaml").read_text())["stage_1"]["params"]
+
+
+def lay_out_rae_generation(hf_home: Path, monkeypatch, commit: str) -> None:
+    """RAE's 256 px generation release as a Hub cache: DiT-DH-XL, DiT-DH-S and the ViT-XL tokenizer, with
+    the fixture files at the table's paths and the fixtures' sizes as options."""
+    put_release(hf_home, "dit_dh_xl.rae", {"checkpoint": GEN / "rae" / "stage2_model.pt"}, commit)
+    put_release(hf_home, "dit_dh_s.rae", {"checkpoint": GEN / "rae" / "guidance_model.pt"}, commit)
+    put_release(
+        hf_home,
+        "rae_base_p14_dinov2_vitxl.rae",
+        {
+            "decoder": RAE / "decoders" / "ViTXL" / "model.pt",
+            "stats": RAE / "stats" / "per_position" / "stat.pt",
+            "encoder": RAE / "encoder" / "model.safetensors",
+        },
+        commit,
+    )
+    with_options(monkeypatch, "dit_dh_xl.rae", params=release_params()["rae"])
+    with_options(monkeypatch, "dit_dh_s.rae", params=release_params()["rae_guidance"])
+    with_options(monkeypatch, "rae_base_p14_dinov2_vitxl.rae", encoder_heads=2, decoder_heads=4)
+
+
+def lay_out_authors_generation(hf_home: Path, monkeypatch, commit: str) -> None:
+    """The authors' 64-token release as a Hub cache: tokenizer stage_1.pt + normalization_stats.pt and the
+    generator stage_2.pt at the table's paths (the tiny v2 DINOv2 tokenizer stands in for stage_1.pt)."""
+    put_release(
+        hf_home,
+        "uae_base_p14_dinov2.authors_v2_64token",
+        {"checkpoint": AUTHORS_V2_DINOV2 / "ep-last.pt", "stats": GEN / "authors" / "normalization_stats.pt"},
+        commit,
+    )
+    put_release(hf_home, "uae_64token_dit.authors_v2", {"checkpoint": GEN / "authors" / "stage_2.pt"}, commit)
+    with_options(
+        monkeypatch,
+        "uae_base_p14_dinov2.authors_v2_64token",
+        params=stage1_params_64token(),
+        encoder_heads=2,
+        decoder_heads=2,
+    )
+    with_options(monkeypatch, "uae_64token_dit.authors_v2", params=release_params()["authors"])

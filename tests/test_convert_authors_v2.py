@@ -51,7 +51,7 @@ def converted(request):
 
 
 def test_release_files_interface() -> None:
-    assert RELEASE_FILES == {"checkpoint": True, "config": True}
+    assert RELEASE_FILES == {"checkpoint": True, "config": False, "stats": False}
 
 
 def test_reconstruction_matches_the_original_code(converted) -> None:
@@ -192,7 +192,7 @@ def test_eval_time_low_pass_off_and_unsupported_settings(tmp_path) -> None:
 def test_load_release_argument_errors(tmp_path) -> None:
     files = release_files("dinov2")
     with pytest.raises(ValueError, match="unknown file role"):
-        load_release({**files, "stats": files["config"]})
+        load_release({**files, "encoder": files["config"]})
     with pytest.raises(FileNotFoundError, match="config"):
         load_release({"checkpoint": files["checkpoint"]})
     with pytest.raises(ValueError, match="unknown option"):

@@ -21,6 +21,7 @@ from uae._version import __version__
 if TYPE_CHECKING:  # pragma: no cover
     from uae.errors import UAELoadError
     from uae.factory import create_model
+    from uae.generation.pipeline import GenerationPipeline
     from uae.models import (
         UAE,
         DecoderOutput,
@@ -49,6 +50,7 @@ __getattr__, _, _ = lazy_loader.attach(
         ],
         "errors": ["UAELoadError"],
         "factory": ["create_model"],
+        "generation.pipeline": ["GenerationPipeline"],
         "utils": ["autocast_dtype"],
     },
 )
@@ -84,6 +86,7 @@ __all__ = [
     "UAE",
     "DecoderOutput",
     "EncoderOutput",
+    "GenerationPipeline",
     "UAEConfig",
     "UAELoadError",
     "UAEOutput",

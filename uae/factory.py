@@ -29,22 +29,32 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uae.convert.release import canonical_source, fetch_release_files, get_converter, load_release
-from uae.errors import InputError, MissingFileError
+from uae.errors import InputError, MissingFileError, UAELoadError
 from uae.models import zoo as _zoo  # noqa: F401  (registers the named configs and weights)
-from uae.models.hub import CONFIG_NAME, PROVENANCE_NAME, WEIGHTS_NAME, HubOptions, is_repo_id
+from uae.models.hub import (
+    CONFIG_NAME,
+    PROVENANCE_NAME,
+    WEIGHTS_NAME,
+    HubOptions,
+    is_repo_id,
+    resolve_pretrained_files,
+)
 from uae.models.pretrained import NATIVE_SOURCE, PretrainedCfg, get_pretrained_cfg, native_location
-from uae.models.registry import get_config, get_entry, list_models
+from uae.models.registry import ModelFamily, family_of_architecture, get_config, get_entry, list_models
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from uae.models.dit import DiTDH
     from uae.models.uae import UAE
 
 logger = logging.getLogger(__name__)
 
 
-def create_model(name: str, pretrained: bool = False, *, hub: HubOptions | None = None, **kwargs: Any) -> UAE:
-    """Build a registered model, optionally with its weights (timm style).
+def create_model(
+    name: str, pretrained: bool = False, *, hub: HubOptions | None = None, **kwargs: Any
+) -> UAE | DiTDH:
+    """Build a registered model of any family, optionally with its weights (timm style).
 
     Args:
         name: An architecture from :func:`uae.list_models`, or ``arch.tag`` from ``list_models(pretrained=True)``.
@@ -58,7 +68,8 @@ def create_model(name: str, pretrained: bool = False, *, hub: HubOptions | None 
             ``pretrained``, only fields that keep shapes).
 
     Returns:
-        A :class:`uae.UAE` (in eval mode when pretrained).
+        The family's model (in eval mode when pretrained): a :class:`uae.UAE` for tokenizers, a
+        :class:`uae.models.dit.DiTDH` for generators (``create_model("dit_dh_xl")``).
 
     Raises:
         InputError: Unknown name or tag (a ``ValueError``).
@@ -68,9 +79,7 @@ def create_model(name: str, pretrained: bool = False, *, hub: HubOptions | None 
     hub = HubOptions.pop_from(kwargs, hub)
     entry = get_entry(name)
     if not pretrained:
-        from uae.models.uae import UAE
-
-        return UAE(get_config(entry.name, **kwargs))
+        return entry.model_class()(get_config(entry.name, **kwargs))
     tag = name.partition(".")[2]
     cfg = get_pretrained_cfg(f"{entry.name}.{tag}" if tag else entry.name)
     if cfg is None:
@@ -79,7 +88,13 @@ def create_model(name: str, pretrained: bool = False, *, hub: HubOptions | None 
     return load_pretrained(cfg, hub, **kwargs)
 
 
-def load_model(spec: str, *, pretrained: bool = True, device: str | torch.device = "cpu") -> UAE:
+def load_model(
+    spec: str,
+    *,
+    pretrained: bool = True,
+    device: str | torch.device = "cpu",
+    family: str | None = "tokenizer",
+) -> UAE | DiTDH:
     """A model in eval mode from a registered name, a ``save_pretrained`` directory or a Hub repo id.
 
     The one resolver behind every command's ``--model`` and the band explorer.
@@ -89,23 +104,27 @@ def load_model(spec: str, *, pretrained: bool = True, device: str | torch.device
             directory written by ``save_pretrained``, or ``org/name`` on the Hub (the Hub cache when offline).
         pretrained: For registered names: load the trained weights (``False``: random init, for smoke tests).
         device: Where to put the model.
+        family: The model family the caller needs: ``"tokenizer"`` (default: every tokenizer command),
+            ``"generator"``, or ``None`` for any. A model of another family is an :class:`InputError`.
 
     Returns:
-        The model in eval mode with ``requires_grad=False``.
+        The model in eval mode with ``requires_grad=False``: a :class:`uae.UAE`, or a
+        :class:`uae.models.dit.DiTDH` for a generator (the ``architecture`` of a directory's ``config.json``).
 
     Raises:
-        InputError: ``spec`` is none of the three (a ``ValueError``).
+        InputError: ``spec`` is none of the three, or of another family (a ``ValueError``).
         MissingFileError: Registered but without weights, or the directory's / repo's files are missing.
     """
-    from uae.models.uae import UAE
-
     arch = spec.partition(".")[0]
     if arch in list_models() and (spec == arch or not Path(spec).exists()):
+        found = get_entry(arch).family
+        _check_family(spec, found, family)
         model = create_model(spec, pretrained=pretrained)
-    elif Path(spec).expanduser().is_dir():
-        model = UAE.from_pretrained(str(Path(spec).expanduser()))
-    elif is_repo_id(spec):
-        model = UAE.from_pretrained(spec)
+    elif Path(spec).expanduser().is_dir() or is_repo_id(spec):
+        location = str(Path(spec).expanduser()) if Path(spec).expanduser().is_dir() else spec
+        fam = saved_model_family(location)
+        _check_family(spec, fam.name, family)
+        model = fam.model_class().from_pretrained(location)
     else:
         raise InputError(
             f"unknown model {spec!r}: not a registered name (see `uae models`), an existing model directory, "
@@ -115,8 +134,30 @@ def load_model(spec: str, *, pretrained: bool = True, device: str | torch.device
     return model.to(device).eval()
 
 
+def _check_family(spec: str, found: str, wanted: str | None) -> None:
+    if wanted is not None and found != wanted:
+        raise InputError(f"{spec!r} is a {found}, not a {wanted} (see `uae models`)", param="model")
+
+
+def saved_model_family(location: str, hub: HubOptions | None = None) -> ModelFamily:
+    """The model family of a ``save_pretrained`` directory or Hub repo, from its ``config.json``.
+
+    Raises:
+        MissingFileError: No ``config.json`` there.
+        UAELoadError: ``config.json`` is not JSON or names an unknown architecture.
+    """
+    (config_file,) = resolve_pretrained_files(location, hub, filenames=(CONFIG_NAME,))
+    try:
+        raw = json.loads(Path(config_file).read_text())
+        return family_of_architecture(str(raw.get("architecture", "UAE")))
+    except (json.JSONDecodeError, AttributeError, InputError) as e:
+        raise UAELoadError(f"{config_file}: {e}") from e
+
+
 # ---------------------------------------------------------------------------------------------- weights
-def load_pretrained(cfg: PretrainedCfg, hub: HubOptions | None = None, **config_overrides: Any) -> UAE:
+def load_pretrained(
+    cfg: PretrainedCfg, hub: HubOptions | None = None, **config_overrides: Any
+) -> UAE | DiTDH:
     """Load the weights of a weights-table entry (see the module docstring for the paths taken).
 
     Args:
@@ -125,18 +166,17 @@ def load_pretrained(cfg: PretrainedCfg, hub: HubOptions | None = None, **config_
         **config_overrides: Config fields to change (must keep shapes).
 
     Returns:
-        A :class:`uae.UAE` in eval mode.
+        The model (its architecture's family: :class:`uae.UAE` or :class:`uae.models.dit.DiTDH`) in eval mode.
 
     Raises:
         MissingFileError: Files unavailable (offline and not cached), naming repo and file.
         InputError: Unknown release format, or the converter rejects the files.
     """
     hub = hub or HubOptions()
+    model_class = get_entry(cfg.architecture).model_class
     if cfg.source == NATIVE_SOURCE:
-        from uae.models.uae import UAE
-
         location = native_location(cfg)
-        return UAE.from_pretrained(
+        return model_class().from_pretrained(
             location, hub=hub.replace(revision=hub.revision or cfg.revision), **config_overrides
         )
     canonical_source(cfg.source)  # an unknown format fails before any download
@@ -144,9 +184,8 @@ def load_pretrained(cfg: PretrainedCfg, hub: HubOptions | None = None, **config_
         paths, prov = fetch_release_files(cfg, hub)
     except FileNotFoundError as e:
         raise MissingFileError(f"weights {cfg.name}: {e}") from e
-    from uae.models.uae import UAE  # imported after the files are there: an offline miss fails fast
-
-    return UAE.from_pretrained(convert_release_cached(cfg, paths, prov), **config_overrides)
+    # the model class is imported after the files are there: an offline miss fails fast
+    return model_class().from_pretrained(convert_release_cached(cfg, paths, prov), **config_overrides)
 
 
 def converted_cache_root() -> Path:

@@ -135,6 +135,20 @@ def state_dict_mismatch(
     return missing, unexpected, bad_shapes
 
 
+def non_finite_tensors(state: Mapping[str, torch.Tensor], limit: int = 12) -> list[str]:
+    """Floating-point tensors of ``state`` holding NaN or inf (a damaged or diverged checkpoint).
+
+    Returns:
+        Sorted keys (at most ``limit``, then ``"... (N in all)"``); empty when every value is finite.
+    """
+    bad = sorted(
+        k
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    )
+    return bad if len(bad) <= limit else [*bad[:limit], f"... ({len(bad)} in all)"]
+
+
 def non_float_tensors(
     state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor] | None = None
 ) -> list[str]:

@@ -44,6 +44,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "convert the authors' or RAE checkpoints into uae's layout",
     ),
+    "generate": (
+        "uae.commands.generate",
+        "main",
+        "class-conditional images from a latent generator (PNGs + grid, or a sample folder for FID)",
+    ),
+    "eval-gen": (
+        "uae.commands.eval_gen",
+        "main",
+        "FID / IS / precision / recall of generated samples against reference images or a .npz",
+    ),
     "bench": ("uae.commands.bench", "main", "speed and memory of a model, side by side with peer tokenizers"),
     "models": ("uae.commands.models", "main", "list the registered models and their pretrained weights"),
     "publish": ("uae.commands.publish", "main", "convert a release, write a Hub folder + card, push"),

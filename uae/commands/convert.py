@@ -1,4 +1,4 @@
-"""``uae convert --from authors|authors_v1|authors_v2|rae FILE --out DIR``: write a converted model.
+"""``uae convert --from authors|authors_v1|authors_v2|rae|dit FILE --out DIR``: write a converted model.
 
 Parses the options, calls :func:`uae.convert.release.convert_release` with keywords and prints a summary;
 the release formats and their aliases come from :data:`uae.convert.release.RELEASE_SOURCES`.
@@ -70,8 +70,9 @@ def build_parser() -> ArgumentParser:
         "--config",
         default=None,
         help="authors: the release's YAML config (default: the config embedded in the checkpoint); "
-        "authors_v2: its config.yaml (default: config.yaml beside the checkpoint); rae: RAE's stage-1 YAML "
-        "(configs/stage1/pretrained/*.yaml)",
+        "authors_v2: its config.yaml (default: config.yaml beside the checkpoint; the 64-token tokenizer: "
+        "64token.yaml); rae: RAE's stage-1 YAML (configs/stage1/pretrained/*.yaml); dit: the sampling YAML "
+        "whose stage_2.params describe the generator (or --name of a registered generator such as dit_dh_xl)",
     )
     parser.add_argument("--stats", default=None, help="optional latent statistics file with 'mean' and 'var'")
     parser.add_argument(
@@ -106,9 +107,15 @@ def main(argv: Sequence[str]) -> int:
         name=args.name,
     )
     c = model.config
+    size = f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
+    if not hasattr(c, "num_bands"):  # a generator (--from dit)
+        print(
+            f"wrote {args.out}: {c.name}, DiT-DH generator of {'x'.join(map(str, c.latent_shape))} latents, "
+            f"trunk {c.hidden_size}x{c.depth}, head {c.head_hidden_size}x{c.head_depth}, {size}"
+        )
+        return 0
     print(
         f"wrote {args.out}: {c.name}, input {c.img_size}px -> output {c.output_size}px, latent "
-        f"{'x'.join(map(str, c.latent_shape))}, K={c.num_bands}, "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
+        f"{'x'.join(map(str, c.latent_shape))}, K={c.num_bands}, {size}"
     )
     return 0

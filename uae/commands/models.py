@@ -1,4 +1,4 @@
-"""``uae models [PATTERN] [--pretrained]``: list architectures (and their weights), or the weights table."""
+"""``uae models [PATTERN] [--pretrained] [--family F]``: list architectures (and their weights), or the weights table."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ def build_parser() -> ArgumentParser:
         action="store_true",
         help="list the weights (arch.tag): source, Hub repo, license, notes",
     )
+    parser.add_argument(
+        "--family",
+        choices=["tokenizer", "generator"],
+        default=None,
+        help="only tokenizers (UAE, RAE) or only latent generators (DiT-DH)",
+    )
     return parser
 
 
@@ -26,14 +32,16 @@ def main(argv: Sequence[str]) -> int:
     from uae.models.registry import get_entry, list_models
 
     if args.pretrained:
-        for name in list_models(args.pattern, pretrained=True):
+        for name in list_models(args.pattern, pretrained=True, family=args.family):
             c = get_pretrained_cfg(name)
             where = c.hf_hub_id or f"checkpoints/{c.local_dir}"
             print(f"{name:40s} {c.source:11s} {where:34s} {c.license:11s} {c.notes}")
         return 0
-    for name in list_models(args.pattern):
+    for name in list_models(args.pattern, family=args.family):
         e = get_entry(name)
         tags = e.pretrained_tags
         status = f"weights: {', '.join(tags)}" if tags else ("recipe only" if e.recipe else "no weights")
+        if e.family != "tokenizer":
+            status = f"{e.family}; {status}"
         print(f"{name:34s} {status:32s} {e.description}")
     return 0

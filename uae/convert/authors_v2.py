@@ -24,7 +24,14 @@ of their evaluation, are first resized bicubically to it: :func:`v2_preprocess`,
 4. the MAE-style ViT decoder (LayerNorm eps 1e-12) on band 0 only, ``* std + mean`` -> uae's modulator
    with ``mix_in = diag(1, 0)`` and zero convs (it passes band 0 through unchanged) and ``decoder``.
 
-No latent statistics are used (their configs set no ``normalization_stat_path``).
+Latent statistics: the reconstruction releases use none (their configs set no
+``normalization_stat_path``). The 64-token tokenizer of their generator release (``checkpoints/
+Generative_Modeling/Latent_Modeling/64_tokens/{stage_1.pt,normalization_stats.pt}``, config: the
+``stage_1`` block of ``configs/stage2/latent_modeling/sampling/ImageNet256/64token.yaml``) has
+per-position statistics ``{"mean", "var"}``, each ``(C, h, w)`` (the layout ``src/calculate_stat.py``
+writes), which their ``Stage2LatentAdapter`` applies as ``(z - mean) / sqrt(var + 1e-5)``: given as the
+``stats`` file, they become ``latent_mean`` / ``latent_std = sqrt(var + 1e-5)`` with
+``latent_stats="per_position"`` (:meth:`uae.UAE.normalize_latent`, :meth:`uae.UAE.decode_latent`).
 
 Key map (every source key consumed, every target key filled; transformers 4 and 5 names, see
 :mod:`uae.convert.hf_encoders` for the encoders' tables):
@@ -53,18 +60,30 @@ from typing import Any
 
 import torch
 
-from uae.convert.common import Source, build_checked, check_release_call, convert_mae_decoder, decoder_config
+from uae.convert.common import (
+    Source,
+    build_checked,
+    check_release_call,
+    convert_mae_decoder,
+    decoder_config,
+    latent_stats,
+    stats_layout,
+)
 from uae.convert.hf_encoders import PATCH_KEYS, convert_encoder
 from uae.data.transforms import resize_images
-from uae.errors import InputError
-from uae.files import read_torch_dict, read_yaml_mapping, state_dict_in
+from uae.errors import InputError, MissingFileError
+from uae.files import read_state_dict, read_torch_dict, read_yaml_mapping, state_dict_in
 from uae.layers.encoder import FAMILY_PIXEL_STATS
 from uae.models.config import UAEConfig
 
 logger = logging.getLogger(__name__)
 
-#: File roles of one release (``checkpoints/<encoder>/ep-last.pt`` and ``.../config.yaml``) -> required?
-RELEASE_FILES: dict[str, bool] = {"checkpoint": True, "config": True}
+#: File roles of one release -> required? ``checkpoint`` (``checkpoints/<encoder>/ep-last.pt``), ``config``
+#: (``.../config.yaml``; required unless the ``params`` option gives its ``stage_1.params``), ``stats``
+#: (``normalization_stats.pt``, required when the config names a ``normalization_stat_path``).
+RELEASE_FILES: dict[str, bool] = {"checkpoint": True, "config": False, "stats": False}
+#: ``eps`` of their latent normalisation (``Stage2LatentAdapter``: ``sqrt(var + 1e-5)``).
+STATS_EPS = 1e-5
 #: What was compared with the original code (model cards of ``uae publish``).
 CONVERSION_CHECK = (
     "Compared with the authors' original code (github.com/WeichenFan/UAE, branch main, commit "
@@ -217,6 +236,7 @@ def authors_v2_to_uae(
     pixel_mean: tuple[float, float, float] | None = None,
     pixel_std: tuple[float, float, float] | None = None,
     name: str | None = None,
+    stats: Mapping[str, torch.Tensor] | None = None,
 ):  # -> UAE
     """Convert an authors' v2 ``stage1.UAE`` state dict and its ``stage_1.params`` to a UAE.
 
@@ -227,6 +247,8 @@ def authors_v2_to_uae(
         decoder_heads: Decoder attention heads (default by width: their ViT-XL 1152 -> 16).
         pixel_mean, pixel_std: Image-processor statistics, for an ``encoder_config_path`` uae does not know.
         name: ``config.name`` (default ``uae_authors_v2_<family>``).
+        stats: The latent statistics ``{"mean", "var"}`` (per position ``(C, h, w)`` or per channel) of a
+            config with ``normalization_stat_path`` (the 64-token tokenizer); required exactly then.
 
     Returns:
         A :class:`uae.UAE` in eval mode with ``band_scheme="dct_zigzag"``.
@@ -238,10 +260,16 @@ def authors_v2_to_uae(
     if encoder_cls not in ENCODERS:
         raise InputError(f"encoder_cls {encoder_cls!r} is not one of the v2 release's {sorted(ENCODERS)}")
     spec = ENCODERS[encoder_cls]
-    if params.get("normalization_stat_path"):
+    if params.get("normalization_stat_path") and stats is None:
         raise InputError(
-            "normalization_stat_path is set: latent statistics are not part of the release files and "
-            "cannot be converted"
+            "normalization_stat_path is set: give its file (normalization_stats.pt) as the stats file",
+            param="stats",
+        )
+    if stats is not None and not params.get("normalization_stat_path"):
+        raise InputError(
+            "a stats file was given but the config sets no normalization_stat_path (the original code would "
+            "not normalise its latents)",
+            param="stats",
         )
     src = Source(state, "authors' v2 checkpoint")
     dec, grid = convert_mae_decoder(src, "decoder.")
@@ -291,6 +319,7 @@ def authors_v2_to_uae(
         band_mixing=True,
         decoder_norm_eps=DECODER_NORM_EPS,
         preprocess="adm",  # their stage1_sample_ddp.py: 256 px ADM crops, resized by their encode
+        latent_stats=stats_layout(stats, c, grid),
         **zigzag_settings(params, grid),
         **ecfg,
         **dcfg,
@@ -308,6 +337,13 @@ def authors_v2_to_uae(
     full.update({f"modulator.{k}": v for k, v in mod.items()})
     full["pixel_mean"] = torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1)
     full["pixel_std"] = torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1)
+    if stats is not None:
+        extra = sorted(set(stats) - {"mean", "var"})
+        if extra or not {"mean", "var"} <= set(stats):
+            raise InputError(
+                f"latent statistics must hold 'mean' and 'var', got {sorted(stats)}", param="stats"
+            )
+        full.update(latent_stats(stats, c, STATS_EPS, grid))
     return build_checked(config, full, "authors' v2 checkpoint")
 
 
@@ -371,23 +407,35 @@ def load_release(
 
     Args:
         files: Role -> local path (:data:`RELEASE_FILES`): ``"checkpoint"`` (``checkpoints/<encoder>/
-            ep-last.pt``) and ``"config"`` (``checkpoints/<encoder>/config.yaml``), both required.
+            ep-last.pt``, or the 64-token ``stage_1.pt``), ``"config"`` (``checkpoints/<encoder>/config.yaml``,
+            or a YAML with a ``stage_1`` block such as ``64token.yaml``) and ``"stats"`` (``normalization_stats.pt``,
+            when the config names one).
         name: ``config.name`` of the result.
         **options: ``entry`` (checkpoint entry, default ``"ema"``), ``encoder_heads``, ``decoder_heads``,
-            ``pixel_mean``, ``pixel_std`` (as :func:`authors_v2_to_uae`).
+            ``pixel_mean``, ``pixel_std`` (as :func:`authors_v2_to_uae`), ``params`` (the ``stage_1.params``
+            mapping, instead of a config file).
 
     Returns:
         A :class:`uae.UAE` in eval mode.
 
     Raises:
         InputError: Unknown roles or options, unreadable files, settings or keys that do not convert.
-        MissingFileError: A required file is not given or does not exist.
+        MissingFileError: A required file is not given (the config, unless ``params`` is) or does not exist.
     """
-    allowed = {"entry", "encoder_heads", "decoder_heads", "pixel_mean", "pixel_std"}
+    allowed = {"entry", "encoder_heads", "decoder_heads", "pixel_mean", "pixel_std", "params"}
     check_release_call("authors' v2 release", files, RELEASE_FILES, options, allowed)
-    params = read_release_config(files["config"])
+    params = options.pop("params", None)
+    if params is None:
+        if not files.get("config"):
+            raise MissingFileError(
+                "authors' v2 release: the config file (config.yaml) is needed (or params=...)", param="config"
+            )
+        params = read_release_config(files["config"])
+    stats = None
+    if files.get("stats"):
+        stats = read_state_dict(files["stats"], what="latent statistics")
     state = read_checkpoint(files["checkpoint"], options.pop("entry", None))
-    return authors_v2_to_uae(state, params, name=name, **options)
+    return authors_v2_to_uae(state, dict(params), name=name, stats=stats, **options)
 
 
 __all__ = [
@@ -397,6 +445,7 @@ __all__ = [
     "ENCODERS",
     "RELEASE_ENCODERS",
     "RELEASE_FILES",
+    "STATS_EPS",
     "authors_v2_to_uae",
     "is_v2_state",
     "load_release",

@@ -47,6 +47,7 @@ from typing import Any
 
 import torch
 
+from uae.convert.common import check_release_call
 from uae.errors import (
     ConfigError,
     DamagedFileError,
@@ -56,10 +57,11 @@ from uae.errors import (
     UAELoadError,
     UnsafeFileError,
 )
-from uae.files import read_torch_dict
+from uae.files import read_torch_dict, read_yaml_mapping
 from uae.layers.rope import rope_table
 from uae.models.dit import DiTDH
 from uae.models.dit_config import DiTDHConfig
+from uae.models.registry import get_config, get_entry
 
 #: Largest difference allowed between a stored RoPE table and uae's (both are computed in float32).
 ROPE_TOLERANCE = 1e-5
@@ -397,7 +399,86 @@ def config_from_original_params(params: Mapping[str, Any], *, name: str = "conve
     )
 
 
+# ---------------------------------------------------------------------------------------------- release format
+#: File roles of the ``"dit"`` release format (:mod:`uae.convert.release`) -> required? ``checkpoint``:
+#: ``stage2_model.pt`` / ``stage_2.pt``; ``config``: the release's sampling YAML (its ``stage_2.params``).
+RELEASE_FILES: dict[str, bool] = {"checkpoint": True, "config": False}
+#: Part of the converted-cache key: bump it whenever a converted generator's tensors or config change.
+CONVERTER_VERSION = "1"
+#: What was compared with the original code (model cards).
+CONVERSION_CHECK = (
+    "Compared with the original DiTwDDTHead code of bytetriper/RAE (main, a4d18c4) and WeichenFan/UAE (main, "
+    "3c2fde4) on scaled-down generators of both release layouts with every tensor re-drawn at random (CPU, "
+    "float32): forward passes, CFG and autoguidance outputs, and whole ODE/SDE samples agree within 1e-5 "
+    "(measured: bit-identical), decoded images within 1e-5 (tests/test_generation_*.py)."
+)
+#: Sections of a release YAML that hold a ``DiTwDDTHead``'s ``params``.
+CONFIG_SECTIONS = ("stage_2", "guidance_model")
+
+
+def read_release_params(path: str | os.PathLike, section: str = "stage_2") -> dict[str, Any]:
+    """``stage_2.params`` (or ``guidance.guidance_model.params``) of a release's sampling or training YAML.
+
+    Raises:
+        InputError: Unknown ``section`` (``param="section"``), or the YAML has no such block.
+        MissingFileError, DamagedFileError: The file is missing or not YAML.
+    """
+    if section not in CONFIG_SECTIONS:
+        raise InputError(f"section must be one of {CONFIG_SECTIONS}, got {section!r}", param="section")
+    raw = read_yaml_mapping(path, "generator config")
+    block = raw.get("stage_2") if section == "stage_2" else (raw.get("guidance") or {}).get("guidance_model")
+    params = block.get("params") if isinstance(block, Mapping) else None
+    if not isinstance(params, Mapping):
+        where = "stage_2.params" if section == "stage_2" else "guidance.guidance_model.params"
+        raise InputError(f"{path} has no {where} block (not a release's sampling or training config)")
+    return dict(params)
+
+
+def load_release(files: Mapping[str, str | os.PathLike], *, name: str | None = None, **options: Any) -> DiTDH:
+    """Build a released generator (eval mode) from local files, strictly (the ``"dit"`` release format).
+
+    The architecture comes from, in this order: ``options["params"]`` (a ``stage_2.params`` mapping), the
+    ``"config"`` file (the release YAML; ``options["section"]`` picks ``"stage_2"`` or
+    ``"guidance_model"``), or ``name`` as a registered generator architecture (``"dit_dh_xl"``).
+
+    Args:
+        files: Role -> local path (:data:`RELEASE_FILES`).
+        name: ``config.name`` of the result; a registered generator architecture when no config is given.
+        **options: ``entry`` (:func:`unwrap_checkpoint`), ``layout`` (``"rae"`` / ``"authors"``, for
+            messages), ``params``, ``section``.
+
+    Raises:
+        InputError: Unknown roles or options; no architecture can be determined (``param="config"``).
+        MissingFileError, UnsafeFileError, DamagedFileError: A file cannot be read.
+        UAELoadError: The weights do not match the architecture.
+    """
+    allowed = {"entry", "layout", "params", "section"}
+    check_release_call("DiT-DH release", files, RELEASE_FILES, options, allowed)
+    entry = options.get("entry") or "auto"
+    layout = options.get("layout", "rae")
+    if options.get("params") is not None:
+        config = config_from_original_params(dict(options["params"]), name=name or "converted_dit")
+    elif files.get("config"):
+        params = read_release_params(files["config"], options.get("section", "stage_2"))
+        config = config_from_original_params(params, name=name or "converted_dit")
+    elif name is not None and get_entry(name).family == "generator":
+        config = get_config(name)
+    else:
+        raise InputError(
+            "a DiT-DH checkpoint does not say its architecture: give the release's config (its YAML), "
+            "params (stage_2.params) or the name of a registered generator (uae models)",
+            param="config",
+        )
+    return load_original_dit(files["checkpoint"], config, entry=entry, layout=layout)
+
+
 __all__ = [
+    "CONFIG_SECTIONS",
+    "CONVERSION_CHECK",
+    "CONVERTER_VERSION",
+    "RELEASE_FILES",
+    "load_release",
+    "read_release_params",
     "ENTRIES",
     "LAYOUTS",
     "ORIGINAL_PARAMS",

@@ -238,6 +238,14 @@ def publish(
             model = load_release(cfg.source, paths, name=name or cfg.architecture, **dict(cfg.options))
             provenance = {"converter_version": conv.version, "resolved_files": prov}
             check = conv.check
+    from uae.models.uae import UAE
+
+    if not isinstance(model, UAE):  # a generator (release format "dit")
+        raise InputError(
+            f"src {src!r} is a generator: uae publish writes tokenizer cards; use its save_pretrained / "
+            "push_to_hub (uae.models.dit.DiTDH)",
+            param="src",
+        )
     license_id = license_id or (cfg.license if cfg else "") or DEFAULT_LICENSES.get(source, "other")
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)

@@ -15,7 +15,8 @@ Each format's module exposes
   at what tolerance).
 
 Formats: ``authors_v1`` (WeichenFan/UAE branch ``old_uae``), ``authors_v2`` (branch ``main``),
-``rae`` (bytetriper/RAE decoders). ``uae`` native checkpoints need no converter. This module imports
+``rae`` (bytetriper/RAE decoders), ``dit`` (the DiT-DH generators of both; its ``load_release`` returns a
+:class:`uae.models.dit.DiTDH`, the others a :class:`uae.UAE`). ``uae`` native checkpoints need no converter. This module imports
 no converter (nor torch) until one is used, so the command line can read the table for its ``--help``.
 """
 
@@ -74,6 +75,11 @@ RELEASE_SOURCES: tuple[ReleaseSource, ...] = (
         summary="the authors' v2 release (checkpoints/<encoder>/ep-last.pt + config.yaml)",
     ),
     ReleaseSource("rae", "uae.convert.rae", summary="an RAE decoder (model.pt, bytetriper/RAE)"),
+    ReleaseSource(
+        "dit",
+        "uae.convert.dit",
+        summary="a DiT-DH generator (RAE's stage2_model.pt, the authors' stage_2.pt; + its sampling YAML)",
+    ),
 )
 
 
@@ -204,19 +210,21 @@ def load_release(
     """Convert one original release from local files (strict; see the format's module).
 
     Args:
-        source: ``"authors_v1"`` (or ``"authors"``), ``"authors_v2"``, ``"rae"`` or a registered format.
+        source: ``"authors_v1"`` (or ``"authors"``), ``"authors_v2"``, ``"rae"``, ``"dit"`` or a registered
+            format.
         files: File role -> local path (roles: the format's ``RELEASE_FILES``).
         name: ``config.name`` of the converted model.
         **options: Passed to the format's ``load_release``.
 
     Returns:
-        A :class:`uae.UAE` in eval mode.
+        A :class:`uae.UAE` (a :class:`uae.models.dit.DiTDH` for ``"dit"``) in eval mode.
 
     Raises:
         InputError: Unknown format/roles, or the converter rejects the files (an authors' v2 checkpoint
             given as ``authors_v1`` says so, ``param="source"``).
         MissingFileError: A file is missing.
     """
+    from uae.models.dit import DiTDH
     from uae.models.uae import UAE
 
     conv = get_converter(source)
@@ -228,8 +236,8 @@ def load_release(
         if conv.source == "authors_v1" and main is not None and _is_v2_file(main):
             raise InputError(f"{main} is a v2 checkpoint, use source authors_v2", param="source") from e
         raise
-    if not isinstance(model, UAE):
-        raise TypeError(f"the {source!r} converter returned {type(model).__name__}, not a UAE")
+    if not isinstance(model, (UAE, DiTDH)):
+        raise TypeError(f"the {source!r} converter returned {type(model).__name__}, not a UAE or DiTDH")
     return model.eval()
 
 
@@ -313,9 +321,12 @@ def convert_release(
         checkpoint: The release's main file (authors: the ``.pt`` checkpoint; RAE: the decoder ``model.pt``).
         out: Output directory (created).
         config: The release's config file (authors' v1: their YAML, default the one embedded in the
-            checkpoint; authors' v2: ``config.yaml``, default the one beside ``checkpoint``; RAE: its
-            stage-1 YAML, ``configs/stage1/pretrained/*.yaml``, which names the encoder).
-        stats: Latent statistics file with ``mean`` and ``var`` (authors' v1: per channel; RAE: ``stat.pt``).
+            checkpoint; authors' v2: ``config.yaml``, default the one beside ``checkpoint``, or a YAML with a
+            ``stage_1`` block such as ``64token.yaml``; RAE: its stage-1 YAML,
+            ``configs/stage1/pretrained/*.yaml``, which names the encoder; dit: the sampling YAML whose
+            ``stage_2.params`` describe the generator).
+        stats: Latent statistics file with ``mean`` and ``var`` (authors' v1: per channel; RAE: ``stat.pt``;
+            authors' v2: the 64-token tokenizer's per-position ``normalization_stats.pt``).
         encoder_weights: RAE: the encoder's weights (transformers names; DINOv2 also timm or
             facebookresearch); default: from the Hub cache.
         encoder: RAE: the encoder the decoder was trained with, ``"dinov2"``, ``"siglip2"`` or ``"mae"``
@@ -327,7 +338,8 @@ def convert_release(
         name: ``config.name`` of the converted model (default: the converter's).
 
     Returns:
-        The converted :class:`uae.UAE` (eval mode), already written to ``out``.
+        The converted model (a :class:`uae.UAE`, or a :class:`uae.models.dit.DiTDH` for ``"dit"``; eval mode),
+        already written to ``out``.
 
     Raises:
         InputError: Unknown source, a file parameter the format has no role for (``param`` names it), or

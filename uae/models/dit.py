@@ -34,10 +34,14 @@ from uae.layers.dit import (
 )
 from uae.layers.rope import RotaryEmbedding
 from uae.models.dit_config import DiTDHConfig
+from uae.models.dit_hub import DiTDHHubMixin
 
 
-class DiTDH(nn.Module):
+class DiTDH(nn.Module, DiTDHHubMixin):
     """Diffusion transformer with a DDT head.
+
+    ``save_pretrained``, ``from_pretrained`` (strict) and ``push_to_hub`` come from
+    :class:`~uae.models.dit_hub.DiTDHHubMixin`, the tokenizers' Hub mixin with the DiT-DH config.
 
     Args:
         config: The architecture (:class:`~uae.models.dit_config.DiTDHConfig`); defaults to DiT-DH-XL.

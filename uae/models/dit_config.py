@@ -26,11 +26,14 @@ All use patch size 1, MLP ratio 4 (SwiGLU), RMSNorm, no q/k norm, a fixed sin-co
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from uae.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 ARCHITECTURE = "DiTDH"
 MLP_KINDS = ("swiglu", "gelu")
@@ -208,14 +211,28 @@ class DiTDHConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DiTDHConfig:
-        """Build from :meth:`to_dict` output; unknown keys are a :class:`ConfigError` naming them."""
+    def from_dict(cls, data: dict[str, Any], strict: bool = True) -> DiTDHConfig:
+        """Build from :meth:`to_dict` output (a ``config.json``).
+
+        Args:
+            data: Field values; the metadata keys ``architecture`` (checked) and ``uae_version`` are dropped.
+            strict: Raise on unknown keys instead of ignoring them with a warning.
+
+        Raises:
+            ConfigError: Another architecture, invalid values, or unknown keys with ``strict`` (naming them).
+        """
         known = {f.name for f in fields(cls)}
+        if data.get("architecture", ARCHITECTURE) != ARCHITECTURE:
+            raise ConfigError(
+                f"not a {ARCHITECTURE} config: architecture={data['architecture']!r}", param="architecture"
+            )
         unknown = sorted(set(data) - known - {"architecture", "uae_version"})
         if unknown:
-            raise ConfigError(f"unknown DiT-DH config field(s) {unknown}; expected some of {sorted(known)}")
-        if data.get("architecture", ARCHITECTURE) != ARCHITECTURE:
-            raise ConfigError(f"not a {ARCHITECTURE} config: architecture={data['architecture']!r}")
+            if strict:
+                raise ConfigError(
+                    f"unknown DiT-DH config field(s) {unknown}; expected some of {sorted(known)}"
+                )
+            logger.warning("Ignoring unknown DiT-DH config keys %s", unknown)
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def replace(self, **changes: Any) -> DiTDHConfig:

@@ -19,7 +19,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 
@@ -264,11 +264,15 @@ class UAEHubMixin(
     """
 
     config: UAEConfig
+    #: The config class ``config.json`` is read with, and the ``architecture`` stamped into it; another
+    #: model family (:class:`uae.models.dit.DiTDH`) sets its own and keeps everything else.
+    _hub_config_class: ClassVar[type] = UAEConfig
+    _hub_architecture: ClassVar[str] = ARCHITECTURE
 
     def _save_pretrained(self, save_directory: Path) -> None:
         from uae.files import save_safetensors, write_json
 
-        cfg = {"architecture": ARCHITECTURE, "uae_version": __version__, **self.config.to_dict()}
+        cfg = {"architecture": self._hub_architecture, "uae_version": __version__, **self.config.to_dict()}
         write_json(save_directory / CONFIG_NAME, cfg, indent=2, sort_keys=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_safetensors(
@@ -329,7 +333,7 @@ class UAEHubMixin(
         except json.JSONDecodeError as e:
             raise UAELoadError(f"{config_file} is not valid JSON: {e}") from e
         try:
-            config = UAEConfig.from_dict(raw, strict=strict)
+            config = cls._hub_config_class.from_dict(raw, strict=strict)
             if kwargs:
                 config = config.replace(**kwargs)
         except (ValueError, TypeError) as e:
@@ -353,10 +357,10 @@ class UAEHubMixin(
         """``load_state_dict`` with a clear error listing missing/unexpected keys and shape mismatches.
 
         Raises:
-            UAELoadError: Shape mismatch, a non-float tensor for a float weight, or (with ``strict``)
-                missing or unexpected keys.
+            UAELoadError: Shape mismatch, a non-float tensor for a float weight, NaN or inf values, or (with
+                ``strict``) missing or unexpected keys.
         """
-        from uae.utils import non_float_tensors, state_dict_mismatch
+        from uae.utils import non_finite_tensors, non_float_tensors, state_dict_mismatch
 
         own = self.state_dict()
         missing, unexpected, bad = state_dict_mismatch(own, state)
@@ -365,6 +369,8 @@ class UAEHubMixin(
             raise UAELoadError(f"weights that must be floating point are not{where}: {bad_dtypes}")
         if bad:
             raise UAELoadError(f"weight shapes do not match the config{where}: {bad}")
+        if non_finite := non_finite_tensors(state):
+            raise UAELoadError(f"weights with NaN or inf values{where}: {non_finite}")
         if missing or unexpected:
             msg = f"checkpoint keys do not match the model{where}: missing {missing}, unexpected {unexpected}"
             if strict:

@@ -13,6 +13,7 @@ and cached (:func:`uae.factory.load_pretrained`).
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 from collections.abc import Mapping
@@ -44,6 +45,47 @@ class PretrainedFile:
 
 
 @dataclass(frozen=True)
+class GenerationDefaults:
+    """What a generator release was trained on and how its authors sample it (a generator entry's field).
+
+    Attributes:
+        tokenizer: ``arch.tag`` of the tokenizer whose (normalised) latents the generator was trained on;
+            it decodes the samples.
+        latent_stats: Where that tokenizer's latent normalisation comes from (``"repo: file"``; the
+            tokenizer entry loads it), for the record.
+        guidance_model: ``arch.tag`` of the autoguidance model (``None``: none).
+        guidance_method: ``"cfg"`` or ``"autoguidance"``.
+        guidance_scale: The release's guidance scale (``<= 1``: no guidance).
+        guidance_t_min, guidance_t_max: The guidance interval.
+        mode: ``"ode"`` or ``"sde"``.
+        method: The sampler (``"euler"``, ``"rk4"``, ...).
+        num_steps: Grid points (the originals' ``num_steps``).
+        shift_dim, shift_base: The time shift ``sqrt(shift_dim / shift_base)``.
+        prediction: ``"velocity"`` or ``"x"``.
+        config_source: The release config these values are copied from.
+    """
+
+    tokenizer: str
+    latent_stats: str = ""
+    guidance_model: str | None = None
+    guidance_method: str = "cfg"
+    guidance_scale: float = 1.0
+    guidance_t_min: float = 0.0
+    guidance_t_max: float = 1.0
+    mode: str = "ode"
+    method: str = "euler"
+    num_steps: int = 50
+    shift_dim: int = 196608
+    shift_base: int = 4096
+    prediction: str = "velocity"
+    config_source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class PretrainedCfg:
     """Where one set of weights lives, in which format, under which terms, and what its authors report.
 
@@ -62,6 +104,7 @@ class PretrainedCfg:
         metrics_source: Where ``paper_metrics`` are quoted from (document, commit, protocol).
         options: Keyword options passed to the converter's ``load_release``.
         notes: Free text (uncertainties included).
+        generation: Generators only: the paired tokenizer and the release's sampling defaults.
     """
 
     architecture: str
@@ -77,6 +120,7 @@ class PretrainedCfg:
     metrics_source: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
     notes: str = ""
+    generation: GenerationDefaults | None = None
 
     @property
     def name(self) -> str:
@@ -97,6 +141,7 @@ class PretrainedCfg:
             "license": self.license,
             "paper_metrics": dict(self.paper_metrics),
             "metrics_source": self.metrics_source,
+            **({"generation": self.generation.to_dict()} if self.generation is not None else {}),
         }
 
 

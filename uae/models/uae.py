@@ -185,6 +185,35 @@ class UAE(nn.Module, UAEHubMixin):
         """
         return DecoderOutput(sample=self.render(self.fuse(self.split(latent)), clamp=clamp))
 
+    def decode_latent(
+        self, latent: torch.Tensor, *, normalized: bool = False, clamp: bool | None = None
+    ) -> DecoderOutput:
+        """Decode a latent that did not come from :meth:`encode` (a generated one), as the originals do.
+
+        The latent is taken to be in the decoder's input space (``UAEOutput.fused``): no band split and
+        no band modulator are applied, only the latent statistics (with ``normalized=True``) and the pixel
+        decoder. That is what RAE's ``RAE.decode`` and the authors' ``UAE.decode`` do with a sampled
+        latent (``decoder(denormalize(z))``; no DCT low-pass), and what their generators were trained
+        on: RAE's latent (one band, identity modulator) and, for the ``dct_zigzag`` releases, the kept
+        low-pass latent (band 0). :meth:`decode` instead splits its input into bands first, which is
+        right for ``encode(x).latent`` but changes a latent that was never low-passed.
+
+        Args:
+            latent: ``(B, C, h, w)``.
+            normalized: The latent is standardised with the model's latent statistics (a generator's
+                output): it is de-normalised first (``latent * latent_std + latent_mean``).
+            clamp: Clamp to ``[0, 1]``; default: clamp outside training mode.
+
+        Returns:
+            :class:`DecoderOutput` with ``sample (B, 3, h*p, w*p)``.
+
+        Raises:
+            InputError: A latent of the wrong channel count (or grid, for per-position statistics).
+        """
+        self._check_latent(latent)
+        z = self.denormalize_latent(latent) if normalized else latent
+        return DecoderOutput(sample=self.render(z, clamp=clamp))
+
     def decode_bands(
         self, bands: torch.Tensor, upto: int | None = None, clamp: bool | None = None
     ) -> DecoderOutput:

@@ -476,3 +476,6 @@ register_pretrained(
         notes="trained by this package (recipes/demo.yaml); measured numbers in checkpoints/uae_demo/README.md",
     )
 )
+
+# The generators (DiT-DH), their weights and the 64-token tokenizer: uae/models/generators.py.
+from uae.models import generators as _generators  # noqa: E402, F401
