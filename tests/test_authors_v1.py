@@ -19,7 +19,8 @@ from uae.convert.authors_v1 import (
     schedule_from_config,
     v1_preprocess,
 )
-from uae.layers.band_projector import BandProjector, authors_v1_band_masks, authors_v1_radii
+from uae.layers.bands import build_band_scheme
+from uae.layers.bands.authors_v1 import authors_v1_band_masks, authors_v1_radii
 
 FIXTURES = Path(__file__).parent / "fixtures" / "authors_v1"
 HEADS = {"encoder_heads": 2, "decoder_heads": 2}  # the fixture's (not visible in the weights)
@@ -62,7 +63,7 @@ def test_corner_frequencies_belong_to_no_band_and_are_dropped():
     assert int((masks.sum(0) * mult).sum()) == 256 - 61
     assert masks.sum(0).max() == 1  # inclusive boundaries never count a frequency twice
 
-    proj = BandProjector(2, grid_size=16, scheme="authors_v1", schedule=RELEASED)
+    proj = build_band_scheme(2, grid_size=16, scheme="authors_v1", schedule=RELEASED)
     y, x = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
     corner = torch.cos(torch.pi * (y + x) * 6 / 8)[None, None]  # frequency (6, 6): radius 8.49
     inside = torch.cos(2 * torch.pi * (3 * y + 5 * x) / 16)[None, None]  # (3, 5): radius 5.83
@@ -75,13 +76,13 @@ def test_corner_frequencies_belong_to_no_band_and_are_dropped():
 @pytest.mark.parametrize("schedule", [RELEASED, (1.0, 4.0, 9.0, 16.0), (4.0, 8.0, 16.0), None])
 def test_fused_split_equals_their_literal_iteration(hw, schedule):
     k = 3 if schedule is None else len(schedule)
-    proj = BandProjector(k, grid_size=hw[0], scheme="authors_v1", schedule=schedule)
+    proj = build_band_scheme(k, grid_size=hw[0], scheme="authors_v1", schedule=schedule)
     z = torch.randn(2, 4, *hw, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(proj(z), proj.split_iterative(z), atol=2e-6, rtol=0)
 
 
 def test_scheme_equals_the_original_bands(golden):
-    proj = BandProjector(2, grid_size=16, scheme="authors_v1", schedule=RELEASED)
+    proj = build_band_scheme(2, grid_size=16, scheme="authors_v1", schedule=RELEASED)
     for tag in ("224", "256"):
         assert _max_err(proj(golden[f"latent_{tag}"]), golden[f"bands_{tag}"]) < ATOL
         assert _max_err(proj.split_iterative(golden[f"latent_{tag}"]), golden[f"bands_{tag}"]) < ATOL
@@ -169,7 +170,7 @@ def test_non_native_grid_encoder_and_bands_match_the_original(converted, golden)
 
 def test_uae_smooth_split_would_not_reproduce_them(golden):
     """Guard against the fixture being insensitive to the split: uae's own split is visibly off."""
-    smooth = BandProjector(2, grid_size=16)
+    smooth = build_band_scheme(2, grid_size=16)
     assert _max_err(smooth(golden["latent_224"]), golden["bands_224"]) > 0.1
 
 

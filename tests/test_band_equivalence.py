@@ -1,7 +1,7 @@
 """Optimised band-projector paths equal their references within float tolerance.
 
 The fused split (one real FFT / DCT, precomputed effective masks, one batched inverse) must equal the
-literal iterative split ``BandProjector.split_iterative``; the cached, matmul-based DCT must equal the
+literal iterative split ``BandScheme.split_iterative``; the cached, matmul-based DCT must equal the
 plain einsum with freshly built DCT matrices; caches built under ``torch.inference_mode`` must still
 work with autograd.
 """
@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import uae
-from uae.layers.band_projector import BandProjector, dct_matrix
+from uae.layers.bands import build_band_scheme
+from uae.layers.spectral import dct_matrix
 
 
 def _einsum_dct(z: torch.Tensor) -> torch.Tensor:
@@ -29,7 +30,7 @@ def _einsum_idct(spec: torch.Tensor) -> torch.Tensor:
 def test_cached_matmul_dct_equals_einsum_reference(shape: tuple[int, ...]) -> None:
     torch.manual_seed(0)
     z = torch.randn(shape)
-    proj = BandProjector(4, transform="dct", grid_size=16)
+    proj = build_band_scheme(4, transform="dct", grid_size=16)
     spec = proj._forward_transform(z)
     torch.testing.assert_close(spec, _einsum_dct(z), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(
@@ -39,7 +40,7 @@ def test_cached_matmul_dct_equals_einsum_reference(shape: tuple[int, ...]) -> No
 
 
 def test_dct_matrices_are_cached_once_per_size_and_device() -> None:
-    proj = BandProjector(3, transform="dct", grid_size=8)
+    proj = build_band_scheme(3, transform="dct", grid_size=8)
     d16 = proj._dct(16, torch.device("cpu"))
     assert proj._dct(16, torch.device("cpu")) is d16  # built once
     torch.testing.assert_close(d16 @ d16.T, torch.eye(16), atol=1e-6, rtol=0)  # orthonormal
@@ -55,7 +56,7 @@ def test_dct_matrices_are_cached_once_per_size_and_device() -> None:
 def test_fused_split_equals_iterative_reference(transform: str, k: int, hw: tuple[int, int]) -> None:
     torch.manual_seed(k)
     z = torch.randn(2, 64, *hw) * 2 + 0.5
-    proj = BandProjector(k, transform=transform, grid_size=16)
+    proj = build_band_scheme(k, transform=transform, grid_size=16)
     fused = proj(z)
     ref = proj.split_iterative(z)
     assert fused.shape == ref.shape == (2, k, 64, *hw)
@@ -67,7 +68,7 @@ def test_fused_split_equals_iterative_reference(transform: str, k: int, hw: tupl
 def test_split_stays_float32_and_equal_under_bf16_autocast(transform: str) -> None:
     torch.manual_seed(1)
     z = torch.randn(2, 16, 16, 16)
-    proj = BandProjector(4, transform=transform, grid_size=16)
+    proj = build_band_scheme(4, transform=transform, grid_size=16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         fused = proj(z.bfloat16())
     assert fused.dtype == torch.float32
@@ -76,7 +77,7 @@ def test_split_stays_float32_and_equal_under_bf16_autocast(transform: str) -> No
 
 @pytest.mark.parametrize("transform", ["fft", "dct"])
 def test_caches_built_in_inference_mode_still_support_backward(transform: str) -> None:
-    proj = BandProjector(4, transform=transform, grid_size=8)
+    proj = build_band_scheme(4, transform=transform, grid_size=8)
     with torch.inference_mode():  # first use of a 6x6 grid fills the mask (and DCT) caches
         proj(torch.randn(1, 2, 6, 6))
     torch.manual_seed(2)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from uae.layers.band_projector import BandProjector, band_masks, lowpass_filter, radial_frequency
+from uae.layers.bands import build_band_scheme
+from uae.layers.bands.smooth import band_masks
+from uae.layers.spectral import lowpass_filter, radial_frequency
 
 
 @pytest.mark.parametrize("transform", ["fft", "dct"])
@@ -14,7 +16,7 @@ from uae.layers.band_projector import BandProjector, band_masks, lowpass_filter,
 def test_bands_sum_back_to_latent(transform: str, k: int, hw: tuple[int, int]) -> None:
     torch.manual_seed(k)
     z = torch.randn(2, 6, *hw) * 3 + 1
-    proj = BandProjector(k, transform=transform, grid_size=hw[0])
+    proj = build_band_scheme(k, transform=transform, grid_size=hw[0])
     bands = proj(z)
     assert bands.shape == (2, k, 6, *hw)
     assert bands.dtype == torch.float32
@@ -28,7 +30,7 @@ def test_bands_sum_back_to_latent(transform: str, k: int, hw: tuple[int, int]) -
 def test_fused_split_equals_iterative_reference(transform: str, k: int, hw: tuple[int, int]) -> None:
     torch.manual_seed(0)
     z = torch.randn(3, 5, *hw)
-    proj = BandProjector(k, transform=transform, grid_size=8)
+    proj = build_band_scheme(k, transform=transform, grid_size=8)
     torch.testing.assert_close(proj(z), proj.split_iterative(z), rtol=1e-5, atol=1e-5)
 
 
@@ -43,7 +45,7 @@ def test_masks_partition_the_whole_spectrum_including_corners(transform: str) ->
 
 
 def test_nyquist_checkerboard_goes_to_last_band_and_constant_to_band0() -> None:
-    proj = BandProjector(4, grid_size=16)
+    proj = build_band_scheme(4, grid_size=16)
     ii, jj = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
     checker = ((-1.0) ** (ii + jj)).expand(1, 2, 16, 16)
     bands = proj(checker)
@@ -56,7 +58,7 @@ def test_nyquist_checkerboard_goes_to_last_band_and_constant_to_band0() -> None:
 
 
 def test_band0_is_a_low_frequency_disc_not_only_dc() -> None:
-    proj = BandProjector(4, grid_size=16)
+    proj = build_band_scheme(4, grid_size=16)
     m0 = proj.masks[0]  # rfft half spectrum (16, 9)
     # Frequencies (0, 1), (1, 0), (1, 1) (one cycle per grid) are fully in band 0, not only DC.
     assert m0[0, 0] == 1 and m0[0, 1] == 1 and m0[1, 0] == 1 and m0[1, 1] == 1
@@ -76,7 +78,7 @@ def test_masks_are_smooth_unless_softness_zero() -> None:
 
 
 def test_split_runs_in_float32_under_autocast() -> None:
-    proj = BandProjector(3, grid_size=8)
+    proj = build_band_scheme(3, grid_size=8)
     z = torch.randn(2, 4, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         bands = proj(z.bfloat16())
@@ -85,7 +87,7 @@ def test_split_runs_in_float32_under_autocast() -> None:
 
 
 def test_band_energy_shares_sum_to_one_and_follow_the_content() -> None:
-    proj = BandProjector(4, grid_size=16)
+    proj = build_band_scheme(4, grid_size=16)
     energy = proj.band_energy(torch.randn(3, 4, 16, 16))
     assert energy.shape == (3, 4)
     torch.testing.assert_close(energy.sum(1), torch.ones(3))
@@ -103,8 +105,8 @@ def test_lowpass_plus_highpass_is_identity() -> None:
 
 def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="num_bands"):
-        BandProjector(0)
+        build_band_scheme(0)
     with pytest.raises(ValueError, match="band transform"):
-        BandProjector(2, transform="wavelet")
+        build_band_scheme(2, transform="wavelet")
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
-        BandProjector(2, grid_size=4)(torch.randn(4, 4, 4))
+        build_band_scheme(2, grid_size=4)(torch.randn(4, 4, 4))

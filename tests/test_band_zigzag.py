@@ -6,14 +6,9 @@ import pytest
 import torch
 
 import uae
-from uae.layers.band_projector import (
-    BandProjector,
-    ZigzagLowpass,
-    dct_matrix,
-    zigzag_keep_mask,
-    zigzag_order,
-    zigzag_rank,
-)
+from uae.layers.bands import build_band_scheme
+from uae.layers.bands.dct_zigzag import ZigzagLowpass, zigzag_keep_mask
+from uae.layers.spectral import dct_matrix, zigzag_order, zigzag_rank
 
 
 def _coefficients(x: torch.Tensor) -> torch.Tensor:
@@ -67,7 +62,7 @@ def test_keep_n_masks_count_and_nest(hw: tuple[int, int]) -> None:
 def test_eval_split_keeps_exactly_the_first_n_coefficients_and_is_deterministic() -> None:
     torch.manual_seed(0)
     z = torch.randn(2, 3, 6, 6)
-    proj = BandProjector(
+    proj = build_band_scheme(
         2, transform="dct", scheme="dct_zigzag", grid_size=6, zigzag={"keep_count": 9}
     ).eval()
     bands = proj(z)
@@ -90,7 +85,7 @@ def test_eval_split_keeps_exactly_the_first_n_coefficients_and_is_deterministic(
 
 def test_eval_off_passes_the_latent_through() -> None:
     z = torch.randn(2, 3, 4, 4)
-    proj = BandProjector(2, transform="dct", scheme="dct_zigzag", grid_size=4).eval()
+    proj = build_band_scheme(2, transform="dct", scheme="dct_zigzag", grid_size=4).eval()
     bands = proj(z)
     assert torch.equal(bands[:, 0], z)
     assert torch.equal(bands[:, 1], torch.zeros_like(z))
@@ -104,7 +99,7 @@ def test_random_n_only_in_training_mode_per_sample_within_range() -> None:
     torch.manual_seed(0)
     z = torch.randn(64, 2, 8, 8) + 0.5
     opts = {"keep_count": 20, "count_min": 10, "count_max": 30, "apply_prob": 1.0}
-    proj = BandProjector(2, transform="dct", scheme="dct_zigzag", grid_size=8, zigzag=opts)
+    proj = build_band_scheme(2, transform="dct", scheme="dct_zigzag", grid_size=8, zigzag=opts)
     proj.train()
     counts = _kept_counts(proj(z))
     assert min(counts) >= 10 and max(counts) <= 30
@@ -135,9 +130,9 @@ def test_zigzag_options_are_validated() -> None:
     with pytest.raises(ValueError, match="apply_prob"):
         ZigzagLowpass(apply_prob=1.5)
     with pytest.raises(ValueError, match="num_bands=2"):
-        BandProjector(3, transform="dct", scheme="dct_zigzag")
+        build_band_scheme(3, transform="dct", scheme="dct_zigzag")
     with pytest.raises(ValueError, match="only used"):
-        BandProjector(2, transform="dct", zigzag={"keep_count": 3})
+        build_band_scheme(2, transform="dct", zigzag={"keep_count": 3})
 
 
 def _zigzag_config(**overrides) -> uae.UAEConfig:

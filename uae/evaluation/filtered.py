@@ -18,7 +18,7 @@ import torch
 
 from uae.errors import InputError
 from uae.evaluation.options import ProbeOptions, RunOptions
-from uae.layers.band_projector import lowpass_filter
+from uae.layers.spectral import lowpass_filter
 
 if TYPE_CHECKING:  # pragma: no cover
     from uae.evaluation.metrics import ReconstructionMetrics

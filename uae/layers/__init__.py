@@ -1,7 +1,6 @@
 """The paper's parts: unified encoder, band schemes (the band projector), band modulator, pixel decoder."""
 
 from uae.layers.band_modulator import BandModulator
-from uae.layers.band_projector import BandProjector
 from uae.layers.bands import AuthorsV1Bands, BandScheme, SmoothBands, ZigzagLowpass, build_band_scheme
 from uae.layers.bands.smooth import band_masks
 from uae.layers.decoder import PixelDecoder
@@ -11,7 +10,6 @@ from uae.layers.spectral import SpectralTransform, lowpass_filter, radial_freque
 __all__ = [
     "AuthorsV1Bands",
     "BandModulator",
-    "BandProjector",
     "BandScheme",
     "PixelDecoder",
     "SmoothBands",

@@ -330,7 +330,7 @@ class UAEConfig:
         if not 1 <= self.num_bands <= 16:
             problems.append(("num_bands", f"num_bands must be in 1..16, got {self.num_bands}"))
         if self.band_scheme == "authors_v1":
-            from uae.layers.band_projector import check_authors_v1_schedule
+            from uae.layers.bands.authors_v1 import check_authors_v1_schedule
 
             try:
                 check_authors_v1_schedule(self.band_schedule, self.num_bands, self.band_transform)
