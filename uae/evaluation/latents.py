@@ -16,7 +16,8 @@ each process encodes its own share of the pending shards; the shards do not depe
 processes (shard ``s`` always holds images ``s * shard_size ...``), so neither does the finished export.
 
 Per-channel statistics are exact (:func:`uae.evaluation.shards.channel_moments`, combined with Chan et
-al.'s formula), so resumed and multi-process runs give the same statistics as uninterrupted ones.
+al.'s formula), so resumed and multi-process runs give the same statistics as uninterrupted ones. The index
+records the tokenizer's :func:`~uae.evaluation.common.tokenizer_fingerprint` (``model.fingerprint``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from uae.evaluation.common import (
     model_device,
     open_dataset,
     process_group,
+    tokenizer_fingerprint,
     trim_heap,
     weights_fingerprint,
 )
@@ -97,14 +99,9 @@ def _fingerprint(items: dict[str, Any]) -> str:
 def _encode(model: nn.Module, x: torch.Tensor, what: Sequence[str], amp: bool) -> dict[str, torch.Tensor]:
     with maybe_autocast(x.device, enabled=amp):
         enc = model.encode(x)
-        out: dict[str, torch.Tensor] = {}
-        if "latent" in what:
-            out["latent"] = enc.latent.float()
-        if "bands" in what:
-            out["bands"] = enc.bands.float()
-        if "fused" in what:
-            out["fused"] = model.fuse(enc.bands).float()
-    return out
+        parts = {"latent": enc.latent, "bands": enc.bands}
+        parts["fused"] = model.fuse(enc.bands) if "fused" in what else enc.latent
+        return {k: parts[k].float() for k in EXPORTABLE if k in what}
 
 
 def _new_index(
@@ -273,6 +270,9 @@ def export_latents(
             param="out_dir",
         )
     if rank == 0:
+        if "fingerprint" not in index["model"]:  # a new export, or one begun before uae recorded it
+            index["model"]["fingerprint"] = tokenizer_fingerprint(model)
+            _atomic_json(index_path, index)
         _merge_journals(out, index, index_path)
     barrier()
     index = _prepare(out, json.loads(index_path.read_text()) if world > 1 else index, index_path, rank, world)

@@ -24,6 +24,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ import torch
 from uae.errors import InputError
 from uae.factory import create_model, load_model
 from uae.generation.guidance import Guidance
+from uae.generation.latent_space import LatentSpace
 from uae.generation.samplers import SamplerConfig, sample
 from uae.generation.seeds import image_noise, image_seed
 from uae.generation.settings import (
@@ -81,6 +83,9 @@ class GenerationPipeline:
         guidance: Default guidance (default: none).
         name: What the pipeline is, for messages and file metadata (the generator's registry name).
         tokenizer_name: The tokenizer's name, for metadata.
+        latent_space: What the generator models and how its samples decode (a generator trained by uae;
+            :mod:`uae.generation.latent_space`); ``None``: the released generators' space (the tokenizer's
+            normalised decoder input).
 
     Raises:
         InputError: The models' latent shapes differ.
@@ -96,6 +101,7 @@ class GenerationPipeline:
         guidance: Guidance | None = None,
         name: str = "",
         tokenizer_name: str = "",
+        latent_space: LatentSpace | None = None,
     ) -> None:
         if not isinstance(tokenizer, UAE):
             raise InputError(
@@ -122,6 +128,7 @@ class GenerationPipeline:
         self.guidance = guidance if guidance is not None else Guidance()
         self.name = name or generator.config.name
         self.tokenizer_name = tokenizer_name or tokenizer.config.name
+        self.latent_space = latent_space
         for m in self.models():
             m.requires_grad_(False)
 
@@ -174,6 +181,9 @@ class GenerationPipeline:
             generator = create_model(name, pretrained=pretrained, **(hub_kw if pretrained else {}))
         else:
             generator = load_model(name, family="generator", pretrained=pretrained)
+        space = LatentSpace.load(name) if Path(name).expanduser().is_dir() else None
+        if tokenizer is None and space is not None and space.tokenizer:
+            tokenizer = space.tokenizer  # trained by uae: the tokenizer it was trained with
         if tokenizer is None:
             if defaults is None:
                 raise InputError(
@@ -204,7 +214,10 @@ class GenerationPipeline:
             guidance=guidance,
             name=name,
             tokenizer_name=tok_name,
+            latent_space=space,
         )
+        if space is not None:
+            space.check_tokenizer(pipe.tokenizer)
         return pipe.to(device)
 
     def models(self) -> list[torch.nn.Module]:
@@ -434,7 +447,11 @@ class GenerationPipeline:
         a sample (:meth:`uae.UAE.decode_latent` with ``normalized=True``, clamped)."""
         dev = next(self.tokenizer.parameters()).device
         with maybe_autocast(dev, enabled=amp):
-            out = self.tokenizer.decode_latent(latents.to(dev).float(), normalized=True, clamp=True).sample
+            z = latents.to(dev).float()
+            if self.latent_space is not None:
+                out = self.latent_space.decode(self.tokenizer, z, clamp=True)
+            else:
+                out = self.tokenizer.decode_latent(z, normalized=True, clamp=True).sample
         return out.float().cpu()
 
 
