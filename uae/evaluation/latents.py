@@ -2,7 +2,8 @@
 
 The folder's layout, and reading, writing and checking it, are in :mod:`uae.evaluation.shards`.
 Unreadable images are never replaced by another image: each shard's index entry lists them. The index
-states ``num_used`` and ``num_skipped`` (and ``skipped_files``), each file counted once. A shard is
+states ``num_used`` and ``num_skipped`` (and ``skipped_files``), each file counted once, and the tokenizer's
+:func:`~uae.evaluation.common.tokenizer_fingerprint` (``model.fingerprint``). A shard is
 written to a hidden temp file, hashed (SHA-256), renamed into place, and only then recorded in
 ``index.json`` (itself replaced atomically) or, in a multi-process run, in its rank's journal. A restart
 with the same arguments deletes stale temp files (``.tmp*``, ``*.tmp``), verifies each finished shard
@@ -16,8 +17,7 @@ each process encodes its own share of the pending shards; the shards do not depe
 processes (shard ``s`` always holds images ``s * shard_size ...``), so neither does the finished export.
 
 Per-channel statistics are exact (:func:`uae.evaluation.shards.channel_moments`, combined with Chan et
-al.'s formula), so resumed and multi-process runs give the same statistics as uninterrupted ones. The index
-records the tokenizer's :func:`~uae.evaluation.common.tokenizer_fingerprint` (``model.fingerprint``).
+al.'s formula), so resumed and multi-process runs give the same statistics as uninterrupted ones.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def _encode(model: nn.Module, x: torch.Tensor, what: Sequence[str], amp: bool) -
 
 
 def _new_index(
-    fp: str, n: int, shard_size: int, what: list[str], dtype: str, dataset: Dataset, cfg: Any, metadata: Any
+    fp: str, n: int, shard_size: int, what: list[str], dtype: str, dataset: Dataset, model: Any, metadata: Any
 ) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
@@ -118,11 +118,12 @@ def _new_index(
         "shapes": {},
         "classes": list(getattr(dataset, "classes", [])),
         "model": {
-            "name": cfg.name,
-            "latent_shape": list(cfg.latent_shape),
-            "num_bands": cfg.num_bands,
-            "band_transform": cfg.band_transform,
-            "img_size": cfg.img_size,
+            "name": model.config.name,
+            "fingerprint": tokenizer_fingerprint(model),
+            "latent_shape": list(model.config.latent_shape),
+            "num_bands": model.config.num_bands,
+            "band_transform": model.config.band_transform,
+            "img_size": model.config.img_size,
         },
         "metadata": metadata or {},
         "shards": [],
@@ -260,7 +261,7 @@ def export_latents(
         if not index_path.is_file():
             with output_errors(out, FILES_NAME):
                 write_text(out / FILES_NAME, "\n".join(rel_files) + ("\n" if rel_files else ""))
-            _atomic_json(index_path, _new_index(fp, n, shard_size, what, dtype, dataset, cfg, metadata))
+            _atomic_json(index_path, _new_index(fp, n, shard_size, what, dtype, dataset, model, metadata))
     barrier()
     index = json.loads(index_path.read_text())
     if index.get("fingerprint") != fp:
@@ -270,7 +271,7 @@ def export_latents(
             param="out_dir",
         )
     if rank == 0:
-        if "fingerprint" not in index["model"]:  # a new export, or one begun before uae recorded it
+        if "fingerprint" not in index["model"]:  # an export begun before uae recorded it
             index["model"]["fingerprint"] = tokenizer_fingerprint(model)
             _atomic_json(index_path, index)
         _merge_journals(out, index, index_path)

@@ -94,6 +94,8 @@ class LatentDiffusionModule(pl.LightningModule):
         warmup_from_zero: A linear warm-up from 0 instead of the originals' constant one.
         ema_decay: EMA decay (``None``: no EMA, e.g. under FSDP).
         grad_clip: Max global gradient norm (``None``: no clipping).
+        tf32: On CUDA, TF32 matmuls and convolutions in float32 training (the originals' ``allow_tf32``;
+            they train in fp32 this way).
         noise_seed: Seed of the noise, times and label dropout (``seed_everything``'s when set).
         log_images_every_n_steps: A grid of EMA samples for fixed labels and noise every N steps (0: none).
         num_log_images: Samples in the grid.
@@ -135,6 +137,7 @@ class LatentDiffusionModule(pl.LightningModule):
         warmup_from_zero: bool = False,
         ema_decay: float | None = 0.9995,
         grad_clip: float | None = 1.0,
+        tf32: bool = True,
         noise_seed: int = 0,
         log_images_every_n_steps: int = 1000,
         num_log_images: int = 8,
@@ -189,6 +192,9 @@ class LatentDiffusionModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         quiet_lightning()
+        if self.hparams.tf32 and torch.cuda.is_available():  # as src/train.py sets them
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         space = getattr(dm, "latent_space", None)
         if space is not None:
