@@ -14,12 +14,12 @@ from uae.factory import load_model
 
 def save_tokenizer(directory: Path, seed: int = 0, name: str = "uae_test", stats: bool = False) -> Path:
     """A registered tokenizer (random weights from ``seed``) saved with ``save_pretrained``; ``stats=True``
-    gives it per-channel latent statistics (as a release has)."""
+    gives it per-position latent statistics ``(C, h, w)``, as RAE's and the 64-token releases have."""
     torch.manual_seed(seed)
-    model = uae.create_model(name)
+    model = uae.create_model(name, latent_stats="per_position") if stats else uae.create_model(name)
     if stats:
-        c = model.config.latent_dim
-        model.set_latent_stats(torch.linspace(-0.5, 0.5, c), torch.linspace(0.5, 2.0, c))
+        shape = model.config.latent_shape
+        model.set_latent_stats(0.3 * torch.randn(shape), torch.rand(shape) + 0.5)
     model.save_pretrained(directory)
     return directory
 

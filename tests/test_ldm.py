@@ -13,6 +13,9 @@ from uae.convert.dit import convert_dit_state, dit_from_original
 from uae.training import LatentDiffusionModule
 from uae.training.flow_optim import ParameterEMA, flow_lr_lambda, step_seed
 
+# Training without a validation loader is the point of these tests.
+pytestmark = pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
+
 
 class _Batches(torch.utils.data.Dataset):
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -158,3 +161,30 @@ def test_train_all_parameters_and_options() -> None:
         with pytest.raises(ValueError) as e:  # ConfigError / InputError
             LatentDiffusionModule(**{"model_name": "dit_dh_test", **kw})
         assert e.value.param == param
+
+
+def test_fsdp_refuses_the_ema_and_exports_the_gathered_weights(tmp_path, monkeypatch) -> None:
+    """Under FSDP (sharded weights) the EMA is refused, as for the image stages; the export at the end of fit
+    is built from the strategy's gathered state dict on rank 0."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from uae.models.dit import DiTDH
+    from uae.training.callbacks import EMAUpdate
+
+    with_ema = LatentDiffusionModule(model_name="dit_dh_test", log_images_every_n_steps=0)
+    with pytest.raises(ValueError, match="EMA needs unsharded weights"):
+        EMAUpdate().setup(SimpleNamespace(strategy=FSDPStrategy()), with_ema, "fit")
+    module = LatentDiffusionModule(
+        model_name="dit_dh_test", ema_decay=None, export_dir=str(tmp_path / "export")
+    )
+    with torch.no_grad():
+        module.model.final.linear.weight.add_(1.0)  # differs from a fresh model
+    strategy = FSDPStrategy()
+    monkeypatch.setattr(strategy, "lightning_module_state_dict", lambda: module.state_dict())
+    module._trainer = SimpleNamespace(strategy=strategy, is_global_zero=True)
+    module.on_train_end()
+    exported = DiTDH.from_pretrained(tmp_path / "export").state_dict()
+    for key, value in module.model.state_dict().items():
+        assert torch.equal(exported[key], value), key

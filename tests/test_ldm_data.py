@@ -18,6 +18,9 @@ from uae.generation.latent_space import LatentSpace, parse_bands
 from uae.training import LatentDataModule
 from uae.training.latent_data import LatentShards, export_stats
 
+# Training without a validation loader is the point of these tests.
+pytestmark = pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
+
 
 @pytest.fixture
 def export(image_folder, tmp_path):
@@ -82,8 +85,16 @@ def test_statistics_come_from_the_tokenizer_where_it_has_some(export, image_fold
     other = encode(tok, image_folder, tmp_path / "lat_stats")
     dm = LatentDataModule(str(other), batch_size=2, num_workers=0)
     dm.setup("fit")
-    assert dm.latent_space.stats == "tokenizer"  # a release's own statistics, as the originals normalise
-    assert torch.equal(dm.latent_space.mean, dm.tokenizer_model.latent_mean)
+    space = dm.latent_space
+    assert space.stats == "tokenizer" and space.mean.shape == (
+        32,
+        8,
+        8,
+    )  # a release's per-position statistics
+    x = torch.stack([dm.train_set[i]["latent"] for i in range(2)])
+    assert torch.equal(
+        space.normalize(x), dm.tokenizer_model.normalize_latent(x)
+    )  # the originals' arithmetic
     bands = LatentDataModule(str(other), what="bands", bands="0:2", batch_size=2, num_workers=0)
     bands.setup("fit")
     assert bands.latent_space.stats == "export" and bands.latent_space.bands == (0, 1)
@@ -149,3 +160,31 @@ def test_latent_space_saves_normalises_and_decodes(tmp_path, tiny_model) -> None
     x = torch.randn(2, 3, c, 8, 8)
     assert torch.equal(bands.select(x), x[:, 0])
     assert LatentSpace.load(tmp_path / "nothing") is None
+
+
+def test_a_generator_trained_on_band_0_decodes_through_its_latent_space(export, tmp_path) -> None:
+    import lightning.pytorch as pl
+
+    from uae.generation.pipeline import GenerationPipeline
+    from uae.training import LatentDiffusionModule
+
+    dm = LatentDataModule(str(export), what="bands", bands="0", batch_size=4, num_workers=0)
+    module = LatentDiffusionModule(
+        model_name="dit_dh_test", log_images_every_n_steps=0, export_dir=str(tmp_path / "g")
+    )
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(module, dm)
+    space = LatentSpace.load(tmp_path / "g")
+    assert space.what == "bands" and space.bands == (0,) and space.stats == "export"
+    pipe = GenerationPipeline.from_pretrained(str(tmp_path / "g"))
+    out = pipe([0, 1], steps=3)
+    expected = pipe.tokenizer.decode(space.denormalize(out.latents), clamp=True).sample  # split, fuse, render
+    assert out.images.shape == (2, 3, 32, 32) and torch.allclose(out.images, expected, atol=1e-6)
