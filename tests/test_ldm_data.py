@@ -174,6 +174,7 @@ def test_a_generator_trained_on_band_0_decodes_through_its_latent_space(export, 
     )
     trainer = pl.Trainer(
         max_steps=2,
+        limit_val_batches=0,
         accelerator="cpu",
         logger=False,
         enable_progress_bar=False,
