@@ -119,3 +119,12 @@ def test_last_checkpoint_exports_the_final_ema_and_latent_space(export, tmp_path
     assert space.to_dict() == module.latent_space.to_dict() and torch.equal(
         space.mean, module.latent_space.mean
     )
+
+
+def test_resuming_on_the_latents_of_another_tokenizer_is_refused(export, tmp_path):
+    _run(export, tmp_path, 2)
+    other = encode(
+        save_tokenizer(tmp_path / "other", seed=5), export.parent / "images", tmp_path / "other_latents"
+    )
+    with pytest.raises(ValueError, match="another tokenizer than the data's"):
+        _run(other, tmp_path / "again", 4, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))

@@ -171,7 +171,7 @@ class LatentDiffusionModule(pl.LightningModule):
             if time_shift_dim is not None
             else default_shift(cfg.latent_shape)
         )
-        sample_training_times(1, time_dist=time_dist)  # a bad time_dist fails now, naming the parameter
+        sample_training_times(1, time_dist=time_dist, generator=torch.Generator())  # a bad one fails now
         self.prediction, self.time_dist = prediction, time_dist
         self.lr, self.final_lr, self.betas = lr, final_lr, tuple(betas)
         self.weight_decay, self.eps, self.schedule = weight_decay, eps, schedule
@@ -205,12 +205,6 @@ class LatentDiffusionModule(pl.LightningModule):
                     f"the generator models latents {want} but the data are {tuple(space.latent_shape)}: set "
                     f"model_overrides {{in_channels: {c}, input_size: [{h}, {w}]}}",
                     param="model_overrides",
-                )
-            saved = getattr(self, "_saved_space", None)
-            if saved is not None and saved.get("tokenizer_fingerprint") != space.tokenizer_fingerprint:
-                raise ConfigError(
-                    "this checkpoint was trained on the latents of another tokenizer than the data's",
-                    param="root",
                 )
             self.latent_space = space
             num_classes = dm.num_classes() if hasattr(dm, "num_classes") else None
@@ -395,7 +389,16 @@ class LatentDiffusionModule(pl.LightningModule):
             checkpoint[SPACE_KEY] = {**s.to_dict(), "mean": s.mean, "std": s.std}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._saved_space = checkpoint.get(SPACE_KEY)
+        saved, space = checkpoint.get(SPACE_KEY), self.latent_space  # setup() has run: the data's space
+        if (
+            saved is not None
+            and space is not None
+            and saved.get("tokenizer_fingerprint") != space.tokenizer_fingerprint
+        ):
+            raise ConfigError(
+                "this checkpoint was trained on the latents of another tokenizer than the data's (root)",
+                param="root",
+            )
 
     def on_train_end(self) -> None:
         directory = self.hparams.export_dir
