@@ -154,7 +154,9 @@ class GenerationPipeline:
             name: ``"dit_dh_xl.rae"``, ``"uae_64token_dit"`` (its default tag), a ``save_pretrained``
                 directory of a generator, or a Hub repo id.
             tokenizer: The tokenizer (a :class:`uae.UAE` or a ``--model``-style spec); required for a
-                directory or repo, or for a registered architecture without weights.
+                directory or repo, or for a registered architecture without weights, except for a directory
+                written by uae's training (``latent_space.json``: the tokenizer it was trained with, whose
+                latent space then decodes the samples; :mod:`uae.generation.latent_space`).
             guide_model: The autoguidance model (a model or spec); ``False``: none (the release's
                 autoguidance is then switched off); ``None``: the release's.
             pretrained: Load trained weights (``False``: random generator, guidance model and, when given by
