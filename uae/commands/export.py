@@ -26,10 +26,11 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Parse, run :func:`uae.training.export.export_checkpoint`, print where the weights went."""
+    """Parse, export the checkpoint (a tokenizer stage's or a generator's:
+    :func:`uae.training.generator_io.export_training_checkpoint`), print where the weights went."""
     args = build_parser().parse_args(list(argv))
-    from uae.training.export import export_checkpoint
+    from uae.training.generator_io import export_training_checkpoint  # tokenizer stages and generators
 
-    out = export_checkpoint(args.checkpoint, args.out_dir, ema=not args.raw, name=args.name)
+    out = export_training_checkpoint(args.checkpoint, args.out_dir, ema=not args.raw, name=args.name)
     print(f"exported {'raw' if args.raw else 'EMA'} weights to {out}")
     return 0

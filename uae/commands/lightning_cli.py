@@ -1,5 +1,6 @@
 """The LightningCLI of ``uae fit`` / ``uae validate``: the stage module by ``model.class_path``,
-:class:`uae.data.UAEDataModule` as ``data``, and uae's rules on top (:func:`make_cli`).
+:class:`uae.data.UAEDataModule` as ``data`` (another data module by ``data.class_path``: the latent
+generator's :class:`uae.training.LatentDataModule`), and uae's rules on top (:func:`make_cli`).
 
 Examples::
 
@@ -22,13 +23,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LightningCLI
 
 from uae.commands._options import USER_ERRORS, CLIError
 from uae.data.datamodule import UAEDataModule
 from uae.errors import UAEError, for_flags
-from uae.training import Stage3GANModule, UAETrainingModule
+from uae.training import LatentDataModule, LatentDiffusionModule, Stage3GANModule, UAETrainingModule
 from uae.training.precision import select_precision
 from uae.training.quiet import quiet_lightning
 from uae.training.resume import resume_changes
@@ -46,8 +48,8 @@ def flags() -> dict[str, str]:
     def params(cls: type) -> list[str]:
         return [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "kwargs")]
 
-    out = {name: f"--data.{name}" for name in params(UAEDataModule)}
-    for cls in (UAETrainingModule, Stage3GANModule):
+    out = {name: f"--data.{name}" for cls in (UAEDataModule, LatentDataModule) for name in params(cls)}
+    for cls in (UAETrainingModule, Stage3GANModule, LatentDiffusionModule):
         out.update({name: f"--model.{name}" for name in params(cls)})
     return {**out, **TRAINER_FLAGS}
 
@@ -73,6 +75,10 @@ def _stage_class(class_path: str) -> type | None:
 
 class UAECLI(LightningCLI):
     """LightningCLI that resumes honestly, picks precision from the hardware and names the recipe."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        # data without a class_path (every image recipe) is the image DataModule's options
+        parser.set_defaults({"data": {"class_path": "uae.data.UAEDataModule"}})
 
     def _parse_ckpt_path(self) -> None:
         sub = self.config.get("subcommand")
@@ -164,9 +170,10 @@ def make_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> LightningC
     quiet_lightning()
     try:
         return UAECLI(
-            UAETrainingModule,
-            UAEDataModule,
+            pl.LightningModule,
+            pl.LightningDataModule,
             subclass_mode_model=True,
+            subclass_mode_data=True,
             args=list(args),
             run=run,
             save_config_kwargs={"overwrite": True},

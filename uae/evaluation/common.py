@@ -4,6 +4,7 @@ skipped-image summaries."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -146,6 +147,18 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
         if flat.numel():
             h.update(flat[:: max(1, flat.numel() // 8)].double().cpu().numpy().tobytes())
     return h.hexdigest()
+
+
+def tokenizer_fingerprint(model: torch.nn.Module) -> str:
+    """The identity of a tokenizer's latent space: its config (without ``name``) and weights (latent
+    statistics included, :func:`weights_fingerprint`). Renaming or moving a tokenizer keeps it.
+
+    ``uae encode`` records it in ``index.json`` (``model.fingerprint``); a generator's training data are
+    checked against the tokenizer it is paired with (:mod:`uae.training.latent_data`).
+    """
+    cfg = {k: v for k, v in model.config.to_dict().items() if k != "name"}  # type: ignore[operator]
+    blob = json.dumps({"config": cfg, "weights": weights_fingerprint(model)}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()
 
 
 def resolve_data(data: str, data_root: str | None = None) -> Path:

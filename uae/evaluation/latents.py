@@ -2,7 +2,8 @@
 
 The folder's layout, and reading, writing and checking it, are in :mod:`uae.evaluation.shards`.
 Unreadable images are never replaced by another image: each shard's index entry lists them. The index
-states ``num_used`` and ``num_skipped`` (and ``skipped_files``), each file counted once. A shard is
+states ``num_used`` and ``num_skipped`` (and ``skipped_files``), each file counted once, and the tokenizer's
+:func:`~uae.evaluation.common.tokenizer_fingerprint` (``model.fingerprint``). A shard is
 written to a hidden temp file, hashed (SHA-256), renamed into place, and only then recorded in
 ``index.json`` (itself replaced atomically) or, in a multi-process run, in its rank's journal. A restart
 with the same arguments deletes stale temp files (``.tmp*``, ``*.tmp``), verifies each finished shard
@@ -45,6 +46,7 @@ from uae.evaluation.common import (
     model_device,
     open_dataset,
     process_group,
+    tokenizer_fingerprint,
     trim_heap,
     weights_fingerprint,
 )
@@ -97,18 +99,13 @@ def _fingerprint(items: dict[str, Any]) -> str:
 def _encode(model: nn.Module, x: torch.Tensor, what: Sequence[str], amp: bool) -> dict[str, torch.Tensor]:
     with maybe_autocast(x.device, enabled=amp):
         enc = model.encode(x)
-        out: dict[str, torch.Tensor] = {}
-        if "latent" in what:
-            out["latent"] = enc.latent.float()
-        if "bands" in what:
-            out["bands"] = enc.bands.float()
-        if "fused" in what:
-            out["fused"] = model.fuse(enc.bands).float()
-    return out
+        parts = {"latent": enc.latent, "bands": enc.bands}
+        parts["fused"] = model.fuse(enc.bands) if "fused" in what else enc.latent
+        return {k: parts[k].float() for k in EXPORTABLE if k in what}
 
 
 def _new_index(
-    fp: str, n: int, shard_size: int, what: list[str], dtype: str, dataset: Dataset, cfg: Any, metadata: Any
+    fp: str, n: int, shard_size: int, what: list[str], dtype: str, dataset: Dataset, model: Any, metadata: Any
 ) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
@@ -121,11 +118,12 @@ def _new_index(
         "shapes": {},
         "classes": list(getattr(dataset, "classes", [])),
         "model": {
-            "name": cfg.name,
-            "latent_shape": list(cfg.latent_shape),
-            "num_bands": cfg.num_bands,
-            "band_transform": cfg.band_transform,
-            "img_size": cfg.img_size,
+            "name": model.config.name,
+            "fingerprint": tokenizer_fingerprint(model),
+            "latent_shape": list(model.config.latent_shape),
+            "num_bands": model.config.num_bands,
+            "band_transform": model.config.band_transform,
+            "img_size": model.config.img_size,
         },
         "metadata": metadata or {},
         "shards": [],
@@ -263,7 +261,7 @@ def export_latents(
         if not index_path.is_file():
             with output_errors(out, FILES_NAME):
                 write_text(out / FILES_NAME, "\n".join(rel_files) + ("\n" if rel_files else ""))
-            _atomic_json(index_path, _new_index(fp, n, shard_size, what, dtype, dataset, cfg, metadata))
+            _atomic_json(index_path, _new_index(fp, n, shard_size, what, dtype, dataset, model, metadata))
     barrier()
     index = json.loads(index_path.read_text())
     if index.get("fingerprint") != fp:
@@ -273,6 +271,9 @@ def export_latents(
             param="out_dir",
         )
     if rank == 0:
+        if "fingerprint" not in index["model"]:  # an export begun before uae recorded it
+            index["model"]["fingerprint"] = tokenizer_fingerprint(model)
+            _atomic_json(index_path, index)
         _merge_journals(out, index, index_path)
     barrier()
     index = _prepare(out, json.loads(index_path.read_text()) if world > 1 else index, index_path, rank, world)

@@ -24,6 +24,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ import torch
 from uae.errors import InputError
 from uae.factory import create_model, load_model
 from uae.generation.guidance import Guidance
+from uae.generation.latent_space import LatentSpace
 from uae.generation.samplers import SamplerConfig, sample
 from uae.generation.seeds import image_noise, image_seed
 from uae.generation.settings import (
@@ -81,6 +83,9 @@ class GenerationPipeline:
         guidance: Default guidance (default: none).
         name: What the pipeline is, for messages and file metadata (the generator's registry name).
         tokenizer_name: The tokenizer's name, for metadata.
+        latent_space: What the generator models and how its samples decode (a generator trained by uae;
+            :mod:`uae.generation.latent_space`); ``None``: the released generators' space (the tokenizer's
+            normalised decoder input).
 
     Raises:
         InputError: The models' latent shapes differ.
@@ -96,6 +101,7 @@ class GenerationPipeline:
         guidance: Guidance | None = None,
         name: str = "",
         tokenizer_name: str = "",
+        latent_space: LatentSpace | None = None,
     ) -> None:
         if not isinstance(tokenizer, UAE):
             raise InputError(
@@ -122,6 +128,7 @@ class GenerationPipeline:
         self.guidance = guidance if guidance is not None else Guidance()
         self.name = name or generator.config.name
         self.tokenizer_name = tokenizer_name or tokenizer.config.name
+        self.latent_space = latent_space
         for m in self.models():
             m.requires_grad_(False)
 
@@ -147,7 +154,9 @@ class GenerationPipeline:
             name: ``"dit_dh_xl.rae"``, ``"uae_64token_dit"`` (its default tag), a ``save_pretrained``
                 directory of a generator, or a Hub repo id.
             tokenizer: The tokenizer (a :class:`uae.UAE` or a ``--model``-style spec); required for a
-                directory or repo, or for a registered architecture without weights.
+                directory or repo, or for a registered architecture without weights, except for a directory
+                written by uae's training (``latent_space.json``: the tokenizer it was trained with, whose
+                latent space then decodes the samples; :mod:`uae.generation.latent_space`).
             guide_model: The autoguidance model (a model or spec); ``False``: none (the release's
                 autoguidance is then switched off); ``None``: the release's.
             pretrained: Load trained weights (``False``: random generator, guidance model and, when given by
@@ -174,6 +183,9 @@ class GenerationPipeline:
             generator = create_model(name, pretrained=pretrained, **(hub_kw if pretrained else {}))
         else:
             generator = load_model(name, family="generator", pretrained=pretrained)
+        space = LatentSpace.load(name) if Path(name).expanduser().is_dir() else None
+        if tokenizer is None and space is not None and space.tokenizer:
+            tokenizer = space.tokenizer  # trained by uae: the tokenizer it was trained with
         if tokenizer is None:
             if defaults is None:
                 raise InputError(
@@ -204,7 +216,10 @@ class GenerationPipeline:
             guidance=guidance,
             name=name,
             tokenizer_name=tok_name,
+            latent_space=space,
         )
+        if space is not None:
+            space.check_tokenizer(pipe.tokenizer)
         return pipe.to(device)
 
     def models(self) -> list[torch.nn.Module]:
@@ -434,7 +449,11 @@ class GenerationPipeline:
         a sample (:meth:`uae.UAE.decode_latent` with ``normalized=True``, clamped)."""
         dev = next(self.tokenizer.parameters()).device
         with maybe_autocast(dev, enabled=amp):
-            out = self.tokenizer.decode_latent(latents.to(dev).float(), normalized=True, clamp=True).sample
+            z = latents.to(dev).float()
+            if self.latent_space is not None:
+                out = self.latent_space.decode(self.tokenizer, z, clamp=True)
+            else:
+                out = self.tokenizer.decode_latent(z, normalized=True, clamp=True).sample
         return out.float().cpu()
 
 

@@ -27,6 +27,10 @@ RESUME_APPLIED = (
     "teacher_weights",
     "disc_weights",
     "lpips_backbone_weights",
+    "fid_every_n_steps",
+    "fid_num_samples",
+    "inception_weights",
+    "sample_steps",
 )
 
 
