@@ -60,7 +60,9 @@ def serve_and_probe(cmd: list[str], cwd: Path, port: int, photo: Path) -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="uae-smoke-"))
     env = {**ENV, "TMPDIR": str(tmp), "GRADIO_SERVER_PORT": str(port)}
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 300
