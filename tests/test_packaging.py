@@ -58,7 +58,7 @@ def _build(backend_call: str, src: Path, out: Path) -> Path:
 
 def test_sdist_and_wheel_carry_the_checkpoint_recipes_and_photos(tmp_path: Path) -> None:
     """As ``python -m build`` does: the sdist from the sources, the wheel from the unpacked sdist."""
-    pytest.importorskip("setuptools", minversion="68")
+    pytest.importorskip("setuptools", minversion="77")
     (tmp_path / "src").mkdir()
     src = _copy_sources(tmp_path / "src")
     dist = tmp_path / "dist"
@@ -201,7 +201,7 @@ def test_space_front_matter() -> None:
 
     data = SpaceCard((ROOT / "README.md").read_text()).data
     assert data.sdk == "gradio" and data.app_file == "app.py" and (ROOT / data.app_file).is_file()
-    assert data.license == PYPROJECT["project"]["license"]["text"].lower()
+    assert data.license == PYPROJECT["project"]["license"].lower()
     assert len(data.short_description) <= 60
     gradio = next(
         Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"]["app"] if r.startswith("gradio")

@@ -13,6 +13,7 @@ with :func:`find_recipe`, so ``uae fit --config finetune_folder`` works from any
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from uae.errors import InputError, MissingFileError
@@ -63,15 +64,24 @@ def list_recipes() -> dict[str, Path]:
 
 
 def recipe_summary(path: str | os.PathLike) -> str:
-    """The first line of a recipe's header comment (what it trains), or ``""``."""
+    """The first sentence of a recipe's header comment (what it trains), without its asides in brackets."""
+    words: list[str] = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         text = line.strip()
         if not text.startswith("#"):
-            return ""
+            break
         text = text.lstrip("#").strip()
-        if text:
-            return text
-    return ""
+        if not text:
+            if words:
+                break
+            continue
+        words.append(text)
+        if text.endswith((".", ":")) or len(words) == 3:
+            break
+    summary = " ".join(words)
+    while (shorter := re.sub(r"\s*\([^()]*\)", "", summary)) != summary:
+        summary = shorter
+    return summary[:-1] + "." if summary.endswith(":") else summary
 
 
 def find_recipe(name: str | os.PathLike) -> Path:
