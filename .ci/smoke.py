@@ -128,6 +128,45 @@ def wheel(work: Path, app_py: Path | None = None) -> None:
     if "Stage1DecoderModule" not in out:
         sys.exit(f"smoke: uae fit --config finetune_folder did not resolve the recipe:\n{out[-2000:]}")
     step("uae fit --config finetune_folder --print_config: the bundled recipe")
+    (work / "photos").mkdir()
+    for p in photos:
+        shutil.copy2(p, work / "photos" / p.name)
+    tiny = ["--data.batch_size", "2", "--data.num_workers", "0", "--data.val_fraction", "0.25"]
+    tiny += [
+        "--trainer.max_steps",
+        "2",
+        "--trainer.val_check_interval",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+    ]
+    tiny += [
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    tiny += ["--trainer.default_root_dir", "run", "--model.export_dir", "run/export"]
+    demo = checkpoint_root() / "uae_demo"
+    run(
+        BIN / "uae",
+        "fit",
+        "--config",
+        "finetune_folder",
+        "--data.root",
+        "photos",
+        "--model.pretrained",
+        demo,
+        *tiny,
+        cwd=work,
+    )
+    from uae.models.card import check_card
+
+    card = check_card((work / "run" / "export" / "README.md").read_text())
+    uae.UAE.from_pretrained(work / "run" / "export")
+    step(
+        f"uae fit --config finetune_folder: 2 steps from the installed demo, exported; card {card.data.tags}"
+    )
     out = run(BIN / "uae", "models", "--pretrained", "uae_demo*", cwd=work)
     step("uae models: " + out.strip())
 

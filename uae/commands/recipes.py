@@ -36,7 +36,7 @@ def main(argv: Sequence[str]) -> int:
         for path in copy_recipes(args.copy, args.names or None, overwrite=args.force):
             print(f"wrote {path}")
         return 0
-    recipes = {find_recipe(n).stem: find_recipe(n) for n in args.names} if args.names else list_recipes()
+    recipes = {p.stem: p for p in map(find_recipe, args.names)} if args.names else list_recipes()
     if not recipes:
         print("no bundled recipes found")
         return 1
