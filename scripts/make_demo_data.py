@@ -230,16 +230,23 @@ def write_card(run: Path, data: Path, out: Path) -> dict[str, object]:
     training = CARD_TRAINING.format(
         steps=summary["steps"], samples=summary["steps"] * 24, wall=summary["wall_minutes"]
     )
+    from uae.models.card import eval_results
+
+    heldout = ("imagefolder", f"held-out photo crops ({len(files)}; see Evaluation)", None)
     card = model.generate_model_card(
-        repo_id=str(out),
+        repo_id="checkpoints/uae_demo",
         training=training,
         evaluation=CARD_EVAL.format(**values),
+        encoder_init="random init (no pretrained weights)",
+        encoder_pretrained=False,
+        results=eval_results(
+            {"heldout.psnr": res["uae"]["psnr"], "heldout.ssim": res["uae"]["ssim"]}, dataset=heldout
+        ),
     )
     text = str(card).replace(
-        'model = uae.UAE.from_pretrained("' + str(out) + '")',
+        'model = uae.UAE.from_pretrained("checkpoints/uae_demo")',
         'model = uae.create_model("uae_demo", pretrained=True)   # or uae.UAE.from_pretrained("checkpoints/uae_demo")',
     )
-    text = text.replace("init ``", "random init (no DINOv2 weights)")
     attribution = (data / "ATTRIBUTION.md").read_text() if (data / "ATTRIBUTION.md").exists() else ""
     text += "\n## Data attribution\n\n" + attribution.split("\n", 2)[-1]
     from uae.visualize import save_band_figure

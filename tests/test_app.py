@@ -105,6 +105,51 @@ def test_explorer_cache_is_bounded(tiny_model, photos32):
     assert ex.get("unknown") is None
 
 
+def test_explorer_cache_bounds_memory_with_filters_and_decodes(tiny_model, photos32):
+    """Originals, their filtered variants and every decode count against the bounds; nothing else keeps an
+    evicted analysis alive (the cache's memory is really bounded, not only its length)."""
+    import gc
+    import weakref
+
+    from uae.explorer import analysis_bytes
+
+    ex = BandExplorer(tiny_model, cache_size=3, max_cache_bytes=10**9)
+    alive = []
+    for i in range(4):
+        a = ex.analyse(photos32[i % len(photos32)] * (1 - i / 24))
+        ex.progressive(a)
+        for kind, r in (("lfc", 0.2 + i / 100), ("hfc", 0.3)):
+            alive.append(weakref.ref(ex.filtered(a, kind, r)))
+        alive.append(weakref.ref(a))
+        assert len(ex) <= 3
+    del a
+    gc.collect()
+    assert sum(r() is not None for r in alive) == 3  # exactly what the cache holds
+    one = max(analysis_bytes(r()) for r in alive if r() is not None)
+    ex = BandExplorer(tiny_model, cache_size=100, max_cache_bytes=int(2.5 * one))
+    for i in range(4):
+        a = ex.analyse(photos32[i % len(photos32)] * (1 - i / 12))
+        ex.progressive(a)  # decodes grow an analysis after it is cached: the byte budget still holds
+        ex.filtered(a, "lfc", 0.5)
+        assert ex.cache_bytes <= 2.5 * one and len(ex) <= 3
+    assert ex.get(ex.filtered(a, "lfc", 0.5).key) is not None  # the most recent one always stays
+
+
+def test_explorer_and_decode_bands_take_integer_band_indices(explorer, tiny_model, photos32):
+    a = explorer.analyse(photos32[0])
+    bands = a.bands[None]
+    for bad in (1.5, True, 0.0, "1"):
+        with pytest.raises(ValueError, match=r"upto must be in 0\.\.2 \(an integer band index\)"):
+            tiny_model.decode_bands(bands, upto=bad)
+        with pytest.raises(ValueError, match=r"upto must be in 0\.\.2 \(an integer band index\)"):
+            explorer.decode(a, bad)
+    import numpy as np
+
+    torch.testing.assert_close(
+        tiny_model.decode_bands(bands, upto=np.int64(1)).sample, tiny_model.decode_bands(bands, upto=1).sample
+    )
+
+
 def test_explorer_filters_the_input(explorer, photos32):
     from uae.evaluation.filtered import hfc_image, lfc_image
 
@@ -210,14 +255,17 @@ def test_uae_app_bad_port_is_one_line(capsys):
     assert err == "uae app: error: --port must be in 1..65535, got 0"
 
 
-def test_build_app_wires_the_library_and_guards_errors(tiny_model, tmp_path, photo_paths):
+def test_build_app_wires_the_library_and_guards_errors(tiny_model, tmp_path, photo_paths, monkeypatch):
     gr = pytest.importorskip("gradio")
     import os
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # else the process gets its own
 
     from uae.app import _guarded, build_app, launch_kwargs
 
     demo = build_app(tiny_model, photos=photo_paths[:2])
     assert isinstance(demo, gr.Blocks)
+    assert demo.delete_cache == (60, 300)  # uploads and served pictures go after 5 minutes
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
     kw = launch_kwargs()
     assert kw["server_name"] == "127.0.0.1" and kw["share"] is False
@@ -234,3 +282,115 @@ def test_build_app_wires_the_library_and_guards_errors(tiny_model, tmp_path, pho
     assert wrapped(str(photo_paths[0]))[1] == "ok"
     boom = _guarded(lambda: 1 / 0, status, [other], gr)()
     assert len(boom) == 2 and "ZeroDivisionError" in boom[-1]
+
+
+# ---------------------------------------------------------------------- serving: host, Gradio's files
+@pytest.mark.parametrize(
+    ("host", "public"),
+    [
+        ("127.0.0.1", False),
+        ("localhost", False),
+        ("::1", False),
+        ("0.0.0.0", True),
+        ("", True),
+        ("myhost", True),
+    ],
+)
+def test_non_loopback_host_is_warned(host, public):
+    from uae.commands.app import host_warning
+
+    warning = host_warning(host, 7860)
+    assert (warning is not None) == public
+    if public:
+        assert warning.startswith("warning: --host") and "not loopback" in warning and "7860" in warning
+
+
+def test_uae_app_host_warning_is_printed(monkeypatch, capsys):
+    import uae.app
+    from uae.cli import main
+
+    served = {}
+    monkeypatch.setattr(
+        uae.app, "build_app", lambda model, device, cache_seconds: served.update(cs=cache_seconds)
+    )
+    monkeypatch.setattr(uae.app, "serve", lambda demo, **kw: served.update(kw))
+    assert main(["app", "--host", "0.0.0.0", "--port", "8123"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --host 0.0.0.0 is not loopback" in err and served["server_name"] == "0.0.0.0"
+    assert served["cs"] == 300
+    assert main(["app", "--cache-seconds", "30"]) == 0 and served["cs"] == 30
+    assert "warning" not in capsys.readouterr().err  # loopback by default
+    assert main(["app", "--cache-seconds", "0"]) == 2
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_uae_app_deletes_uploads_and_removes_its_folder_at_exit(tmp_path, photo_paths):
+    """Gradio's folder is the process's own (not a shared /tmp/gradio), uploads older than --cache-seconds are
+    deleted while it serves, and SIGTERM stops it cleanly (exit 0) and removes the folder."""
+    pytest.importorskip("gradio")
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    import httpx
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo), HF_HUB_OFFLINE="1", TMPDIR=str(tmp_path))
+    env.pop("GRADIO_TEMP_DIR", None)
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "uae.cli",
+        "app",
+        "--port",
+        str(port),
+        "--threads",
+        "1",
+        "--cache-seconds",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.2)
+        (folder,) = tmp_path.glob("uae-app-*")
+        files = [("files", (f"{i}.png", p.read_bytes(), "image/png")) for i, p in enumerate(photo_paths * 5)]
+        uploaded = [Path(p) for p in httpx.post(url + "/gradio_api/upload", files=files, timeout=30).json()]
+        assert len(uploaded) == len(files) and all(p.is_file() and folder in p.parents for p in uploaded)
+        deadline = time.monotonic() + 20
+        while any(p.exists() for p in uploaded):
+            assert time.monotonic() < deadline, "uploads older than --cache-seconds were not deleted"
+            time.sleep(0.25)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out, out
+    assert not folder.exists(), f"{folder} was kept after exit"

@@ -163,12 +163,22 @@ def test_finetuned_export_has_its_own_name_and_card(image_folder, start, tmp_pat
     assert json.loads((export / "config.json").read_text())["name"] == "cats"
     card = (export / "README.md").read_text()
     assert "# cats" in card and "# uae_test" not in card
-    assert f"Fine-tuned with `uae fit` from **`{start}`**" in card
+    # local folders are named by their last component only: a card must not carry this machine's paths
+    assert f"Fine-tuned with `uae fit` from **`local folder {start.name}`**" in card
     assert "stage 1 (`uae.training.Stage1DecoderModule`)" in card and "`finetune_folder.yaml`" in card
-    assert f"folder `{image_folder}`: 6 training images, 2 validation images" in card
+    assert f"folder `{image_folder.name}`: 6 training images, 2 validation images" in card
     assert "2 optimizer steps" in card and "EMA (decay 0.999)" in card
-    assert f"init `{start} (frozen)`" in card
+    assert f"initial weights: `local folder {start.name} (frozen)`" in card
     assert "PSNR" in card and "Not evaluated" not in card
+    assert str(tmp_path) not in card and str(image_folder) not in card
+    from uae.models.card import check_card
+
+    data = check_card(card).data  # the Hub's parser reads it; no local path anywhere
+    assert data.base_model is None  # a local start is no Hub repo id
+    assert "dinov2" not in data.tags  # random-init test encoder
+    (psnr,) = data.eval_results
+    assert psnr.metric_type == "psnr" and psnr.source_name is None  # measured by uae itself
+    assert psnr.dataset_type == "imagefolder" and psnr.metric_value > 0
     named = tmp_path / "named"
     more = ["--model.pretrained", str(start), "--model.export_name", "my_uae", "--trainer.max_steps", "1"]
     assert main(["fit", *tiny(image_folder, named, *more)]) == 0

@@ -62,6 +62,61 @@ def test_model_card(tmp_path: Path) -> None:
     assert "8x8" in card or "32x8x8" in card
 
 
+def test_model_card_metadata_is_full_true_and_parses(tmp_path: Path) -> None:
+    """What the Hub reads: pipeline tag, no dinov2 tag on a random-init encoder, no empty init field, no local
+    path; ModelCard / ModelCardData parse it back, model-index included."""
+    from huggingface_hub import ModelCard
+
+    from uae.models.card import check_card, eval_results
+
+    d = _saved(uae.create_model("uae_test"), tmp_path / "m")
+    text = (d / "README.md").read_text()
+    card = ModelCard.load(d / "README.md")
+    assert card.data.library_name == "uae" and card.data.license == "apache-2.0"
+    assert card.data.pipeline_tag == "image-feature-extraction"
+    assert "dinov2" not in card.data.tags and "uae" in card.data.tags
+    assert "init ``" not in text and "initial weights: not recorded" in text and str(tmp_path) not in text
+    check_card(text)
+
+    model = uae.create_model("uae_test")
+    results = eval_results({"imagenet1k_val.psnr": 30.0, "imagenet1k.linear_probe": 80.0})
+    card = model.generate_model_card(
+        encoder_pretrained=True,
+        encoder_init="timm/vit_base_patch14_reg4_dinov2.lvd142m",
+        base_model=["org/start", str(tmp_path)],  # a local path is never a base_model
+        datasets=["ILSVRC/imagenet-1k"],
+        results=results,
+        repo_id="me/uae_test",
+    )
+    data = check_card(str(card)).data
+    assert (
+        "dinov2" in data.tags and data.base_model == "org/start" and data.datasets == ["ILSVRC/imagenet-1k"]
+    )
+    assert data.model_name == "uae_test" and len(data.eval_results) == 2
+    psnr, probe = data.eval_results
+    assert (psnr.task_type, psnr.dataset_type, psnr.dataset_split, psnr.metric_type) == (
+        "image-to-image",
+        "ILSVRC/imagenet-1k",
+        "validation",
+        "psnr",
+    )
+    assert probe.task_type == "image-classification" and probe.metric_value == 80.0
+    assert "`timm/vit_base_patch14_reg4_dinov2.lvd142m`" in str(card)
+
+
+def test_check_card_refuses_local_paths_and_bad_metadata(tmp_path: Path) -> None:
+    from uae.models.card import check_card
+
+    good = str(uae.create_model("uae_test").generate_model_card())
+    check_card(good)
+    with pytest.raises(ValueError, match="local path"):
+        check_card(good + f"\nData: folder `{tmp_path}/photos`\n")
+    with pytest.raises(ValueError, match="lacks pipeline_tag"):
+        check_card(good.replace("pipeline_tag: image-feature-extraction\n", ""))
+    with pytest.raises(ValueError, match="metadata does not parse"):
+        check_card(good.replace("tags:", "model-index: [{name: x, results: [{task: 3}]}]\ntags:"))
+
+
 def _hub_cache(hf_home: Path, repo_id: str, src: Path) -> None:
     org, name = repo_id.split("/")
     repo = hf_home / "hub" / f"models--{org}--{name}"

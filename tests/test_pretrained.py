@@ -292,6 +292,68 @@ def test_publish_dry_run_writes_folder_and_card(stub_release, tmp_path: Path, mo
         assert needle in card, needle
 
 
+def test_publish_card_metadata_of_a_converted_release(stub_release, tmp_path: Path, monkeypatch) -> None:
+    from uae.models.card import check_card
+
+    monkeypatch.setattr("uae.convert.publish.HfApi", FakeApi)
+    out = tmp_path / "pub"
+    assert (
+        cli_main(
+            ["publish", "uae_test.stub_release", "--repo-id", "me/uae-stub", "--dry-run", "--out", str(out)]
+        )
+        == 0
+    )
+    text = (out / "README.md").read_text()
+    data = check_card(text).data
+    assert data.base_model == "authors/release"  # the release it was converted from
+    assert {"converted", "stub-fmt", "dinov2"} <= set(data.tags)  # a release's encoder is pretrained
+    assert data.pipeline_tag == "image-feature-extraction" and data.library_name == "uae"
+    (result,) = data.eval_results
+    assert (result.dataset_type, result.metric_type, result.metric_value) == (
+        "ILSVRC/imagenet-1k",
+        "psnr",
+        12.5,
+    )
+    assert "not measured by uae" in result.source_name and result.source_url  # labelled as the authors'
+    assert str(tmp_path) not in text
+
+
+def test_publish_demo_card_is_uaes_own_with_measured_metrics(tmp_path: Path, monkeypatch, capsys) -> None:
+    """uae_demo was trained and measured by uae (checkpoints/uae_demo/metrics.json): its published card says so."""
+    from uae.models.card import check_card
+
+    monkeypatch.delenv("UAE_CHECKPOINT_DIR", raising=False)
+    out = tmp_path / "pub"
+    assert (
+        cli_main(["publish", "uae_demo.embedded", "--repo-id", "me/uae-demo", "--dry-run", "--out", str(out)])
+        == 0
+    )
+    text = (out / "README.md").read_text()
+    assert "not weights trained by uae" not in text and "No reconstruction metrics" not in text
+    assert "weights trained by uae" in text and "recipes/demo.yaml" in text and "chelsea" in text
+    assert 'uae.UAE.from_pretrained("me/uae-demo")' in text and "max |diff| = 0" in text
+    data = check_card(text).data
+    assert "dinov2" not in data.tags and data.base_model is None  # random-init encoder, trained from scratch
+    measured = json.loads((out / "metrics.json").read_text())["heldout"]["uae"]
+    by_type = {r.metric_type: r for r in data.eval_results}
+    assert by_type["psnr"].metric_value == pytest.approx(measured["psnr"], abs=1e-3)
+    assert by_type["ssim"].metric_value == pytest.approx(measured["ssim"], abs=1e-3)
+    assert all(r.source_name is None for r in data.eval_results)  # uae's own measurement
+    assert (out / "bands.png").is_file()  # the picture the card shows
+
+
+@pytest.mark.parametrize("repo_id", ["org/name\n", "org/na me", "org/x..y", "org/name.git", "name", "a/b/c"])
+def test_publish_refuses_repo_ids_the_hub_refuses(repo_id: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "pub"
+    args = ["publish", "uae_demo.embedded", "--repo-id", repo_id, "--dry-run", "--out", str(out)]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("uae publish: error: --repo-id") and err.count("\n") == 1, err
+    assert not out.exists()
+    default = Path("publish") / repo_id.replace("/", "--")
+    assert not default.exists()
+
+
 def test_publish_pushes_with_hfapi(stub_release, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("uae.convert.publish.HfApi", FakeApi)
     FakeApi.calls = []

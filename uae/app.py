@@ -6,13 +6,24 @@ is loaded once per process; encodings are cached per image, so the band slider a
 only decode. Nothing here reaches the network: Gradio's analytics and version check are off, share
 links are never requested, and the page binds to loopback unless ``host`` says otherwise.
 
+What the page keeps is bounded: the explorer's cache (:class:`uae.explorer.BandExplorer`, by count and
+bytes), and Gradio's folder of uploads and served pictures (``delete_cache``: files older than
+``cache_seconds`` are deleted every minute). That folder is a fresh one per process, removed at exit
+(:func:`private_temp_dir`), unless ``GRADIO_TEMP_DIR`` names one.
+
 Needs the optional extra: ``pip install 'uae[app]'``.
 """
 
 from __future__ import annotations
 
+import atexit
+import ipaddress
 import logging
 import os
+import shutil
+import signal
+import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +34,40 @@ logger = logging.getLogger(__name__)
 
 #: Side (pixels) at which images are shown on the page (nearest-neighbour enlargement of the model's pixels).
 DISPLAY_SIDE = 256
+#: Age (seconds) after which Gradio deletes an upload or a served picture (checked every minute).
+CACHE_SECONDS = 300
+#: Analyses (originals and filtered versions) and bytes of tensors the explorer keeps per process.
+EXPLORER_CACHE_SIZE = 64
+EXPLORER_CACHE_BYTES = 512 * 2**20
+
+
+def private_temp_dir() -> Path:
+    """Gradio's folder for uploads and served files in this process.
+
+    ``$GRADIO_TEMP_DIR`` when set (kept: it is the caller's); else a new folder under the system's temp
+    folder, exported as ``GRADIO_TEMP_DIR`` and removed when the process exits (Gradio's default, a
+    shared ``/tmp/gradio``, is never cleaned up).
+    """
+    env = os.environ.get("GRADIO_TEMP_DIR")
+    if env:
+        return Path(env)
+    path = Path(tempfile.mkdtemp(prefix="uae-app-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(path)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether binding to ``host`` serves this machine only (``127.0.0.1``, ``::1``, ``localhost``)."""
+    if host is None:
+        return True  # Gradio's default is loopback
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # "" or 0.0.0.0-like, or a host name: other machines may reach it
 
 
 def _offline_environment() -> None:
@@ -50,7 +95,10 @@ def _fmt_energy(energy) -> str:
 
 
 def build_app(
-    model: Any = "uae_demo", device: str = "cpu", photos: Sequence[str | os.PathLike] | None = None
+    model: Any = "uae_demo",
+    device: str = "cpu",
+    photos: Sequence[str | os.PathLike] | None = None,
+    cache_seconds: int = CACHE_SECONDS,
 ):
     """Build the Gradio ``Blocks`` of the band explorer.
 
@@ -58,10 +106,20 @@ def build_app(
         model: A :class:`uae.UAE`, or a registered name, model directory or Hub repo id.
         device: Torch device for a model given by name.
         photos: Pictures offered for one-click use (default: :func:`uae.explorer.bundled_photos`).
+        cache_seconds: Uploads and served pictures older than this are deleted (every
+            ``min(60, cache_seconds)`` seconds, and all of them when the server stops).
 
     Returns:
-        The ``gradio.Blocks`` (call ``.launch(**launch_kwargs(...))``).
+        The ``gradio.Blocks`` (call :func:`serve`, or ``.launch(**launch_kwargs(...))``).
+
+    Raises:
+        InputError: ``cache_seconds`` < 1.
     """
+    if isinstance(cache_seconds, bool) or not isinstance(cache_seconds, int) or cache_seconds < 1:
+        raise InputError(
+            f"cache_seconds must be an integer >= 1, got {cache_seconds!r}", param="cache_seconds"
+        )
+    private_temp_dir()  # before any component exists: each one records the folder when it is built
     gr = _import_gradio()
 
     from uae.explorer import BandExplorer, bundled_photos, open_image
@@ -70,7 +128,7 @@ def build_app(
 
     if isinstance(model, str | os.PathLike):
         model = load_model(str(model), device=device)
-    explorer = BandExplorer(model, cache_size=64)
+    explorer = BandExplorer(model, cache_size=EXPLORER_CACHE_SIZE, max_cache_bytes=EXPLORER_CACHE_BYTES)
     cfg = model.config
     k = cfg.num_bands
     photos = [Path(p) for p in (bundled_photos() if photos is None else photos)]
@@ -173,7 +231,11 @@ def build_app(
         )
 
     # ------------------------------------------------------------------ layout
-    with gr.Blocks(title=f"uae band explorer — {cfg.name}", analytics_enabled=False) as demo:
+    with gr.Blocks(
+        title=f"uae band explorer — {cfg.name}",
+        analytics_enabled=False,
+        delete_cache=(min(60, cache_seconds), cache_seconds),
+    ) as demo:
         gr.Markdown(
             f"# The Prism hypothesis on your own image\n"
             f"A Unified Autoencoder (**{cfg.name}**) encodes the image into a {cfg.latent_dim}x{cfg.grid_size}x{cfg.grid_size} "
@@ -311,6 +373,33 @@ def _guarded(fn: Callable, status, outputs: list, gr) -> Callable:
         return tuple(values)
 
     return wrapper
+
+
+def serve(demo, **launch: Any) -> None:
+    """``demo.launch(**launch)`` until interrupted; SIGTERM stops it as Ctrl+C does.
+
+    Stopping closes the server (Gradio then deletes the files this page created) and returns; the
+    process's private temp folder (:func:`private_temp_dir`) goes at exit.
+
+    Args:
+        demo: The ``Blocks`` of :func:`build_app`.
+        **launch: ``Blocks.launch`` arguments (:func:`launch_kwargs`).
+    """
+
+    def interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise KeyboardInterrupt
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        demo.launch(**launch)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        demo.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def launch_kwargs(host: str | None = "127.0.0.1", port: int | None = None) -> dict[str, Any]:

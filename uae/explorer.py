@@ -8,6 +8,7 @@ slider and filter controls only decode; :func:`open_image` reads an untrusted up
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 import threading
 from collections import OrderedDict
@@ -100,6 +101,12 @@ class BandAnalysis:
     decodes: dict[int, tuple[torch.Tensor, float]] = field(default_factory=dict, repr=False)
 
 
+def _own(t: torch.Tensor) -> torch.Tensor:
+    """A float CPU copy with storage of its own: a view of a batch would keep the whole batch cached, and the
+    caller's tensor may change after it is cached."""
+    return t.detach().float().cpu().clone(memory_format=torch.contiguous_format)
+
+
 def _ssim(pred: torch.Tensor, target: torch.Tensor) -> float:
     from torchmetrics.functional.image import structural_similarity_index_measure
 
@@ -108,22 +115,65 @@ def _ssim(pred: torch.Tensor, target: torch.Tensor) -> float:
     )
 
 
+def analysis_bytes(a: BandAnalysis) -> int:
+    """Memory held by one cached analysis: its tensors and every decode stored with it (bytes)."""
+    tensors = [a.image, a.target, a.latent, a.bands, a.energy, a.reconstruction]
+    tensors += [img for img, _ in a.decodes.values()]
+    seen: set[int] = set()
+    total = 0
+    for t in tensors:  # the full decode is the reconstruction itself: count each storage once
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in seen:
+            seen.add(ptr)
+            total += t.untyped_storage().nbytes()
+    return total
+
+
 class BandExplorer:
     """The computations behind ``uae app``: encode once per image, decode any number of bands on demand.
 
     Encodings are cached per image content (least recently used first out), and so are the decodes of
-    each band count, so moving a slider only decodes (and only once per position). Thread-safe.
+    each band count, so moving a slider only decodes (and only once per position). The cache is bounded
+    twice: at most ``cache_size`` analyses (an original and each filtered version count separately) and
+    at most ``max_cache_bytes`` of tensors, decodes included (the most recent analysis always stays).
+    Nothing else keeps an evicted analysis alive. Thread-safe.
 
     Args:
         model: A :class:`uae.UAE` (put in eval mode here).
-        cache_size: Images kept in the cache (original and filtered versions count separately).
+        cache_size: Analyses kept in the cache.
+        max_cache_bytes: Memory the cached tensors may hold (:func:`analysis_bytes`).
     """
 
-    def __init__(self, model, cache_size: int = 32) -> None:
+    def __init__(self, model, cache_size: int = 32, max_cache_bytes: int = 256 * 2**20) -> None:
         self.model = model.eval()
         self.cache_size = max(1, int(cache_size))
+        self.max_cache_bytes = max(0, int(max_cache_bytes))
         self._cache: OrderedDict[str, BandAnalysis] = OrderedDict()
+        self._bytes: dict[str, int] = {}
         self._lock = threading.RLock()
+
+    @property
+    def cache_bytes(self) -> int:
+        """Memory held by the cached analyses now (bytes)."""
+        with self._lock:
+            return sum(self._bytes.values())
+
+    def __len__(self) -> int:
+        """Analyses in the cache."""
+        with self._lock:
+            return len(self._cache)
+
+    def _store(self, a: BandAnalysis) -> None:
+        """Account for ``a`` (new, or grown by a decode) and evict the least recently used beyond the bounds."""
+        with self._lock:
+            if a.key not in self._cache or self._cache[a.key] is not a:
+                return  # evicted meanwhile (its caller still holds it; the cache does not)
+            self._bytes[a.key] = analysis_bytes(a)
+            while len(self._cache) > 1 and (
+                len(self._cache) > self.cache_size or sum(self._bytes.values()) > self.max_cache_bytes
+            ):
+                key, _ = self._cache.popitem(last=False)
+                self._bytes.pop(key, None)
 
     @property
     def num_bands(self) -> int:
@@ -162,8 +212,8 @@ class BandExplorer:
         """
         if isinstance(image, Image.Image):
             image, target = self.prepare(image)
-        image = image.detach().float().cpu()
-        target = image if target is None else target.detach().float().cpu()
+        image = _own(image)
+        target = image if target is None else _own(target)
         key = hashlib.sha1(
             image.numpy().tobytes() + target.numpy().tobytes() + str(tuple(target.shape)).encode()
         ).hexdigest()
@@ -191,8 +241,7 @@ class BandExplorer:
             )
             a.decodes[self.num_bands - 1] = (recon, a.psnr)
             self._cache[key] = a
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            self._store(a)
             return a
 
     def get(self, key: str) -> BandAnalysis | None:
@@ -216,21 +265,25 @@ class BandExplorer:
         band_energy_chart({"a": a.energy, "b": f.energy})
         radial_spectrum_chart({"a": a.latent}, num_bands=self.num_bands)
         with self._lock:
-            self._cache.pop(a.key, None)
-            self._cache.pop(f.key, None)
+            for key in (a.key, f.key):
+                self._cache.pop(key, None)
+                self._bytes.pop(key, None)
 
     @torch.no_grad()
     def decode(self, analysis: BandAnalysis, upto: int) -> tuple[torch.Tensor, float]:
         """Decode from bands ``0..upto`` -> ``(image (3, H', W'), PSNR in dB against the target)`` (cached)."""
         k = self.num_bands
-        if not 0 <= int(upto) < k:
-            raise InputError(f"upto must be in 0..{k - 1}, got {upto}", param="upto")
+        if isinstance(upto, bool) or not isinstance(upto, numbers.Integral) or not 0 <= upto < k:
+            raise InputError(
+                f"upto must be in 0..{k - 1} (an integer band index), got {upto!r}", param="upto"
+            )
         upto = int(upto)
         with self._lock:
             if upto not in analysis.decodes:
                 bands = analysis.bands[None].to(self.device)
                 img = self.model.decode_bands(bands, upto=upto).sample[0].float().cpu()
                 analysis.decodes[upto] = (img, float(psnr(img[None], analysis.target[None])[0]))
+                self._store(analysis)
             return analysis.decodes[upto]
 
     def progressive(self, analysis: BandAnalysis) -> tuple[torch.Tensor, torch.Tensor]:
@@ -243,7 +296,9 @@ class BandExplorer:
                 bands = analysis.bands[None].to(self.device)
                 decodes, _ = progressive_decodes(self.model, bands=bands, upto=missing)
                 for k, img in zip(missing, decodes[0].float().cpu()):
+                    img = img.clone()  # its own storage: a view would keep the whole (K, 3, H, W) stack
                     analysis.decodes[k] = (img, float(psnr(img[None], analysis.target[None])[0]))
+                self._store(analysis)
             pairs = [analysis.decodes[k] for k in range(self.num_bands)]
         return torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
 
@@ -271,9 +326,15 @@ class BandExplorer:
 
 
 def bundled_photos() -> list[Path]:
-    """The sample photographs shipped with the source tree (``tests/assets/*.png``; empty if absent)."""
-    root = Path(os.environ.get("UAE_PHOTO_DIR", Path(__file__).resolve().parents[1] / "tests" / "assets"))
-    return sorted(p for p in root.glob("*.png") if p.is_file())
+    """The sample photographs offered by ``uae app``: ``$UAE_PHOTO_DIR/*.png`` when set, else the ones that
+    ship with the package (:func:`uae.models.bundled.bundled_photos`: installed package data, or the
+    source tree's ``tests/assets/``). Empty when there are none."""
+    from uae.models.bundled import bundled_photos as shipped
+
+    env = os.environ.get("UAE_PHOTO_DIR")
+    if not env:
+        return shipped()
+    return sorted(p for p in Path(env).glob("*.png") if p.is_file())
 
 
 @dataclass

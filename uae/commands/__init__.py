@@ -16,9 +16,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fit": (
         "uae.commands.fit",
         "main",
-        "train a UAE stage with LightningCLI (--config recipes/<...>.yaml)",
+        "train a UAE stage with LightningCLI (--config <recipe name or file>)",
     ),
     "validate": ("uae.commands.fit", "validate_main", "run validation of a training config (LightningCLI)"),
+    "recipes": (
+        "uae.commands.recipes",
+        "main",
+        "list the bundled training recipes, or copy them out (--copy DIR)",
+    ),
     "export": (
         "uae.commands.export",
         "main",

@@ -19,9 +19,10 @@ examples:
 {examples}
 
 common options (any key of the recipe can be given as --<section>.<key>):
-  --config FILE           a recipe (repeatable; later files and options override earlier ones):
-                          stage1_decoder_dinov2_b.yaml, stage2_semantic_dinov2_b.yaml,
-                          stage3_gan_dinov2_b.yaml (and _l), finetune_folder.yaml, demo.yaml
+  --config FILE|NAME      a recipe file, or a bundled recipe by name (repeatable; later files and
+                          options override earlier ones): stage1_decoder_dinov2_b,
+                          stage2_semantic_dinov2_b, stage3_gan_dinov2_b (and _l), finetune_folder,
+                          demo (`uae recipes` lists them, `uae recipes --copy DIR` copies them out)
   --data.root DIR         image folder (required by most recipes)
   --data.dataset NAME     folder | imagenet | coco
   --data.batch_size N     --data.num_workers N   --data.val_root DIR   --data.val_fraction F
@@ -86,12 +87,41 @@ def build_parser(subcommand: str = "fit") -> argparse.ArgumentParser:
     return parser
 
 
+def _recipe_path(value: str) -> str:
+    """A ``--config`` value as LightningCLI should read it: an existing file as given, else the bundled
+    recipe of that name (``finetune_folder``, ``finetune_folder.yaml``, ``recipes/finetune_folder.yaml``:
+    :func:`uae.models.bundled.find_recipe`), so recipes work from any folder after ``pip install``.
+    Inline YAML (``--config '{...}'``) is left to LightningCLI.
+
+    Raises:
+        MissingFileError: Neither a file nor a bundled recipe (one line naming the bundled ones).
+    """
+    from pathlib import Path
+
+    if Path(value).expanduser().exists() or any(c in value for c in "{}:\n"):
+        return value
+    from uae.models.bundled import find_recipe
+
+    return str(find_recipe(value))
+
+
+def resolve_recipes(argv: Sequence[str]) -> list[str]:
+    """``argv`` with each ``--config NAME`` / ``--config=NAME`` naming a bundled recipe replaced by its path."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            out[i + 1] = _recipe_path(out[i + 1])
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + _recipe_path(arg.partition("=")[2])
+    return out
+
+
 def _run(subcommand: str, argv: Sequence[str]) -> int:
     argv = list(argv)
     if any(a in HELP_FLAGS for a in argv) and HELP_ALL not in argv:
         build_parser(subcommand).print_help(sys.stdout)
         return 0
-    argv = ["--help" if a == HELP_ALL else a for a in argv]
+    argv = ["--help" if a == HELP_ALL else a for a in resolve_recipes(argv)]
     from uae.commands.lightning_cli import fit_main, validate_main
 
     return (fit_main if subcommand == "fit" else validate_main)(argv)

@@ -1,25 +1,33 @@
 """``uae publish`` as a function: convert a release (or load uae weights), write a Hub folder with a card, push it.
 
 The folder holds ``model.safetensors`` + ``config.json`` (``save_pretrained`` layout) and a
-``README.md`` whose metadata names the license, ``library_name: uae`` and tags, and whose text states
-the source, its license, the conversion check, and the metrics the source's authors report (quoted as
-theirs). ``dry_run=True`` stops after writing the folder. The command is :mod:`uae.commands.publish`.
+``README.md`` whose metadata (:mod:`uae.models.card`, checked with huggingface_hub's ``ModelCard``) names
+the license, ``library_name: uae``, the pipeline tag, true tags, the ``base_model`` (a converted
+release's repo), the training data and a ``model-index``. A converted release's text states the source,
+its license, the conversion check, and the metrics its authors report (quoted as theirs, with their
+source in ``model-index``). Weights uae trained (``source="uae"``, e.g. ``uae_demo.embedded``) keep
+their own card (training, data, the metrics uae measured) with the publishing check added, and the
+card's other files (its pictures, ``metrics.json``). ``dry_run=True`` stops after writing the folder.
+The command is :mod:`uae.commands.publish`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import HfApi, ModelCardData
+from huggingface_hub import HfApi, ModelCard
 
 from uae.convert.release import fetch_release_files, get_converter, load_release
 from uae.errors import DamagedFileError, InputError
-from uae.models.hub import PROVENANCE_NAME, REPO_ID, HubOptions
+from uae.models.card import CARD_TAGS, IMAGENET_1K, PIPELINE_TAG, card_data, check_card, eval_results
+from uae.models.hub import CONFIG_NAME, PAPER_URL, PROVENANCE_NAME, WEIGHTS_NAME, HubOptions
 from uae.models.pretrained import (
     NATIVE_SOURCE,
     PretrainedCfg,
@@ -32,10 +40,33 @@ logger = logging.getLogger(__name__)
 
 #: Fallback licence per release format when publishing local files without ``--like``/``--license``.
 DEFAULT_LICENSES = {"authors_v1": "apache-2.0", "authors_v2": "apache-2.0", "rae": "mit", "uae": "apache-2.0"}
+#: What each release format's weights were trained on (the authors' and RAE's papers: ImageNet-1K).
+RELEASE_DATASETS = {"authors_v1": [IMAGENET_1K], "authors_v2": [IMAGENET_1K], "rae": [IMAGENET_1K]}
 _NO_CHECK = (
     "The converter is strict (every source tensor consumed, every uae tensor filled, shapes and floating "
     "dtypes checked); it records no comparison with the original code's outputs."
 )
+
+
+def check_repo_id(repo_id: str, param: str = "repo_id") -> str:
+    """Check a Hub model repo id for publishing: ``org/name`` that huggingface_hub's validator accepts.
+
+    Raises:
+        InputError: Not a string of the form ``org/name`` (one slash), or characters the Hub refuses
+            (spaces, newlines, ``--``, ``..``, a trailing ``.git``, more than 96 characters).
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise InputError(f"{param} must be 'org/name', got {repo_id!r}", param=param)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        text = str(e).strip()
+        why = text[: text.rfind(": '")] if ": '" in text else text  # the id again, maybe over two lines
+        why = why.splitlines()[0].strip() if why.strip() else "refused by huggingface_hub"
+        raise InputError(f"{param} {repo_id!r} is not a valid Hub repo id: {why}", param=param) from e
+    return repo_id
 
 
 def roundtrip_check(model: torch.nn.Module, folder: Path, n_images: int = 2) -> dict[str, Any]:
@@ -80,6 +111,84 @@ def _metrics_table(metrics: Mapping[str, float]) -> str:
     return "\n".join(rows)
 
 
+def _reporter(source: str) -> str:
+    """The ``model-index`` source name of a release's quoted metrics: whose numbers they are."""
+    who = {"authors_v1": "The UAE authors", "authors_v2": "The UAE authors", "rae": "The RAE authors"}
+    return f"{who.get(source, f'The {source} release authors')} (reported, not measured by uae)"
+
+
+def _source_url(cfg: PretrainedCfg) -> str:
+    """Where a release's quoted metrics are published: the repository or paper its ``metrics_source`` names."""
+    if m := re.search(r"github\.com/[\w.-]+/[\w.-]+", cfg.metrics_source):
+        return "https://" + m.group(0)
+    if m := re.search(r"arXiv[ :]*(\d{4}\.\d{4,5})", cfg.metrics_source, re.I):
+        return f"https://arxiv.org/abs/{m.group(1)}"
+    return f"https://huggingface.co/{cfg.hf_hub_id}" if cfg.hf_hub_id else PAPER_URL
+
+
+def measured_results(folder: str | Path) -> list:
+    """``model-index`` entries of the metrics uae measured for weights it trained (``metrics.json`` in their
+    folder, as ``scripts/make_demo_data.py card`` writes it: ``heldout.uae.{psnr,ssim}``); ``[]`` if none."""
+    path = Path(folder) / "metrics.json"
+    try:
+        data = json.loads(path.read_text())
+        own = {k: float(v) for k, v in data["heldout"]["uae"].items() if k in ("psnr", "ssim")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    n = data.get("num_heldout_crops")
+    name = f"held-out photo crops ({n}; see Evaluation)" if n else "held-out photo crops (see Evaluation)"
+    return eval_results({f"heldout.{k}": v for k, v in own.items()}, dataset=("imagefolder", name, None))
+
+
+def native_card(
+    model,
+    *,
+    repo_id: str,
+    cfg: PretrainedCfg,
+    license_id: str,
+    folder: Path | None,
+    roundtrip: Mapping[str, Any],
+) -> str:
+    """The README.md of weights uae trained: their own card (metadata, training, evaluation) + the publishing check.
+
+    Args:
+        model: The loaded model.
+        repo_id: Target Hub repo (for the usage line).
+        cfg: The weights' entry.
+        license_id: Licence id.
+        folder: The weights' local folder (its ``README.md`` and ``metrics.json``), or ``None``.
+        roundtrip: :func:`roundtrip_check`'s result.
+    """
+    own = folder / "README.md" if folder is not None else None
+    card = ModelCard(own.read_text()) if own is not None and own.is_file() else None
+    if card is None:
+        card = model.generate_model_card(repo_id=repo_id)
+    data = card.data
+    results = data.eval_results or (measured_results(folder) if folder is not None else [])
+    tags = [t for t in (data.tags or []) if t not in CARD_TAGS]
+    meta = card_data(
+        model.config,
+        license=license_id,
+        base_model=data.base_model,
+        datasets=data.datasets,
+        results=results,
+        tags=tags,
+        mixin_tags=False,
+    )
+    meta.pipeline_tag = data.pipeline_tag or PIPELINE_TAG
+    body = card.text.strip()
+    body += (
+        f"\n\n## Publishing\n\nPublished with `uae publish {cfg.name}`: weights trained by uae, no conversion. "
+        f'Load them with `uae.UAE.from_pretrained("{repo_id}")`. The folder was reloaded with '
+        f"`uae.UAE.from_pretrained`; {roundtrip['identical_tensors']}/{roundtrip['tensors']} tensors are "
+        f"bit-identical to the published model and its reconstructions of {roundtrip['images']} seeded random "
+        f"{roundtrip['size']} px images differ by max |diff| = {roundtrip['max_abs_diff']:g} (tolerance 0).\n"
+    )
+    text = f"---\n{meta.to_yaml()}\n---\n\n{body}"
+    check_card(text)
+    return text
+
+
 def model_card(
     model,
     *,
@@ -91,19 +200,29 @@ def model_card(
     check: str,
     roundtrip: Mapping[str, Any],
 ) -> str:
-    """The README.md of a published folder (Hub metadata + text)."""
+    """The README.md of a published converted release (Hub metadata + text), checked with :func:`check_card`."""
     c = model.config
-    data = ModelCardData(
+    metrics = dict(cfg.paper_metrics) if cfg else {}
+    results = (
+        eval_results(metrics, source_name=_reporter(source), source_url=_source_url(cfg))
+        if cfg and metrics
+        else []
+    )
+    data = card_data(
+        c,
         license=license_id,
-        library_name="uae",
-        tags=["uae", "image-tokenizer", "autoencoder", "converted", source.replace("_", "-")],
+        encoder_pretrained=True,  # a release's encoder is its family's pretrained model (DINOv2, CLIP, ...)
+        base_model=cfg.hf_hub_id if cfg else None,
+        datasets=RELEASE_DATASETS.get(source),
+        results=results,
+        tags=["converted", source.replace("_", "-")],
+        mixin_tags=False,
     )
     files = provenance.get("resolved_files") or {}
     file_rows = "\n".join(
         f"| {role} | `{p.get('repo') or 'local file'}` | `{p.get('filename')}` | `{p.get('commit') or p.get('revision') or '-'}` |"
         for role, p in files.items()
     )
-    metrics = dict(cfg.paper_metrics) if cfg else {}
     metrics_src = cfg.metrics_source if cfg and cfg.metrics_source else ""
     lines = [
         "---",
@@ -154,7 +273,9 @@ def model_card(
         lines += [f"Source: {metrics_src}.", ""]
     if cfg and cfg.notes:
         lines += ["## Notes", "", cfg.notes, ""]
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    check_card(text)
+    return text
 
 
 def publish(
@@ -196,12 +317,12 @@ def publish(
             converter rejects the files (``param`` names the parameter where there is one).
         MissingFileError: A release file is missing, or not in the Hub cache while offline.
     """
-    if not REPO_ID.match(repo_id):
-        raise InputError(f"repo_id must be 'org/name', got {repo_id!r}", param="repo_id")
+    check_repo_id(repo_id)
     folder = Path(out) if out else Path("publish") / repo_id.replace("/", "--")
     if folder.exists() and any(folder.iterdir()):
         raise InputError(f"output folder {folder} is not empty")
     provenance: dict[str, Any] = {}
+    native_dir: Path | None = None
     if release_format:
         conv = get_converter(release_format)
         paths = {conv.main_role: src, **(files or {})}
@@ -230,7 +351,9 @@ def publish(
         if cfg.source == NATIVE_SOURCE:
             from uae.models.uae import UAE
 
-            model = UAE.from_pretrained(native_location(cfg), revision=revision or cfg.revision)
+            location = native_location(cfg)
+            native_dir = Path(location) if Path(location).is_dir() else None
+            model = UAE.from_pretrained(location, revision=revision or cfg.revision)
             check = "Native uae weights: no conversion."
         else:
             conv = get_converter(cfg.source)
@@ -250,16 +373,24 @@ def publish(
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     result = roundtrip_check(model, folder)
-    card = model_card(
-        model,
-        repo_id=repo_id,
-        source=source,
-        license_id=license_id,
-        cfg=cfg,
-        provenance=provenance,
-        check=check,
-        roundtrip=result,
-    )
+    if source == NATIVE_SOURCE and cfg is not None and not release_format:
+        card = native_card(
+            model, repo_id=repo_id, cfg=cfg, license_id=license_id, folder=native_dir, roundtrip=result
+        )
+        for extra in sorted(native_dir.iterdir()) if native_dir is not None else []:
+            if extra.is_file() and extra.name not in (CONFIG_NAME, WEIGHTS_NAME, "README.md"):
+                shutil.copy2(extra, folder / extra.name)  # the card's pictures, metrics.json
+    else:
+        card = model_card(
+            model,
+            repo_id=repo_id,
+            source=source,
+            license_id=license_id,
+            cfg=cfg,
+            provenance=provenance,
+            check=check,
+            roundtrip=result,
+        )
     (folder / "README.md").write_text(card)
     if provenance:
         record = {"source": source, "pretrained": cfg.to_dict() if cfg else None, **provenance}

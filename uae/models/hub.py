@@ -223,7 +223,7 @@ Pixel Representations via Unified Autoencoding", Fan, Diao, Wang, Lin, Liu; {{ p
 | output | {{ output_size }}x{{ output_size }} RGB |
 | latent | {{ latent_shape }} (C, h, w) |
 | frequency bands K | {{ num_bands }} ({{ band_transform }}) |
-| encoder | ViT {{ encoder_dim }}/{{ encoder_depth }}, patch {{ patch_size }}, init `{{ encoder_weights }}` |
+| encoder | ViT {{ encoder_dim }}/{{ encoder_depth }} ({{ encoder_family }} architecture), patch {{ patch_size }}; initial weights: {{ encoder_init }} |
 | decoder | ViT {{ decoder_dim }}/{{ decoder_depth }}, patch {{ decoder_patch_size }} |
 | parameters | {{ num_params }} |
 | uae version | {{ uae_version }} |
@@ -240,12 +240,14 @@ features = model.features(images, band=0)   # band-0 features for linear probes
 
 ## Training
 
-{{ training | default("See the uae recipes (`recipes/`) for how this checkpoint was trained.", true) }}
+{{ training | default("Not recorded in this card (a `uae fit` export records its run here; the recipes: `uae recipes`).", true) }}
 
 ## Evaluation
 
 {{ evaluation | default("Not evaluated yet.", true) }}
 """
+#: Keywords of :meth:`UAEHubMixin.generate_model_card` that are metadata (:func:`uae.models.card.card_data`).
+CARD_DATA_KEYS = ("license", "encoder_pretrained", "base_model", "datasets", "results", "tags")
 
 
 class UAEHubMixin(
@@ -253,7 +255,7 @@ class UAEHubMixin(
     library_name="uae",
     license="apache-2.0",
     paper_url=PAPER_URL,
-    tags=["uae", "image-tokenizer", "autoencoder", "dinov2", "frequency-bands"],
+    tags=["uae", "image-tokenizer", "autoencoder", "frequency-bands"],
     model_card_template=MODEL_CARD_TEMPLATE,
 ):
     """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for a ``torch.nn.Module`` built from a
@@ -280,8 +282,24 @@ class UAEHubMixin(
         )
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        """Model card with the config summary filled in (extra ``kwargs`` reach the template)."""
+        """Model card: metadata the Hub understands (:func:`uae.models.card.card_data`) and the config summary.
+
+        Args:
+            *args: Unused (huggingface_hub's signature).
+            **kwargs: Metadata: ``license``, ``encoder_pretrained`` (the encoder started from its family's
+                pretrained weights: adds e.g. the ``dinov2`` tag), ``base_model``, ``datasets``, ``results``
+                (``model-index`` entries, :func:`uae.models.card.eval_results`), ``tags`` (more tags). Text:
+                ``repo_id`` (in the usage example), ``encoder_init`` (the encoder's initial weights, named
+                without local paths), ``training``, ``evaluation``; any other key reaches the template.
+
+        Returns:
+            The card; its metadata parses back with :class:`huggingface_hub.ModelCard`.
+        """
+        from uae.models.card import card_data
+
         c = self.config
+        meta = {k: kwargs.pop(k) for k in CARD_DATA_KEYS if k in kwargs}
+        init = kwargs.pop("encoder_init", None) or kwargs.pop("encoder_weights", None)
         values = {
             "model_name": c.name,
             "repo_id": kwargs.pop("repo_id", f"<org>/{c.name}"),
@@ -290,9 +308,11 @@ class UAEHubMixin(
             "num_params": f"{sum(p.numel() for p in self.parameters()) / 1e6:.1f}M",
             "uae_version": __version__,
             **c.to_dict(),
+            "encoder_init": f"`{init}`" if init else "not recorded in this card",
         }
         values.update(kwargs)
-        return super().generate_model_card(*args, **values)
+        data = card_data(c, **meta)
+        return ModelCard.from_template(data, template_str=MODEL_CARD_TEMPLATE, paper_url=PAPER_URL, **values)
 
     @classmethod
     def from_pretrained(  # type: ignore[override]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from uae.errors import InputError, MissingFileError
+from uae.models.bundled import bundled_dir
 
 #: ``PretrainedCfg.source`` of weights already in uae's ``save_pretrained`` layout (no converter).
 NATIVE_SOURCE = "uae"
@@ -224,12 +225,13 @@ def pretrained_cfgs() -> list[PretrainedCfg]:
 def checkpoint_root() -> Path:
     """Directory of embedded checkpoints (``PretrainedCfg.local_dir`` is relative to it).
 
-    ``$UAE_CHECKPOINT_DIR``, else the repository's ``checkpoints/``.
+    ``$UAE_CHECKPOINT_DIR``, else the package's own copy (:func:`uae.models.bundled.bundled_dir`: the
+    installed package data, or the source tree's ``checkpoints/``).
     """
     env = os.environ.get("UAE_CHECKPOINT_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "checkpoints"
+    return bundled_dir("checkpoints")
 
 
 def native_location(cfg: PretrainedCfg) -> str:

@@ -6,6 +6,7 @@ is :class:`uae.models.hub.UAEHubMixin`, which it inherits.
 
 from __future__ import annotations
 
+import numbers
 import os
 from typing import Any, Literal
 
@@ -221,11 +222,15 @@ class UAE(nn.Module, UAEHubMixin):
 
         Args:
             bands: ``(B, K, C, h, w)``.
-            upto: Last band kept (``0 <= upto < K``); ``None`` keeps all.
+            upto: Last band kept, an integer (``0 <= upto < K``); ``None`` keeps all.
             clamp: Clamp to ``[0, 1]``; default: clamp outside training mode.
 
         Returns:
             :class:`DecoderOutput`.
+
+        Raises:
+            InputError: ``bands`` of the wrong shape, or ``upto`` not an integer in ``0..K-1`` (a ``bool``
+                or ``1.5`` included).
         """
         k = self.config.num_bands
         if bands.ndim != 5 or bands.shape[1] != k or bands.shape[2] != self.config.latent_dim:
@@ -234,8 +239,11 @@ class UAE(nn.Module, UAEHubMixin):
                 param="bands",
             )
         if upto is not None:
-            if not 0 <= upto < k:
-                raise InputError(f"upto must be in 0..{k - 1}, got {upto}", param="upto")
+            if isinstance(upto, bool) or not isinstance(upto, numbers.Integral) or not 0 <= upto < k:
+                raise InputError(
+                    f"upto must be in 0..{k - 1} (an integer band index), got {upto!r}", param="upto"
+                )
+            upto = int(upto)
             keep = (torch.arange(k, device=bands.device) <= upto).to(bands.dtype).view(1, k, 1, 1, 1)
             bands = bands * keep
         return DecoderOutput(sample=self.render(self.fuse(bands), clamp=clamp))

@@ -1,4 +1,9 @@
-"""Model card of a trained / fine-tuned export: where it started, on what data, how long, which recipe."""
+"""Model card of a trained / fine-tuned export: where it started, on what data, how long, which recipe.
+
+The card names no local path (a folder is named by its last component); the model it started from is its
+``base_model`` when that is a Hub repo id, ImageNet is its dataset when it trained on ImageNet, and the
+last validation PSNR goes into ``model-index`` as uae's own measurement (:mod:`uae.models.card`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+
+from uae.models.card import IMAGENET_1K, display_source, eval_results
+
+#: The data module's ``dataset`` -> Hub dataset id (only where the Hub has the dataset itself).
+HUB_DATASETS = {"imagenet": IMAGENET_1K}
 
 
 def _fmt(v: Any) -> str:
@@ -27,17 +37,18 @@ def _data_lines(module: pl.LightningModule) -> list[str]:
         return ["* **Data:** not recorded (trained without a `UAEDataModule`)."]
     n_train = len(dm.train_set)
     n_val = len(dm.val_set) if getattr(dm, "val_set", None) is not None else 0
-    where = f"folder `{dm.root}`" if dm.dataset == "folder" else f"{dm.dataset} at `{dm.root}`"
+    name = Path(dm.root).name or str(dm.root)
+    where = f"folder `{name}`" if dm.dataset == "folder" else f"{dm.dataset} (folder `{name}`)"
     line = f"* **Data:** {where}: {n_train:,} training images"
     line += f", {n_val:,} validation images" if n_val else ", no validation split"
     if getattr(dm, "val_root", None):
-        line += f" (from `{dm.val_root}`)"
+        line += f" (from folder `{Path(dm.val_root).name}`)"
     if getattr(dm, "train_repeats", 1) > 1:
         line += f"; {dm.train_repeats} passes per epoch"
     return [line + "."]
 
 
-def training_card(module: pl.LightningModule, ema: bool = True) -> dict[str, str]:
+def training_card(module: pl.LightningModule, ema: bool = True) -> dict[str, Any]:
     """Model-card fields for :meth:`uae.UAE.generate_model_card` describing the training run.
 
     Args:
@@ -45,21 +56,28 @@ def training_card(module: pl.LightningModule, ema: bool = True) -> dict[str, str
         ema: The export holds the EMA weights.
 
     Returns:
-        ``{"training": markdown, "evaluation": markdown, "encoder_weights": text}``.
+        Text: ``training``, ``evaluation`` (markdown), ``encoder_init``; metadata: ``base_model`` (the
+        start, when fine-tuned), ``encoder_pretrained``, ``datasets``, ``results`` (the last validation
+        PSNR, measured by uae).
     """
     hp = module.hparams
     cls = type(module)
     start = hp.get("pretrained")
     encoder_frozen = not cls.TRAIN_ENCODER
+    meta: dict[str, Any] = {"encoder_pretrained": False}
     if start:
-        head = f"Fine-tuned with `uae fit` from **`{start}`**"
-        init = f"{start}" + (" (frozen)" if encoder_frozen else " (fine-tuned)")
+        shown = display_source(start)
+        head = f"Fine-tuned with `uae fit` from **`{shown}`**"
+        init = f"{shown}" + (" (frozen)" if encoder_frozen else " (fine-tuned)")
+        meta["base_model"] = str(start)  # kept only when it is a Hub repo id
     else:
-        enc = hp.get("encoder_weights") or module.model.config.encoder_weights
+        enc = hp.get("encoder_weights")  # what build_model loaded (the config's default is not loaded)
         head = f"Trained with `uae fit` from the registered model `{hp.get('model_name')}`"
-        init = f"{enc}" if enc else "random init"
+        init = display_source(enc) if enc else "random init"
         if enc:
-            head += f" with encoder weights `{enc}`"
+            head += f" with encoder weights `{display_source(enc)}`"
+            meta["encoder_pretrained"] = True
+            meta["base_model"] = str(enc)  # a timm Hub id such as timm/vit_base_patch14_reg4_dinov2.lvd142m
     stage = f"stage {cls.STAGE} (`{class_path(cls)}`)"
     head += f", {stage}"
     if module.recipe:
@@ -94,15 +112,22 @@ def training_card(module: pl.LightningModule, ema: bool = True) -> dict[str, str
 
     evaluation = "Not evaluated yet."
     metrics = dict(trainer.callback_metrics) if trainer is not None else {}
+    dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+    if dm is not None and getattr(dm, "dataset", None) in HUB_DATASETS:
+        meta["datasets"] = [HUB_DATASETS[dm.dataset]]
     if "val/psnr" in metrics:
-        n_val = len(getattr(getattr(trainer, "datamodule", None), "val_set", None) or [])
+        n_val = len(getattr(dm, "val_set", None) or [])
+        psnr = float(metrics["val/psnr"])
         evaluation = (
             f"Last validation during training (held-out split of {n_val} images, or the first "
             f"`limit_val_batches` of it; {'EMA' if ema and decay else 'raw'} weights): "
-            f"PSNR {float(metrics['val/psnr']):.2f} dB, L1 {float(metrics['val/l1']):.4f}. "
-            "Not a benchmark evaluation: see `uae eval`."
+            f"PSNR {psnr:.2f} dB"
+            + (f", L1 {float(metrics['val/l1']):.4f}" if "val/l1" in metrics else "")
+            + ". Not a benchmark evaluation: see `uae eval`."
         )
-    return {"training": "\n".join(lines), "evaluation": evaluation, "encoder_weights": init}
+        split = ("imagefolder", f"held-out split of the training data ({n_val} images)", "validation")
+        meta["results"] = eval_results({"val.psnr": psnr}, dataset=split)
+    return {"training": "\n".join(lines), "evaluation": evaluation, "encoder_init": init, **meta}
 
 
 __all__ = ["training_card"]
