@@ -21,6 +21,7 @@ import uae
 from uae import UAELoadError, online
 from uae.cli import main as cli_main
 from uae.convert.release import get_converter, register_release_source, unregister_release_source
+from uae.files import MANIFEST_NAME
 from uae.models.hub import PROVENANCE_NAME
 from uae.models.pretrained import (
     PretrainedCfg,
@@ -159,6 +160,7 @@ def test_release_is_converted_once_then_loaded_from_the_cache(stub_release, tmp_
         "README.md",
         "config.json",
         "model.safetensors",
+        MANIFEST_NAME,
         PROVENANCE_NAME,
     ]
     prov = json.loads((cached[0] / PROVENANCE_NAME).read_text())

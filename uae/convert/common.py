@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from uae.errors import InputError, MissingFileError
+from uae.errors import DamagedFileError, InputError, MissingFileError
 from uae.models.config import UAEConfig
-from uae.utils import non_float_tensors, state_dict_mismatch
+from uae.utils import non_finite_tensors, non_float_tensors, state_dict_mismatch
 
 #: Decoder head counts by width, as RAE configures its ViT-B / ViT-L / ViT-XL decoders.
 DECODER_HEADS_BY_WIDTH = {768: 12, 1024: 16, 1152: 16}
@@ -102,10 +102,19 @@ class Source:
         return key in self.state
 
     def take(self, key: str) -> torch.Tensor:
+        """The tensor ``key``, marked as used.
+
+        Raises:
+            InputError: No such key.
+            DamagedFileError: It holds NaN or inf (a damaged release file), naming the key.
+        """
         if key not in self.state:
             raise InputError(f"{self.what}: required key {key!r} is missing")
         self.used.add(key)
-        return self.state[key]
+        value = self.state[key]
+        if non_finite_tensors({key: value}):
+            raise DamagedFileError(f"{self.what}: tensor {key!r} holds NaN or inf values (a damaged file?)")
+        return value
 
     def keys_with(self, prefix: str) -> list[str]:
         return sorted(k for k in self.state if k.startswith(prefix))
@@ -316,11 +325,21 @@ def timm_encoder_config(state: Mapping[str, torch.Tensor], encoder_heads: int | 
 
 
 def build_checked(config: UAEConfig, state: dict[str, torch.Tensor], what: str):  # -> UAE
-    """Build a UAE from a converted state dict; every target key must be filled, shapes must match."""
+    """Build a UAE from a converted state dict; every target key must be filled, shapes must match.
+
+    The model is built without initialising its parameters and takes the converted tensors themselves
+    (:meth:`uae.UAE.from_state_dict`); every value must be finite (a damaged release is refused, naming
+    the tensor).
+
+    Raises:
+        InputError: Keys, shapes or dtypes that do not fill the model (naming them).
+        DamagedFileError: NaN or inf values.
+    """
+    from uae.models.loading import build_empty, check_model_size
     from uae.models.uae import UAE
 
-    model = UAE(config)
-    own = model.state_dict()
+    check_model_size(config, source=what)
+    own = build_empty(UAE, config, source=what).state_dict()
     # Buffers uae defines itself (pixel/latent statistics) keep their values unless provided.
     for k in ("pixel_mean", "pixel_std", "latent_mean", "latent_std"):
         state.setdefault(k, own[k])
@@ -332,8 +351,11 @@ def build_checked(config: UAEConfig, state: dict[str, torch.Tensor], what: str):
             f"{what}: converted weights do not fill the uae model: missing {missing}; unexpected {unexpected}; "
             f"shape mismatches {bad}"
         )
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
-    return model.eval()
+    if non_finite := non_finite_tensors(state):
+        raise DamagedFileError(
+            f"{what}: converted weights hold NaN or inf values (a damaged file?): {non_finite}"
+        )
+    return UAE.from_state_dict(config, state, source=what)
 
 
 def _stats_shape(v: torch.Tensor) -> tuple[int, ...]:

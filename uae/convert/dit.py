@@ -142,7 +142,8 @@ def convert_dit_state(
         what: What the state is, for messages.
 
     Returns:
-        uae's state dict (float32 copies; RoPE tables dropped after the check).
+        uae's state dict (float32; the source's tensors themselves when they are float32; RoPE tables
+        dropped after the check).
 
     Raises:
         UAELoadError: Missing, unexpected or mis-shaped keys, non-float weights, or stored RoPE tables that
@@ -170,7 +171,7 @@ def convert_dit_state(
         elif not value.is_floating_point():
             shapes.append(f"{theirs} has dtype {value.dtype} (expected floating point)")
         else:
-            out[key] = value.detach().to(torch.float32).clone()
+            out[key] = value.detach().to(torch.float32)  # no copy when already float32
     rope_errors: list[str] = []
     for part, width, heads in (
         ("trunk", config.hidden_size, config.num_heads),
@@ -267,9 +268,7 @@ def dit_from_original(
     state: Mapping[str, torch.Tensor], config: DiTDHConfig, *, what: str = "DiT-DH checkpoint"
 ) -> DiTDH:
     """Build a :class:`~uae.models.dit.DiTDH` (eval mode) from an original state dict, strictly."""
-    model = DiTDH(config)
-    model.load_state_dict(convert_dit_state(state, config, what=what), strict=True)
-    return model.eval()
+    return DiTDH.from_state_dict(config, convert_dit_state(state, config, what=what), source=what)
 
 
 def load_original_dit(

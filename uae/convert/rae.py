@@ -276,6 +276,7 @@ def rae_to_uae(
             another family than ``encoder`` (one line naming both).
         MissingFileError: No encoder weights given and none in the Hub cache.
     """
+    from uae.models.loading import build_empty
     from uae.models.uae import UAE
 
     if encoder is None:
@@ -341,7 +342,7 @@ def rae_to_uae(
     )
     if enc is None:
         # timm / facebookresearch naming (or the Hub cache): the encoder's own strict loader.
-        model = UAE(config)
+        model = build_empty(UAE, config, source="RAE checkpoint")  # the encoder takes the weights as they are
         if encoder_state is not None:
             model.encoder.load_dinov2_state_dict(dict(encoder_state))
         else:

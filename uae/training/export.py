@@ -119,8 +119,7 @@ def model_from_state_dict(
     weights = {k[len(prefix) :]: v.detach().cpu() for k, v in state.items() if k.startswith(prefix)}
     if not weights:
         raise InputError(f"{source} holds no '{prefix}*' weights")
-    model = UAE(UAEConfig.from_dict(config))
-    model.load_checked_state_dict(weights, strict=True, source=source)
+    model = UAE.from_state_dict(UAEConfig.from_dict(config), weights, source=source)
     logger.info("Loaded %s weights from %s", "EMA" if prefix.startswith("ema") else "raw", source)
     return model.eval()
 
