@@ -91,12 +91,21 @@ def check_release_call(
 
 
 class Source:
-    """A source state dict whose keys must all be consumed (strict conversion)."""
+    """A source state dict whose keys must all be consumed (strict conversion).
 
-    def __init__(self, state: Mapping[str, torch.Tensor], what: str) -> None:
+    Args:
+        state: The release's state dict.
+        what: What it is, for messages.
+        reuse: The converter may overwrite the tensors (a state dict it read itself, memory-mapped): the
+            decoder's channel permutation then happens in place, so the conversion holds the release
+            once instead of twice (:func:`permute_decoder_residual`).
+    """
+
+    def __init__(self, state: Mapping[str, torch.Tensor], what: str, *, reuse: bool = False) -> None:
         self.state = dict(state)
         self.used: set[str] = set()
         self.what = what
+        self.reuse = reuse
 
     def has(self, key: str) -> bool:
         return key in self.state
@@ -212,16 +221,20 @@ def convert_mae_decoder(src: Source, prefix: str) -> tuple[dict[str, torch.Tenso
         for a, b in DECODER_BLOCK_MAP.items():
             out[t + b] = src.take(s + a)
     if perm is not None:
-        out = permute_decoder_residual(out, perm)
+        out = permute_decoder_residual(out, perm, in_place=src.reuse)
     return out, grid
 
 
-def permute_decoder_residual(state: dict[str, torch.Tensor], perm: torch.Tensor) -> dict[str, torch.Tensor]:
+def permute_decoder_residual(
+    state: dict[str, torch.Tensor], perm: torch.Tensor, *, in_place: bool = False
+) -> dict[str, torch.Tensor]:
     """Permute the residual-stream channels of a uae decoder state dict (an exact symmetry).
 
     Args:
         state: ``PixelDecoder`` state dict (names without ``decoder.``).
         perm: ``(D,)`` index; new channel ``i`` is old channel ``perm[i]``.
+        in_place: Write the permuted values into ``state``'s own tensors (one tensor's copy at a time)
+            instead of new ones: for tensors nobody else reads (:class:`Source` with ``reuse``).
 
     Returns:
         A new dict computing the same function with permuted residual channels.
@@ -240,14 +253,20 @@ def permute_decoder_residual(state: dict[str, torch.Tensor], perm: torch.Tensor)
     out = {}
     for k, v in state.items():
         if k == "cls_token":
-            v = v[..., perm]
+            new = v[..., perm]
         elif k in ("embed.weight", "embed.bias", "norm.weight", "norm.bias") or (
             k.startswith("blocks.") and k.endswith(rows)
         ):
-            v = v[perm]  # writes to (or normalises) the residual stream
+            new = v[perm]  # writes to (or normalises) the residual stream
         elif k == "pred.weight" or (k.startswith("blocks.") and k.endswith(cols)):
-            v = v[:, perm]  # reads the residual stream
-        out[k] = v.contiguous()
+            new = v[:, perm]  # reads the residual stream
+        else:
+            out[k] = v.contiguous()
+            continue
+        if in_place and v.is_contiguous():
+            out[k] = v.copy_(new)
+        else:
+            out[k] = new.contiguous()
     return out
 
 

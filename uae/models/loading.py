@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from uae.errors import ConfigError, DamagedFileError, InputError, UAELoadError
 from uae.utils import non_finite_tensors, non_float_tensors, state_dict_mismatch
@@ -179,9 +180,29 @@ def parameters_on_meta() -> Iterator[None]:
 
     handle = register_module_parameter_registration_hook(to_meta)
     try:
-        yield
+        with _SkipInitOnMeta():
+            yield
     finally:
         handle.remove()
+
+
+class _SkipInitOnMeta(TorchFunctionMode):
+    """In-place operations on meta tensors (the initialisers: ``trunc_normal_``, ``zeros_``, ``copy_``, ...)
+    return at once instead of dispatching: torch computes some meta kernels (``erfinv_``) with Python
+    references that import ``torch._dynamo``, seconds of start-up for values that are thrown away."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        first = args[0] if args else next(iter(kwargs.values()), None)  # nn.init passes tensor=...
+        if (
+            name.endswith("_")
+            and not name.startswith("__")
+            and isinstance(first, torch.Tensor)
+            and first.is_meta
+        ):
+            return first
+        return func(*args, **kwargs)
 
 
 def build_empty(cls: type[M], config: Any, *, source: str = "") -> M:
