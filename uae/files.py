@@ -14,6 +14,11 @@ before it is renamed into place, once, for every writer.
 
 Temp files are hidden and named ``.tmp-<random>-<final name>`` in the destination folder (same file
 system, so the rename is atomic); :func:`remove_temp_files` deletes the ones a killed run left behind.
+Temp *folders* (:func:`temp_dir_for`, a converted release being written) carry the host and process id,
+so :func:`remove_stale_temp_dirs` can delete those of processes that are gone.
+
+Checked folders: :func:`write_manifest` records the size, mtime and SHA-256 of a folder's files and
+:func:`verify_manifest` says what changed since (hashing only files whose size or mtime moved).
 """
 
 from __future__ import annotations
