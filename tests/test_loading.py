@@ -110,7 +110,7 @@ def test_truncated_weights_are_a_damaged_file(tmp_path: Path) -> None:
         uae.UAE.from_pretrained(d)
 
 
-def test_export_builds_from_a_state_dict_without_copies() -> None:
+def test_export_builds_from_a_state_dict_without_an_init() -> None:
     from uae.training.export import model_from_state_dict
 
     torch.manual_seed(0)
@@ -118,7 +118,11 @@ def test_export_builds_from_a_state_dict_without_copies() -> None:
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     out = model_from_state_dict(model.config.to_dict(), state)
     assert _same(model, out)
-    assert out.decoder.pred.weight.data_ptr() == model.decoder.pred.weight.data_ptr()  # assigned, not copied
+    assert (
+        out.decoder.pred.weight.data_ptr() != model.decoder.pred.weight.data_ptr()
+    )  # the caller's stay its own
+    mine = model_from_state_dict(model.config.to_dict(), state, copy=False)  # a checkpoint read for this
+    assert mine.decoder.pred.weight.data_ptr() == model.decoder.pred.weight.data_ptr()  # assigned, not copied
 
 
 # ---------------------------------------------------------------------------------------------- options

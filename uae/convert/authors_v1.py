@@ -291,7 +291,7 @@ def authors_to_uae(
     full.update({f"decoder.{a}": v for a, v in dec.items()})
     full.update({f"modulator.{a}": v for a, v in mod.items()})
     full.update(latent_stats(stats, c, stats_eps))
-    return build_checked(config, full, "authors' checkpoint")
+    return build_checked(config, full, "authors' checkpoint", reuse=reuse_source)
 
 
 # ---------------------------------------------------------------------------------------------- release files

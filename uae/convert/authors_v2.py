@@ -348,7 +348,7 @@ def authors_v2_to_uae(
                 f"latent statistics must hold 'mean' and 'var', got {sorted(stats)}", param="stats"
             )
         full.update(latent_stats(stats, c, STATS_EPS, grid))
-    return build_checked(config, full, "authors' v2 checkpoint")
+    return build_checked(config, full, "authors' v2 checkpoint", reuse=reuse_source)
 
 
 # ---------------------------------------------------------------------------------------------- files

@@ -343,12 +343,15 @@ def timm_encoder_config(state: Mapping[str, torch.Tensor], encoder_heads: int | 
     return {**encoder_config(enc, encoder_heads), **pos_table_config(keys.get("pos_embed"), "timm")}
 
 
-def build_checked(config: UAEConfig, state: dict[str, torch.Tensor], what: str):  # -> UAE
+def build_checked(
+    config: UAEConfig, state: dict[str, torch.Tensor], what: str, *, reuse: bool = False
+):  # -> UAE
     """Build a UAE from a converted state dict; every target key must be filled, shapes must match.
 
-    The model is built without initialising its parameters and takes the converted tensors themselves
-    (:meth:`uae.UAE.from_state_dict`); every value must be finite (a damaged release is refused, naming
-    the tensor).
+    The model is built without initialising its parameters (:meth:`uae.UAE.from_state_dict`); with
+    ``reuse`` (the converter read the release itself: :class:`Source`) it takes the converted tensors
+    themselves, else copies, so a caller's state dict never shares memory with the model. Every value
+    must be finite (a damaged release is refused, naming the tensor).
 
     Raises:
         InputError: Keys, shapes or dtypes that do not fill the model (naming them).
@@ -374,7 +377,7 @@ def build_checked(config: UAEConfig, state: dict[str, torch.Tensor], what: str):
         raise DamagedFileError(
             f"{what}: converted weights hold NaN or inf values (a damaged file?): {non_finite}"
         )
-    return UAE.from_state_dict(config, state, source=what)
+    return UAE.from_state_dict(config, state, source=what, copy=not reuse)
 
 
 def _stats_shape(v: torch.Tensor) -> tuple[int, ...]:

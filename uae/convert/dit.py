@@ -265,10 +265,17 @@ def read_dit_checkpoint(
 
 
 def dit_from_original(
-    state: Mapping[str, torch.Tensor], config: DiTDHConfig, *, what: str = "DiT-DH checkpoint"
+    state: Mapping[str, torch.Tensor],
+    config: DiTDHConfig,
+    *,
+    what: str = "DiT-DH checkpoint",
+    reuse_source: bool = False,
 ) -> DiTDH:
-    """Build a :class:`~uae.models.dit.DiTDH` (eval mode) from an original state dict, strictly."""
-    return DiTDH.from_state_dict(config, convert_dit_state(state, config, what=what), source=what)
+    """Build a :class:`~uae.models.dit.DiTDH` (eval mode) from an original state dict, strictly; with
+    ``reuse_source`` it takes ``state``'s tensors themselves (read for it, used by nobody else), else copies."""
+    return DiTDH.from_state_dict(
+        config, convert_dit_state(state, config, what=what), source=what, copy=not reuse_source
+    )
 
 
 def load_original_dit(
@@ -288,7 +295,8 @@ def load_original_dit(
         UAELoadError: Entry, keys, shapes or RoPE tables do not match.
     """
     state = read_dit_checkpoint(path, entry, layout=layout)
-    return dit_from_original(state, config, what=f"{LAYOUTS.get(layout, 'DiT-DH checkpoint')} {path}")
+    what = f"{LAYOUTS.get(layout, 'DiT-DH checkpoint')} {path}"
+    return dit_from_original(state, config, what=what, reuse_source=True)  # read here, used by nobody else
 
 
 #: ``stage_2.params`` keys of the originals' YAML -> handled by :func:`config_from_original_params`.

@@ -364,7 +364,7 @@ def rae_to_uae(
         }
     )
     full.update(latent_stats(stats, c, stats_eps, grid))
-    return build_checked(config, full, "RAE checkpoint")
+    return build_checked(config, full, "RAE checkpoint", reuse=reuse_source)
 
 
 def _unprefixed(state: Mapping[str, torch.Tensor]) -> set[str]:

@@ -423,11 +423,22 @@ class UAEHubMixin(
         source: str = "",
         torch_dtype: torch.dtype | str | None = None,
         device: str | torch.device | None = None,
+        copy: bool = True,
     ):
-        """A model of ``config`` holding ``state`` (checked strictly, assigned without a copy), in eval mode.
+        """A model of ``config`` holding ``state`` (checked strictly), in eval mode, built without a random
+        initialisation.
 
         The loader under :meth:`from_pretrained`, for weights that are already in memory (a converted
         release, a training checkpoint for ``uae export``).
+
+        Args:
+            config: The model's config.
+            state: Its weights (every key, unless ``strict=False``).
+            strict, source, torch_dtype, device: As :meth:`from_pretrained` (``source`` names the weights
+                in messages).
+            copy: Give the model copies of the tensors (``state`` stays independent of it). ``False``: the
+                model takes the tensors themselves, for weights nobody else uses (a loader's own reads;
+                no second copy in memory).
 
         Raises:
             UAELoadError, DamagedFileError, ConfigError: As :meth:`from_pretrained`.
@@ -437,6 +448,8 @@ class UAEHubMixin(
         model = build_empty(cls, config, source=source)
         if not strict and set(model.state_dict()) - set(state):
             model = cls(config)
+        if copy:
+            state = {k: v.clone() for k, v in state.items()}
         assign_state_dict(model, state, strict=strict, source=source, dtype=resolve_dtype(torch_dtype))
         return place(model, device).eval()
 
