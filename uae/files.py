@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -347,8 +348,15 @@ def read_torch_dict(path: str | os.PathLike, what: str = "torch file") -> dict[s
                 raise
             obj = torch.load(str(path), map_location="cpu", weights_only=True)  # a legacy (non-zip) file
     except Exception as e:  # arbitrary pickles, corrupt or truncated files
-        kind = UnsafeFileError if "GLOBAL" in str(e) else DamagedFileError
-        raise kind(f"cannot read {path} as a {what} with weights_only=True: {_first_line(e)}") from e
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise UnsafeFileError(
+                f"refused to read {path} as {what}: it holds pickled code ({found.group(1)}), which uae never "
+                "runs (read with weights_only=True); use a file of plain tensors (a state dict or safetensors)"
+            ) from e
+        raise DamagedFileError(
+            f"cannot read {path} as a {what} with weights_only=True: {_first_line(e)}"
+        ) from e
     if not isinstance(obj, dict):
         raise DamagedFileError(f"{path} does not hold a dict (got {type(obj).__name__})")
     return obj

@@ -365,7 +365,7 @@ class UAEHubMixin(
                 ``strict=False`` missing/unexpected keys are logged as warnings (shapes must still match).
             torch_dtype: The model's dtype (diffusers' option): ``torch.float16``, ``torch.bfloat16``,
                 ``torch.float32`` or their names; ``"auto"`` keeps the file's; ``None``: float32.
-                float16 needs a CUDA device.
+                Half precision is for CUDA; on CPU it is refused where this torch lacks the kernels.
             device: Where the model goes (``"cpu"``, ``"cuda"``, ``"cuda:1"``; default CPU).
             subfolder: A folder inside the directory or repo that holds the files.
             map_location: The older name of ``device``.
