@@ -179,9 +179,16 @@ def test_full_rfid_path_with_weights_file_matches_direct_torch_fidelity(
 
 
 def test_pickled_code_in_inception_file_is_refused(tmp_path, empty_hub):
+    from uae.errors import UnsafeFileError
+
     bad = tmp_path / "bad.pth"
     torch.save({"x": object()}, bad)
-    m = ReconstructionMetrics(lpips=False, inception_weights=bad)
+    with pytest.raises(UnsafeFileError, match="bad.pth") as e:  # an error, not a metric quietly skipped
+        ReconstructionMetrics(lpips=False, inception_weights=bad)
+    assert len(str(e.value).splitlines()) == 1
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    m = ReconstructionMetrics(lpips=False, inception_weights=junk)
     assert "cannot read Inception weights" in m.unavailable["rfid"]
 
 

@@ -21,6 +21,7 @@ import uae
 from uae import UAELoadError, online
 from uae.cli import main as cli_main
 from uae.convert.release import get_converter, register_release_source, unregister_release_source
+from uae.files import MANIFEST_NAME, verify_manifest
 from uae.models.hub import PROVENANCE_NAME
 from uae.models.pretrained import (
     PretrainedCfg,
@@ -159,6 +160,7 @@ def test_release_is_converted_once_then_loaded_from_the_cache(stub_release, tmp_
         "README.md",
         "config.json",
         "model.safetensors",
+        MANIFEST_NAME,
         PROVENANCE_NAME,
     ]
     prov = json.loads((cached[0] / PROVENANCE_NAME).read_text())
@@ -177,6 +179,92 @@ def test_release_is_converted_once_then_loaded_from_the_cache(stub_release, tmp_
     uae.create_model("uae_test.stub_release", pretrained=True)
     assert len(calls) == 2
     assert len(list(cached[0].parent.glob("uae_test.stub_release-*"))) == 2
+
+
+def _entry(tmp_path: Path) -> Path:
+    (entry,) = (tmp_path / "uae_cache").glob(f"models--authors--release/{COMMIT}/uae_test.stub_release-*")
+    return entry
+
+
+def _flip_bytes(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0x5A for b in data[middle : middle + 64])  # same size
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flipped bytes", "truncated", "config.json deleted", "manifest deleted"])
+def test_damaged_cache_entry_is_converted_again_with_one_warning(
+    stub_release, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    cfg, calls, model = stub_release
+    uae.create_model("uae_test.stub_release", pretrained=True)
+    entry = _entry(tmp_path)
+    weights = entry / "model.safetensors"
+    if damage == "flipped bytes":
+        _flip_bytes(weights)
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-1000])
+    elif damage == "config.json deleted":
+        (entry / "config.json").unlink()
+    else:
+        (entry / MANIFEST_NAME).unlink()  # an entry written before checksums, or half-deleted
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="uae"):
+        again = uae.create_model("uae_test.stub_release", pretrained=True)
+    assert len(calls) == 2  # converted again, from the release files
+    assert _same_weights(model, again)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "converting it again" in warnings[0].getMessage()
+    assert _entry(tmp_path) == entry and not verify_manifest(entry, required=("config.json",))
+    third = uae.create_model("uae_test.stub_release", pretrained=True)
+    assert len(calls) == 2 and _same_weights(model, third)  # the rebuilt entry is used as it is
+
+
+def test_temp_folder_of_a_killed_conversion_is_removed(stub_release, tmp_path: Path) -> None:
+    cfg, calls, _ = stub_release
+    uae.create_model("uae_test.stub_release", pretrained=True)
+    entry = _entry(tmp_path)
+    killed = (  # what a conversion killed while writing leaves: the real temp folder, its process gone
+        "import os, sys; from pathlib import Path; from uae.files import temp_dir_for; "
+        "cm = temp_dir_for(Path(sys.argv[1])); tmp = cm.__enter__(); (tmp / 'model.safetensors').write_bytes(b'x' * 4096); "
+        "print(tmp); os._exit(9)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(uae.__file__).parents[1])}
+    out = subprocess.run([sys.executable, "-c", killed, str(entry)], capture_output=True, text=True, env=env)
+    left = Path(out.stdout.strip())
+    assert out.returncode == 9 and left.is_dir() and left.parent == entry.parent
+    from uae.files import temp_dir_for
+
+    with temp_dir_for(entry) as live:  # a conversion of this process, still running: kept
+        uae.create_model("uae_test.stub_release", pretrained=True)
+        assert not left.exists() and live.is_dir()
+    assert len(calls) == 1
+
+
+def test_verified_entries_are_not_hashed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file whose size and mtime are the recorded ones (recorded well after it was written) is trusted
+    without reading it; a changed mtime costs one hash, after which the record is refreshed."""
+    import uae.files as files
+
+    folder = tmp_path / "entry"
+    folder.mkdir()
+    (folder / "a.bin").write_bytes(b"a" * 1000)
+    old = 1_600_000_000
+    os.utime(folder / "a.bin", (old, old))
+    files.write_manifest(folder)
+    hashed: list[Path] = []
+    real = files.file_sha256
+    monkeypatch.setattr(files, "file_sha256", lambda p, *a: hashed.append(Path(p)) or real(p, *a))
+    assert files.verify_manifest(folder, required=("a.bin",)) == [] and hashed == []
+    os.utime(folder / "a.bin", (old + 5, old + 5))  # touched, content unchanged
+    assert files.verify_manifest(folder) == [] and len(hashed) == 1
+    assert files.verify_manifest(folder) == [] and len(hashed) == 1  # the record was refreshed
+    (folder / "a.bin").write_bytes(b"b" * 1000)
+    os.utime(folder / "a.bin", (old + 9, old + 9))
+    assert files.verify_manifest(folder) == ["a.bin does not have the SHA-256 it was written with (damaged)"]
+    (folder / "a.bin").write_bytes(b"b")  # a racy write (within the timestamp granularity) is hashed too
+    assert "a.bin has 1 bytes, 1000 were written (truncated?)" in files.verify_manifest(folder)
 
 
 def test_release_file_missing_offline_names_repo_and_file(stub_release, hf_home: Path) -> None:

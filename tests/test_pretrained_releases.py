@@ -283,3 +283,39 @@ def test_publish_dry_run_of_a_rae_release(
     ):
         assert needle in card, needle
     assert "records no comparison with the original code" not in card
+
+
+# ---------------------------------------------------------------------------------------------- damaged releases
+def overwrite_largest_tensor(path: Path, fill: bytes = b"\xff") -> None:
+    """Overwrite the data of the largest tensor stored in a torch zip file with ``fill`` bytes (0xFF: NaN),
+    leaving the file's structure intact (torch checks no checksum), as a damaged download or disk does."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        info = max((i for i in zf.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    with open(path, "r+b") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", f.read(4))
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        f.write(fill * info.file_size)
+
+
+def test_release_with_nan_in_its_ema_tensors_is_refused_naming_the_tensor(
+    hf_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from uae.errors import DamagedFileError
+
+    name = "uae_base_p14_dinov2.authors_v2"
+    src = FIXTURES / "authors_v2" / "dinov2" / "checkpoints" / "DINOv2-B"
+    bad = tmp_path / "ep-last.pt"
+    shutil.copy(src / "ep-last.pt", bad)
+    overwrite_largest_tensor(bad)
+    put_release_in_hub_cache(hf_home, name, {"checkpoint": bad, "config": src / "config.yaml"})
+    with_heads(monkeypatch, name, 2, 2)
+    with pytest.raises(
+        DamagedFileError, match=r"authors' v2 checkpoint: tensor '[\w.]+' holds NaN or inf"
+    ) as e:
+        uae.create_model(name, pretrained=True)
+    assert len(str(e.value).splitlines()) == 1
+    assert not list((tmp_path / "uae_cache").rglob("model.safetensors"))  # nothing damaged is cached

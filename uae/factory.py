@@ -13,7 +13,12 @@ Loading a weights-table entry (:func:`load_pretrained`):
   and an unreachable endpoint all honoured, see :func:`uae.models.hub.hub_download`), converted strictly
   by the format's ``load_release``, and the converted model is cached in ``save_pretrained`` layout under
   ``$UAE_CACHE`` (default ``$HF_HOME/uae/converted``), keyed by repo, commit and converter version: the
-  next load is a plain safetensors load.
+  next load is a plain safetensors load. Each entry records the size and SHA-256 of its files
+  (``uae_manifest.json``) and is checked before it is used: a damaged, truncated or incomplete entry is
+  converted again (one warning), never used.
+
+Every path builds the model without initialising it and memory-maps the weights into it
+(:mod:`uae.models.loading`).
 """
 
 from __future__ import annotations
@@ -23,13 +28,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uae.convert.release import canonical_source, fetch_release_files, get_converter, load_release
 from uae.errors import InputError, MissingFileError, UAELoadError
+from uae.files import remove_stale_temp_dirs, temp_dir_for, verify_manifest, write_json, write_manifest
 from uae.models import zoo as _zoo  # noqa: F401  (registers the named configs and weights)
 from uae.models.hub import (
     CONFIG_NAME,
@@ -52,7 +57,13 @@ logger = logging.getLogger(__name__)
 
 
 def create_model(
-    name: str, pretrained: bool = False, *, hub: HubOptions | None = None, **kwargs: Any
+    name: str,
+    pretrained: bool = False,
+    *,
+    hub: HubOptions | None = None,
+    torch_dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+    **kwargs: Any,
 ) -> UAE | DiTDH:
     """Build a registered model of any family, optionally with its weights (timm style).
 
@@ -64,6 +75,9 @@ def create_model(
         hub: Hub options of the weights; the keywords ``revision`` (default: the table's), ``cache_dir``,
             ``local_files_only``, ``token`` and ``force_download`` (:class:`~uae.models.hub.HubOptions`)
             may be given directly instead.
+        torch_dtype: The model's dtype (``torch.bfloat16``, ``"float16"``, ...; ``"auto"``: the stored one;
+            ``None``: float32), as :meth:`uae.UAE.from_pretrained`.
+        device: Where the model goes (default CPU).
         **kwargs: The Hub keywords above (with ``pretrained``), and config fields to change (with
             ``pretrained``, only fields that keep shapes).
 
@@ -72,20 +86,29 @@ def create_model(
         :class:`uae.models.dit.DiTDH` for generators (``create_model("dit_dh_xl")``).
 
     Raises:
-        InputError: Unknown name or tag (a ``ValueError``).
+        InputError: Unknown name or tag, or a ``torch_dtype`` / ``device`` that cannot be used (a ``ValueError``).
+        ConfigError: The config would not fit in this machine's memory (naming the field).
         MissingFileError: No weights exist for the architecture (naming the recipe that trains it), or
             they are not available offline (naming the repo and file; a ``FileNotFoundError``).
     """
     hub = HubOptions.pop_from(kwargs, hub)
     entry = get_entry(name)
     if not pretrained:
-        return entry.model_class()(get_config(entry.name, **kwargs))
+        from uae.models.loading import check_dtype_on_device, check_model_size, place, resolve_dtype
+
+        config = get_config(entry.name, **kwargs)
+        dtype = resolve_dtype(torch_dtype)
+        if dtype not in (None, "auto"):
+            check_dtype_on_device(dtype, device or "cpu")
+        check_model_size(config)
+        model = entry.model_class()(config)
+        return place(model.to(dtype) if dtype not in (None, "auto") else model, device)
     tag = name.partition(".")[2]
     cfg = get_pretrained_cfg(f"{entry.name}.{tag}" if tag else entry.name)
     if cfg is None:
         hint = f" Train it with `uae fit --config {entry.recipe}`." if entry.recipe else ""
         raise MissingFileError(f"no pretrained weights for {entry.name!r}.{hint}")
-    return load_pretrained(cfg, hub, **kwargs)
+    return load_pretrained(cfg, hub, torch_dtype=torch_dtype, device=device, **kwargs)
 
 
 def load_model(
@@ -119,12 +142,12 @@ def load_model(
     if arch in list_models() and (spec == arch or not Path(spec).exists()):
         found = get_entry(arch).family
         _check_family(spec, found, family)
-        model = create_model(spec, pretrained=pretrained)
+        model = create_model(spec, pretrained=pretrained, device=device)
     elif Path(spec).expanduser().is_dir() or is_repo_id(spec):
         location = str(Path(spec).expanduser()) if Path(spec).expanduser().is_dir() else spec
         fam = saved_model_family(location)
         _check_family(spec, fam.name, family)
-        model = fam.model_class().from_pretrained(location)
+        model = fam.model_class().from_pretrained(location, device=device)
     else:
         raise InputError(
             f"unknown model {spec!r}: not a registered name (see `uae models`), an existing model directory, "
@@ -156,13 +179,20 @@ def saved_model_family(location: str, hub: HubOptions | None = None) -> ModelFam
 
 # ---------------------------------------------------------------------------------------------- weights
 def load_pretrained(
-    cfg: PretrainedCfg, hub: HubOptions | None = None, **config_overrides: Any
+    cfg: PretrainedCfg,
+    hub: HubOptions | None = None,
+    *,
+    torch_dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+    **config_overrides: Any,
 ) -> UAE | DiTDH:
     """Load the weights of a weights-table entry (see the module docstring for the paths taken).
 
     Args:
         cfg: The entry (:func:`uae.models.pretrained.get_pretrained_cfg`).
         hub: Hub options; ``hub.revision`` overrides ``cfg.revision`` (the entry's own repo only).
+        torch_dtype: The model's dtype (as :meth:`uae.UAE.from_pretrained`).
+        device: Where the model goes.
         **config_overrides: Config fields to change (must keep shapes).
 
     Returns:
@@ -174,10 +204,11 @@ def load_pretrained(
     """
     hub = hub or HubOptions()
     model_class = get_entry(cfg.architecture).model_class
+    options = {"torch_dtype": torch_dtype, "device": device, **config_overrides}
     if cfg.source == NATIVE_SOURCE:
         location = native_location(cfg)
         return model_class().from_pretrained(
-            location, hub=hub.replace(revision=hub.revision or cfg.revision), **config_overrides
+            location, hub=hub.replace(revision=hub.revision or cfg.revision), **options
         )
     canonical_source(cfg.source)  # an unknown format fails before any download
     try:
@@ -185,7 +216,7 @@ def load_pretrained(
     except FileNotFoundError as e:
         raise MissingFileError(f"weights {cfg.name}: {e}") from e
     # the model class is imported after the files are there: an offline miss fails fast
-    return model_class().from_pretrained(convert_release_cached(cfg, paths, prov), **config_overrides)
+    return model_class().from_pretrained(convert_release_cached(cfg, paths, prov), **options)
 
 
 def converted_cache_root() -> Path:
@@ -230,27 +261,38 @@ def convert_release_cached(
 ) -> Path:
     """Directory of the converted model (``config.json`` + ``model.safetensors``), converting on a miss.
 
-    The converter is called only when the directory does not exist yet; it is written to a temporary
-    sibling and renamed into place, so an interrupted conversion leaves nothing half-written.
+    An entry is used only when it is whole: every file it was written with is there with its size and
+    SHA-256 (:func:`uae.files.verify_manifest`; a stat when nothing changed since it was last checked). A
+    missing, truncated or altered file is reported in one warning and the entry converted again. A
+    conversion is written to a temporary sibling and renamed into place, so an interrupted one leaves
+    nothing half-written in the cache; the temporary folders of killed conversions are removed here.
     """
     conv = get_converter(cfg.source)
     out = converted_dir(cfg, prov, conv.version)
-    if (out / CONFIG_NAME).is_file() and (out / WEIGHTS_NAME).is_file():
-        logger.info("Using the converted %s from %s", cfg.name, out)
-        return out
+    remove_stale_temp_dirs(out.parent)
+    if out.exists():
+        problems = verify_manifest(out, required=(CONFIG_NAME, WEIGHTS_NAME))
+        if not problems:
+            logger.info("Using the converted %s from %s", cfg.name, out)
+            return out
+        logger.warning(
+            "The converted %s in %s cannot be used (%s): converting it again",
+            cfg.name,
+            out,
+            "; ".join(problems),
+        )
+        shutil.rmtree(out, ignore_errors=True)
     logger.info("Converting %s (%s release); cached in %s", cfg.name, cfg.source, out)
     model = load_release(cfg.source, paths, name=cfg.architecture, **dict(cfg.options))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with temp_dir_for(out) as tmp:
         model.save_pretrained(tmp)
+        del model  # its tensors may be views of the release files
         provenance = {**cfg.to_dict(), "converter_version": conv.version, "resolved_files": dict(prov)}
-        (tmp / PROVENANCE_NAME).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+        write_json(tmp / PROVENANCE_NAME, provenance, indent=2, sort_keys=True)
+        write_manifest(tmp)
         try:
             os.replace(tmp, out)
         except OSError:  # another process finished first
-            if not (out / WEIGHTS_NAME).is_file():
+            if verify_manifest(out, required=(CONFIG_NAME, WEIGHTS_NAME)):
                 raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

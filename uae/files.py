@@ -14,6 +14,11 @@ before it is renamed into place, once, for every writer.
 
 Temp files are hidden and named ``.tmp-<random>-<final name>`` in the destination folder (same file
 system, so the rename is atomic); :func:`remove_temp_files` deletes the ones a killed run left behind.
+Temp *folders* (:func:`temp_dir_for`, a converted release being written) carry the host and process id,
+so :func:`remove_stale_temp_dirs` can delete those of processes that are gone.
+
+Checked folders: :func:`write_manifest` records the size, mtime and SHA-256 of a folder's files and
+:func:`verify_manifest` says what changed since (hashing only files whose size or mtime moved).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -142,6 +148,167 @@ def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+# ---------------------------------------------------------------------------------------------- checked folders
+#: The record of a checked folder's files (:func:`write_manifest`): name -> size, mtime, SHA-256.
+MANIFEST_NAME = "uae_manifest.json"
+#: A file modified less than this before its record was made may have changed within the file system's
+#: timestamp granularity, so its (size, mtime) cannot vouch for it: it is hashed again ("racily clean", as
+#: git calls it).
+RACY_NS = 2_000_000_000
+_TEMP_DIR_SEPARATOR = ".tmpdir."
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 8 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: str | os.PathLike, names: list[str] | None = None) -> Path:
+    """Record the size, mtime and SHA-256 of ``folder``'s files in ``folder/uae_manifest.json``.
+
+    Args:
+        folder: The folder.
+        names: The files to record (default: every regular file but the manifest and hidden files).
+
+    Returns:
+        The manifest's path.
+    """
+    import time
+
+    folder = Path(folder)
+    if names is None:
+        names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = {}
+    for name in names:
+        if name == MANIFEST_NAME:
+            continue
+        st = (folder / name).stat()
+        files[name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(folder / name)}
+    return write_json(folder / MANIFEST_NAME, {"format": 1, "verified_ns": time.time_ns(), "files": files})
+
+
+def verify_manifest(folder: str | os.PathLike, required: tuple[str, ...] = ()) -> list[str]:
+    """What is wrong with a folder recorded by :func:`write_manifest` (an empty list: nothing).
+
+    Cheap when nothing changed: a file whose size and mtime are the recorded ones (and were recorded at
+    least :data:`RACY_NS` after it was modified) is not read again. A file that changed mtime is hashed;
+    when its content is still the recorded one the record is refreshed, so it is hashed once.
+
+    Args:
+        folder: The folder.
+        required: Files that must be recorded and present.
+
+    Returns:
+        One short phrase per problem: a missing manifest or file, a size or SHA-256 that differs.
+    """
+    import time
+
+    folder = Path(folder)
+    try:
+        record = json.loads((folder / MANIFEST_NAME).read_text())
+        files = dict(record["files"])
+        verified_ns = int(record.get("verified_ns", 0))
+    except (OSError, ValueError, KeyError, TypeError):
+        return [f"no readable {MANIFEST_NAME}"]
+    problems = [f"{name} is not recorded" for name in required if name not in files]
+    refreshed = False
+    for name, want in sorted(files.items()):
+        path = folder / name
+        try:
+            st = path.stat()
+        except OSError:
+            problems.append(f"{name} is missing")
+            continue
+        if st.st_size != want.get("size"):
+            problems.append(f"{name} has {st.st_size} bytes, {want.get('size')} were written (truncated?)")
+            continue
+        if st.st_mtime_ns == want.get("mtime_ns") and st.st_mtime_ns < verified_ns - RACY_NS:
+            continue
+        if file_sha256(path) != want.get("sha256"):
+            problems.append(f"{name} does not have the SHA-256 it was written with (damaged)")
+            continue
+        want["mtime_ns"], refreshed = st.st_mtime_ns, True
+    if refreshed and not problems:
+        with contextlib.suppress(OSError):  # a read-only cache is still used, it is just hashed again
+            write_json(folder / MANIFEST_NAME, {**record, "verified_ns": time.time_ns(), "files": files})
+    return problems
+
+
+@contextlib.contextmanager
+def temp_dir_for(target: str | os.PathLike) -> Iterator[Path]:
+    """A hidden temp folder beside ``target`` (same file system), named after it and this process.
+
+    Fill it, then rename it into place; it is removed if it is still there at the end. A process killed
+    meanwhile leaves it behind: :func:`remove_stale_temp_dirs` recognises it by the dead process's id.
+    """
+    import shutil
+    import socket
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{target.name}{_TEMP_DIR_SEPARATOR}{socket.gethostname()}.{os.getpid()}."
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temp_dirs(parent: str | os.PathLike, max_age_s: float = 86400.0) -> list[Path]:
+    """Delete the temp folders of :func:`temp_dir_for` in ``parent`` whose process is gone.
+
+    A folder of this host whose process no longer runs is removed; one of another host (a shared file
+    system) when it is older than ``max_age_s``.
+
+    Returns:
+        The removed folders.
+    """
+    import shutil
+    import socket
+    import time
+
+    parent = Path(parent)
+    host = socket.gethostname()
+    removed = []
+    try:
+        candidates = [p for p in parent.iterdir() if p.name.startswith(".") and _TEMP_DIR_SEPARATOR in p.name]
+    except OSError:
+        return removed
+    for p in candidates:
+        owner = p.name.split(_TEMP_DIR_SEPARATOR, 1)[1].rsplit(".", 2)
+        if len(owner) != 3 or not p.is_dir():
+            continue
+        owner_host, pid = owner[0], owner[1]
+        try:
+            age = time.time() - p.stat().st_mtime
+        except OSError:
+            continue
+        alive = _pid_alive(int(pid)) if owner_host == host and pid.isdigit() else age < max_age_s
+        if not alive:
+            logger.info("Removing the temp folder of an interrupted run: %s", p)
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 # ---------------------------------------------------------------------------------------------- reading
 #: Entries of a training checkpoint that hold a state dict, in the order :func:`read_state_dict` tries them.
 STATE_DICT_ENTRIES = ("ema", "model", "state_dict")
@@ -153,7 +320,10 @@ def _first_line(e: BaseException) -> str:
 
 
 def read_torch_dict(path: str | os.PathLike, what: str = "torch file") -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` of a file that must hold a dict.
+    """``torch.load(path, weights_only=True, mmap=True)`` of a file that must hold a dict.
+
+    The file is memory-mapped (legacy non-zip files are read whole): a converter that uses one entry of
+    a training checkpoint (``"ema"``) never reads the others into memory.
 
     Args:
         path: The file.
@@ -171,10 +341,22 @@ def read_torch_dict(path: str | os.PathLike, what: str = "torch file") -> dict[s
     if not path.is_file():
         raise MissingFileError(f"{what} not found: {path}")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:  # memory-mapped: the tensors are the file's pages until written to (zip files, torch >= 1.6)
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)  # a legacy (non-zip) file
     except Exception as e:  # arbitrary pickles, corrupt or truncated files
-        kind = UnsafeFileError if "GLOBAL" in str(e) else DamagedFileError
-        raise kind(f"cannot read {path} as a {what} with weights_only=True: {_first_line(e)}") from e
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise UnsafeFileError(
+                f"refused to read {path} as {what}: it holds pickled code ({found.group(1)}), which uae never "
+                "runs (read with weights_only=True); use a file of plain tensors (a state dict or safetensors)"
+            ) from e
+        raise DamagedFileError(
+            f"cannot read {path} as a {what} with weights_only=True: {_first_line(e)}"
+        ) from e
     if not isinstance(obj, dict):
         raise DamagedFileError(f"{path} does not hold a dict (got {type(obj).__name__})")
     return obj

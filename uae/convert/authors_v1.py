@@ -190,6 +190,7 @@ def authors_to_uae(
     band_scheme: str = "authors_v1",
     band_schedule: tuple[float, ...] | list[float] | None = None,
     decoder_norm_eps: float | None = DECODER_NORM_EPS,
+    reuse_source: bool = False,
 ):  # -> UAE
     """Convert the authors' v1 ``UnifiedUAE`` state dict (the ``"model"`` or ``"ema"`` entry) to a UAE.
 
@@ -206,6 +207,9 @@ def authors_to_uae(
             the released config's ``freq_first_patch=0.32, freq_max_patch=16`` with ``K`` from the weights
             (``[0.32, 16.0]`` for the shipped ``K=2``).
         decoder_norm_eps: Decoder LayerNorm eps (theirs: 1e-12; ``None``: uae's defaults).
+        reuse_source: The converter may overwrite ``state``'s tensors (the decoder's channel permutation is
+            done in place: the conversion then holds the release once, not twice). ``load_release`` sets it
+            for the files it reads; leave it off for a state dict that is used afterwards.
 
     Returns:
         A :class:`uae.UAE` in eval mode (``band_mixing=True`` when the checkpoint has band-transform layers).
@@ -213,7 +217,7 @@ def authors_to_uae(
     Raises:
         InputError: Unknown/missing keys, inconsistent shapes or a schedule whose length is not ``K``.
     """
-    src = Source(state, "authors' checkpoint")
+    src = Source(state, "authors' checkpoint", reuse=reuse_source)
     dec, grid = convert_mae_decoder(src, "decoder.")
     latent_norm = not src.has("encoder.encoder.layernorm.weight")
     enc, ecfg = convert_encoder(
@@ -287,7 +291,7 @@ def authors_to_uae(
     full.update({f"decoder.{a}": v for a, v in dec.items()})
     full.update({f"modulator.{a}": v for a, v in mod.items()})
     full.update(latent_stats(stats, c, stats_eps))
-    return build_checked(config, full, "authors' checkpoint")
+    return build_checked(config, full, "authors' checkpoint", reuse=reuse_source)
 
 
 # ---------------------------------------------------------------------------------------------- release files
@@ -392,6 +396,7 @@ def load_release(
         stats=stats,
         name=name or "uae_authors_converted",
         band_schedule=schedule,
+        reuse_source=True,  # read here, used by nobody else
     )
     _check_params(params, model, what)
     return model

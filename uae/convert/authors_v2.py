@@ -237,6 +237,7 @@ def authors_v2_to_uae(
     pixel_std: tuple[float, float, float] | None = None,
     name: str | None = None,
     stats: Mapping[str, torch.Tensor] | None = None,
+    reuse_source: bool = False,
 ):  # -> UAE
     """Convert an authors' v2 ``stage1.UAE`` state dict and its ``stage_1.params`` to a UAE.
 
@@ -249,6 +250,9 @@ def authors_v2_to_uae(
         name: ``config.name`` (default ``uae_authors_v2_<family>``).
         stats: The latent statistics ``{"mean", "var"}`` (per position ``(C, h, w)`` or per channel) of a
             config with ``normalization_stat_path`` (the 64-token tokenizer); required exactly then.
+        reuse_source: The converter may overwrite ``state``'s tensors (the decoder's channel permutation is
+            done in place: the conversion then holds the release once, not twice). ``load_release`` sets it
+            for the files it reads; leave it off for a state dict that is used afterwards.
 
     Returns:
         A :class:`uae.UAE` in eval mode with ``band_scheme="dct_zigzag"``.
@@ -271,7 +275,7 @@ def authors_v2_to_uae(
             "not normalise its latents)",
             param="stats",
         )
-    src = Source(state, "authors' v2 checkpoint")
+    src = Source(state, "authors' v2 checkpoint", reuse=reuse_source)
     dec, grid = convert_mae_decoder(src, "decoder.")
     dcfg = decoder_config(dec, decoder_heads)
     patch_cfg = int(params.get("decoder_patch_size", 16))
@@ -344,7 +348,7 @@ def authors_v2_to_uae(
                 f"latent statistics must hold 'mean' and 'var', got {sorted(stats)}", param="stats"
             )
         full.update(latent_stats(stats, c, STATS_EPS, grid))
-    return build_checked(config, full, "authors' v2 checkpoint")
+    return build_checked(config, full, "authors' v2 checkpoint", reuse=reuse_source)
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -435,7 +439,7 @@ def load_release(
     if files.get("stats"):
         stats = read_state_dict(files["stats"], what="latent statistics")
     state = read_checkpoint(files["checkpoint"], options.pop("entry", None))
-    return authors_v2_to_uae(state, dict(params), name=name, stats=stats, **options)
+    return authors_v2_to_uae(state, dict(params), name=name, stats=stats, reuse_source=True, **options)
 
 
 __all__ = [

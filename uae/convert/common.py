@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from uae.errors import InputError, MissingFileError
+from uae.errors import DamagedFileError, InputError, MissingFileError
 from uae.models.config import UAEConfig
-from uae.utils import non_float_tensors, state_dict_mismatch
+from uae.utils import non_finite_tensors, non_float_tensors, state_dict_mismatch
 
 #: Decoder head counts by width, as RAE configures its ViT-B / ViT-L / ViT-XL decoders.
 DECODER_HEADS_BY_WIDTH = {768: 12, 1024: 16, 1152: 16}
@@ -91,21 +91,39 @@ def check_release_call(
 
 
 class Source:
-    """A source state dict whose keys must all be consumed (strict conversion)."""
+    """A source state dict whose keys must all be consumed (strict conversion).
 
-    def __init__(self, state: Mapping[str, torch.Tensor], what: str) -> None:
+    Args:
+        state: The release's state dict.
+        what: What it is, for messages.
+        reuse: The converter may overwrite the tensors (a state dict it read itself, memory-mapped): the
+            decoder's channel permutation then happens in place, so the conversion holds the release
+            once instead of twice (:func:`permute_decoder_residual`).
+    """
+
+    def __init__(self, state: Mapping[str, torch.Tensor], what: str, *, reuse: bool = False) -> None:
         self.state = dict(state)
         self.used: set[str] = set()
         self.what = what
+        self.reuse = reuse
 
     def has(self, key: str) -> bool:
         return key in self.state
 
     def take(self, key: str) -> torch.Tensor:
+        """The tensor ``key``, marked as used.
+
+        Raises:
+            InputError: No such key.
+            DamagedFileError: It holds NaN or inf (a damaged release file), naming the key.
+        """
         if key not in self.state:
             raise InputError(f"{self.what}: required key {key!r} is missing")
         self.used.add(key)
-        return self.state[key]
+        value = self.state[key]
+        if non_finite_tensors({key: value}):
+            raise DamagedFileError(f"{self.what}: tensor {key!r} holds NaN or inf values (a damaged file?)")
+        return value
 
     def keys_with(self, prefix: str) -> list[str]:
         return sorted(k for k in self.state if k.startswith(prefix))
@@ -203,16 +221,20 @@ def convert_mae_decoder(src: Source, prefix: str) -> tuple[dict[str, torch.Tenso
         for a, b in DECODER_BLOCK_MAP.items():
             out[t + b] = src.take(s + a)
     if perm is not None:
-        out = permute_decoder_residual(out, perm)
+        out = permute_decoder_residual(out, perm, in_place=src.reuse)
     return out, grid
 
 
-def permute_decoder_residual(state: dict[str, torch.Tensor], perm: torch.Tensor) -> dict[str, torch.Tensor]:
+def permute_decoder_residual(
+    state: dict[str, torch.Tensor], perm: torch.Tensor, *, in_place: bool = False
+) -> dict[str, torch.Tensor]:
     """Permute the residual-stream channels of a uae decoder state dict (an exact symmetry).
 
     Args:
         state: ``PixelDecoder`` state dict (names without ``decoder.``).
         perm: ``(D,)`` index; new channel ``i`` is old channel ``perm[i]``.
+        in_place: Write the permuted values into ``state``'s own tensors (one tensor's copy at a time)
+            instead of new ones: for tensors nobody else reads (:class:`Source` with ``reuse``).
 
     Returns:
         A new dict computing the same function with permuted residual channels.
@@ -231,14 +253,20 @@ def permute_decoder_residual(state: dict[str, torch.Tensor], perm: torch.Tensor)
     out = {}
     for k, v in state.items():
         if k == "cls_token":
-            v = v[..., perm]
+            new = v[..., perm]
         elif k in ("embed.weight", "embed.bias", "norm.weight", "norm.bias") or (
             k.startswith("blocks.") and k.endswith(rows)
         ):
-            v = v[perm]  # writes to (or normalises) the residual stream
+            new = v[perm]  # writes to (or normalises) the residual stream
         elif k == "pred.weight" or (k.startswith("blocks.") and k.endswith(cols)):
-            v = v[:, perm]  # reads the residual stream
-        out[k] = v.contiguous()
+            new = v[:, perm]  # reads the residual stream
+        else:
+            out[k] = v.contiguous()
+            continue
+        if in_place and v.is_contiguous():
+            out[k] = v.copy_(new)
+        else:
+            out[k] = new.contiguous()
     return out
 
 
@@ -315,12 +343,25 @@ def timm_encoder_config(state: Mapping[str, torch.Tensor], encoder_heads: int | 
     return {**encoder_config(enc, encoder_heads), **pos_table_config(keys.get("pos_embed"), "timm")}
 
 
-def build_checked(config: UAEConfig, state: dict[str, torch.Tensor], what: str):  # -> UAE
-    """Build a UAE from a converted state dict; every target key must be filled, shapes must match."""
+def build_checked(
+    config: UAEConfig, state: dict[str, torch.Tensor], what: str, *, reuse: bool = False
+):  # -> UAE
+    """Build a UAE from a converted state dict; every target key must be filled, shapes must match.
+
+    The model is built without initialising its parameters (:meth:`uae.UAE.from_state_dict`); with
+    ``reuse`` (the converter read the release itself: :class:`Source`) it takes the converted tensors
+    themselves, else copies, so a caller's state dict never shares memory with the model. Every value
+    must be finite (a damaged release is refused, naming the tensor).
+
+    Raises:
+        InputError: Keys, shapes or dtypes that do not fill the model (naming them).
+        DamagedFileError: NaN or inf values.
+    """
+    from uae.models.loading import build_empty, check_model_size
     from uae.models.uae import UAE
 
-    model = UAE(config)
-    own = model.state_dict()
+    check_model_size(config, source=what)
+    own = build_empty(UAE, config, source=what).state_dict()
     # Buffers uae defines itself (pixel/latent statistics) keep their values unless provided.
     for k in ("pixel_mean", "pixel_std", "latent_mean", "latent_std"):
         state.setdefault(k, own[k])
@@ -332,8 +373,11 @@ def build_checked(config: UAEConfig, state: dict[str, torch.Tensor], what: str):
             f"{what}: converted weights do not fill the uae model: missing {missing}; unexpected {unexpected}; "
             f"shape mismatches {bad}"
         )
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
-    return model.eval()
+    if non_finite := non_finite_tensors(state):
+        raise DamagedFileError(
+            f"{what}: converted weights hold NaN or inf values (a damaged file?): {non_finite}"
+        )
+    return UAE.from_state_dict(config, state, source=what, copy=not reuse)
 
 
 def _stats_shape(v: torch.Tensor) -> tuple[int, ...]:

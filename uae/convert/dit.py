@@ -142,7 +142,8 @@ def convert_dit_state(
         what: What the state is, for messages.
 
     Returns:
-        uae's state dict (float32 copies; RoPE tables dropped after the check).
+        uae's state dict (float32; the source's tensors themselves when they are float32; RoPE tables
+        dropped after the check).
 
     Raises:
         UAELoadError: Missing, unexpected or mis-shaped keys, non-float weights, or stored RoPE tables that
@@ -170,7 +171,7 @@ def convert_dit_state(
         elif not value.is_floating_point():
             shapes.append(f"{theirs} has dtype {value.dtype} (expected floating point)")
         else:
-            out[key] = value.detach().to(torch.float32).clone()
+            out[key] = value.detach().to(torch.float32)  # no copy when already float32
     rope_errors: list[str] = []
     for part, width, heads in (
         ("trunk", config.hidden_size, config.num_heads),
@@ -264,12 +265,17 @@ def read_dit_checkpoint(
 
 
 def dit_from_original(
-    state: Mapping[str, torch.Tensor], config: DiTDHConfig, *, what: str = "DiT-DH checkpoint"
+    state: Mapping[str, torch.Tensor],
+    config: DiTDHConfig,
+    *,
+    what: str = "DiT-DH checkpoint",
+    reuse_source: bool = False,
 ) -> DiTDH:
-    """Build a :class:`~uae.models.dit.DiTDH` (eval mode) from an original state dict, strictly."""
-    model = DiTDH(config)
-    model.load_state_dict(convert_dit_state(state, config, what=what), strict=True)
-    return model.eval()
+    """Build a :class:`~uae.models.dit.DiTDH` (eval mode) from an original state dict, strictly; with
+    ``reuse_source`` it takes ``state``'s tensors themselves (read for it, used by nobody else), else copies."""
+    return DiTDH.from_state_dict(
+        config, convert_dit_state(state, config, what=what), source=what, copy=not reuse_source
+    )
 
 
 def load_original_dit(
@@ -289,7 +295,8 @@ def load_original_dit(
         UAELoadError: Entry, keys, shapes or RoPE tables do not match.
     """
     state = read_dit_checkpoint(path, entry, layout=layout)
-    return dit_from_original(state, config, what=f"{LAYOUTS.get(layout, 'DiT-DH checkpoint')} {path}")
+    what = f"{LAYOUTS.get(layout, 'DiT-DH checkpoint')} {path}"
+    return dit_from_original(state, config, what=what, reuse_source=True)  # read here, used by nobody else
 
 
 #: ``stage_2.params`` keys of the originals' YAML -> handled by :func:`config_from_original_params`.

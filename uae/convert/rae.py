@@ -243,6 +243,7 @@ def rae_to_uae(
     stats_eps: float = RAE_STATS_EPS,
     decoder_norm_eps: float | None = RAE_DECODER_NORM_EPS,
     name: str | None = None,
+    reuse_source: bool = False,
 ):  # -> UAE
     """Convert an RAE decoder (``model.pt``) plus its encoder's weights to a UAE with ``K=1``.
 
@@ -267,6 +268,9 @@ def rae_to_uae(
         decoder_norm_eps: eps of the decoder's LayerNorms (RAE's 1e-12; ``None``: uae's defaults).
         name: ``config.name`` (default ``uae_rae_base_p14_dinov2``, ``uae_rae_base_p16_siglip2`` or
             ``uae_rae_base_p16_mae`` for a 768-wide latent).
+        reuse_source: The converter may overwrite ``state``'s tensors (the decoder's channel permutation is
+            done in place: the conversion then holds the release once, not twice). ``load_release`` sets it
+            for the files it reads; leave it off for a state dict that is used afterwards.
 
     Returns:
         A :class:`uae.UAE` in eval mode (``config.preprocess="adm"``: RAE's evaluation crop and resize).
@@ -276,6 +280,7 @@ def rae_to_uae(
             another family than ``encoder`` (one line naming both).
         MissingFileError: No encoder weights given and none in the Hub cache.
     """
+    from uae.models.loading import build_empty
     from uae.models.uae import UAE
 
     if encoder is None:
@@ -293,7 +298,7 @@ def rae_to_uae(
     dstate = dict(decoder_state)
     if dstate and all(k.startswith("decoder.") for k in dstate):
         dstate = {k[len("decoder.") :]: v for k, v in dstate.items()}
-    src = Source(dstate, "RAE decoder checkpoint")
+    src = Source(dstate, "RAE decoder checkpoint", reuse=reuse_source)
     dec, grid = convert_mae_decoder(src, "")
     src.check_consumed()
     dcfg = decoder_config(dec, decoder_heads)
@@ -341,7 +346,7 @@ def rae_to_uae(
     )
     if enc is None:
         # timm / facebookresearch naming (or the Hub cache): the encoder's own strict loader.
-        model = UAE(config)
+        model = build_empty(UAE, config, source="RAE checkpoint")  # the encoder takes the weights as they are
         if encoder_state is not None:
             model.encoder.load_dinov2_state_dict(dict(encoder_state))
         else:
@@ -359,7 +364,7 @@ def rae_to_uae(
         }
     )
     full.update(latent_stats(stats, c, stats_eps, grid))
-    return build_checked(config, full, "RAE checkpoint")
+    return build_checked(config, full, "RAE checkpoint", reuse=reuse_source)
 
 
 def _unprefixed(state: Mapping[str, torch.Tensor]) -> set[str]:
@@ -435,7 +440,7 @@ def load_release(
                 f"{files['stats']}: expected 'mean' and 'var' latent statistics, got {sorted(stats)}"
             )
     encoder = read_state_dict(files["encoder"], what="encoder weights") if files.get("encoder") else None
-    model = rae_to_uae(decoder, encoder, encoder=family, stats=stats, name=name, **options)
+    model = rae_to_uae(decoder, encoder, encoder=family, stats=stats, name=name, reuse_source=True, **options)
     size = _config_params(config).get("encoder_input_size") if config is not None else None
     if size is not None and size != model.config.img_size:
         raise InputError(

@@ -136,26 +136,26 @@ class InceptionFeatures(nn.Module):
     """torch-fidelity's ``inception-v3-compat`` 2048-d pool features of ``[0, 1]`` images.
 
     Args:
-        weights_path: The Inception weights file (see :func:`resolve_inception_weights`). It is first
-            read with ``torch.load(weights_only=True)`` (a file with arbitrary pickled code is refused).
+        weights_path: The Inception weights file (see :func:`resolve_inception_weights`). uae reads it
+            with ``torch.load(weights_only=True)`` and hands torch-fidelity only the tensors it read
+            (:func:`uae.networks.inception.fidelity_inception`).
+
+    Raises:
+        UnsafeFileError: The file holds pickled code (refused; nothing runs).
+        MetricUnavailable: The file is damaged or does not fit torch-fidelity's network.
     """
 
     def __init__(self, weights_path: str | os.PathLike) -> None:
         super().__init__()
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        from uae.errors import DamagedFileError, UAELoadError
+        from uae.networks.inception import fidelity_inception
 
         try:
-            torch.load(str(weights_path), map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
+            self.net = fidelity_inception(weights_path, ["2048"])
+        except DamagedFileError as e:
             raise MetricUnavailable(f"cannot read Inception weights {str(weights_path)!r}: {e}") from e
-        try:
-            self.net = FeatureExtractorInceptionV3(
-                "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights_path)
-            )
-        except RuntimeError as e:
-            raise MetricUnavailable(
-                f"Inception weights {str(weights_path)!r} do not match torch-fidelity's network: {e}"
-            ) from e
+        except UAELoadError as e:
+            raise MetricUnavailable(str(e)) from e
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -351,7 +351,8 @@ class ReconstructionMetrics:
         # Per-image PSNR (over C, H, W) and SSIM averaged over images, as tokenizer papers report them.
         self._psnr = RunningMean(dev)
         self._ssim = RunningMean(dev)
-        self._lpips = None
+        self._lpips: RunningMean | None = None
+        self._lpips_net: nn.Module | None = None
         self._inception: InceptionFeatures | None = None
         self._real = GaussianStats()
         self._fake = GaussianStats()
@@ -359,12 +360,11 @@ class ReconstructionMetrics:
         if self.lpips:
             try:
                 resolve_lpips_backbone(self.lpips_net, allow_download=self.allow_download)
-                from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+                from uae.networks.lpips import lpips_network  # reads the backbone with weights_only=True
 
-                self._lpips = LearnedPerceptualImagePatchSimilarity(
-                    net_type=self.lpips_net, normalize=True
-                ).to(dev)
-            except MetricUnavailable as e:
+                self._lpips_net = lpips_network(self.lpips_net, allow_download=self.allow_download).to(dev)
+                self._lpips = RunningMean(dev)
+            except (MetricUnavailable, MissingFileError) as e:  # not cached, or the download failed
                 self.unavailable["lpips"] = str(e)
                 logger.warning("LPIPS unavailable: %s", e)
         else:
@@ -416,8 +416,8 @@ class ReconstructionMetrics:
             recon, ref = quantize(recon), quantize(ref)
         self._psnr.update(psnr_per_image(recon, ref))
         self._ssim.update(ssim_per_image(recon, ref))
-        if self._lpips is not None:
-            self._lpips.update(recon, ref)
+        if self._lpips is not None and self._lpips_net is not None:
+            self._lpips.update(self._lpips_net(recon, ref, normalize=True).flatten())
         if self._inception is not None:
             self._real.update(self._inception(ref))
             self._fake.update(self._inception(recon))
@@ -430,7 +430,7 @@ class ReconstructionMetrics:
             "num_images": self.num_images,
             "psnr": self._psnr.compute(),
             "ssim": self._ssim.compute(),
-            "lpips": float(self._lpips.compute()) if self._lpips is not None else None,
+            "lpips": self._lpips.compute() if self._lpips is not None else None,
             "rfid": None,
         }
         if self._inception is not None:

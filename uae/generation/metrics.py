@@ -50,31 +50,25 @@ class GenerationInception(nn.Module):
     """torch-fidelity's ``inception-v3-compat``: 2048-d pool features and 1008 unbiased logits.
 
     Args:
-        weights_path: The Inception weights file (:func:`resolve_inception_weights`); read first with
-            ``torch.load(weights_only=True)`` (a file with pickled code is refused).
+        weights_path: The Inception weights file (:func:`resolve_inception_weights`); read by uae with
+            ``torch.load(weights_only=True)`` (:func:`uae.networks.inception.fidelity_inception`).
 
     Raises:
-        MetricUnavailable: The file cannot be read or does not fit the network.
+        UnsafeFileError: The file holds pickled code (refused; nothing runs).
+        MetricUnavailable: The file is damaged or does not fit the network.
     """
 
     def __init__(self, weights_path: str | os.PathLike) -> None:
         super().__init__()
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        from uae.errors import UAELoadError
+        from uae.networks.inception import fidelity_inception
 
         try:
-            torch.load(str(weights_path), map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
+            self.net = fidelity_inception(weights_path, ["2048", "logits_unbiased"])
+        except DamagedFileError as e:
             raise MetricUnavailable(f"cannot read Inception weights {str(weights_path)!r}: {e}") from e
-        try:
-            self.net = FeatureExtractorInceptionV3(
-                "inception-v3-compat",
-                ["2048", "logits_unbiased"],
-                feature_extractor_weights_path=str(weights_path),
-            )
-        except RuntimeError as e:
-            raise MetricUnavailable(
-                f"Inception weights {str(weights_path)!r} do not match torch-fidelity's network: {e}"
-            ) from e
+        except UAELoadError as e:
+            raise MetricUnavailable(str(e)) from e
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,17 +16,15 @@ import logging
 import os
 import re
 from functools import partial
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from uae.errors import DamagedFileError, InputError, MissingFileError, UAELoadError
-from uae.files import read_safetensors, read_torch_dict
+from uae.errors import DamagedFileError, InputError, UAELoadError
 from uae.layers.vit import VisionTransformer, resample_abs_pos_embed
-from uae.utils import non_float_tensors, state_dict_mismatch
+from uae.utils import non_finite_tensors, non_float_tensors, state_dict_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -257,11 +255,13 @@ class UnifiedEncoder(nn.Module):
         Original keys (``register_tokens``, ``mask_token``, ``pos_embed`` with a CLS slot) are converted
         with timm's filter; the position table is resized (timm's rule, once) to this encoder's table
         grid (:attr:`pos_grid`). The final-norm weights are dropped when ``latent_norm`` is on; any
-        other missing or unexpected key raises.
+        other missing or unexpected key raises. An encoder built without initialised parameters (on the
+        meta device, :func:`uae.models.loading.build_empty`) takes the tensors themselves.
 
         Raises:
             UAELoadError: Keys or shapes do not match, naming them, or the encoder is not of the DINOv2
                 family (CLIP and SigLIP2 weights go through :mod:`uae.convert.hf_encoders`).
+            DamagedFileError: Values that are NaN or inf (naming the tensors).
         """
         if self.family != "dinov2":
             raise UAELoadError(
@@ -291,28 +291,26 @@ class UnifiedEncoder(nn.Module):
                 f"missing keys {missing}; unexpected keys {unexpected}; shape mismatches {bad_shapes}. "
                 "Check that the checkpoint's size (S/B/L) and register count match the model config."
             )
-        self.vit.load_state_dict(state_dict, strict=True)
+        if non_finite := non_finite_tensors(state_dict):
+            raise DamagedFileError(f"DINOv2 weights hold NaN or inf values (a damaged file?): {non_finite}")
+        on_meta = any(p.device.type == "meta" for p in self.vit.parameters())
+        if on_meta:  # take the tensors themselves, in the encoder's dtype
+            own = self.vit.state_dict()
+            state_dict = {k: v.to(own[k].dtype) for k, v in state_dict.items()}
+        self.vit.load_state_dict(state_dict, strict=True, assign=on_meta)
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` file or a torch ``.pt/.pth/.bin`` file (``weights_only=True``).
+    """Read DINOv2 weights: a ``.safetensors`` file or a torch ``.pt/.pth/.bin`` file (``weights_only=True``).
 
-    A torch file holding a dict with a ``"model"``, ``"state_dict"`` or ``"teacher"`` entry is unwrapped.
+    :func:`uae.files.read_state_dict` with the entries a DINOv2 file may nest its weights in
+    (``"model"``, ``"state_dict"``, ``"teacher"``).
 
     Raises:
         MissingFileError: ``path`` does not exist.
+        UnsafeFileError: A pickle that needs code execution.
         DamagedFileError: The file does not hold a state dict.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"weights file not found: {path}", param="path")
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    obj = read_torch_dict(path, "weights file")
-    for key in ("model", "state_dict", "teacher"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict):
-        raise DamagedFileError(f"{path} does not hold a state dict (got {type(obj).__name__})", param="path")
-    return obj
+    from uae.files import read_state_dict as read
+
+    return read(path, entries=("model", "state_dict", "teacher"), what="weights file")

@@ -295,6 +295,12 @@ class UAEConfig:
         """``(C, h, w)`` of one image's latent."""
         return (self.latent_dim, self.grid_size, self.grid_size)
 
+    def estimate_num_params(self) -> int:
+        """The model's parameter count from the fields alone, nothing allocated (:mod:`uae.models.size`)."""
+        from uae.models.size import uae_num_params
+
+        return uae_num_params(dataclasses.asdict(self))
+
     # ------------------------------------------------------------------ checks and (de)serialisation
     def validate(self) -> None:
         """Raise :class:`~uae.errors.ConfigError` naming every field of a wrong type, out of range, or inconsistent.

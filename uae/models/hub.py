@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 
 from uae._version import __version__
-from uae.errors import MissingFileError, UAELoadError
+from uae.errors import InputError, MissingFileError, UAELoadError
 from uae.models.config import ARCHITECTURE, UAEConfig
 from uae.online import offline, reachable
 
@@ -52,6 +52,7 @@ __all__ = [
     "UAELoadError",
     "hub_download",
     "is_repo_id",
+    "check_subfolder",
     "resolve_pretrained_files",
     "snapshot_commit",
 ]
@@ -178,24 +179,35 @@ def resolve_pretrained_files(
     source: str | os.PathLike,
     hub: HubOptions | None = None,
     filenames: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME),
+    subfolder: str | None = None,
 ) -> tuple[Path, ...]:
     """Local paths of ``filenames`` for a local directory or a Hub repo id (downloaded or from the cache).
 
     With ``HF_HUB_OFFLINE=1``, or when the Hub endpoint is unreachable, only the local Hub cache
     (``$HF_HOME/hub``) is used, and a miss fails at once.
 
+    Args:
+        source: A directory or ``org/name``.
+        hub: Hub options.
+        filenames: The files wanted.
+        subfolder: A folder inside the directory or repo holding the files (diffusers' ``subfolder``:
+            ``"vae"`` of a pipeline repo).
+
     Raises:
         MissingFileError: The directory, repo or one of the files does not exist / is not cached,
             naming which and where it looked.
+        InputError: ``subfolder`` is absolute or leaves the directory (``..``).
     """
     source = str(source)
+    sub = check_subfolder(subfolder)
     path = Path(source).expanduser()
     if path.is_dir():
+        folder = path / sub if sub else path
         out = []
         for name in filenames:
-            f = path / name
+            f = folder / name
             if not f.is_file():
-                raise MissingFileError(f"{name} not found in the local model directory {path.resolve()}")
+                raise MissingFileError(f"{name} not found in the local model directory {folder.resolve()}")
             out.append(f)
         return tuple(out)
     if not is_repo_id(source):
@@ -203,7 +215,24 @@ def resolve_pretrained_files(
             f"'{source}' is neither an existing local model directory nor a Hub repo id of the form 'org/name'"
         )
     hint = "or pass a local directory holding config.json and model.safetensors"
-    return tuple(hub_download(source, name, hub, hint=hint) for name in filenames)
+    return tuple(hub_download(source, f"{sub}/{name}" if sub else name, hub, hint=hint) for name in filenames)
+
+
+def check_subfolder(subfolder: str | os.PathLike | None) -> str:
+    """``subfolder`` as a relative POSIX path (``""`` for none).
+
+    Raises:
+        InputError: An absolute path, or one with ``..`` (``param="subfolder"``).
+    """
+    if subfolder is None or str(subfolder).strip("/") == "":
+        return ""
+    parts = Path(str(subfolder)).parts
+    if Path(str(subfolder)).is_absolute() or ".." in parts:
+        raise InputError(
+            f"subfolder must be a folder inside the model directory or repo, got {str(subfolder)!r}",
+            param="subfolder",
+        )
+    return "/".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- the model's Hub I/O
@@ -314,24 +343,52 @@ class UAEHubMixin(
         data = card_data(c, **meta)
         return ModelCard.from_template(data, template_str=MODEL_CARD_TEMPLATE, paper_url=PAPER_URL, **values)
 
+    # ------------------------------------------------------------------ dtype and device (diffusers' names)
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's floating parameters (``model.to(torch.bfloat16)`` changes it)."""
+        from uae.models.loading import model_dtype
+
+        return model_dtype(self)  # type: ignore[arg-type]
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's parameters."""
+        from uae.models.loading import model_device
+
+        return model_device(self)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(  # type: ignore[override]
         cls,
         pretrained_model_name_or_path: str | os.PathLike,
         *,
         strict: bool = True,
-        map_location: str | torch.device = "cpu",
+        torch_dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
+        subfolder: str | None = None,
+        map_location: str | torch.device | None = None,
         hub: HubOptions | None = None,
         **kwargs: Any,
     ):
         """Load a model saved with :meth:`save_pretrained` from a local directory or a Hub repo id.
+
+        The model is built without initialising its parameters and the weights file is memory-mapped into
+        it (:mod:`uae.models.loading`): loading takes about the time of reading the file, and about its size
+        in memory. Keys, shapes, dtypes and finiteness are checked strictly first.
 
         Args:
             pretrained_model_name_or_path: Directory holding ``config.json`` + ``model.safetensors``,
                 or a Hub repo id (read from the Hub cache when ``HF_HUB_OFFLINE=1``).
             strict: Require the checkpoint's keys and config fields to match exactly. With
                 ``strict=False`` missing/unexpected keys are logged as warnings (shapes must still match).
-            map_location: Device the weights are loaded to.
+            torch_dtype: The model's dtype (diffusers' option): ``torch.float16``, ``torch.bfloat16``,
+                ``torch.float32`` or their names; ``"auto"`` keeps the file's; ``None``: float32.
+                Half precision is for CUDA; on CPU it is refused where this torch lacks the kernels.
+            device: Where the model goes (``"cpu"``, ``"cuda"``, ``"cuda:1"``; default CPU).
+            subfolder: A folder inside the directory or repo that holds the files.
+            map_location: The older name of ``device``.
             hub: Hub options; the keywords ``revision``, ``cache_dir``, ``local_files_only``, ``token``
                 and ``force_download`` (:class:`HubOptions`) may be given directly instead.
             **kwargs: The Hub keywords above, and config fields to change (must not change parameter shapes).
@@ -342,58 +399,116 @@ class UAEHubMixin(
         Raises:
             MissingFileError: The directory/repo or ``config.json`` / ``model.safetensors`` is missing.
             UAELoadError: Wrong architecture, unknown config keys, or mismatched weight keys/shapes.
+            ConfigError: The config describes a model too large for this machine (naming the field).
+            DamagedFileError: The weights file is truncated, or holds NaN or inf (naming the tensors).
+            InputError: A ``torch_dtype``, ``device`` or ``subfolder`` that cannot be used.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from uae.models.loading import (
+            assign_state_dict,
+            build_empty,
+            check_dtype_on_device,
+            check_model_size,
+            place,
+            read_weights,
+            resolve_dtype,
+        )
+        from uae.utils import check_device
 
         hub = HubOptions.pop_from(kwargs, hub)
-        config_file, weights_file = resolve_pretrained_files(pretrained_model_name_or_path, hub)
+        dtype = resolve_dtype(torch_dtype)
+        dev = check_device(_one_device(device, map_location))
+        if dtype not in (None, "auto"):
+            check_dtype_on_device(dtype, dev)
+        config_file, weights_file = resolve_pretrained_files(
+            pretrained_model_name_or_path, hub, subfolder=subfolder
+        )
+        config = cls._read_config(config_file, strict=strict, overrides=kwargs)
+        check_model_size(config, source=str(config_file))
+        state = read_weights(weights_file)
+        model = build_empty(cls, config, source=str(config_file))
+        if not strict and set(model.state_dict()) - set(state):  # missing weights keep a real initialisation
+            model = cls(config)
+        assign_state_dict(model, state, strict=strict, source=str(weights_file), dtype=dtype)
+        if dtype == "auto":
+            check_dtype_on_device(model.dtype, dev)
+        return place(model, dev).eval()
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        config: Any,
+        state: dict[str, torch.Tensor],
+        *,
+        strict: bool = True,
+        source: str = "",
+        torch_dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
+        copy: bool = True,
+    ):
+        """A model of ``config`` holding ``state`` (checked strictly), in eval mode, built without a random
+        initialisation.
+
+        The loader under :meth:`from_pretrained`, for weights that are already in memory (a converted
+        release, a training checkpoint for ``uae export``).
+
+        Args:
+            config: The model's config.
+            state: Its weights (every key, unless ``strict=False``).
+            strict, source, torch_dtype, device: As :meth:`from_pretrained` (``source`` names the weights
+                in messages).
+            copy: Give the model copies of the tensors (``state`` stays independent of it). ``False``: the
+                model takes the tensors themselves, for weights nobody else uses (a loader's own reads;
+                no second copy in memory).
+
+        Raises:
+            UAELoadError, DamagedFileError, ConfigError: As :meth:`from_pretrained`.
+        """
+        from uae.models.loading import assign_state_dict, build_empty, place, resolve_dtype
+
+        model = build_empty(cls, config, source=source)
+        if not strict and set(model.state_dict()) - set(state):
+            model = cls(config)
+        if copy:
+            state = {k: v.clone() for k, v in state.items()}
+        assign_state_dict(model, state, strict=strict, source=source, dtype=resolve_dtype(torch_dtype))
+        return place(model, device).eval()
+
+    @classmethod
+    def _read_config(cls, config_file: str | os.PathLike, *, strict: bool = True, overrides: dict[str, Any]):
+        """The config of ``config.json`` with ``overrides`` applied (one :class:`UAELoadError` per problem)."""
         try:
             raw = json.loads(Path(config_file).read_text())
         except json.JSONDecodeError as e:
             raise UAELoadError(f"{config_file} is not valid JSON: {e}") from e
         try:
             config = cls._hub_config_class.from_dict(raw, strict=strict)
-            if kwargs:
-                config = config.replace(**kwargs)
+            return config.replace(**overrides) if overrides else config
         except (ValueError, TypeError) as e:
-            raise UAELoadError(f"{config_file}: {e}") from e
-        model = cls(config)
-        try:
-            state = load_file(str(weights_file), device=str(map_location))
-        except SafetensorError as e:  # truncated / not a safetensors file; not a ValueError
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UAELoadError(
-                f"cannot read weights file {weights_file} (truncated or not a safetensors file?): {first}"
-            ) from e
-        model.load_checked_state_dict(state, strict=strict, source=str(weights_file))
-        model.to(map_location)
-        model.eval()
-        return model
+            raise UAELoadError(f"{config_file}: {e}", param=getattr(e, "param", None)) from e
 
     def load_checked_state_dict(
         self, state: dict[str, torch.Tensor], strict: bool = True, source: str = ""
     ) -> None:
-        """``load_state_dict`` with a clear error listing missing/unexpected keys and shape mismatches.
+        """Check ``state`` strictly and load it (:func:`uae.models.loading.assign_state_dict`).
 
         Raises:
-            UAELoadError: Shape mismatch, a non-float tensor for a float weight, NaN or inf values, or (with
-                ``strict``) missing or unexpected keys.
+            UAELoadError: Shape mismatch, a non-float tensor for a float weight, or (with ``strict``)
+                missing or unexpected keys.
+            DamagedFileError: NaN or inf values (naming the tensors).
         """
-        from uae.utils import non_finite_tensors, non_float_tensors, state_dict_mismatch
+        from uae.models.loading import assign_state_dict
 
-        own = self.state_dict()
-        missing, unexpected, bad = state_dict_mismatch(own, state)
-        where = f" ({source})" if source else ""
-        if bad_dtypes := non_float_tensors(state, own):
-            raise UAELoadError(f"weights that must be floating point are not{where}: {bad_dtypes}")
-        if bad:
-            raise UAELoadError(f"weight shapes do not match the config{where}: {bad}")
-        if non_finite := non_finite_tensors(state):
-            raise UAELoadError(f"weights with NaN or inf values{where}: {non_finite}")
-        if missing or unexpected:
-            msg = f"checkpoint keys do not match the model{where}: missing {missing}, unexpected {unexpected}"
-            if strict:
-                raise UAELoadError(msg)
-            logger.warning("%s (strict=False: missing weights keep their initial values)", msg)
-        self.load_state_dict(state, strict=False)
+        assign_state_dict(self, state, strict=strict, source=source)
+
+
+def _one_device(
+    device: str | torch.device | None, map_location: str | torch.device | None
+) -> str | torch.device:
+    """``device``, or its older name ``map_location`` (``"cpu"`` when neither is given; both must agree)."""
+    if device is not None and map_location is not None and str(device) != str(map_location):
+        raise InputError(
+            f"device {str(device)!r} and map_location {str(map_location)!r} disagree (map_location is the older "
+            "name of device: give one)",
+            param="device",
+        )
+    return device if device is not None else map_location if map_location is not None else "cpu"

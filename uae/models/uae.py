@@ -38,6 +38,15 @@ def _zigzag_options(config: UAEConfig) -> dict[str, Any] | None:
     }
 
 
+#: The tensor method that casts to a model dtype (for messages).
+_TENSOR_CAST = {
+    torch.float32: "float",
+    torch.float16: "half",
+    torch.bfloat16: "bfloat16",
+    torch.float64: "double",
+}
+
+
 class UAE(nn.Module, UAEHubMixin):
     """Unified Autoencoder.
 
@@ -146,21 +155,24 @@ class UAE(nn.Module, UAEHubMixin):
             :class:`EncoderOutput` with ``latent (B, C, h, w)`` and ``bands (B, K, C, h, w)`` (float32).
 
         Raises:
-            ValueError: Wrong rank, channels, dtype, size, non-finite or out-of-range values.
+            ValueError: Wrong rank, channels, dtype, size, non-finite or out-of-range values; ``x`` of
+                another floating dtype than the model's (outside autocast; an :class:`~uae.errors.InputError`
+                saying what to do).
         """
         check_images(x, self.config.patch_size, self.config.img_size)
+        self._check_input_dtype(x)
         z = self.encoder(self.normalize(x)).float()
         return EncoderOutput(latent=z, bands=self.band_projector(z))
 
     def split(self, latent: torch.Tensor) -> torch.Tensor:
-        """Split a latent grid ``(B, C, h, w)`` into bands ``(B, K, C, h, w)``."""
+        """Split a latent grid ``(B, C, h, w)`` into bands ``(B, K, C, h, w)`` (float32: the spectra)."""
         self._check_latent(latent)
-        return self.band_projector(latent)
+        return self.band_projector(latent.float())
 
     def fuse(self, bands: torch.Tensor) -> torch.Tensor:
         """Band modulator: bands ``(B, K, C, h, w)`` -> fused latent ``q (B, C, h, w)``
-        (adds high-band noise in training mode)."""
-        return self.modulator(bands)
+        (adds high-band noise in training mode), computed in the model's dtype."""
+        return self.modulator(self._to_compute_dtype(bands))
 
     def render(self, fused: torch.Tensor, clamp: bool | None = None) -> torch.Tensor:
         """Pixel decoder on a fused latent ``(B, C, h, w)`` -> images ``(B, 3, h*p, w*p)`` in [0, 1] scale.
@@ -169,7 +181,7 @@ class UAE(nn.Module, UAEHubMixin):
             fused: Modulator output.
             clamp: Clamp to ``[0, 1]``; default: clamp outside training mode.
         """
-        y = self.denormalize(self.decoder(fused).float())
+        y = self.denormalize(self.decoder(self._to_compute_dtype(fused)).float())
         if clamp is None:
             clamp = not self.training
         return y.clamp(0.0, 1.0) if clamp else y
@@ -368,6 +380,33 @@ class UAE(nn.Module, UAEHubMixin):
                 f"latent_stats='per_position')"
             )
         return t.expand(c, h, w).clone() if len(target) == 3 else t.reshape(c).clone()
+
+    def _to_compute_dtype(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` in the dtype of the model's weights (a float16 / bfloat16 model computes in it); under
+        autocast, unchanged (autocast chooses)."""
+        if torch.is_autocast_enabled(t.device.type):
+            return t
+        dtype = self.dtype
+        return t if t.dtype == dtype else t.to(dtype)
+
+    def _check_input_dtype(self, x: torch.Tensor, name: str = "x") -> None:
+        """Images must have the model's dtype (or run under autocast); the model's dtype must run on ``x``'s device.
+
+        Raises:
+            InputError: Saying which dtype the model has and what to do (a ``ValueError``).
+        """
+        from uae.models.loading import check_dtype_on_device
+
+        dtype = self.dtype
+        if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+            kind = str(dtype).removeprefix("torch.")
+            raise InputError(
+                f"{name} has dtype {str(x.dtype).removeprefix('torch.')} but the model's weights are {kind}: "
+                f"pass {name}.to(model.dtype) (here {name}.{_TENSOR_CAST.get(dtype, 'float')}()), convert the "
+                f"model with model.to({str(x.dtype)}), or run under torch.autocast",
+                param=name,
+            )
+        check_dtype_on_device(dtype, x.device, param="dtype")
 
     def _check_latent(self, latent: torch.Tensor) -> None:
         c = self.config.latent_dim

@@ -97,11 +97,18 @@ def load_checkpoint_model(ckpt_path: str | Path, *, ema: bool = True) -> UAE:
     ckpt = load_lightning_checkpoint(path)
     if "uae_config" not in ckpt or "state_dict" not in ckpt:
         raise InputError(f"{path} is not a uae training checkpoint (no 'uae_config')", param="ckpt_path")
-    return model_from_state_dict(ckpt["uae_config"], ckpt["state_dict"], ema=ema, source=str(path))
+    return model_from_state_dict(
+        ckpt["uae_config"], ckpt["state_dict"], ema=ema, source=str(path), copy=False
+    )
 
 
 def model_from_state_dict(
-    config: dict, state: dict[str, torch.Tensor], *, ema: bool = True, source: str = "state dict"
+    config: dict,
+    state: dict[str, torch.Tensor],
+    *,
+    ema: bool = True,
+    source: str = "state dict",
+    copy: bool = True,
 ) -> UAE:
     """Build a :class:`uae.UAE` from a training module's full state dict (``model.*`` / ``ema.module.*`` keys).
 
@@ -110,6 +117,8 @@ def model_from_state_dict(
         state: The LightningModule's (unsharded) state dict.
         ema: Prefer the EMA weights when present.
         source: Name used in messages.
+        copy: Give the model copies (``False``: the checkpoint's tensors themselves, for a checkpoint read
+            for this and used by nobody else; the model is built without a random initialisation either way).
 
     Raises:
         InputError: No model weights in ``state``.
@@ -119,8 +128,7 @@ def model_from_state_dict(
     weights = {k[len(prefix) :]: v.detach().cpu() for k, v in state.items() if k.startswith(prefix)}
     if not weights:
         raise InputError(f"{source} holds no '{prefix}*' weights")
-    model = UAE(UAEConfig.from_dict(config))
-    model.load_checked_state_dict(weights, strict=True, source=source)
+    model = UAE.from_state_dict(UAEConfig.from_dict(config), weights, source=source, copy=copy)
     logger.info("Loaded %s weights from %s", "EMA" if prefix.startswith("ema") else "raw", source)
     return model.eval()
 
