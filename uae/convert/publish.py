@@ -26,8 +26,16 @@ from huggingface_hub import HfApi, ModelCard
 
 from uae.convert.release import fetch_release_files, get_converter, load_release
 from uae.errors import DamagedFileError, InputError
-from uae.models.card import CARD_TAGS, IMAGENET_1K, PIPELINE_TAG, card_data, check_card, eval_results
-from uae.models.hub import CONFIG_NAME, PAPER_URL, PROVENANCE_NAME, WEIGHTS_NAME, HubOptions
+from uae.models.card import (
+    CARD_TAGS,
+    IMAGENET_1K,
+    PAPER_URL,
+    PIPELINE_TAG,
+    card_data,
+    check_card,
+    eval_results,
+)
+from uae.models.hub import CONFIG_NAME, PROVENANCE_NAME, WEIGHTS_NAME, HubOptions
 from uae.models.pretrained import (
     NATIVE_SOURCE,
     PretrainedCfg,

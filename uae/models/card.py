@@ -25,6 +25,51 @@ from uae.errors import InputError
 
 #: Tags true of every UAE tokenizer card.
 CARD_TAGS: tuple[str, ...] = ("uae", "image-tokenizer", "autoencoder", "frequency-bands")
+PAPER_URL = "https://arxiv.org/abs/2512.19693"
+
+MODEL_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+A **Unified Autoencoding (UAE)** tokenizer from the `uae` package: one latent space that gives both
+pixel-faithful reconstruction and semantic features ("The Prism Hypothesis: Harmonizing Semantic and
+Pixel Representations via Unified Autoencoding", Fan, Diao, Wang, Lin, Liu; {{ paper_url }}).
+
+| | |
+|---|---|
+| input | {{ img_size }}x{{ img_size }} RGB in [0, 1] |
+| output | {{ output_size }}x{{ output_size }} RGB |
+| latent | {{ latent_shape }} (C, h, w) |
+| frequency bands K | {{ num_bands }} ({{ band_transform }}) |
+| encoder | ViT {{ encoder_dim }}/{{ encoder_depth }} ({{ encoder_family }} architecture), patch {{ patch_size }}; initial weights: {{ encoder_init }} |
+| decoder | ViT {{ decoder_dim }}/{{ decoder_depth }}, patch {{ decoder_patch_size }} |
+| parameters | {{ num_params }} |
+| uae version | {{ uae_version }} |
+
+## Usage
+
+```python
+import uae
+model = uae.UAE.from_pretrained("{{ repo_id }}")
+out = model(images)            # images: (B, 3, {{ img_size }}, {{ img_size }}) in [0, 1]
+out.sample, out.latent, out.bands
+features = model.features(images, band=0)   # band-0 features for linear probes
+```
+
+## Training
+
+{{ training | default("Not recorded in this card (a `uae fit` export records its run here; the recipes: `uae recipes`).", true) }}
+
+## Evaluation
+
+{{ evaluation | default("Not evaluated yet.", true) }}
+"""
+#: Keywords of :meth:`UAEHubMixin.generate_model_card` that are metadata (:func:`uae.models.card.card_data`).
+CARD_DATA_KEYS = ("license", "encoder_pretrained", "base_model", "datasets", "results", "tags")
+
+
 #: huggingface_hub's own tags for ``PyTorchModelHubMixin`` models (the Hub counts downloads by them).
 MIXIN_TAGS: tuple[str, ...] = ("model_hub_mixin", "pytorch_model_hub_mixin")
 #: The Hub task of a UAE: it encodes an image into a latent of features (and decodes it back).
@@ -219,3 +264,37 @@ __all__ = [
     "eval_results",
     "hub_repo_ids",
 ]
+
+
+def model_card(model: Any, **kwargs: Any) -> ModelCard:
+    """The card of a model with a uae config (``model.config``): Hub metadata and the config summary.
+
+    Args:
+        model: A :class:`uae.UAE` (or a model of another family with a ``config``).
+        **kwargs: Metadata: ``license``, ``encoder_pretrained`` (the encoder started from its family's
+            pretrained weights: adds e.g. the ``dinov2`` tag), ``base_model``, ``datasets``, ``results``
+            (``model-index`` entries, :func:`eval_results`), ``tags`` (more tags). Text: ``repo_id`` (in the
+            usage example), ``encoder_init`` (the encoder's initial weights, named without local paths),
+            ``training``, ``evaluation``; any other key reaches the template.
+
+    Returns:
+        The card; its metadata parses back with :class:`huggingface_hub.ModelCard`.
+    """
+    from uae._version import __version__
+
+    c = model.config
+    meta = {k: kwargs.pop(k) for k in CARD_DATA_KEYS if k in kwargs}
+    init = kwargs.pop("encoder_init", None) or kwargs.pop("encoder_weights", None)
+    values = {
+        "model_name": c.name,
+        "repo_id": kwargs.pop("repo_id", f"<org>/{c.name}"),
+        "latent_shape": "x".join(str(v) for v in c.latent_shape),
+        "output_size": c.output_size,
+        "num_params": f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M",
+        "uae_version": __version__,
+        **c.to_dict(),
+        "encoder_init": f"`{init}`" if init else "not recorded in this card",
+    }
+    values.update(kwargs)
+    data = card_data(c, **meta)
+    return ModelCard.from_template(data, template_str=MODEL_CARD_TEMPLATE, paper_url=PAPER_URL, **values)

@@ -25,6 +25,7 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin
 
 from uae._version import __version__
 from uae.errors import InputError, MissingFileError, UAELoadError
+from uae.models.card import MODEL_CARD_TEMPLATE, PAPER_URL
 from uae.models.config import ARCHITECTURE, UAEConfig
 from uae.online import offline, reachable
 
@@ -37,10 +38,9 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 #: Where a converted release records what it was converted from (repo, commit, file, converter version).
 PROVENANCE_NAME = "uae_provenance.json"
-PAPER_URL = "https://arxiv.org/abs/2512.19693"
 
 #: The shape of a Hub repo id, ``org/name``.
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 
 __all__ = [
     "CONFIG_NAME",
@@ -236,49 +236,6 @@ def check_subfolder(subfolder: str | os.PathLike | None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the model's Hub I/O
-MODEL_CARD_TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ model_name }}
-
-A **Unified Autoencoding (UAE)** tokenizer from the `uae` package: one latent space that gives both
-pixel-faithful reconstruction and semantic features ("The Prism Hypothesis: Harmonizing Semantic and
-Pixel Representations via Unified Autoencoding", Fan, Diao, Wang, Lin, Liu; {{ paper_url }}).
-
-| | |
-|---|---|
-| input | {{ img_size }}x{{ img_size }} RGB in [0, 1] |
-| output | {{ output_size }}x{{ output_size }} RGB |
-| latent | {{ latent_shape }} (C, h, w) |
-| frequency bands K | {{ num_bands }} ({{ band_transform }}) |
-| encoder | ViT {{ encoder_dim }}/{{ encoder_depth }} ({{ encoder_family }} architecture), patch {{ patch_size }}; initial weights: {{ encoder_init }} |
-| decoder | ViT {{ decoder_dim }}/{{ decoder_depth }}, patch {{ decoder_patch_size }} |
-| parameters | {{ num_params }} |
-| uae version | {{ uae_version }} |
-
-## Usage
-
-```python
-import uae
-model = uae.UAE.from_pretrained("{{ repo_id }}")
-out = model(images)            # images: (B, 3, {{ img_size }}, {{ img_size }}) in [0, 1]
-out.sample, out.latent, out.bands
-features = model.features(images, band=0)   # band-0 features for linear probes
-```
-
-## Training
-
-{{ training | default("Not recorded in this card (a `uae fit` export records its run here; the recipes: `uae recipes`).", true) }}
-
-## Evaluation
-
-{{ evaluation | default("Not evaluated yet.", true) }}
-"""
-#: Keywords of :meth:`UAEHubMixin.generate_model_card` that are metadata (:func:`uae.models.card.card_data`).
-CARD_DATA_KEYS = ("license", "encoder_pretrained", "base_model", "datasets", "results", "tags")
-
-
 class UAEHubMixin(
     PyTorchModelHubMixin,
     library_name="uae",
@@ -311,37 +268,15 @@ class UAEHubMixin(
         )
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        """Model card: metadata the Hub understands (:func:`uae.models.card.card_data`) and the config summary.
+        """Model card: metadata the Hub understands and the config summary (:func:`uae.models.card.model_card`).
 
         Args:
             *args: Unused (huggingface_hub's signature).
-            **kwargs: Metadata: ``license``, ``encoder_pretrained`` (the encoder started from its family's
-                pretrained weights: adds e.g. the ``dinov2`` tag), ``base_model``, ``datasets``, ``results``
-                (``model-index`` entries, :func:`uae.models.card.eval_results`), ``tags`` (more tags). Text:
-                ``repo_id`` (in the usage example), ``encoder_init`` (the encoder's initial weights, named
-                without local paths), ``training``, ``evaluation``; any other key reaches the template.
-
-        Returns:
-            The card; its metadata parses back with :class:`huggingface_hub.ModelCard`.
+            **kwargs: As :func:`uae.models.card.model_card`.
         """
-        from uae.models.card import card_data
+        from uae.models.card import model_card
 
-        c = self.config
-        meta = {k: kwargs.pop(k) for k in CARD_DATA_KEYS if k in kwargs}
-        init = kwargs.pop("encoder_init", None) or kwargs.pop("encoder_weights", None)
-        values = {
-            "model_name": c.name,
-            "repo_id": kwargs.pop("repo_id", f"<org>/{c.name}"),
-            "latent_shape": "x".join(str(v) for v in c.latent_shape),
-            "output_size": c.output_size,
-            "num_params": f"{sum(p.numel() for p in self.parameters()) / 1e6:.1f}M",
-            "uae_version": __version__,
-            **c.to_dict(),
-            "encoder_init": f"`{init}`" if init else "not recorded in this card",
-        }
-        values.update(kwargs)
-        data = card_data(c, **meta)
-        return ModelCard.from_template(data, template_str=MODEL_CARD_TEMPLATE, paper_url=PAPER_URL, **values)
+        return model_card(self, **kwargs)
 
     # ------------------------------------------------------------------ dtype and device (diffusers' names)
     @property
