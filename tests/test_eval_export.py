@@ -165,7 +165,7 @@ def _same_export(a, b) -> None:
 
 def test_a_shard_with_flipped_bytes_is_found_and_recomputed(tiny_model, image_folder, tmp_path):
     from uae.errors import DamagedFileError
-    from uae.evaluation.shards import file_sha256
+    from uae.files import file_sha256
 
     ds = build_dataset(image_folder, 32)
     kw = dict(what=("latent",), shard_size=3, batch_size=3, progress=False)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import errno as errno_codes
-import hashlib
 import json
 import logging
 import os
@@ -47,7 +46,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from uae.errors import DamagedFileError, MissingFileError, OutputError, UAEError
-from uae.files import atomic_write
+from uae.files import atomic_write, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -169,15 +168,6 @@ def shard_problem(
                 f"SHA-256 {digest[:12]}... differs from the index's {entry['sha256'][:12]}... (damaged file)"
             )
     return None
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 8 << 20) -> str:
-    """Hex SHA-256 of a file, read in ``chunk``-byte blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _os_error(e: SafetensorError) -> OSError | None:
