@@ -84,6 +84,18 @@ def progressive_decodes(
     return torch.stack([model.decode_bands(bands, upto=k).sample for k in steps], dim=1), energy
 
 
+def _check_band_shapes(inputs: torch.Tensor, decodes: torch.Tensor, energy: torch.Tensor) -> tuple[int, int]:
+    """``(B, K)`` of ``decodes (B, K, 3, H, W)``, checked against ``inputs (B, ...)`` and ``energy (B, K)``."""
+    b, k = decodes.shape[:2]
+    if inputs.shape[0] != b or energy.shape != (b, k):
+        raise InputError(
+            f"inconsistent shapes: inputs {tuple(inputs.shape)}, decodes {tuple(decodes.shape)}, "
+            f"energy {tuple(energy.shape)}",
+            param="decodes",
+        )
+    return b, k
+
+
 def band_figure(
     inputs: torch.Tensor,
     decodes: torch.Tensor,
@@ -107,13 +119,7 @@ def band_figure(
     Returns:
         The picture as an RGB PIL image.
     """
-    b, k = decodes.shape[:2]
-    if inputs.shape[0] != b or energy.shape != (b, k):
-        raise InputError(
-            f"inconsistent shapes: inputs {tuple(inputs.shape)}, decodes {tuple(decodes.shape)}, "
-            f"energy {tuple(energy.shape)}",
-            param="decodes",
-        )
+    b, k = _check_band_shapes(inputs, decodes, energy)
     size = decodes.shape[-2:]
     if inputs.shape[-2:] != size:
         inputs = torch.nn.functional.interpolate(
@@ -191,13 +197,7 @@ def band_strip(
     """
     from PIL import ImageDraw
 
-    b, k = decodes.shape[:2]
-    if inputs.shape[0] != b or energy.shape != (b, k):
-        raise InputError(
-            f"inconsistent shapes: inputs {tuple(inputs.shape)}, decodes {tuple(decodes.shape)}, "
-            f"energy {tuple(energy.shape)}",
-            param="decodes",
-        )
+    b, k = _check_band_shapes(inputs, decodes, energy)
     if titles is not None and len(titles) != b:
         raise InputError(f"titles must name the {b} rows, got {len(titles)}", param="titles")
     font = _font(12)

@@ -156,6 +156,24 @@ def _square_side(n: int, what: str, shape: tuple[int, ...]) -> int:
     return side
 
 
+def _vit_embeddings(src: Source, e: str, out: dict[str, torch.Tensor]) -> int:
+    """The embeddings of a DINOv2-style ViT (``position_embeddings (1, 1+n, C)`` with a CLS slot, ``cls_token``,
+    ``patch_embeddings.projection``) into ``out`` in timm's names; the CLS position is folded into the token.
+
+    Returns:
+        The side of the square patch grid the position table was trained on.
+    """
+    pos = src.take(e + "position_embeddings")
+    if pos.ndim != 3 or pos.shape[0] != 1:
+        raise InputError(f"{src.what}: position_embeddings must be (1, 1+n, C), got {tuple(pos.shape)}")
+    side = _square_side(pos.shape[1] - 1, src.what, tuple(pos.shape))
+    out["cls_token"] = src.take(e + "cls_token") + pos[:, :1]
+    out["pos_embed"] = pos[:, 1:]
+    out["patch_embed.proj.weight"] = src.take(e + "patch_embeddings.projection.weight")
+    out["patch_embed.proj.bias"] = src.take(e + "patch_embeddings.projection.bias")
+    return side
+
+
 def _config(
     out: Mapping[str, torch.Tensor], family: str, pos_grid: int, latent_norm: bool, heads: int | None
 ) -> dict[str, Any]:
@@ -187,18 +205,11 @@ def dinov2_from_hf(
     out: dict[str, torch.Tensor] = {}
     dropped: dict[str, str] = {}
     e = prefix + "embeddings."
-    pos = src.take(e + "position_embeddings")
-    if pos.ndim != 3 or pos.shape[0] != 1:
-        raise InputError(f"{src.what}: position_embeddings must be (1, 1+n, C), got {tuple(pos.shape)}")
-    side = _square_side(pos.shape[1] - 1, src.what, tuple(pos.shape))
-    out["cls_token"] = src.take(e + "cls_token") + pos[:, :1]
+    side = _vit_embeddings(src, e, out)
     if src.has(e + "register_tokens"):
         out["reg_token"] = src.take(e + "register_tokens")
     if src.has(e + "mask_token"):
         _drop(src, e + "mask_token", dropped, "mask token: only used for masked-image-modeling training")
-    out["pos_embed"] = pos[:, 1:]
-    out["patch_embed.proj.weight"] = src.take(e + "patch_embeddings.projection.weight")
-    out["patch_embed.proj.bias"] = src.take(e + "patch_embeddings.projection.bias")
     for i in range(count_blocks(src, prefix + "encoder.layer.")):
         s, t = f"{prefix}encoder.layer.{i}.", f"blocks.{i}."
         if src.has(s + "attention.q_proj.weight"):  # transformers 5.x
@@ -349,14 +360,7 @@ def mae_from_hf(
     out: dict[str, torch.Tensor] = {}
     dropped: dict[str, str] = {}
     e = prefix + "embeddings."
-    pos = src.take(e + "position_embeddings")
-    if pos.ndim != 3 or pos.shape[0] != 1:
-        raise InputError(f"{src.what}: position_embeddings must be (1, 1+n, C), got {tuple(pos.shape)}")
-    side = _square_side(pos.shape[1] - 1, src.what, tuple(pos.shape))
-    out["cls_token"] = src.take(e + "cls_token") + pos[:, :1]
-    out["pos_embed"] = pos[:, 1:]
-    out["patch_embed.proj.weight"] = src.take(e + "patch_embeddings.projection.weight")
-    out["patch_embed.proj.bias"] = src.take(e + "patch_embeddings.projection.bias")
+    side = _vit_embeddings(src, e, out)
     v5 = src.has(prefix + "layers.0.attention.q_proj.weight")
     blocks = prefix + ("layers." if v5 else "encoder.layer.")
     for i in range(count_blocks(src, blocks)):
