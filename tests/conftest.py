@@ -102,3 +102,29 @@ def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     return home
+
+
+def put_release_in_hub_cache(
+    hf_home: Path, name: str, sources: dict[str, Path], commit: str = HUB_COMMIT
+) -> None:
+    """Copy ``sources`` (file role -> fixture file) to the Hub cache at the repo/paths the weights-table
+    entry ``name`` names (every role of the entry, no more)."""
+    from uae.models.pretrained import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    assert set(sources) == set(cfg.files), (sorted(sources), sorted(cfg.files))
+    by_repo: dict[str, dict[str, Path]] = {}
+    for role, f in cfg.files.items():
+        by_repo.setdefault(f.repo or cfg.hf_hub_id, {})[f.filename] = sources[role]
+    for repo_id, files in by_repo.items():
+        put_in_hub_cache(hf_home, repo_id, files, commit)
+
+
+def one_line_error(capsys: pytest.CaptureFixture, rc: int, *needles: str) -> str:
+    """Assert that a command failed with exit code 2 and one line on stderr holding every needle."""
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+    return err

@@ -91,18 +91,10 @@ def with_options(monkeypatch, name: str, **options) -> None:
 
 
 def put_release(hf_home: Path, name: str, sources: dict[str, Path], commit: str) -> None:
-    """Copy ``sources`` (file role -> fixture file) to the Hub cache at the repo/paths the entry ``name`` names."""
-    from conftest import put_in_hub_cache
+    """:func:`conftest.put_release_in_hub_cache` (kept under this name for the generation tests)."""
+    from conftest import put_release_in_hub_cache
 
-    from uae.models.pretrained import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(name)
-    assert set(sources) == set(cfg.files), (sorted(sources), sorted(cfg.files))
-    by_repo: dict[str, dict[str, Path]] = {}
-    for role, f in cfg.files.items():
-        by_repo.setdefault(f.repo or cfg.hf_hub_id, {})[f.filename] = sources[role]
-    for repo_id, files in by_repo.items():
-        put_in_hub_cache(hf_home, repo_id, files, commit)
+    put_release_in_hub_cache(hf_home, name, sources, commit)
 
 
 AUTHORS_V2_DINOV2 = FIXTURES / "authors_v2" / "dinov2" / "checkpoints" / "DINOv2-B"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import one_line_error
 from PIL import Image
 
 from uae.cli import main
@@ -14,15 +15,6 @@ def model_dir(tiny_model, tmp_path):
     path = tmp_path / "tiny"
     tiny_model.save_pretrained(path)
     return str(path)
-
-
-def _one_line_error(capsys, rc: int, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 def test_help_lists_commands(capsys):
@@ -54,24 +46,24 @@ def test_bands_writes_one_picture(model_dir, photo_paths, tmp_path, capsys):
 
 def test_missing_image_is_one_line(model_dir, tmp_path, capsys):
     rc = main(["reconstruct", str(tmp_path / "nope.png"), "--model", model_dir, "--out", str(tmp_path)])
-    _one_line_error(capsys, rc, "nope.png", "not found")
+    one_line_error(capsys, rc, "nope.png", "not found")
 
 
 def test_unreadable_image_is_one_line(model_dir, tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     rc = main(["bands", str(bad), "--model", model_dir, "--out", str(tmp_path / "b.png")])
-    _one_line_error(capsys, rc, "bad.png", "cannot read image")
+    one_line_error(capsys, rc, "bad.png", "cannot read image")
 
 
 def test_unknown_and_untrained_models_are_one_line(photo_paths, tmp_path, capsys):
     img = str(photo_paths[0])
     rc = main(["reconstruct", img, "--model", "not_a_model", "--out", str(tmp_path)])
-    _one_line_error(capsys, rc, "unknown model", "not_a_model")
+    one_line_error(capsys, rc, "unknown model", "not_a_model")
     rc = main(["reconstruct", img, "--model", "uae_large_p14_dinov2", "--out", str(tmp_path)])
-    _one_line_error(capsys, rc, "no pretrained weights", "uae_large_p14_dinov2")
+    one_line_error(capsys, rc, "no pretrained weights", "uae_large_p14_dinov2")
     rc = main(["bands", img, "--model", "someorg/not-cached", "--out", str(tmp_path / "b.png")])
-    _one_line_error(capsys, rc, "someorg/not-cached")
+    one_line_error(capsys, rc, "someorg/not-cached")
 
 
 def test_any_other_exception_is_a_bug_with_its_traceback(photo_paths, monkeypatch, capsys):
@@ -101,6 +93,6 @@ def test_uae_errors_are_one_line_naming_the_flag(photo_paths, monkeypatch, capsy
 
     monkeypatch.setattr(uae.inference, "reconstruct_files", refuse)
     rc = main(["reconstruct", str(photo_paths[0])])
-    assert _one_line_error(capsys, rc) == (
+    assert one_line_error(capsys, rc) == (
         "uae reconstruct: error: --max-band-rows must be >= 1, got 0 (max_band_rows)"
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_line_error
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -39,15 +40,6 @@ def mixed_folder(tmp_path, photo_paths) -> Path:
     data = (root / "d.jpg").read_bytes()
     (root / "d.jpg").write_bytes(data[: len(data) // 4])
     return root
-
-
-def _one_line_error(capsys, rc: int, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 # ------------------------------------------------------------------------------------ skipped images
@@ -143,16 +135,16 @@ def test_output_path_errors_are_one_line(model_dir, image_folder, photo_paths, t
     a_file.write_text("x")
     img = str(photo_paths[0])
     rc = main(["reconstruct", img, "--model", str(model_dir), "--out", str(a_file)])
-    _one_line_error(capsys, rc, "--out", "existing file")
+    one_line_error(capsys, rc, "--out", "existing file")
     data = ["--model", str(model_dir), "--data", str(image_folder)]
     rc = main(["encode", *data, "--out", str(a_file)])
-    _one_line_error(capsys, rc, "--out", "existing file")
+    one_line_error(capsys, rc, "--out", "existing file")
     rc = main(["eval", *data, "--output", str(tmp_path)])
-    _one_line_error(capsys, rc, "--output", "existing folder")
+    one_line_error(capsys, rc, "--output", "existing folder")
     rc = main(["spectrum", *data, "--out-dir", str(a_file / "sub")])
-    _one_line_error(capsys, rc, "--out-dir", "existing file")
+    one_line_error(capsys, rc, "--out-dir", "existing file")
     rc = main(["convert", "--from", "rae", img, "--out", str(a_file)])
-    _one_line_error(capsys, rc, "--out", "existing file")
+    one_line_error(capsys, rc, "--out", "existing file")
     assert a_file.read_text() == "x"
 
 
@@ -161,7 +153,7 @@ def test_bands_never_overwrites_an_input(model_dir, photo_paths, tmp_path, capsy
     shutil.copy(photo_paths[0], tmp_path / "bands.png")
     before = (tmp_path / "bands.png").read_bytes()
     rc = main(["bands", "bands.png", "--model", str(model_dir)])  # default --out is bands.png
-    _one_line_error(capsys, rc, "input")
+    one_line_error(capsys, rc, "input")
     assert (tmp_path / "bands.png").read_bytes() == before
     # reconstruct into the inputs' own folder: new names, the inputs stay as they were
     shutil.copy(photo_paths[1], tmp_path / "x.png")
@@ -173,18 +165,18 @@ def test_bands_never_overwrites_an_input(model_dir, photo_paths, tmp_path, capsy
 def test_cuda_device_without_gpu_is_one_line(model_dir, image_folder, photo_paths, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     rc = main(["reconstruct", str(photo_paths[0]), "--model", str(model_dir), "--device", "cuda"])
-    _one_line_error(capsys, rc, "--device cuda", "CUDA is not available")
+    one_line_error(capsys, rc, "--device cuda", "CUDA is not available")
     rc = main(["eval", "--model", str(model_dir), "--data", str(image_folder), "--device", "cuda"])
-    _one_line_error(capsys, rc, "CUDA is not available")
+    one_line_error(capsys, rc, "CUDA is not available")
     rc = main(["eval", "--model", str(model_dir), "--data", str(image_folder), "--device", "gpu0"])
-    _one_line_error(capsys, rc, "not a torch device")
+    one_line_error(capsys, rc, "not a torch device")
 
 
 def test_truncated_weights_name_the_file(model_dir, photo_paths, capsys):
     weights = model_dir / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
     rc = main(["reconstruct", str(photo_paths[0]), "--model", str(model_dir)])
-    _one_line_error(capsys, rc, str(weights), "truncated")
+    one_line_error(capsys, rc, str(weights), "truncated")
 
 
 @pytest.mark.parametrize(
@@ -202,7 +194,7 @@ def test_bad_config_values_are_one_line_naming_the_field(model_dir, photo_paths,
     cfg[key] = value
     (model_dir / "config.json").write_text(json.dumps(cfg))
     rc = main(["bands", str(photo_paths[0]), "--model", str(model_dir), "--out", str(model_dir / "b.png")])
-    _one_line_error(capsys, rc, needle)
+    one_line_error(capsys, rc, needle)
 
 
 @pytest.mark.parametrize(
@@ -223,7 +215,7 @@ def test_bad_numbers_are_one_line(cmd, flag, value, model_dir, image_folder, pho
         argv = [cmd, "--model", str(model_dir), "--data", str(image_folder), flag, value]
         argv += ["--out", "x"] if cmd == "encode" else []
     rc = main(argv)
-    _one_line_error(capsys, rc, flag, value)
+    one_line_error(capsys, rc, flag, value)
 
 
 def test_image_over_the_pixel_budget_on_the_cli_is_one_line(model_dir, tmp_path, capsys):
@@ -233,11 +225,11 @@ def test_image_over_the_pixel_budget_on_the_cli_is_one_line(model_dir, tmp_path,
     iend = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND") & 0xFFFFFFFF)
     huge.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + crc + iend)
     rc = main(["reconstruct", str(huge), "--model", str(model_dir), "--out", str(tmp_path / "o")])
-    _one_line_error(capsys, rc, "huge.png", "13000x13000", "budget")
+    one_line_error(capsys, rc, "huge.png", "13000x13000", "budget")
 
 
 def test_unknown_option_is_one_line(capsys):
-    _one_line_error(capsys, main(["models", "--nope"]), "unrecognized arguments: --nope")
+    one_line_error(capsys, main(["models", "--nope"]), "unrecognized arguments: --nope")
 
 
 def test_export_with_a_shard_of_only_unreadable_images(tiny_model, mixed_folder, tmp_path):

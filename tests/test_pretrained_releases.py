@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import put_in_hub_cache
+from conftest import put_release_in_hub_cache
 from safetensors.torch import load_file
 
 import uae
@@ -32,17 +32,6 @@ from uae.models.pretrained import get_pretrained_cfg
 FIXTURES = Path(__file__).parent / "fixtures"
 COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
 TOL = 1e-5
-
-
-def put_release_in_hub_cache(hf_home: Path, name: str, sources: dict[str, Path]) -> None:
-    """Copy ``sources`` (file role -> fixture file) to the repo/path the table entry ``name`` names."""
-    cfg = get_pretrained_cfg(name)
-    assert set(sources) == set(cfg.files), (sorted(sources), sorted(cfg.files))
-    by_repo: dict[str, dict[str, Path]] = {}
-    for role, f in cfg.files.items():
-        by_repo.setdefault(f.repo or cfg.hf_hub_id, {})[f.filename] = sources[role]
-    for repo_id, files in by_repo.items():
-        put_in_hub_cache(hf_home, repo_id, files, COMMIT)
 
 
 def with_heads(monkeypatch: pytest.MonkeyPatch, name: str, encoder_heads: int, decoder_heads: int) -> None:
@@ -129,7 +118,7 @@ def load_twice(name: str, source: str, x: torch.Tensor, expected: torch.Tensor, 
 # ---------------------------------------------------------------------------------------------- authors v1
 def test_authors_v1_end_to_end(hf_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     name = "uae_base_p14_dinov2.authors_v1"
-    put_release_in_hub_cache(hf_home, name, {"checkpoint": FIXTURES / "authors_v1" / "checkpoint.pt"})
+    put_release_in_hub_cache(hf_home, name, {"checkpoint": FIXTURES / "authors_v1" / "checkpoint.pt"}, COMMIT)
     with_heads(monkeypatch, name, 2, 2)
     calls = count_conversions(monkeypatch, "authors_v1")
     ref = load_file(str(FIXTURES / "authors_v1" / "tensors.safetensors"))
@@ -153,7 +142,9 @@ def test_authors_v2_end_to_end(
 ) -> None:
     name, folder = V2[family]
     src = FIXTURES / "authors_v2" / family / "checkpoints" / folder
-    put_release_in_hub_cache(hf_home, name, {"checkpoint": src / "ep-last.pt", "config": src / "config.yaml"})
+    put_release_in_hub_cache(
+        hf_home, name, {"checkpoint": src / "ep-last.pt", "config": src / "config.yaml"}, COMMIT
+    )
     with_heads(monkeypatch, name, 2, 2)
     calls = count_conversions(monkeypatch, "authors_v2")
     ref = load_file(str(FIXTURES / "authors_v2" / family / "tensors.safetensors"))
@@ -180,7 +171,7 @@ def rae_sources() -> dict[str, Path]:
 
 def test_rae_end_to_end(hf_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     name = "rae_base_p14_dinov2_vitxl.rae"
-    put_release_in_hub_cache(hf_home, name, rae_sources())
+    put_release_in_hub_cache(hf_home, name, rae_sources(), COMMIT)
     assert (hf_home / "hub" / "models--facebook--dinov2-with-registers-base").is_dir()  # a second repo
     with_heads(monkeypatch, name, 2, 4)
     calls = count_conversions(monkeypatch, "rae")
@@ -204,7 +195,7 @@ def test_rae_siglip2_and_mae_end_to_end(
         "stats": d / "stats" / "stat.pt",
         "encoder": d / "encoder" / "model.safetensors",  # the whole SiglipModel / ViTMAEForPreTraining file
     }
-    put_release_in_hub_cache(hf_home, name, sources)
+    put_release_in_hub_cache(hf_home, name, sources, COMMIT)
     with_heads(monkeypatch, name, 2, 4)
     calls = count_conversions(monkeypatch, "rae")
     ref = load_file(str(d / "reference.safetensors"))
@@ -225,7 +216,7 @@ def test_missing_file_offline_is_one_clear_error(
     hf_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     name = "rae_base_p14_dinov2_vitxl.rae"
-    put_release_in_hub_cache(hf_home, name, rae_sources())
+    put_release_in_hub_cache(hf_home, name, rae_sources(), COMMIT)
     shutil.rmtree(hf_home / "hub" / "models--facebook--dinov2-with-registers-base")
     calls = count_conversions(monkeypatch, "rae")
     t = time.perf_counter()
@@ -250,7 +241,7 @@ def test_publish_dry_run_of_a_rae_release(
     hf_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     name = "rae_base_p14_dinov2_vitxl.rae"
-    put_release_in_hub_cache(hf_home, name, rae_sources())
+    put_release_in_hub_cache(hf_home, name, rae_sources(), COMMIT)
     with_heads(monkeypatch, name, 2, 4)
 
     class NoPush:
@@ -311,7 +302,7 @@ def test_release_with_nan_in_its_ema_tensors_is_refused_naming_the_tensor(
     bad = tmp_path / "ep-last.pt"
     shutil.copy(src / "ep-last.pt", bad)
     overwrite_largest_tensor(bad)
-    put_release_in_hub_cache(hf_home, name, {"checkpoint": bad, "config": src / "config.yaml"})
+    put_release_in_hub_cache(hf_home, name, {"checkpoint": bad, "config": src / "config.yaml"}, COMMIT)
     with_heads(monkeypatch, name, 2, 2)
     with pytest.raises(
         DamagedFileError, match=r"authors' v2 checkpoint: tensor '[\w.]+' holds NaN or inf"
