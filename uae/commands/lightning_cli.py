@@ -26,7 +26,7 @@ from typing import Any
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.trainer import Trainer
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from uae.commands._options import CLIError
 from uae.data.datamodule import UAEDataModule
@@ -145,11 +145,11 @@ class UAECLI(LightningCLI):
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         super().parse_arguments(parser, args)
+        cfg = _config(self)
         if self.config.get("subcommand") in (None, "fit"):  # before a resume compares the options
-            cfg = _config(self)
             export_default(cfg)
-            for line in scale_to_budget(cfg):
-                logger.info("%s", line)
+        for line in scale_to_budget(cfg):  # validate too: the checkpoint callbacks' state keys match fit's
+            logger.info("%s", line)
 
     def _checked_checkpoint(self) -> dict[str, Any] | None:
         """Read ``ckpt_path`` now, with ``weights_only=True`` (an ``http(s)://`` one downloaded first, and the
@@ -259,6 +259,11 @@ class UAECLI(LightningCLI):
         super().after_instantiate_classes()
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _causes(e: BaseException) -> list[BaseException]:
     """``e`` and its chain of causes (``raise ... from``), outermost first."""
     chain = [e]
@@ -349,6 +354,8 @@ def make_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> LightningC
             trainer_defaults=trainer_defaults,
             **kwargs,
         )
+    except MisconfigurationException as e:  # Lightning's word for an invalid combination of options
+        raise ConfigError(f"invalid trainer configuration: {_first_line(e)}") from e
     except UAEError as e:
         named = _with_flags(e)
         if named is e:
