@@ -41,3 +41,8 @@ def test_uae_adamw_uses_the_fused_kernel_on_cpu(tiny_model):
     assert opt.defaults["fused"] is True
     opt = adamw(tiny_model, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.0, fused=False)
     assert opt.defaults["foreach"] is True and not opt.defaults["fused"]
+
+
+def test_the_comparison_records_which_adamw_each_side_ran():
+    result = compare_training_step("uae_test", batch_size=1, rounds=1, steps=2, threads=1)
+    assert result["config"]["optimizer"] == {"uae": "AdamW (fused)", "authors": "AdamW (for-loop)"}

@@ -375,10 +375,7 @@ def compare_training_step(
         "steps_per_round": steps,
         "threads": torch.get_num_threads(),
         "trainable_params_m": round(sum(p.numel() for p in params) / 1e6, 1),
-        "optimizer": {
-            "uae": "AdamW fused (uae.training.optim.adamw)",
-            "authors": "torch.optim.AdamW defaults",
-        },
+        "optimizer": {"uae": info.get("optimizer"), "authors": describe_optimizer(plain_adamw)},
     }
     return result
 

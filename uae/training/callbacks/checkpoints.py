@@ -91,7 +91,11 @@ class SaveOnSigterm(pl.Callback):
     ) -> None:
         if not isinstance(exception, SIGTERMException):
             return
-        if self.saved_step != trainer.global_step and trainer.state.fn == "fit":
+        if (
+            self.saved_step != trainer.global_step
+            and trainer.state.fn == "fit"
+            and not trainer.sanity_checking
+        ):
             try:
                 self._save(trainer)
             except Exception:  # the exit status still says the run did not finish

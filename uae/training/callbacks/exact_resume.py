@@ -63,7 +63,8 @@ class EpochBoundaryResume(pl.Callback):
         epochs = loop.epoch_progress.current
         # Restored "mid-epoch" at the last batch: the restore closed that epoch (ready == processed), so the
         # next one must be opened (counted, its on_train_epoch_start hooks called) like any new epoch.
-        if loop.restarted_mid_epoch and epochs.ready == epochs.processed:
+        # (Lightning versions without restart stages do not have the problem.)
+        if getattr(loop, "restarted_mid_epoch", False) and epochs.ready == epochs.processed:
             loop.reset_restart_stage()
 
 
