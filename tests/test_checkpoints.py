@@ -139,16 +139,18 @@ def test_url_ckpt_path_is_downloaded_then_read_safely(
     image_folder, start, tmp_path, http_folder, monkeypatch, capsys
 ):
     folder, base = http_folder
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # where torch.hub would cache a download
     monkeypatch.setattr("uae.training.checkpoint_io.offline", lambda: False)
     marker = tmp_path / "PAYLOAD_RAN"
     payload_checkpoint(folder / "evil.ckpt", marker)
     args = tiny_args(image_folder, tmp_path / "run", start)
 
     # The payload: refused in one line, never run (Lightning alone would torch.load it with weights_only=False).
-    assert main(["validate", *args, "--ckpt_path", f"{base}/evil.ckpt"]) == 2
+    rc = main(["validate", *args, "--ckpt_path", f"{base}/evil.ckpt"])
+    assert not marker.exists(), "the payload ran"
+    assert rc == 2
     line = one_line_error(capsys)
     assert f"{base}/evil.ckpt" in line and "(exec)" in line, line
-    assert not marker.exists()
 
     # A real checkpoint over HTTP validates (downloaded to a temp file, read with weights_only=True).
     assert main(["fit", *args, "--trainer.max_steps", "1"]) == 0
