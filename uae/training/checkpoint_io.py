@@ -4,7 +4,7 @@ Reading (:func:`read_checkpoint`): ``torch.load(weights_only=True)`` only, so a 
 code is refused before anything in it runs, with one line naming the file and the object it wanted
 (``UnsafeFileError``); a truncated or foreign file is a ``DamagedFileError``. An ``http(s)://`` checkpoint
 is first downloaded to a temporary file (:func:`fetch_checkpoint`; offline: refused in one line) and then
-read the same way -- Lightning's own loader would ``torch.load`` a URL with ``weights_only=False``.
+read the same way -- Lightning's own loader would ``torch.load`` a URL with ``weights_only`` off.
 
 Writing (:class:`AtomicCheckpointIO`): the checkpoint goes to a hidden temp file in the target folder
 (``.tmp-<random>-last.ckpt``), is flushed to disk, and is renamed over the target. A kill at any moment
@@ -232,7 +232,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     * save: :func:`save_checkpoint_atomically` for local paths (other fsspec paths: Lightning's writer);
     * load: :func:`read_checkpoint` (``http(s)://`` downloaded first with :func:`fetch_checkpoint`);
-      ``weights_only=False`` is refused.
+      a request to load with ``weights_only`` off is refused.
     """
 
     def save_checkpoint(
@@ -252,7 +252,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if weights_only is False:
             raise ConfigError(
                 "uae loads training checkpoints with weights_only=True only (a checkpoint that needs "
-                "weights_only=False can run code when loaded)",
+                "weights_only off can run code when loaded)",
                 param="weights_only",
             )
         source = str(path)

@@ -70,7 +70,7 @@ class SaveOnSigterm(pl.Callback):
 
     def _save(self, trainer: pl.Trainer) -> None:
         path = last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path, weights_only=False)
+        trainer.save_checkpoint(path, False)  # the whole state, not the weights only
         self.saved_step, self.path = trainer.global_step, path
         if trainer.is_global_zero:
             logger.warning(
