@@ -106,9 +106,9 @@ def test_ddp_two_processes_cpu_gloo_stage3(image_folder, tmp_path):
         pytest.fail("2-process DDP run did not finish in 180 s:\n" + log[-3000:])
     assert proc.returncode == 0, log[-4000:]
     assert "GLOBAL_RANK: 1" in log and "MEMBER: 2/2" in log, log[-2000:]
-    # The recipe's logger and checkpoint callback write under outputs/runs/finetune (relative to the cwd).
-    assert list((tmp_path / "outputs" / "runs" / "finetune" / "logs").glob("version_0/metrics.csv"))
-    ckpt = load_lightning_checkpoint(tmp_path / "outputs" / "runs" / "finetune" / "checkpoints" / "last.ckpt")
+    # The logger and the recipe's checkpoint callbacks write inside the run's own folder (default_root_dir).
+    assert list((out / "logs").glob("version_0/metrics.csv"))
+    ckpt = load_lightning_checkpoint(out / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 3
     assert ckpt["uae_stage"] == 3
     (loader_state,) = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]

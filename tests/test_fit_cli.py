@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import torch
 import uae
 from uae.cli import main
 from uae.commands.lightning_cli import make_cli
+from uae.training.callbacks import StepProgressBar
 from uae.training.precision import select_precision
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -214,10 +216,15 @@ def test_uae_fit_output_has_no_lightning_advice_but_keeps_real_warnings(image_fo
         "does not have many workers",
         "pin_memory",
         "module(s) in eval mode at the start",
+        "Seed set to",  # the seed is in the run's config.yaml
+        "Trainable params",  # the model-summary table: one line instead
+        "Epoch 0",  # the epoch bar: one bar in steps instead
     ):
         assert advice not in log, (advice, log[-3000:])
     assert "exists and is not empty" in proc.stderr  # real warnings still reach the user
-    assert "GPU available" in log
+    assert "parameters train" in log  # the one-line summary
+    gpu = "GPU available: True" if torch.cuda.is_available() else "GPU available: False, used: False"
+    assert (gpu in log) == torch.cuda.is_available()  # the GPU line only where there is a GPU
 
 
 def test_resume_changes_sorts_applied_and_refused_options():
@@ -241,3 +248,104 @@ def test_bad_model_option_names_the_flag(image_folder, start, tmp_path, capsys):
     assert main(["fit", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["uae fit: error: --model.ema_decay must be in (0, 1) or None, got 1.5"], err
+
+
+# ---------------------------------------------------------------------------------------------- messages
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').close()",))
+
+
+def test_pickled_encoder_weights_say_the_real_cause(image_folder, start, tmp_path, capsys):
+    marker = tmp_path / "PAYLOAD_RAN"
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": _Payload(marker)}, evil)
+    args = tiny(
+        image_folder, tmp_path, "--model.pretrained", str(start), "--model.encoder_weights", str(evil)
+    )
+    assert main(["fit", *args]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("INFO ")]
+    assert len(err) == 1 and "evil.pth" in err[0] and "weights_only=True" in err[0], err
+    assert "Union subtypes" not in err[0] and not marker.exists()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorboard") is not None
+    or importlib.util.find_spec("tensorboardX") is not None,
+    reason="TensorBoard is installed",
+)
+def test_tensorboard_logger_without_tensorboard_says_what_to_install(image_folder, start, tmp_path, capsys):
+    args = tiny(image_folder, tmp_path, "--model.pretrained", str(start))
+    args += [
+        "--trainer.logger",
+        "lightning.pytorch.loggers.TensorBoardLogger",
+        "--trainer.logger.save_dir",
+        "x",
+    ]
+    assert main(["fit", *args]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("INFO ")]
+    assert len(err) == 1 and "pip install 'uae[tensorboard]'" in err[0], err
+
+
+def test_lightning_misconfiguration_is_one_line(image_folder, start, tmp_path, capsys):
+    args = tiny(image_folder, tmp_path, "--model.pretrained", str(start))
+    args += ["--trainer.callbacks+=LearningRateMonitor"]  # needs a logger; tiny() has none
+    assert main(["fit", *args]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("INFO ")]
+    assert len(err) == 1 and "LearningRateMonitor" in err[0], err
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def recipe_run(root: Path, out: Path, start: Path, *more: str) -> list[str]:
+    """The fine-tune recipe as a user runs it: its own callbacks and logger, a short step budget."""
+    args = ["--config", FINETUNE, "--model.pretrained", str(start), "--model.log_images_every_n_steps", "0"]
+    args += ["--data.root", str(root), "--data.batch_size", "2", "--data.num_workers", "0"]
+    args += ["--data.val_fraction", "0.25", "--trainer.accelerator", "cpu", "--trainer.max_steps", "6"]
+    args += ["--trainer.default_root_dir", str(out), "--trainer.limit_val_batches", "1"]
+    args += ["--trainer.num_sanity_val_steps", "0"]
+    return [*args, *more]
+
+
+def test_each_run_writes_only_inside_its_own_folder(image_folder, start, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("cats", "dogs"):
+        assert main(["fit", *recipe_run(image_folder, tmp_path / "runs" / name, start)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "parent", "runs"]  # nothing in the cwd
+    for name in ("cats", "dogs"):
+        run = tmp_path / "runs" / name
+        assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "export", "logs"]
+        ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+        assert "last.ckpt" in ckpts and not any(c.startswith("last-v") for c in ckpts), ckpts
+        assert json.loads((run / "export" / "config.json").read_text())["name"] == name
+        assert list((run / "logs").glob("version_0/metrics.csv"))
+
+
+def test_short_finetune_validates_saves_best_and_warms_up_with_the_budget(image_folder, start, tmp_path):
+    out = tmp_path / "run"
+    cli = make_cli(["fit", *recipe_run(image_folder, out, start)])
+    trainer = cli.trainer
+    assert trainer.global_step == 6
+    assert trainer.val_check_interval == 1  # the recipe's 500 is longer than the run: a tenth of it
+    assert "val/psnr" in trainer.callback_metrics  # validation ran
+    best = [cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/psnr"]
+    assert best and Path(best[0].best_model_path).is_file() and best[0].best_model_path.startswith(str(out))
+    assert cli.model.warmup() == 0  # 4 % of 6 steps (the recipe's 200 steps would never end)
+    bars = [cb for cb in trainer.callbacks if isinstance(cb, StepProgressBar)]
+    assert bars and bars[0].train_progress_bar.total == 6  # steps over the run, not the epoch's batches
+    csv = (out / "logs" / "version_0" / "metrics.csv").read_text()
+    assert "val/psnr" in csv.splitlines()[0]
+
+
+def test_warmup_ratio_scales_with_the_run():
+    from uae.training import Stage1DecoderModule
+
+    module = Stage1DecoderModule(model_name="uae_test", warmup_ratio=0.04)
+    module.total_steps = lambda: 5000  # type: ignore[method-assign]
+    assert module.warmup() == 200
+    module.total_steps = lambda: 150  # type: ignore[method-assign]
+    assert module.warmup() == 6
+    module.warmup_steps = 50  # explicit steps win
+    assert module.warmup() == 50

@@ -164,3 +164,59 @@ def test_seeded_dataset_draws_the_same_crop_and_leaves_global_rng(image_folder):
     a, b, c = ds[0, 11], ds[0, 11], ds[0, 12]
     assert torch.equal(a["image"], b["image"]) and not torch.equal(a["image"], c["image"])
     assert torch.equal(torch.get_rng_state(), before[0]) and random.getstate() == before[1]
+
+
+# ------------------------------------------------------------------------------ kills at epoch ends
+def _kills(stage: int, root: Path, out: Path, n: int, kills: list[int]) -> tuple:
+    """Run to ``n`` steps, killed before each step in ``kills`` and resumed from ``last.ckpt`` each time."""
+    seen: list[list[int]] = []
+    ckpt_path = None
+    for k in kills:
+        rec = Indices()
+        with pytest.raises(Killed):
+            _run(stage, root, out, n, extra=[Kill(k)], ckpt_path=ckpt_path, rec=rec)
+        seen += rec.seen[:-1]  # the kill comes at the start of the batch of step k
+        ckpt_path = str(out / "ckpt" / "last.ckpt")
+    module, rest, trainer = _run(stage, root, out, n, ckpt_path=ckpt_path)
+    return module, seen + rest, trainer
+
+
+@pytest.mark.parametrize(
+    ("stage", "kills"),
+    [(3, [4, 8]), (1, [3, 4, 8, 10])],
+    ids=["stage3-two-epoch-ends", "stage1-mixed"],
+)
+def test_kills_at_epoch_ends_resume_exactly(stage, kills, image_folder, tmp_path):
+    """4 batches per epoch: steps 4 and 8 are epoch ends. Each resume at an epoch's end used to leave Lightning's
+    epoch counter one behind, so the second one replayed the previous epoch's order (every tensor differed)."""
+    n = 12
+    full, full_seen, _ = _run(stage, image_folder, tmp_path / "full", n)
+    resumed, seen, trainer = _kills(stage, image_folder, tmp_path / "cut", n, kills)
+    assert trainer.global_step == n and trainer.current_epoch == 3
+    assert seen == full_seen  # same batches in the same order, across three epochs
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoints_written_with_the_epoch_counter_behind_are_repaired(image_folder, tmp_path, monkeypatch):
+    """Checkpoints written by uae 0.1.0 after a resume at an epoch's end (epoch counter one behind) resume exactly."""
+    from uae.training.callbacks import EpochBoundaryResume
+
+    n = 12
+    full, full_seen, _ = _run(1, image_folder, tmp_path / "full", n)
+    out = tmp_path / "cut"
+    first = Indices()
+    with pytest.raises(Killed):
+        _run(1, image_folder, out, n, extra=[Kill(4)], rec=first)
+    last = str(out / "ckpt" / "last.ckpt")
+    with monkeypatch.context() as m:  # the old behaviour: the epoch after the resume is never counted
+        m.setattr(EpochBoundaryResume, "on_train_start", lambda self, trainer, pl_module: None)
+        second = Indices()
+        with pytest.raises(Killed):
+            _run(1, image_folder, out, n, extra=[Kill(8)], ckpt_path=last, rec=second)
+    epochs = torch.load(last, map_location="cpu", weights_only=True)["loops"]["fit_loop"]["epoch_progress"]
+    assert epochs["total"]["ready"] == epochs["total"]["processed"] == 1  # one behind: the old checkpoints
+    resumed, rest, _ = _run(1, image_folder, out, n, ckpt_path=last)
+    assert first.seen[:-1] + second.seen[:-1] + rest == full_seen
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,16 @@ from uae.errors import ConfigError
 from uae.factory import create_model
 from uae.models.uae import UAE
 from uae.networks.lpips import LPIPSLoss
-from uae.training.callbacks import EMAUpdate, ImageGrids, RNGState, eval_mode, model_ema
+from uae.training.callbacks import (
+    AtomicCheckpoints,
+    EMAUpdate,
+    EpochBoundaryResume,
+    ImageGrids,
+    RNGState,
+    SaveOnSigterm,
+    eval_mode,
+    model_ema,
+)
 from uae.training.export import model_from_state_dict, name_from_dir, save_with_card
 from uae.training.losses import pixel_loss
 from uae.training.optim import adamw, clip_grad_norm, warmup_cosine
@@ -35,6 +46,20 @@ from uae.training.quiet import quiet_lightning
 from uae.training.resume import REQUIRED
 
 logger = logging.getLogger(__name__)
+
+
+def plain_values(value: Any) -> Any:
+    """``value`` with paths as strings and mappings as plain dicts (recursively): what ``weights_only=True``
+    reads without an allowlist."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return {k: plain_values(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(plain_values(v) for v in value)
+    if isinstance(value, list):
+        return [plain_values(v) for v in value]
+    return value
 
 
 def build_model(
@@ -84,7 +109,9 @@ class UAETrainingModule(pl.LightningModule):
         lr: Peak learning rate (AdamW). Scale linearly with the global batch (see the recipes).
         betas: AdamW betas.
         weight_decay: AdamW weight decay (applied to matrices only, not to biases / norms / tokens).
-        warmup_steps: Linear warm-up steps.
+        warmup_steps: Linear warm-up steps (``0``: from ``warmup_ratio``).
+        warmup_ratio: Warm-up as a fraction of the run's steps, used when ``warmup_steps`` is 0 (the fine-tune
+            recipe's 0.04: 200 of 5,000 steps, 6 of 150).
         min_lr: Final learning rate of the cosine decay (reached at the last training step).
         ema_decay: EMA decay of the model weights (``None`` disables EMA).
         ema_warmup: timm's EMA decay warm-up (useful for short runs).
@@ -128,6 +155,7 @@ class UAETrainingModule(pl.LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
+        warmup_ratio: float = 0.0,
         min_lr: float = 2e-5,
         ema_decay: float | None = 0.9999,
         ema_warmup: bool = False,
@@ -161,6 +189,11 @@ class UAETrainingModule(pl.LightningModule):
             )
         if lr <= 0 or min_lr < 0 or min_lr > lr:
             raise ConfigError(f"need 0 <= min_lr <= lr and lr > 0, got lr={lr}, min_lr={min_lr}")
+        if warmup_steps < 0 or not 0.0 <= warmup_ratio < 1.0:
+            raise ConfigError(
+                f"need warmup_steps >= 0 and 0 <= warmup_ratio < 1, got {warmup_steps}, {warmup_ratio}",
+                param="warmup_ratio" if warmup_steps >= 0 else "warmup_steps",
+            )
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in (0, 1) or None, got {ema_decay}", param="ema_decay")
 
@@ -170,7 +203,7 @@ class UAETrainingModule(pl.LightningModule):
         self.semantic_weight = float(semantic_weight)
         self.num_semantic_bands = cfg.num_semantic_bands
         self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
-        self.warmup_steps, self.min_lr = warmup_steps, min_lr
+        self.warmup_steps, self.warmup_ratio, self.min_lr = int(warmup_steps), float(warmup_ratio), min_lr
         self.grad_clip = grad_clip
         self.log_images_every_n_steps = log_images_every_n_steps
         self.num_log_images = num_log_images
@@ -225,9 +258,22 @@ class UAETrainingModule(pl.LightningModule):
         """Optimizer steps of the run (the cosine schedule's length); 1 without a trainer."""
         return int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
 
+    def warmup(self) -> int:
+        """Warm-up steps of the run: ``warmup_steps``, or ``warmup_ratio`` of :meth:`total_steps` when it is 0."""
+        if self.warmup_steps > 0:
+            return self.warmup_steps
+        return int(round(self.warmup_ratio * self.total_steps()))
+
     def lr_schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
         """Warm-up + cosine per step, from each group's learning rate down to ``min_lr / lr`` of it."""
-        return warmup_cosine(optimizer, self.total_steps(), self.warmup_steps, self.min_lr / self.lr)
+        total, warmup = self.total_steps(), self.warmup()
+        if self._trainer is not None and warmup >= total > 1:
+            logger.warning(
+                "warmup_steps %d >= the run's %d steps: the learning rate never reaches lr (use warmup_ratio)",
+                warmup,
+                total,
+            )
+        return warmup_cosine(optimizer, total, warmup, self.min_lr / self.lr)
 
     def configure_optimizers(self) -> Any:
         opt = adamw(self.model, self.lr, self.betas, self.weight_decay)
@@ -362,11 +408,13 @@ class UAETrainingModule(pl.LightningModule):
         )
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """The random state of exact resumes, the EMA step (when EMA is on) and the image grids."""
-        callbacks: list[pl.Callback] = [RNGState()]
+        """Atomic ``weights_only`` checkpoints, the random state and epoch counter of exact resumes, the EMA
+        step (when EMA is on), the image grids and the checkpoint on SIGTERM (after the EMA step)."""
+        callbacks: list[pl.Callback] = [AtomicCheckpoints(), RNGState(), EpochBoundaryResume()]
         if self.ema is not None:
             callbacks.append(EMAUpdate())
         callbacks.append(ImageGrids(self.log_images_every_n_steps, self.num_log_images))
+        callbacks.append(SaveOnSigterm())
         return callbacks
 
     def setup(self, stage: str) -> None:
@@ -406,6 +454,10 @@ class UAETrainingModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["uae_config"] = self.model.config.to_dict()
         checkpoint["uae_stage"] = self.STAGE
+        # Plain values only (a Path given in a notebook becomes its string): loads with weights_only=True.
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint:
+                checkpoint[key] = plain_values(checkpoint[key])
 
     def on_train_end(self) -> None:
         if not self.export_dir:
@@ -424,4 +476,4 @@ class UAETrainingModule(pl.LightningModule):
             self.export_pretrained(self.export_dir)
 
 
-__all__ = ["UAETrainingModule", "build_model"]
+__all__ = ["UAETrainingModule", "build_model", "plain_values"]

@@ -104,7 +104,7 @@ def training_card(module: pl.LightningModule, ema: bool = True) -> dict[str, Any
         losses.append(f"GAN x {_fmt(hp.get('disc_weight'))} from step {hp.get('disc_start')}")
     lines.append(
         f"* **Optimisation:** AdamW lr {_fmt(hp.get('lr'))} -> {_fmt(hp.get('min_lr'))} (cosine, "
-        f"{hp.get('warmup_steps')} warm-up steps); loss {' + '.join(losses)}; "
+        f"{module.warmup()} warm-up steps); loss {' + '.join(losses)}; "
         + ("encoder frozen." if encoder_frozen else "encoder trained.")
     )
     decay = hp.get("ema_decay")

@@ -7,9 +7,7 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pathlib
 import re
 from pathlib import Path
 from typing import Any
@@ -20,28 +18,9 @@ from uae.errors import DamagedFileError, InputError, MissingFileError, UnsafeFil
 from uae.files import read_torch_dict
 from uae.models.config import UAEConfig
 from uae.models.uae import UAE
+from uae.training.checkpoint_io import lightning_safe_globals
 
 logger = logging.getLogger(__name__)
-
-
-def lightning_safe_globals() -> list[Any]:
-    """The few non-container types a Lightning checkpoint may hold besides tensors (allowlisted).
-
-    ``AttributeDict`` (``save_hyperparameters`` outside LightningCLI) and paths. Nothing here runs code
-    when unpickled.
-    """
-    out: list[Any] = [
-        pathlib.PosixPath,
-        pathlib.WindowsPath,
-        pathlib.PurePosixPath,
-        pathlib.PureWindowsPath,
-    ]
-    for module in ("lightning.fabric.utilities.data", "lightning_fabric.utilities.data"):
-        try:
-            out.append(importlib.import_module(module).AttributeDict)
-        except (ImportError, AttributeError):
-            pass
-    return out
 
 
 def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -1,5 +1,10 @@
 """Optimisation shared by the stages: AdamW parameter groups, the warm-up + cosine LR schedule per step,
 and global gradient-norm clipping (sharded under FSDP).
+
+Speed: AdamW runs its fused kernel (one pass over all parameters) on CPU and CUDA, and gradient
+clipping its ``foreach`` kernels; torch's defaults on CPU are per-parameter Python loops (issue 18:
+optimizer + ``zero_grad`` took 1.04 s per step against 0.36 s for a plain loop at DINOv2-B + ViT-B).
+Gradients are released with ``zero_grad(set_to_none=True)`` (torch's and Lightning's default).
 """
 
 from __future__ import annotations
@@ -51,10 +56,34 @@ def param_groups(
     return groups
 
 
-def adamw(module: nn.Module, lr: float, betas: tuple[float, float], weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters of ``module`` (:func:`param_groups`)."""
+#: Devices with fused AdamW and ``foreach`` kernels for every floating dtype uae trains in.
+FAST_KERNEL_DEVICES = frozenset({"cpu", "cuda"})
+
+
+def _fast(params: Iterable[torch.Tensor]) -> bool:
+    params = list(params)
+    return bool(params) and all(
+        p.device.type in FAST_KERNEL_DEVICES and p.is_floating_point() and not p.is_sparse for p in params
+    )
+
+
+def adamw(
+    module: nn.Module, lr: float, betas: tuple[float, float], weight_decay: float, fused: bool | None = None
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters of ``module`` (:func:`param_groups`).
+
+    Args:
+        module: The module (already on its training device).
+        lr: Learning rate.
+        betas: AdamW betas.
+        weight_decay: Decay of the matrices.
+        fused: Fused kernel; ``None``: where available (CPU and CUDA floating-point parameters), else the
+            ``foreach`` implementation.
+    """
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-    return torch.optim.AdamW(param_groups(named, lr, weight_decay), lr=lr, betas=betas)
+    use_fused = _fast(p for _, p in named) if fused is None else fused
+    kernel = {"fused": True} if use_fused else {"foreach": True}
+    return torch.optim.AdamW(param_groups(named, lr, weight_decay), lr=lr, betas=betas, **kernel)
 
 
 def warmup_cosine(
@@ -83,7 +112,15 @@ def clip_grad_norm(
     """
     if isinstance(strategy, FSDPStrategy) and strategy.model is not None:
         return strategy.model.clip_grad_norm_(max_norm)  # type: ignore[operator]
-    return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=_fast(grads) or None)
 
 
-__all__ = ["adamw", "clip_grad_norm", "cosine_schedule", "param_groups", "warmup_cosine"]
+__all__ = [
+    "FAST_KERNEL_DEVICES",
+    "adamw",
+    "clip_grad_norm",
+    "cosine_schedule",
+    "param_groups",
+    "warmup_cosine",
+]

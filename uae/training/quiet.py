@@ -3,7 +3,9 @@
 Dropped (they are advice, not warnings, and uae has already made the choice they talk about):
 
 * the "💡 Tip" lines advertising litlogger / litmodels;
-* "TPU available: ..." / "HPU available: ..." / "IPU available: ..." device lines (the GPU line stays);
+* "TPU available: ..." / "HPU available: ..." / "IPU available: ..." device lines, and "GPU available:
+  False, used: False" on machines without a GPU (the GPU line stays where there is one);
+* "Seed set to N" (the seed is in the run's saved ``config.yaml``);
 * "The number of training batches (N) is smaller than the logging interval" (short runs, small folders);
 * "Found N module(s) in eval mode at the start of training" (frozen encoder, teacher and EMA copy are
   in eval mode by design);
@@ -26,7 +28,12 @@ import re
 import warnings
 
 #: Messages of Lightning's rank-zero *info* logger that are dropped.
-INFO_PATTERNS = (r"^💡 Tip:", r"^(TPU|HPU|IPU) available:")
+INFO_PATTERNS = (
+    r"^💡 Tip:",
+    r"^(TPU|HPU|IPU) available:",
+    r"^GPU available: False, used: False",
+    r"(^|\] )Seed set to \d+$",
+)
 #: ``warnings`` message regexes (from the start of the message) that are ignored.
 WARNING_PATTERNS = (
     r"The number of training batches \(\d+\) is smaller than the logging interval",
@@ -38,7 +45,11 @@ WARNING_PATTERNS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
 )
 
-LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+)
 
 
 class _DropAdvice(logging.Filter):
