@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_line_error
 
 import uae
 from uae.cli import main
@@ -94,6 +95,41 @@ def test_bad_pretrained_gives_the_real_cause(image_folder, tmp_path, capsys):
     assert main(["fit", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no_such_model" in err[0] and "Union subtypes" not in err[0], err
+
+
+def test_pretrained_takes_a_registered_name_so_an_installed_package_can_fine_tune(
+    image_folder, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ folder here: the name resolves to the package's weights
+    cli = make_cli(
+        ["--config", FINETUNE, "--model.pretrained", "uae_demo", "--data.root", str(image_folder)],
+        run=False,
+    )
+    want = uae.create_model("uae_demo", pretrained=True).state_dict()
+    got = cli.model.model.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert cli.model.model.training and any(p.requires_grad for p in cli.model.model.parameters())
+
+
+def test_pretrained_refuses_a_registered_generator(image_folder, tmp_path, capsys):
+    args = tiny(image_folder, tmp_path, "--model.pretrained", "dit_dh_test")
+    one_line_error(capsys, main(["fit", *args]), "not a tokenizer", "--model.pretrained")
+
+
+def test_no_logger_runs_the_recipe_without_its_learning_rate_monitor(image_folder, start, tmp_path):
+    args = ["--config", FINETUNE, "--model.pretrained", str(start), "--data.root", str(image_folder)]
+    args += ["--data.batch_size", "2", "--data.num_workers", "0", "--trainer.max_steps", "1"]
+    args += [
+        "--trainer.logger",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.limit_val_batches",
+        "1",
+    ]
+    args += ["--trainer.enable_progress_bar", "false", "--model.log_images_every_n_steps", "0"]
+    assert main(["fit", *args]) == 0  # Lightning refuses a LearningRateMonitor without a logger
+    assert (tmp_path / "export" / "model.safetensors").is_file()
 
 
 def test_finetune_recipe_requires_pretrained(image_folder, tmp_path, capsys):

@@ -97,6 +97,16 @@ def test_recipes_present():
     assert set(PAPER) | {"finetune_folder.yaml"} <= set(ALL)
 
 
+def test_fit_help_names_every_bundled_recipe():
+    from uae.commands.fit import build_parser
+
+    text = build_parser("fit").format_help()
+    stems = {p.stem for p in RECIPES.glob("*.yaml")}
+    # the _l recipes are named as "(and _l)" after their _b siblings
+    missing = [s for s in stems if s not in text and not (s.endswith("_l") and f"{s[:-2]}_b" in text)]
+    assert not missing, missing
+
+
 @pytest.mark.parametrize("name", sorted(PAPER) + ["finetune_folder.yaml"])
 def test_recipe_header_documents_scale(name):
     path = RECIPES / name

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 _USAGE = """\
-uae {cmd} --config recipes/<recipe>.yaml [--section.key value ...]{extra}
+uae {cmd} --config <recipe name or file.yaml> [--section.key value ...]{extra}
 
 examples:
 {examples}
@@ -22,12 +22,16 @@ common options (any key of the recipe can be given as --<section>.<key>):
   --config FILE|NAME      a recipe file, or a bundled recipe by name (repeatable; later files and
                           options override earlier ones): stage1_decoder_dinov2_b,
                           stage2_semantic_dinov2_b, stage3_gan_dinov2_b (and _l), finetune_folder,
-                          demo (`uae recipes` lists them, `uae recipes --copy DIR` copies them out)
-  --data.root DIR         image folder (required by most recipes)
+                          demo; latent generators: ldm_demo, ldm_dit_dh_s_rae, ldm_dit_dh_xl_rae,
+                          ldm_dit_dh_xl_uae_64token (`uae recipes` lists them, `uae recipes --copy DIR`
+                          copies them out)
+  --data.root DIR         image folder (required by most recipes; latent recipes: an `uae encode` folder)
   --data.dataset NAME     folder | imagenet | coco
   --data.batch_size N     --data.num_workers N   --data.val_root DIR   --data.val_fraction F
   --model.class_path CLS  uae.training.Stage1DecoderModule | Stage2SemanticModule | Stage3GANModule
-  --model.pretrained ID   start from a save_pretrained folder or Hub repo id (fine-tuning)
+                          | LatentDiffusionModule
+  --model.pretrained ID   start from a registered name (uae_demo), a save_pretrained folder or a Hub
+                          repo id (fine-tuning)
   --model.lr LR           --model.export_dir DIR   --model.export_name NAME
   --trainer.max_steps N   --trainer.devices N   --trainer.accelerator cpu|gpu|auto
   --trainer.precision P   --trainer.default_root_dir DIR
@@ -37,17 +41,18 @@ common options (any key of the recipe can be given as --<section>.<key>):
 full option list (all --data.*, --model.*, --trainer.* keys with types and defaults; imports
 Lightning and the stage classes, a few seconds):
   uae {cmd} --help-all
-  uae {cmd} --config recipes/<recipe>.yaml --help-all   (the options of that recipe's model class)
+  uae {cmd} --config <recipe> --help-all   (the options of that recipe's model class)
 """
 
 _FIT_EXAMPLES = """\
-  uae fit --config recipes/stage1_decoder_dinov2_b.yaml --data.root /data/imagenet
-  uae fit --config recipes/finetune_folder.yaml --data.root ~/photos --model.pretrained org/uae-repo
-  uae fit --config recipes/stage1_decoder_dinov2_b.yaml --ckpt_path <run>/checkpoints/last.ckpt  # resume"""
+  uae fit --config stage1_decoder_dinov2_b --data.root /data/imagenet
+  uae fit --config finetune_folder --data.root ~/photos --model.pretrained uae_demo
+  uae fit --config stage1_decoder_dinov2_b --ckpt_path <run>/checkpoints/last.ckpt  # resume
+  uae fit --config ldm_demo --data.root <latents from uae encode>"""
 
 _VALIDATE_EXAMPLES = """\
-  uae validate --config recipes/finetune_folder.yaml --data.root ~/photos
-  uae validate --config recipes/stage1_decoder_dinov2_b.yaml --ckpt_path <run>/checkpoints/last.ckpt"""
+  uae validate --config finetune_folder --data.root ~/photos --model.pretrained uae_demo
+  uae validate --config stage1_decoder_dinov2_b --ckpt_path <run>/checkpoints/last.ckpt"""
 
 HELP_FLAGS = ("-h", "--help")
 HELP_ALL = "--help-all"

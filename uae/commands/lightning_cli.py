@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.trainer import Trainer
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
@@ -235,6 +235,11 @@ class UAECLI(LightningCLI):
         trainer_init = self._get(self.config_init, "trainer")
         callbacks = trainer_init.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        if trainer_cfg.get("logger") is False and any(isinstance(c, LearningRateMonitor) for c in callbacks):
+            # the recipes log the learning rate; with no logger there is nowhere to log it (Lightning refuses)
+            callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+            trainer_init["callbacks"] = callbacks
+            logger.info("No logger (trainer.logger false): the recipe's LearningRateMonitor is left out")
         if trainer_cfg.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
         ):  # Lightning's default bar counts the epoch's batches; this one the run's steps

@@ -27,6 +27,7 @@ from torch import nn
 
 from uae.errors import ConfigError
 from uae.factory import create_model
+from uae.models.registry import get_entry, list_models
 from uae.models.uae import UAE
 from uae.networks.lpips import LPIPSLoss
 from uae.training.callbacks import (
@@ -62,6 +63,11 @@ def plain_values(value: Any) -> Any:
     return value
 
 
+def _is_registered(spec: str) -> bool:
+    """``spec`` names a registered model (``arch`` or ``arch.tag``) and no folder of that name exists."""
+    return spec.partition(".")[0] in list_models() and not Path(spec).expanduser().exists()
+
+
 def build_model(
     model_name: str = "uae_base_p14_dinov2",
     model_overrides: dict[str, Any] | None = None,
@@ -74,11 +80,21 @@ def build_model(
         model_name: Registered name for :func:`uae.factory.create_model` (ignored when ``pretrained`` is given).
         model_overrides: Config fields to override (e.g. ``{"num_bands": 8}``).
         pretrained: A ``save_pretrained`` directory or Hub repo id to start from (e.g. the previous
-            stage's export).
+            stage's export), or a registered name with weights (``uae_demo``,
+            ``uae_base_p14_dinov2.authors_v2``: ``uae models --pretrained`` lists them) when no such
+            directory exists.
         encoder_weights: DINOv2 weights (file or timm Hub id) loaded into the encoder with strict checks.
     """
     overrides = dict(model_overrides or {})
-    if pretrained:
+    if pretrained and _is_registered(pretrained):
+        family = get_entry(pretrained.partition(".")[0]).family
+        if family != "tokenizer":
+            raise ConfigError(
+                f"pretrained {pretrained!r} is a {family}, not a tokenizer to fine-tune (see `uae models`)",
+                param="pretrained",
+            )
+        model = create_model(pretrained, pretrained=True, **overrides)
+    elif pretrained:
         model = UAE.from_pretrained(pretrained, **overrides)
     else:
         model = create_model(model_name, **overrides)
@@ -169,8 +185,8 @@ class UAETrainingModule(pl.LightningModule):
         self.save_hyperparameters()
         if pretrained == REQUIRED:
             raise ConfigError(
-                "this recipe fine-tunes an existing UAE: pass pretrained (a Hub repo id or a model folder, "
-                "e.g. checkpoints/uae_demo)",
+                "this recipe fine-tunes an existing UAE: pass pretrained (a registered name such as uae_demo, "
+                "a Hub repo id or a model folder)",
                 param="pretrained",
             )
         semantic_weight = self.DEFAULT_SEMANTIC_WEIGHT if semantic_weight is None else semantic_weight
