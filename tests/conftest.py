@@ -128,3 +128,53 @@ def one_line_error(capsys: pytest.CaptureFixture, rc: int, *needles: str) -> str
     for n in needles:
         assert n in err, err
     return err
+
+
+@pytest.fixture
+def cli_one_thread(monkeypatch: pytest.MonkeyPatch):
+    """One torch thread (tiny models train several times faster so, above all on a busy CPU) and a bare
+    ``sys.argv`` (LightningCLI reads ``args=``, not pytest's command line). Modules use it with
+    ``pytestmark = pytest.mark.usefixtures("cli_one_thread")``."""
+    monkeypatch.setattr("sys.argv", ["uae"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Path:
+    """A seeded ``uae_test`` model saved with ``save_pretrained``: what ``--model.pretrained`` starts from."""
+    import uae
+
+    torch.manual_seed(0)
+    path = tmp_path / "parent"
+    uae.create_model("uae_test").save_pretrained(path)
+    return path
+
+
+def cpu_trainer(out: Path, max_steps: int, callbacks=(), **kw):
+    """The tests' quiet Trainer: one CPU device in fp32, no logger, progress bar, summary or validation.
+
+    Args:
+        out: ``default_root_dir``.
+        max_steps: Steps to train.
+        callbacks: The run's callbacks.
+        **kw: Other ``Trainer`` options (``enable_checkpointing=False``, ...), overriding the ones above.
+    """
+    import lightning.pytorch as pl
+
+    options = {
+        "max_steps": max_steps,
+        "accelerator": "cpu",
+        "devices": 1,
+        "precision": "32-true",
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+        "default_root_dir": str(out),
+        "callbacks": list(callbacks),
+    }
+    return pl.Trainer(**{**options, **kw})

@@ -18,8 +18,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import cpu_trainer
 
-import uae
 from uae.cli import main
 from uae.data import UAEDataModule
 from uae.errors import DamagedFileError, MissingFileError, UnsafeFileError
@@ -31,24 +31,10 @@ from uae.training.checkpoint_io import AtomicCheckpointIO, read_checkpoint, save
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 FINETUNE = str(RECIPES / "finetune_folder.yaml")
 
-pytestmark = pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    monkeypatch.setattr("sys.argv", ["uae"])
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def start(tmp_path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "parent"
-    uae.create_model("uae_test").save_pretrained(path)
-    return path
+pytestmark = [
+    pytest.mark.usefixtures("cli_one_thread"),
+    pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty"),
+]
 
 
 class _Payload:
@@ -186,15 +172,11 @@ def test_checkpoints_with_paths_in_hyperparameters_load_with_weights_only(image_
     module = Stage1DecoderModule(
         model_name="uae_test", export_dir=tmp_path / "export", log_images_every_n_steps=0
     )
-    trainer = pl.Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=str(tmp_path),
-        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)],
+    trainer = cpu_trainer(
+        tmp_path,
+        1,
+        [pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)],
+        num_sanity_val_steps=2,
     )
     trainer.fit(module, UAEDataModule(image_folder, batch_size=2, num_workers=0, val_fraction=0.0))
     ck = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)  # no allowlist
@@ -332,16 +314,10 @@ def _stage3(root: Path, out: Path, max_steps: int, extra=(), ckpt_path=None):
     module = Stage3GANModule(
         model_name="uae_test", ema_decay=0.9, log_images_every_n_steps=0, lr=1e-3, disc_start=1
     )
-    trainer = pl.Trainer(
-        max_steps=max_steps,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        default_root_dir=str(out),
-        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=str(out / "ckpt"), every_n_train_steps=100), *extra],
+    trainer = cpu_trainer(
+        out,
+        max_steps,
+        [pl.callbacks.ModelCheckpoint(dirpath=str(out / "ckpt"), every_n_train_steps=100), *extra],
     )
     trainer.fit(
         module,

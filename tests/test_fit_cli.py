@@ -23,21 +23,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 FINETUNE = str(RECIPES / "finetune_folder.yaml")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    monkeypatch.setattr("sys.argv", ["uae"])
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def start(tmp_path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "parent"
-    uae.create_model("uae_test").save_pretrained(path)
-    return path
+pytestmark = pytest.mark.usefixtures("cli_one_thread")
 
 
 def tiny(root: Path, out: Path, *more: str, checkpoints: bool = False) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import cpu_trainer
 from generation_fixtures import GEN, SHIFT, config, max_err
 from safetensors.torch import load_file
 
@@ -29,19 +30,7 @@ class _Batches(torch.utils.data.Dataset):
 
 
 def _trainer(tmp_path, max_steps: int = 1) -> pl.Trainer:
-    return pl.Trainer(
-        max_steps=max_steps,
-        accelerator="cpu",
-        devices=1,
-        precision="32-true",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        default_root_dir=str(tmp_path),
-    )
+    return cpu_trainer(tmp_path, max_steps, enable_checkpointing=False)
 
 
 def test_one_lightning_step_matches_the_originals_train_py(tmp_path, monkeypatch) -> None:

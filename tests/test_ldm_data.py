@@ -9,6 +9,7 @@ import pickle
 
 import pytest
 import torch
+from conftest import cpu_trainer
 from ldm_fixtures import encode, save_tokenizer
 
 from uae.errors import ConfigError
@@ -163,7 +164,6 @@ def test_latent_space_saves_normalises_and_decodes(tmp_path, tiny_model) -> None
 
 
 def test_a_generator_trained_on_band_0_decodes_through_its_latent_space(export, tmp_path) -> None:
-    import lightning.pytorch as pl
 
     from uae.generation.pipeline import GenerationPipeline
     from uae.training import LatentDiffusionModule
@@ -172,16 +172,7 @@ def test_a_generator_trained_on_band_0_decodes_through_its_latent_space(export, 
     module = LatentDiffusionModule(
         model_name="dit_dh_test", log_images_every_n_steps=0, export_dir=str(tmp_path / "g")
     )
-    trainer = pl.Trainer(
-        max_steps=2,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
+    trainer = cpu_trainer(tmp_path, 2, enable_checkpointing=False)
     trainer.fit(module, dm)
     space = LatentSpace.load(tmp_path / "g")
     assert space.what == "bands" and space.bands == (0,) and space.stats == "export"

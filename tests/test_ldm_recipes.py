@@ -35,13 +35,7 @@ IMAGENET = {  # recipe: (generator, global batch) of the originals' training con
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    monkeypatch.setattr("sys.argv", ["uae"])  # LightningCLI reads args=, not pytest's command line
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("cli_one_thread")
 
 
 @pytest.fixture(scope="module")

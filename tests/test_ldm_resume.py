@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import cpu_trainer
 from ldm_fixtures import encode, save_tokenizer
 
 from uae.training import LatentDataModule, LatentDiffusionModule
@@ -68,19 +69,7 @@ def _run(export: Path, out: Path, max_steps: int, extra=(), ckpt_path=None, rec=
     )
     rec = rec if rec is not None else Indices()
     ckpt = pl.callbacks.ModelCheckpoint(dirpath=str(out / "ckpt"), every_n_train_steps=1, save_last=True)
-    trainer = pl.Trainer(
-        max_steps=max_steps,
-        accelerator="cpu",
-        devices=1,
-        precision="32-true",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        default_root_dir=str(out),
-        callbacks=[rec, ckpt, *extra],
-    )
+    trainer = cpu_trainer(out, max_steps, [rec, ckpt, *extra])
     data = LatentDataModule(str(export), batch_size=2, num_workers=0, seed=3)
     trainer.fit(module, data, ckpt_path=ckpt_path)
     return module, rec.seen, trainer

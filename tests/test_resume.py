@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import cpu_trainer
 
 from uae.data import UAEDataModule
 from uae.data.resumable import ResumableDataLoader, ResumableSampler, SeededDataset
@@ -53,19 +54,7 @@ def _run(stage: int, root: Path, out: Path, max_steps: int, extra=(), ckpt_path=
     module = cls(model_name="uae_test", ema_decay=0.9, log_images_every_n_steps=0, lr=1e-3, **kw)
     rec = rec if rec is not None else Indices()
     ckpt = pl.callbacks.ModelCheckpoint(dirpath=str(out / "ckpt"), every_n_train_steps=1, save_last=True)
-    trainer = pl.Trainer(
-        max_steps=max_steps,
-        accelerator="cpu",
-        devices=1,
-        precision="32-true",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        default_root_dir=str(out),
-        callbacks=[rec, ckpt, *extra],
-    )
+    trainer = cpu_trainer(out, max_steps, [rec, ckpt, *extra])
     data = UAEDataModule(str(root), batch_size=2, num_workers=0, val_fraction=0.0, seed=3)
     trainer.fit(module, data, ckpt_path=ckpt_path)
     return module, rec.seen, trainer

@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import cpu_trainer
 
 import uae
 from uae.data import UAEDataModule
@@ -160,16 +161,7 @@ def test_resume_continues_step_count_and_export_roundtrip(image_folder, tmp_path
     ckpt_dir = tmp_path / "ckpt"
     cb = pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, every_n_train_steps=3)
     module = Stage1DecoderModule(model_name="uae_test", ema_decay=0.9, log_images_every_n_steps=0)
-    trainer = pl.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[cb],
-        limit_val_batches=0,
-        default_root_dir=str(tmp_path),
-    )
+    trainer = cpu_trainer(tmp_path, 3, [cb])
     trainer.fit(module, make_data(image_folder, val_fraction=0.0))
     last = ckpt_dir / "last.ckpt"
     assert last.is_file()
