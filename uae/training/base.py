@@ -42,7 +42,7 @@ from uae.training.callbacks import (
 )
 from uae.training.export import model_from_state_dict, name_from_dir, save_with_card
 from uae.training.losses import pixel_loss
-from uae.training.optim import adamw, clip_grad_norm, warmup_cosine
+from uae.training.optim import GlobalNormClipping, adamw, warmup_cosine
 from uae.training.quiet import quiet_lightning
 from uae.training.resume import REQUIRED
 
@@ -103,7 +103,7 @@ def build_model(
     return model.train()
 
 
-class UAETrainingModule(pl.LightningModule):
+class UAETrainingModule(GlobalNormClipping, pl.LightningModule):
     """Shared base of the stage modules (use one of the named stage classes).
 
     Args:
@@ -266,10 +266,6 @@ class UAETrainingModule(pl.LightningModule):
             self.ema.eval()
         return self
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the UAE that this stage optimises."""
-        return [p for p in self.model.parameters() if p.requires_grad]
-
     def total_steps(self) -> int:
         """Optimizer steps of the run (the cosine schedule's length); 1 without a trainer."""
         return int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
@@ -295,24 +291,6 @@ class UAETrainingModule(pl.LightningModule):
         opt = adamw(self.model, self.lr, self.betas, self.weight_decay)
         sched = self.lr_schedule(opt)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
-
-    def clip(self, params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
-        """Clip the global gradient norm of ``params`` (the FSDP module's when sharded); returns the norm."""
-        return clip_grad_norm(params, max_norm, self._trainer.strategy if self._trainer is not None else None)
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Clip the global gradient norm to ``grad_clip`` (unless the Trainer sets its own clipping)."""
-        if gradient_clip_val is not None:
-            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-            return
-        if self.grad_clip:
-            norm = self.clip(self.trainable_parameters(), self.grad_clip)
-            self.log("train/grad_norm", norm, on_step=True, prog_bar=False)
 
     # ------------------------------------------------------------------ losses
     @property

@@ -56,13 +56,13 @@ from uae.models.dit import DiTDH
 from uae.training.callbacks import EMAUpdate, RNGState
 from uae.training.flow_optim import SCHEDULES, ParameterEMA, flow_lr_lambda, step_seed
 from uae.training.generator_io import CONFIG_KEY, SPACE_KEY, build_generator, save_generator
-from uae.training.optim import clip_grad_norm, param_groups
+from uae.training.optim import GlobalNormClipping, param_groups
 from uae.training.quiet import quiet_lightning
 
 logger = logging.getLogger(__name__)
 
 
-class LatentDiffusionModule(pl.LightningModule):
+class LatentDiffusionModule(GlobalNormClipping, pl.LightningModule):
     """Flow-matching training of a DiT-DH generator on tokenizer latents (see the module docs).
 
     Data: :class:`uae.training.latent_data.LatentDataModule` (it gives the latent space, the statistics and
@@ -287,22 +287,6 @@ class LatentDiffusionModule(pl.LightningModule):
             end,
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Clip the global gradient norm to ``grad_clip`` (unless the Trainer sets its own clipping)."""
-        if gradient_clip_val is not None:
-            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-            return
-        if self.grad_clip:
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            strategy = self._trainer.strategy if self._trainer is not None else None
-            norm = clip_grad_norm(params, self.grad_clip, strategy)
-            self.log("train/grad_norm", norm, on_step=True, prog_bar=False)
 
     # ------------------------------------------------------------------ the loss
     def normalize(self, latents: torch.Tensor) -> torch.Tensor:

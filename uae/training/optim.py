@@ -124,3 +124,34 @@ __all__ = [
     "param_groups",
     "warmup_cosine",
 ]
+
+
+class GlobalNormClipping:
+    """Mixin for a ``LightningModule`` with a ``grad_clip`` attribute: Lightning's clipping hook clips the
+    global gradient norm of :meth:`trainable_parameters` to ``grad_clip`` (sharded under FSDP) and logs it
+    as ``train/grad_norm``, unless the Trainer sets its own ``gradient_clip_val``."""
+
+    grad_clip: float
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimizer steps (those of ``self.model`` that require gradients)."""
+        return [p for p in self.model.parameters() if p.requires_grad]  # type: ignore[attr-defined]
+
+    def clip(self, params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
+        """Clip the global gradient norm of ``params`` (the FSDP module's when sharded); returns the norm."""
+        trainer = self._trainer  # type: ignore[attr-defined]
+        return clip_grad_norm(params, max_norm, trainer.strategy if trainer is not None else None)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the global gradient norm to ``grad_clip`` (unless the Trainer sets its own clipping)."""
+        if gradient_clip_val is not None:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)  # type: ignore[attr-defined]
+            return
+        if self.grad_clip:
+            norm = self.clip(self.trainable_parameters(), self.grad_clip)
+            self.log("train/grad_norm", norm, on_step=True, prog_bar=False)  # type: ignore[attr-defined]
