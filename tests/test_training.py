@@ -271,3 +271,25 @@ def test_export_checkpoint_names_the_model_and_picks_the_weights(tmp_path):
     unnamed = uae.UAE.from_pretrained(export_checkpoint(ckpt, tmp_path / "b", ema=False))
     assert unnamed.config.name == raw.config.name
     assert all(torch.equal(v, raw.state_dict()[k]) for k, v in unnamed.state_dict().items())
+
+
+class GradsAtBatchStart(pl.Callback):
+    """Records, at the start of each training step, whether any trainable parameter still holds a gradient."""
+
+    def __init__(self) -> None:
+        self.held: list[bool] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.held.append(any(p.grad is not None for p in pl_module.parameters()))
+
+
+@pytest.mark.parametrize("stage", [Stage2SemanticModule, Stage3GANModule])
+def test_gradients_are_released_after_each_step_not_kept_through_the_next_forward(
+    stage, image_folder, tmp_path
+):
+    torch.manual_seed(0)
+    kw = {"disc_start": 0} if stage is Stage3GANModule else {}
+    module = stage(model_name="uae_test", ema_decay=None, log_images_every_n_steps=0, **kw)
+    seen = GradsAtBatchStart()
+    make_trainer(tmp_path, 3, [seen]).fit(module, make_data(image_folder, val_fraction=0.0))
+    assert seen.held == [False, False, False]  # Lightning alone frees them only before the next backward

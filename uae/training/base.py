@@ -42,7 +42,7 @@ from uae.training.callbacks import (
 )
 from uae.training.export import model_from_state_dict, name_from_dir, save_with_card
 from uae.training.losses import pixel_loss
-from uae.training.optim import GlobalNormClipping, adamw, warmup_cosine
+from uae.training.optim import StepHooks, adamw, warmup_cosine
 from uae.training.quiet import quiet_lightning
 from uae.training.resume import REQUIRED
 
@@ -103,7 +103,7 @@ def build_model(
     return model.train()
 
 
-class UAETrainingModule(GlobalNormClipping, pl.LightningModule):
+class UAETrainingModule(StepHooks, pl.LightningModule):
     """Shared base of the stage modules (use one of the named stage classes).
 
     Args:

@@ -56,13 +56,13 @@ from uae.models.dit import DiTDH
 from uae.training.callbacks import EMAUpdate, RNGState
 from uae.training.flow_optim import SCHEDULES, ParameterEMA, flow_lr_lambda, step_seed
 from uae.training.generator_io import CONFIG_KEY, SPACE_KEY, build_generator, save_generator
-from uae.training.optim import GlobalNormClipping, param_groups
+from uae.training.optim import StepHooks, param_groups
 from uae.training.quiet import quiet_lightning
 
 logger = logging.getLogger(__name__)
 
 
-class LatentDiffusionModule(GlobalNormClipping, pl.LightningModule):
+class LatentDiffusionModule(StepHooks, pl.LightningModule):
     """Flow-matching training of a DiT-DH generator on tokenizer latents (see the module docs).
 
     Data: :class:`uae.training.latent_data.LatentDataModule` (it gives the latent space, the statistics and

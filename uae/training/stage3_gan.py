@@ -144,9 +144,7 @@ class Stage3GANModule(Stage2SemanticModule):
         else:
             # Zero-weighted use of every trainable discriminator parameter keeps DDP's reducer happy.
             d_loss = sum((p.sum() * 0.0 for p in self._disc_params()), recon.new_zeros(()))
-        opt_g.zero_grad(set_to_none=True)
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(g_total + d_loss)
+        self.manual_backward(g_total + d_loss)  # the gradients were released after the last step
         if self.grad_clip:
             norm = self.clip(self.trainable_parameters(), self.grad_clip)
             self.log("train/grad_norm", norm, on_step=True)
@@ -157,6 +155,8 @@ class Stage3GANModule(Stage2SemanticModule):
         if gan_on:
             opt_d.optimizer.step()  # raw step: global_step counts generator steps only
             sched_d.step()
+        opt_g.zero_grad(set_to_none=True)  # released now, not kept through the next forward
+        opt_d.zero_grad(set_to_none=True)
         out["loss"] = g_total.detach()
         self.log_losses("train", out, batch)
         return g_total.detach()
