@@ -34,7 +34,7 @@ def main(argv: Sequence[str]) -> int:
     if args.pretrained:
         for name in list_models(args.pattern, pretrained=True, family=args.family):
             c = get_pretrained_cfg(name)
-            where = c.hf_hub_id or f"checkpoints/{c.local_dir}"
+            where = c.hf_hub_id or f"in the package ({c.local_dir})"
             print(f"{name:40s} {c.source:11s} {where:34s} {c.license:11s} {c.notes}")
         return 0
     for name in list_models(args.pattern, family=args.family):

@@ -473,7 +473,7 @@ register_pretrained(
         local_dir="uae_demo",
         license="apache-2.0",
         license_note="weights trained by uae on CC/public-domain sample photos; attributions in its card",
-        notes="trained by this package (recipes/demo.yaml); measured numbers in checkpoints/uae_demo/README.md",
+        notes="trained by this package (the demo recipe); measured numbers on its model card (README.md beside the weights)",
     )
 )
 
