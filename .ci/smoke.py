@@ -147,7 +147,6 @@ def wheel(work: Path, app_py: Path | None = None) -> None:
         "false",
     ]
     tiny += ["--trainer.default_root_dir", "run", "--model.export_dir", "run/export"]
-    demo = checkpoint_root() / "uae_demo"
     run(
         BIN / "uae",
         "fit",
@@ -156,7 +155,7 @@ def wheel(work: Path, app_py: Path | None = None) -> None:
         "--data.root",
         "photos",
         "--model.pretrained",
-        demo,
+        "uae_demo",  # a registered name: the installed package's weights, as the README says
         *tiny,
         cwd=work,
     )
@@ -165,7 +164,7 @@ def wheel(work: Path, app_py: Path | None = None) -> None:
     card = check_card((work / "run" / "export" / "README.md").read_text())
     uae.UAE.from_pretrained(work / "run" / "export")
     step(
-        f"uae fit --config finetune_folder: 2 steps from the installed demo, exported; card {card.data.tags}"
+        f"uae fit --config finetune_folder --model.pretrained uae_demo: 2 steps, exported; card {card.data.tags}"
     )
     out = run(BIN / "uae", "models", "--pretrained", "uae_demo*", cwd=work)
     step("uae models: " + out.strip())
