@@ -180,6 +180,27 @@ def test_save_and_load_pretrained(tmp_path: Path) -> None:
         DiTDH.from_pretrained(tmp_path / "t")
 
 
+def test_a_trained_generator_card_names_its_tokenizer_without_local_paths(tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    from uae.generation.latent_space import LatentSpace
+    from uae.training.generator_io import save_generator
+
+    g = uae.create_model("dit_dh_test")
+    local = tmp_path / "tokenizers" / "my_tok"
+    local.mkdir(parents=True)
+    for tokenizer, shown in ((str(local), "`local folder my_tok`"), ("org/uae-tok", "`org/uae-tok`")):
+        out = save_generator(g, tmp_path / "g", LatentSpace(latent_shape=(32, 8, 8), tokenizer=tokenizer))
+        text = (out / "README.md").read_text()
+        assert f"| tokenizer | {shown} |" in text, text
+        assert str(tmp_path) not in text
+        card = ModelCard(text, ignore_metadata_errors=False)
+        assert card.data.library_name == "uae" and "diffusion-transformer" in card.data.tags
+    assert LatentSpace.load(tmp_path / "g").mean is None  # saved without statistics, read back so
+    g.save_pretrained(tmp_path / "plain")
+    assert "| tokenizer | not recorded in this card |" in (tmp_path / "plain" / "README.md").read_text()
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [

@@ -229,11 +229,14 @@ class LatentSpace:
         d.mkdir(parents=True, exist_ok=True)
         (d / SPACE_FILE).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
         tensors = {
-            k: v.detach().float().cpu().contiguous() for k, v in (("mean", self.mean), ("std", self.std))
+            k: v.detach().float().cpu().contiguous()
+            for k, v in (("mean", self.mean), ("std", self.std))
+            if v is not None  # stats "none": no statistics file
         }
-        tensors = {k: v for k, v in tensors.items() if v is not None}
         if tensors:
             save_file(tensors, str(d / STATS_FILE))
+        else:  # an earlier save's statistics must not be read back with this space
+            (d / STATS_FILE).unlink(missing_ok=True)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> LatentSpace | None:

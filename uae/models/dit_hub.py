@@ -31,6 +31,7 @@ matching) from the `uae` package. It generates latents of a uae tokenizer, which
 | trunk | width {{ hidden_size }}, depth {{ depth }}, {{ num_heads }} heads |
 | head | width {{ head_hidden_size }}, depth {{ head_depth }}, {{ head_num_heads }} heads |
 | classes | {{ num_classes }} (+ the null class of classifier-free guidance) |
+| tokenizer | {{ tokenizer }} |
 | parameters | {{ num_params }} |
 | uae version | {{ uae_version }} |
 
@@ -57,9 +58,19 @@ class DiTDHHubMixin(
     _hub_architecture: ClassVar[str] = ARCHITECTURE
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        """Model card with the generator's config filled in (extra ``kwargs`` reach the template)."""
+        """Model card with the generator's config filled in (extra ``kwargs`` reach the template).
+
+        Args:
+            *args: Passed to huggingface_hub's card builder.
+            **kwargs: ``tokenizer``: the tokenizer whose latents it generates (a registered name or Hub
+                repo id as is; a local path by its last component only); any other key reaches the template.
+        """
+        from uae.models.card import display_source
+
         c = self.config
+        tokenizer = display_source(kwargs.pop("tokenizer", None))
         values = {
+            "tokenizer": f"`{tokenizer}`" if tokenizer else "not recorded in this card",
             "model_name": c.name,
             "repo_id": kwargs.pop("repo_id", f"<org>/{c.name}"),
             "latent_shape": "x".join(str(v) for v in c.latent_shape),

@@ -53,7 +53,8 @@ def save_generator(model: DiTDH, directory: Path, space: LatentSpace | None, nam
         model.config = DiTDHConfig.from_dict({**model.config.to_dict(), "name": name})
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "README.md").unlink(missing_ok=True)  # save_pretrained keeps an existing card
-    model.save_pretrained(directory)
+    tokenizer = space.tokenizer if space is not None else None
+    model.save_pretrained(directory, model_card_kwargs={"tokenizer": tokenizer} if tokenizer else None)
     if space is not None:
         space.save(directory)
     return directory
