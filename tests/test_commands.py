@@ -66,7 +66,7 @@ def test_fit_fast_help_explains_usage(name, capsys):
     assert main([name, "--help"]) == 0
     out = capsys.readouterr().out
     for word in (
-        "--config recipes/",
+        "--config <recipe name or file.yaml>",
         "--data.root",
         "--model.",
         "--trainer.",
