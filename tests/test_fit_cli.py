@@ -209,6 +209,26 @@ def test_finetuned_export_has_its_own_name_and_card(image_folder, start, tmp_pat
     assert uae.UAE.from_pretrained(named / "export").config.name == "my_uae"
 
 
+def test_a_finetune_of_registered_weights_names_their_repo_and_license(image_folder, tmp_path, monkeypatch):
+    from uae.models.card import check_card
+    from uae.training.card import _registered_start
+
+    # released weights: their Hub repo is the base model and their license carries over
+    assert _registered_start("rae_base_p14_dinov2_vitxl.rae") == {
+        "license": "mit",
+        "base_model": "nyu-visionx/RAE-collections",
+    }
+    assert _registered_start("uae_base_p14_dinov2.authors_v2")["base_model"] == "weepiess2383/UAE"
+    assert _registered_start("uae_test") == {}  # no weights
+    assert _registered_start("org/repo") == {}
+    monkeypatch.chdir(tmp_path)
+    args = tiny(image_folder, tmp_path / "run", "--model.pretrained", "uae_demo", "--trainer.max_steps", "1")
+    assert main(["fit", *args]) == 0
+    card = check_card((tmp_path / "run" / "export" / "README.md").read_text())
+    assert card.data.license == "apache-2.0" and card.data.base_model is None  # the demo is not on the Hub
+    assert "Fine-tuned with `uae fit` from **`uae_demo`**" in card.text
+
+
 # ---------------------------------------------------------------------------------------------- quiet
 def test_uae_fit_output_has_no_lightning_advice_but_keeps_real_warnings(image_folder, start, tmp_path):
     out = tmp_path / "run"

@@ -48,6 +48,24 @@ def _data_lines(module: pl.LightningModule) -> list[str]:
     return [line + "."]
 
 
+def _registered_start(start: str) -> dict[str, Any]:
+    """Card metadata of a fine-tune that started from a registered name (``uae_demo``,
+    ``uae_base_p14_dinov2.authors_v2``): the weights' Hub repo as ``base_model`` and their license (a
+    fine-tune of released weights is under the release's terms). Empty for anything else."""
+    from uae.models.pretrained import get_pretrained_cfg
+    from uae.models.registry import list_models
+
+    if start.partition(".")[0] not in list_models() or Path(start).expanduser().exists():
+        return {}
+    cfg = get_pretrained_cfg(start)
+    if cfg is None:
+        return {}
+    out: dict[str, Any] = {"license": cfg.license} if cfg.license else {}
+    if cfg.hf_hub_id:
+        out["base_model"] = cfg.hf_hub_id
+    return out
+
+
 def training_card(module: pl.LightningModule, ema: bool = True) -> dict[str, Any]:
     """Model-card fields for :meth:`uae.UAE.generate_model_card` describing the training run.
 
@@ -70,6 +88,7 @@ def training_card(module: pl.LightningModule, ema: bool = True) -> dict[str, Any
         head = f"Fine-tuned with `uae fit` from **`{shown}`**"
         init = f"{shown}" + (" (frozen)" if encoder_frozen else " (fine-tuned)")
         meta["base_model"] = str(start)  # kept only when it is a Hub repo id
+        meta.update(_registered_start(str(start)))
     else:
         enc = hp.get("encoder_weights")  # what build_model loaded (the config's default is not loaded)
         head = f"Trained with `uae fit` from the registered model `{hp.get('model_name')}`"
