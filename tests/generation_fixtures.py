@@ -10,7 +10,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from uae.convert.dit import config_from_original_params, load_original_dit
+from uae.convert.dit import config_from_original_params, convert_dit_state, load_original_dit
 from uae.models.dit import DiTDH
 from uae.models.dit_config import DiTDHConfig
 
@@ -144,3 +144,14 @@ def lay_out_authors_generation(hf_home: Path, monkeypatch, commit: str) -> None:
         decoder_heads=2,
     )
     with_options(monkeypatch, "uae_64token_dit.authors_v2", params=release_params()["authors"])
+
+
+def recorded_state(
+    ref: dict[str, torch.Tensor], original: dict[str, torch.Tensor], prefix: str, cfg: DiTDHConfig
+) -> dict[str, torch.Tensor]:
+    """The weights under ``prefix`` (``"model."``, ``"ema."``) of a recorded training step, in uae's keys (the
+    step file leaves out the fixed RoPE tables: they come from the original state dict)."""
+    rope = {k: v for k, v in original.items() if "feat_rope" in k}
+    return convert_dit_state(
+        {k[len(prefix) :]: v for k, v in ref.items() if k.startswith(prefix)} | rope, cfg
+    )

@@ -87,24 +87,7 @@ def test_ddp_two_processes_cpu_gloo_stage3(image_folder, tmp_path):
         "--trainer.enable_progress_bar",
         "false",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "UAE_DEBUG": "1"}
-    # Own process group: on a hang, kill rank 0 *and* the rank-1 process it launched.
-    proc = subprocess.Popen(
-        cmd,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        log, _ = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        log, _ = proc.communicate()
-        pytest.fail("2-process DDP run did not finish in 180 s:\n" + log[-3000:])
-    assert proc.returncode == 0, log[-4000:]
+    log = _run(cmd, tmp_path)
     assert "GLOBAL_RANK: 1" in log and "MEMBER: 2/2" in log, log[-2000:]
     # The logger and the recipe's checkpoint callbacks write inside the run's own folder (default_root_dir).
     assert list((out / "logs").glob("version_0/metrics.csv"))

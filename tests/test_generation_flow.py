@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from generation_fixtures import GEN, SHIFT, TOL, config, max_err, model, reference
+from generation_fixtures import GEN, SHIFT, TOL, config, max_err, model, recorded_state, reference
 from safetensors.torch import load_file
 
 from uae.convert.dit import convert_dit_state, dit_from_original
@@ -119,14 +119,8 @@ def test_one_training_step_matches_the_originals_train_py() -> None:
         and abs(float(grad_norm) - float(ref["grad_norm"])) < 1e-4
     )
 
-    def stored(prefix: str) -> dict[str, torch.Tensor]:
-        rope = {k: v for k, v in original.items() if "feat_rope" in k}
-        return convert_dit_state(
-            {k[len(prefix) :]: v for k, v in ref.items() if k.startswith(prefix)} | rope, cfg
-        )
-
     before = convert_dit_state(original, cfg)
-    after, ema_after = stored("model."), stored("ema.")
+    after, ema_after = (recorded_state(ref, original, k, cfg) for k in ("model.", "ema."))
     for key, value in net.state_dict().items():
         assert max_err(value, after[key]) < 1e-6, key
         assert max_err(value, before[key]) > 1e-5, key  # the step moved it

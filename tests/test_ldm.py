@@ -7,7 +7,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from conftest import cpu_trainer
-from generation_fixtures import GEN, SHIFT, config, max_err
+from generation_fixtures import GEN, SHIFT, config, max_err, recorded_state
 from safetensors.torch import load_file
 
 from uae.convert.dit import convert_dit_state, dit_from_original
@@ -69,14 +69,8 @@ def test_one_lightning_step_matches_the_originals_train_py(tmp_path, monkeypatch
     assert abs(seen["grad_norm"] - float(ref["grad_norm"])) < 1e-4
     assert float(ref["lr"]) == pytest.approx(2e-4)
 
-    def stored(prefix: str) -> dict[str, torch.Tensor]:
-        rope = {k: v for k, v in original.items() if "feat_rope" in k}
-        return convert_dit_state(
-            {k[len(prefix) :]: v for k, v in ref.items() if k.startswith(prefix)} | rope, cfg
-        )
-
     before = convert_dit_state(original, cfg)
-    after, ema_after = stored("model."), stored("ema.")
+    after, ema_after = (recorded_state(ref, original, k, cfg) for k in ("model.", "ema."))
     for key, value in module.model.state_dict().items():
         assert max_err(value, after[key]) < 1e-6, key
         if "rope" not in key:

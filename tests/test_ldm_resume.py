@@ -9,33 +9,13 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from conftest import cpu_trainer
+from kill_resume import Indices, Kill, Killed
 from ldm_fixtures import encode, save_tokenizer
 
 from uae.training import LatentDataModule, LatentDiffusionModule
 from uae.training.generator_io import export_training_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
-
-
-class Killed(Exception):
-    """Stands for a SIGKILL between two training steps."""
-
-
-class Kill(pl.Callback):
-    def __init__(self, at_step: int) -> None:
-        self.at_step = at_step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.at_step:
-            raise Killed
-
-
-class Indices(pl.Callback):
-    def __init__(self) -> None:
-        self.seen: list[list[int]] = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.seen.append(batch["index"].tolist())
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from conftest import cpu_trainer
+from kill_resume import Indices, Kill, Killed
 
 from uae.data import UAEDataModule
 from uae.data.resumable import ResumableDataLoader, ResumableSampler, SeededDataset
@@ -16,29 +17,6 @@ from uae.training.export import export_checkpoint
 
 # Resuming into the killed run's checkpoint folder is the point of these tests.
 pytestmark = pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
-
-
-class Killed(Exception):
-    """Stands for a SIGKILL between two training steps."""
-
-
-class Kill(pl.Callback):
-    def __init__(self, at_step: int) -> None:
-        self.at_step = at_step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.at_step:
-            raise Killed
-
-
-class Indices(pl.Callback):
-    """The dataset indices of every training batch, in order."""
-
-    def __init__(self) -> None:
-        self.seen: list[list[int]] = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.seen.append(batch["index"].tolist())
 
 
 STAGES = {
