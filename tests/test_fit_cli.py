@@ -319,17 +319,33 @@ def test_pickled_encoder_weights_say_the_real_cause(image_folder, start, tmp_pat
     or importlib.util.find_spec("tensorboardX") is not None,
     reason="TensorBoard is installed",
 )
-def test_tensorboard_logger_without_tensorboard_says_what_to_install(image_folder, start, tmp_path, capsys):
+@pytest.mark.parametrize("more", [["--trainer.logger.save_dir", "x"], []], ids=["save_dir", "no_save_dir"])
+def test_tensorboard_logger_without_tensorboard_says_what_to_install(
+    image_folder, start, tmp_path, capsys, more
+):
     args = tiny(image_folder, tmp_path, "--model.pretrained", str(start))
-    args += [
-        "--trainer.logger",
-        "lightning.pytorch.loggers.TensorBoardLogger",
-        "--trainer.logger.save_dir",
-        "x",
-    ]
+    args += ["--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger", *more]
     assert main(["fit", *args]) == 2
     err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("INFO ")]
     assert len(err) == 1 and "pip install 'uae[tensorboard]'" in err[0], err
+
+
+def test_a_logger_chosen_without_save_dir_writes_in_the_runs_logs_folder(image_folder, start, tmp_path):
+    from uae.commands.lightning_cli import with_run_folder_logger
+
+    args = tiny(image_folder, tmp_path, "--model.pretrained", str(start))
+    at = args.index("--trainer.logger")
+    del args[at : at + 2]  # tiny() turns the logger off
+    assert main(["fit", *args, "--trainer.logger=CSVLogger"]) == 0  # Lightning requires save_dir
+    assert list((tmp_path / "logs").glob("version_0/metrics.csv"))
+    assert not (tmp_path / "lightning_logs").exists()
+    # given ones and other loggers are left alone
+    for given in (
+        ["--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", "mine"],
+        ["--trainer.logger", "WandbLogger"],
+        ["--trainer.logger", "false"],
+    ):
+        assert with_run_folder_logger(given) == given
 
 
 def test_lightning_misconfiguration_is_one_line(image_folder, start, tmp_path, capsys):

@@ -40,7 +40,7 @@ from uae.training.checkpoint_io import CKPT_KEYWORDS, fetch_checkpoint, is_url, 
 from uae.training.precision import select_precision
 from uae.training.quiet import quiet_lightning
 from uae.training.resume import resume_changes
-from uae.training.runs import default_logger, fit_interval, run_paths
+from uae.training.runs import RUN_LAYOUT, default_logger, fit_interval, run_paths
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,42 @@ def _config(cli: LightningCLI) -> Any:
     return cli.config[sub] if sub else cli.config
 
 
+#: Loggers whose folder defaults to the run's own (``save_dir`` is required by Lightning for both).
+RUN_FOLDER_LOGGERS = ("TensorBoardLogger", "CSVLogger")
+_RUN_FOLDER = "<the run's folder>"
+
+
+def with_run_folder_logger(args: Sequence[str]) -> list[str]:
+    """``args`` with ``--trainer.logger.save_dir`` set to a placeholder for the run's folder when a TensorBoard
+    or CSV logger is chosen on the command line without one (Lightning requires it; jsonargparse said only
+    "Does not validate against any of the Union subtypes"). :func:`logger_folders` fills it in."""
+    out = list(args)
+    if any(a.startswith(("--trainer.logger.save_dir", "--trainer.logger.init_args.save_dir")) for a in out):
+        return out
+    for i, a in enumerate(out):
+        value = a.partition("=")[2] if a.startswith("--trainer.logger=") else None
+        if a == "--trainer.logger" and i + 1 < len(out):
+            value = out[i + 1]
+        if value is not None and value.rpartition(".")[2] in RUN_FOLDER_LOGGERS:
+            at = i + (1 if a.startswith("--trainer.logger=") else 2)
+            return [*out[:at], "--trainer.logger.save_dir", _RUN_FOLDER, *out[at:]]
+    return out
+
+
+def logger_folders(cfg: Any) -> None:
+    """A logger given without ``save_dir`` (:func:`with_run_folder_logger`) writes in ``<default_root_dir>/logs``."""
+    trainer_cfg = cfg["trainer"]
+    entries = trainer_cfg.get("logger")
+    for entry in entries if isinstance(entries, list) else [entries]:
+        init = entry.get("init_args") if hasattr(entry, "get") else None
+        if init is not None and init.get("save_dir") == _RUN_FOLDER:
+            init["save_dir"] = str(
+                run_paths(trainer_cfg.get("default_root_dir") or os.getcwd())["logs"].parent
+            )
+            if init.get("name") == "lightning_logs":  # Lightning's default: the run's own layout instead
+                init["name"] = RUN_LAYOUT["logs"]
+
+
 class UAECLI(LightningCLI):
     """LightningCLI that reads checkpoints safely, resumes honestly, keeps each run in its own folder, fits
     the intervals to the step budget, picks precision from the hardware and names the recipe."""
@@ -148,6 +184,7 @@ class UAECLI(LightningCLI):
     def parse_arguments(self, parser: Any, args: Any) -> None:
         super().parse_arguments(parser, args)
         cfg = _config(self)
+        logger_folders(cfg)
         if self.config.get("subcommand") in (None, "fit"):  # before a resume compares the options
             export_default(cfg)
         for line in scale_to_budget(cfg):  # validate too: the checkpoint callbacks' state keys match fit's
@@ -333,6 +370,8 @@ def make_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> LightningC
       ``weights_only=True`` (``--weights_only false`` is refused); a pickle is refused in one line;
     * the run stays in its ``trainer.default_root_dir``: checkpoints in ``checkpoints/``, logs in ``logs/``
       (TensorBoard when installed, else CSV), the export in ``export/`` (:func:`export_default`);
+    * ``--trainer.logger TensorBoardLogger`` / ``CSVLogger`` without a ``save_dir`` logs into the run's
+      ``logs/`` (:func:`with_run_folder_logger`);
     * step intervals longer than ``max_steps`` (validation, checkpoints) shrink to a tenth of the run
       (:func:`scale_to_budget`); the progress bar counts steps over the run, with its ETA
       (:class:`uae.training.callbacks.StepProgressBar`); no model-summary table (one line instead);
@@ -359,7 +398,7 @@ def make_cli(args: Sequence[str], run: bool = True, **kwargs: Any) -> LightningC
             pl.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
-            args=list(args),
+            args=with_run_folder_logger(args),
             run=run,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
