@@ -63,7 +63,7 @@ def channel_moments(x: torch.Tensor, channel_dim: int) -> tuple[int, torch.Tenso
     For ``latent (n, C, h, w)`` use ``channel_dim=1`` -> ``(C,)`` moments; for ``bands (n, K, C, h, w)``
     use ``channel_dim=2`` -> ``(K, C)`` moments (dim 0, the samples, is always reduced).
     """
-    x = x.double()
+    x = x.double() if x.device.type in ("cpu", "cuda") else x.cpu().double()  # MPS has no float64
     keep = list(range(1, channel_dim + 1))
     red = [0] + list(range(channel_dim + 1, x.ndim))
     count = x.numel() // int(torch.tensor([x.shape[d] for d in keep]).prod())
@@ -111,11 +111,14 @@ class ShardBuffer:
         """Store a batch of encoded tensors (float32, any device) with their dataset indices and labels."""
         b = len(index)
         for k, v in encoded.items():
+            # float64 moments where the batch is when that is a CUDA device (a GPU encode then does not wait
+            # for them on the CPU); only the small (K, C) / (C,) results are copied back
+            n, mean, m2 = channel_moments(v, channel_dim=2 if k == "bands" else 1)
+            self.moments.setdefault(k, []).append((n, mean.cpu(), m2.cpu()))
             v = v.cpu()
             if k not in self.tensors:
                 self.tensors[k] = torch.empty((self.capacity, *v.shape[1:]), dtype=self.store)
             self.tensors[k][self.count : self.count + b] = v
-            self.moments.setdefault(k, []).append(channel_moments(v, channel_dim=2 if k == "bands" else 1))
         self.index.append(torch.as_tensor(index).long())
         self.label.append(torch.as_tensor(label).long())
         self.count += b
