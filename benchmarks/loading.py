@@ -152,19 +152,20 @@ def write_release(work: Path) -> Path:
         "encoder.encoder.embeddings.patch_embeddings.projection.weight": rand(c, 3, 14, 14),
         "encoder.encoder.embeddings.patch_embeddings.projection.bias": rand(c),
     }
+
+    def attention(prefix: str, width: int) -> None:
+        """The transformers ViT attention block (query/key/value and output projection) at ``prefix``."""
+        for n in ("attention.query", "attention.key", "attention.value", "output.dense"):
+            state[f"{prefix}attention.{n}.weight"], state[f"{prefix}attention.{n}.bias"] = (
+                rand(width, width),
+                rand(width),
+            )
+
     for i in range(depth):
         s = f"encoder.encoder.encoder.layer.{i}."
         for n in ("norm1", "norm2"):
             state[s + n + ".weight"], state[s + n + ".bias"] = 1 + rand(c), rand(c)
-        for n in ("query", "key", "value"):
-            state[s + f"attention.attention.{n}.weight"], state[s + f"attention.attention.{n}.bias"] = (
-                rand(c, c),
-                rand(c),
-            )
-        state[s + "attention.output.dense.weight"], state[s + "attention.output.dense.bias"] = (
-            rand(c, c),
-            rand(c),
-        )
+        attention(s, c)
         state[s + "layer_scale1.lambda1"], state[s + "layer_scale2.lambda1"] = rand(c), rand(c)
         state[s + "mlp.fc1.weight"], state[s + "mlp.fc1.bias"] = rand(hidden, c), rand(hidden)
         state[s + "mlp.fc2.weight"], state[s + "mlp.fc2.bias"] = rand(c, hidden), rand(c)
@@ -184,15 +185,7 @@ def write_release(work: Path) -> Path:
     )
     for i in range(ddepth):
         s = f"decoder.decoder_layers.{i}."
-        for n in ("query", "key", "value"):
-            state[s + f"attention.attention.{n}.weight"], state[s + f"attention.attention.{n}.bias"] = (
-                rand(d, d),
-                rand(d),
-            )
-        state[s + "attention.output.dense.weight"], state[s + "attention.output.dense.bias"] = (
-            rand(d, d),
-            rand(d),
-        )
+        attention(s, d)
         state[s + "intermediate.dense.weight"], state[s + "intermediate.dense.bias"] = (
             rand(dhidden, d),
             rand(dhidden),

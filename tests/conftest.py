@@ -50,17 +50,21 @@ def tiny_model():
     return uae.create_model("uae_test").eval()
 
 
-@pytest.fixture
-def image_folder(tmp_path: Path) -> Path:
-    """A temp folder of real photos in two class subfolders (``a/``, ``b/``), 4 files each."""
-    root = tmp_path / "images"
+def write_photo_folder(root: Path, flip_suffix: str = ".jpg") -> Path:
+    """Real photos in two class subfolders (``a/``, ``b/``) of ``root``, 4 files each: two photos as PNG and
+    a left-right flipped copy of each (a second distinct image) saved with ``flip_suffix``."""
     for cls, names in {"a": PHOTOS[:2], "b": PHOTOS[2:4]}.items():
         (root / cls).mkdir(parents=True)
         for i, p in enumerate(names):
             shutil.copy(p, root / cls / f"{p.stem}.png")
-            # A flipped copy as a second distinct image per source photo.
-            Image.open(p).transpose(Image.FLIP_LEFT_RIGHT).save(root / cls / f"{p.stem}_flip{i}.jpg")
+            Image.open(p).transpose(Image.FLIP_LEFT_RIGHT).save(root / cls / f"{p.stem}_flip{i}{flip_suffix}")
     return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """A temp folder of real photos in two class subfolders (``a/``, ``b/``), 4 files each."""
+    return write_photo_folder(tmp_path / "images")
 
 
 @pytest.fixture

@@ -21,18 +21,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists a
 @pytest.fixture(scope="module")
 def export(tmp_path_factory, request) -> Path:
     """8 photos encoded by a saved uae_test in 3 shards (the data of every run here)."""
-    import shutil
 
-    from conftest import PHOTOS
-    from PIL import Image
+    from conftest import write_photo_folder
 
     root = tmp_path_factory.mktemp("ldm_resume")
-    images = root / "images"
-    for cls, names in {"a": PHOTOS[:2], "b": PHOTOS[2:4]}.items():
-        (images / cls).mkdir(parents=True)
-        for i, p in enumerate(names):
-            shutil.copy(p, images / cls / f"{p.stem}.png")
-            Image.open(p).transpose(Image.FLIP_LEFT_RIGHT).save(images / cls / f"{p.stem}_flip{i}.png")
+    images = write_photo_folder(root / "images", flip_suffix=".png")
     return encode(save_tokenizer(root / "tok"), images, root / "latents", what=("fused",))
 
 

@@ -43,20 +43,7 @@ class Recorder(pl.Callback):
 
 
 def make_trainer(tmp_path: Path, max_steps: int, callbacks=(), **kw) -> pl.Trainer:
-    kw.setdefault("limit_val_batches", 0)
-    kw.setdefault("logger", False)
-    return pl.Trainer(
-        max_steps=max_steps,
-        accelerator="cpu",
-        devices=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=str(tmp_path),
-        callbacks=list(callbacks),
-        num_sanity_val_steps=0,
-        **kw,
-    )
+    return cpu_trainer(tmp_path, max_steps, callbacks, **{"enable_checkpointing": False, **kw})
 
 
 def make_data(root: Path, **kw) -> UAEDataModule:
