@@ -14,6 +14,7 @@ import fnmatch
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from uae.errors import InputError
@@ -173,6 +174,12 @@ def register_alias(alias: str, name: str) -> None:
 def unregister_model(name: str) -> None:
     """Remove a registered architecture (for tests and plugins; its weights entries stay)."""
     _REGISTRY.pop(name, None)
+
+
+def is_registered_name(spec: str) -> bool:
+    """``spec`` is ``arch`` or ``arch.tag`` of a registered model and no file or folder of that name exists
+    (a local path of the same name wins): how ``--model.pretrained`` and its model card read a name."""
+    return spec.partition(".")[0] in list_models() and not Path(spec).expanduser().exists()
 
 
 def list_models(pattern: str | None = None, pretrained: bool = False, family: str | None = None) -> list[str]:

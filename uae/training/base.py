@@ -27,7 +27,7 @@ from torch import nn
 
 from uae.errors import ConfigError
 from uae.factory import create_model
-from uae.models.registry import get_entry, list_models
+from uae.models.registry import get_entry, is_registered_name
 from uae.models.uae import UAE
 from uae.networks.lpips import LPIPSLoss
 from uae.training.callbacks import (
@@ -63,11 +63,6 @@ def plain_values(value: Any) -> Any:
     return value
 
 
-def _is_registered(spec: str) -> bool:
-    """``spec`` names a registered model (``arch`` or ``arch.tag``) and no folder of that name exists."""
-    return spec.partition(".")[0] in list_models() and not Path(spec).expanduser().exists()
-
-
 def build_model(
     model_name: str = "uae_base_p14_dinov2",
     model_overrides: dict[str, Any] | None = None,
@@ -86,7 +81,7 @@ def build_model(
         encoder_weights: DINOv2 weights (file or timm Hub id) loaded into the encoder with strict checks.
     """
     overrides = dict(model_overrides or {})
-    if pretrained and _is_registered(pretrained):
+    if pretrained and is_registered_name(pretrained):
         family = get_entry(pretrained.partition(".")[0]).family
         if family != "tokenizer":
             raise ConfigError(

@@ -53,9 +53,9 @@ def _registered_start(start: str) -> dict[str, Any]:
     ``uae_base_p14_dinov2.authors_v2``): the weights' Hub repo as ``base_model`` and their license (a
     fine-tune of released weights is under the release's terms). Empty for anything else."""
     from uae.models.pretrained import get_pretrained_cfg
-    from uae.models.registry import list_models
+    from uae.models.registry import is_registered_name
 
-    if start.partition(".")[0] not in list_models() or Path(start).expanduser().exists():
+    if not is_registered_name(start):
         return {}
     cfg = get_pretrained_cfg(start)
     if cfg is None:
