@@ -31,6 +31,11 @@ from benchmarks.synthetic_images import write_images
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="uae_demo")
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="a registered architecture without trained weights (size only)",
+    )
     p.add_argument("--images", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
@@ -52,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     w, h = (int(v) for v in args.size.split("x"))
     if len(list(folder.glob("*.jpg"))) < args.images:
         write_images(folder, args.images, size=(w, h))
-    model, device = prepare_model(args.model, device=args.device)
+    model, device = prepare_model(args.model, random_init=args.random_init, device=args.device)
 
     def run(draft: bool) -> float:
         opts = RunOptions(

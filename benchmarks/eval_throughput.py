@@ -74,6 +74,11 @@ def _sync(device: torch.device) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="uae_demo")
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="a registered architecture without trained weights (size only)",
+    )
     p.add_argument("--images", type=int, default=2048)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     w, h = (int(v) for v in args.size.split("x"))
     if len(list(folder.glob("*.jpg"))) < args.images:
         write_images(folder, args.images, size=(w, h))
-    model, device = prepare_model(args.model, device=args.device)
+    model, device = prepare_model(args.model, random_init=args.random_init, device=args.device)
     model.eval()
     size = model.config.output_size
     options = RunOptions(batch_size=args.batch_size, num_workers=args.num_workers, progress=False)

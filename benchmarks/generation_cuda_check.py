@@ -142,7 +142,7 @@ if not QUICK:
             print(json.dumps(R, indent=1), flush=True)
 
 # C. the command on the device (tiny random models, device auto -> cuda, bf16)
-env = {**os.environ, "PYTHONPATH": os.getcwd()}
+env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
 torch.manual_seed(0)
 redraw(uae.create_model("dit_dh_test"), 5).save_pretrained("/tmp/g_tiny")
 uae.create_model("uae_test").save_pretrained("/tmp/t_tiny")
