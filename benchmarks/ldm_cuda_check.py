@@ -36,7 +36,8 @@ from uae.training import LatentDiffusionModule  # noqa: E402
 
 QUICK = os.environ.get("QUICK") == "1"
 OUT = Path(os.environ.get("OUT", "/tmp"))
-R = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+CUDA = torch.cuda.is_available()  # without one, part A runs on the CPU (a dry run of this script)
+R = {"device": torch.cuda.get_device_name() if CUDA else "cpu", "torch": torch.__version__}
 print(R, flush=True)
 
 
@@ -58,7 +59,8 @@ class Record(pl.Callback):
         self.seen, self.times = {}, []
 
     def on_train_batch_end(self, tr, pm, outputs, batch, batch_idx):
-        torch.cuda.synchronize()
+        if CUDA:
+            torch.cuda.synchronize()
         self.times.append(time.perf_counter())
         self.seen["loss"] = float(outputs["loss"])
         self.seen["grad_norm"] = float(tr.callback_metrics.get("train/grad_norm", float("nan")))
@@ -67,7 +69,7 @@ class Record(pl.Callback):
 def trainer(precision: str, steps: int, tmp: str) -> pl.Trainer:
     return pl.Trainer(
         max_steps=steps,
-        accelerator="gpu",
+        accelerator="gpu" if CUDA else "cpu",
         devices=1,
         precision=precision,
         logger=False,
@@ -91,7 +93,7 @@ after = convert_dit_state(
     | {k: v for k, v in original.items() if "feat_rope" in k},
     cfg,
 )
-for precision in ("32-true", "bf16-mixed"):
+for precision in ("32-true", "bf16-mixed") if CUDA else ("32-true",):
     module = LatentDiffusionModule(
         pretrained=str(Path(tmp) / "start"),
         time_shift_dim=196608,
@@ -120,7 +122,7 @@ for precision in ("32-true", "bf16-mixed"):
     print(precision, R[f"fixture_step_{precision}"], flush=True)
 
 # B. full size: steps/s and memory
-if not QUICK:
+if CUDA and not QUICK:
     n, batch, steps = 512, 64, 12
     x = torch.randn(n, 768, 16, 16)
     y = torch.randint(0, 1000, (n,))

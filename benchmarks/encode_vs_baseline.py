@@ -1,0 +1,137 @@
+"""``uae encode`` images/s of this checkout against an older checkout of uae (A/B, one process per run).
+
+Run from the repository root, with the older commit checked out beside it::
+
+    git worktree add /tmp/uae-before 6cd89f0
+    python -m benchmarks.encode_vs_baseline --baseline /tmp/uae-before --images 2048 --rounds 5
+
+Each run is a fresh Python process that imports ``uae`` from one checkout (``PYTHONPATH``; the process
+checks where ``uae`` came from), loads the model, encodes the first batches once as a warm-up, then
+times :func:`uae.evaluation.latents.encode_dataset` (what ``uae encode`` runs) over the whole folder
+with ``uae encode``'s defaults (bands, float32, batch 32, ``min(4, cores)`` loader workers, torch's
+threads) into a fresh folder. Only the export is timed, not the start-up. The two sides alternate
+(baseline, this checkout, baseline, ...), and the figure of merit is the median of each round's
+this / baseline images/s. Both sides must have that API (``prepare_model``, ``encode_dataset``,
+``RunOptions``), which main has had since the issue asking for this figure was filed (``6cd89f0``).
+Results: ``benchmarks/results/encode_vs_baseline_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _child(args: argparse.Namespace) -> int:
+    """One timed export in this process (``uae`` imported from ``PYTHONPATH``)."""
+    import torch
+
+    import uae
+    from uae.evaluation.common import prepare_model
+    from uae.evaluation.latents import encode_dataset
+    from uae.evaluation.options import RunOptions
+
+    where = Path(uae.__file__).resolve().parents[1]
+    model, device = prepare_model(args.model, device=args.device)
+    opts = dict(batch_size=args.batch_size, num_workers=args.num_workers, progress=False)
+    with tempfile.TemporaryDirectory() as out:  # warm-up: first-call allocations, the page cache
+        encode_dataset(model, args.folder, out, options=RunOptions(limit=2 * args.batch_size, **opts))
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        index = encode_dataset(model, args.folder, out, options=RunOptions(**opts))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    print(json.dumps({"uae": str(where), "images": index["num_used"], "seconds": seconds}))
+    return 0
+
+
+def _run_side(root: Path, args: argparse.Namespace) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--folder", str(args.folder)]
+    cmd += ["--model", args.model, "--device", args.device, "--batch-size", str(args.batch_size)]
+    cmd += ["--num-workers", str(args.num_workers)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise SystemExit(f"run with uae from {root} failed:\n{res.stderr[-2000:]}")
+    row = json.loads(res.stdout.strip().splitlines()[-1])
+    if Path(row["uae"]) != root.resolve():
+        raise SystemExit(f"expected uae from {root}, the run imported it from {row['uae']}")
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--baseline", help="root of the older checkout (holding uae/)")
+    p.add_argument("--model", default="uae_demo")
+    p.add_argument("--images", type=int, default=2048)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--size", default="500x375", help="source image size WxH")
+    p.add_argument("--folder", default=None, help="reuse (or fill) this image folder")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return _child(args)
+    if not args.baseline:
+        p.error("--baseline is required")
+    sys.path.insert(0, str(REPO))
+    from benchmarks.synthetic_images import write_images
+
+    tmp = tempfile.TemporaryDirectory()
+    args.folder = Path(args.folder) if args.folder else Path(tmp.name) / "images"
+    w, h = (int(v) for v in args.size.split("x"))
+    if len(list(args.folder.glob("*.jpg"))) < args.images:
+        write_images(args.folder, args.images, size=(w, h))
+    sides = {"baseline": Path(args.baseline), "this": REPO}
+    rates: dict[str, list[float]] = {k: [] for k in sides}
+    for r in range(args.rounds):
+        for name, root in sides.items():
+            row = _run_side(root, args)
+            rates[name].append(row["images"] / row["seconds"])
+            print(f"round {r}: {name:8s} {rates[name][-1]:8.1f} images/s", flush=True)
+    per_round = [t / b for t, b in zip(rates["this"], rates["baseline"])]
+    import torch
+
+    result = {
+        "settings": {k: str(v) for k, v in vars(args).items() if k not in ("out", "folder", "child")},
+        "baseline_commit": subprocess.run(
+            ["git", "-C", args.baseline, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip(),
+        "this_commit": subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip(),
+        "env": {"cpus": os.cpu_count(), "torch": torch.__version__, "processor": platform.processor()},
+        "images_per_s": {k: [round(v, 1) for v in vs] for k, vs in rates.items()},
+        "median_images_per_s": {k: round(statistics.median(vs), 1) for k, vs in rates.items()},
+        "this_over_baseline": {
+            "median": round(statistics.median(per_round), 3),
+            "min": round(min(per_round), 3),
+            "max": round(max(per_round), 3),
+            "per_round": [round(v, 3) for v in per_round],
+        },
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"encode_vs_baseline_{args.device.split(':')[0]}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: result[k] for k in ("median_images_per_s", "this_over_baseline")}, indent=1))
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
