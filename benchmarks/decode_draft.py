@@ -28,7 +28,6 @@ Times are the median of ``--repeats`` decode + transform runs per file. Results:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.report import write_result
 from benchmarks.synthetic_images import source_photos
 
 SIDES = (64, 224, 256)
@@ -132,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "cases_within_crop_shift": sum(r["max_abs"] <= r["crop_shift_1px_max_abs"] for r in rows),
         "median_speedup": round(statistics.median(r["full_ms"] / r["draft_ms"] for r in rows), 2),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "decode_draft.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
-    print(json.dumps(summary, indent=1))
+    write_result(args.out, "decode_draft", {"summary": summary, "rows": rows}, summary)
     return 0
 
 

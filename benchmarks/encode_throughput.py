@@ -15,7 +15,6 @@ runs; bands, float32, default loader workers) is timed alternately (ABAB, ``--re
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.report import write_result
 from benchmarks.synthetic_images import write_images
 
 
@@ -91,11 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             "per_round": [round(d / f, 3) for d, f in zip(rates["draft"], rates["full"])],
         },
     }  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"encode_throughput_{device.type}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("median_images_per_s", "draft_over_full")}, indent=1))
+    summary = {k: result[k] for k in ("median_images_per_s", "draft_over_full")}
+    write_result(args.out, f"encode_throughput_{device.type}", result, summary)
     tmp.cleanup()
     return 0
 

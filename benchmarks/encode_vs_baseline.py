@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.baseline:
         p.error("--baseline is required")
     sys.path.insert(0, str(REPO))
+    from benchmarks.report import write_result
     from benchmarks.synthetic_images import write_images
 
     tmp = tempfile.TemporaryDirectory()
@@ -124,11 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             "per_round": [round(v, 3) for v in per_round],
         },
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"encode_vs_baseline_{args.device.split(':')[0]}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("median_images_per_s", "this_over_baseline")}, indent=1))
+    summary = {k: result[k] for k in ("median_images_per_s", "this_over_baseline")}
+    write_result(args.out, f"encode_vs_baseline_{args.device.split(':')[0]}", result, summary)
     tmp.cleanup()
     return 0
 

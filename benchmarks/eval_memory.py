@@ -31,6 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.report import write_result
 from benchmarks.synthetic_images import write_images
 
 MODES = ("eval", "encode", "probe")
@@ -121,10 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             "within_20_mb": growth * 2**20 <= 20e6,
         }
     results["summary"] = summary
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval_memory.json").write_text(json.dumps(results, indent=1) + "\n")
-    print(json.dumps(summary, indent=1))
+    write_result(args.out, "eval_memory", results, summary)
     if tmp is not None:
         tmp.cleanup()
     return 0

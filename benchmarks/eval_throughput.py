@@ -28,7 +28,6 @@ The ratio eval / compute is the figure of merit (target: >= 0.8). Results go to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.report import write_result
 from benchmarks.synthetic_images import write_images
 
 
@@ -201,12 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         "median_images_per_s": {k: round(v, 1) for k, v in med.items()},
         "ratio_to_compute": ratios,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"eval_throughput_{device.type}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({"median_images_per_s": result["median_images_per_s"], "ratios": ratios}, indent=1))
-    print(f"written to {path}")
+    summary = {"median_images_per_s": result["median_images_per_s"], "ratios": ratios}
+    write_result(args.out, f"eval_throughput_{device.type}", result, summary)
     if tmp is not None:
         tmp.cleanup()
     return 0
