@@ -70,6 +70,21 @@ def _run_side(root: Path, args: argparse.Namespace) -> dict:
     return row
 
 
+def _commit(root: Path) -> str:
+    """The commit whose ``uae/`` is at ``root``: ``abc1234``, ``abc1234-dirty`` when ``uae/`` differs from it,
+    or ``"not a git checkout"`` when ``root`` is not the top of a work tree (a copied ``uae/`` folder inside
+    another repository would otherwise report that repository's commit)."""
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True).stdout.strip()
+
+    top = git("rev-parse", "--show-toplevel")
+    if not top or Path(top).resolve() != root.resolve():
+        return "not a git checkout"
+    dirty = "-dirty" if git("status", "--porcelain", "--", "uae") else ""
+    return git("rev-parse", "--short", "HEAD") + dirty
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--baseline", help="root of the older checkout (holding uae/)")
@@ -109,12 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "settings": {k: str(v) for k, v in vars(args).items() if k not in ("out", "folder", "child")},
-        "baseline_commit": subprocess.run(
-            ["git", "-C", args.baseline, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip(),
-        "this_commit": subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip(),
+        "baseline_commit": _commit(Path(args.baseline)),
+        "this_commit": _commit(REPO),
         "env": {"cpus": os.cpu_count(), "torch": torch.__version__, "processor": platform.processor()},
         "images_per_s": {k: [round(v, 1) for v in vs] for k, vs in rates.items()},
         "median_images_per_s": {k: round(statistics.median(vs), 1) for k, vs in rates.items()},
