@@ -18,8 +18,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 GEN = FIXTURES / "generation"
 #: The release configs' time shift, sqrt(196608 / 4096), used by every fixture.
 SHIFT = math.sqrt(196608 / 4096)
-#: Single forward passes, losses, decoded images (measured: 0 to 5e-7).
-TOL = 1e-5
+#: Single forward passes, losses, decoded images (measured: 0 to 5e-7 on the torch the references were
+#: recorded with; other torch releases' CPU kernels round differently: up to 2.4e-5 with torch 2.10).
+TOL = 3e-5
 #: Sampled latents (the issue's bar; measured: 0).
 SAMPLE_TOL = 1e-4
 

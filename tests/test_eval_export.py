@@ -151,6 +151,22 @@ def test_chan_combination_equals_global_moments():
     torch.testing.assert_close((m2 / (n - 1)).sqrt(), x.permute(1, 2, 0, 3, 4).flatten(2).std(2))
 
 
+def test_channel_moments_of_float32_latents_and_bands_equal_float64_reference():
+    g = torch.Generator().manual_seed(1)
+    bands = torch.randn(6, 3, 4, 2, 5, generator=g) * 2 - 0.5  # (n, K, C, h, w), float32 as encoded
+    n, mean, m2 = channel_moments(bands, channel_dim=2)
+    var, ref_mean = torch.var_mean(bands.double(), dim=(0, 3, 4), correction=0)
+    assert n == 6 * 2 * 5 and mean.dtype == m2.dtype == torch.float64 and mean.shape == (3, 4)
+    torch.testing.assert_close(mean, ref_mean, rtol=0, atol=1e-15)
+    torch.testing.assert_close(m2, var * n, rtol=1e-13, atol=0)
+    latent = bands[:, 0]  # (n, C, h, w), not contiguous
+    n, mean, m2 = channel_moments(latent, channel_dim=1)
+    var, ref_mean = torch.var_mean(latent.double(), dim=(0, 2, 3), correction=0)
+    assert n == 6 * 2 * 5 and mean.shape == (4,)
+    torch.testing.assert_close(mean, ref_mean, rtol=0, atol=1e-15)
+    torch.testing.assert_close(m2, var * n, rtol=1e-13, atol=0)
+
+
 def _tensors(out) -> dict[str, torch.Tensor]:
     index = read_index(out)
     return {f"{e['shard']}/{k}": v for e in index["shards"] for k, v in load_shard(out, e["shard"]).items()}

@@ -122,8 +122,11 @@ def test_one_training_step_matches_the_originals_train_py() -> None:
     before = convert_dit_state(original, cfg)
     after, ema_after = (recorded_state(ref, original, k, cfg) for k in ("model.", "ema."))
     for key, value in net.state_dict().items():
-        assert max_err(value, after[key]) < 1e-6, key
+        # one AdamW step moves a weight by ~2e-4 (the lr), and by lr * g / (|g| + eps) where |g| is near eps:
+        # there other torch releases' rounding of g shows (up to 7.3e-6 with torch 2.10; < 1e-6 as recorded)
+        assert max_err(value, after[key]) < 2e-5, key
         assert max_err(value, before[key]) > 1e-5, key  # the step moved it
     for key, value in ema.state_dict().items():
-        # the EMA moves by 5e-4 of the step: compare the change itself
-        assert max_err(value - before[key], ema_after[key] - before[key]) < 1e-9, key
+        # the EMA's change (5e-4 of the step, ~1e-7): within one float32 ulp of the weights (1.5e-8 at 0.2),
+        # which other torch releases' rounding of the step can flip
+        assert max_err(value - before[key], ema_after[key] - before[key]) < 3e-8, key

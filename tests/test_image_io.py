@@ -52,8 +52,9 @@ def photo8(photo_paths) -> np.ndarray:
 def test_16bit_grey_png_matches_its_8bit_original(photo8, tmp_path):
     grey8 = np.asarray(Image.fromarray(photo8).convert("L"))
     Image.fromarray(grey8).save(tmp_path / "g8.png")
-    Image.fromarray(grey8.astype(np.uint16) * 257).save(tmp_path / "g16.png")  # Pillow mode I;16
-    assert Image.open(tmp_path / "g16.png").mode == "I;16"
+    Image.fromarray(grey8.astype(np.uint16) * 257).save(tmp_path / "g16.png")
+    # a 16-bit PNG opens as I;16 from Pillow 10.3 on, as 32-bit I before: the reader scales both
+    assert Image.open(tmp_path / "g16.png").mode in ("I;16", "I")
     a = uae.load_image(tmp_path / "g8.png", size=32)
     b = uae.load_image(tmp_path / "g16.png", size=32)
     assert b.mean() < 0.9  # was all white (1.0) before: Pillow clips I;16 -> RGB
@@ -61,6 +62,17 @@ def test_16bit_grey_png_matches_its_8bit_original(photo8, tmp_path):
     # The datasets read through the same function.
     ds = ImageFolderDataset([tmp_path / "g8.png", tmp_path / "g16.png"], transform=image_transform(32))
     torch.testing.assert_close(ds[0]["image"], ds[1]["image"], rtol=0, atol=0)
+
+
+def test_a_16_bit_png_opened_as_mode_i_is_described_as_16_bit(tmp_path):
+    """Pillow < 10.3 opens a 16-bit grey PNG as mode I: the note must not call it a 32-bit image."""
+    from uae.data.image_io import conversion_notes
+
+    im = Image.new("I", (4, 4), 40000)
+    im.format = "PNG"  # as Image.open sets it
+    assert conversion_notes(im) == ["16-bit image: scaled to 8 bits (not clipped)"]
+    im.format = "TIFF"  # a TIFF can hold 32-bit integers
+    assert conversion_notes(im) == ["32-bit integer image: values scaled to 8 bits"]
 
 
 def test_16bit_rgb_png_matches_its_8bit_original(photo8, tmp_path):

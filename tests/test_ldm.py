@@ -72,13 +72,17 @@ def test_one_lightning_step_matches_the_originals_train_py(tmp_path, monkeypatch
     before = convert_dit_state(original, cfg)
     after, ema_after = (recorded_state(ref, original, k, cfg) for k in ("model.", "ema."))
     for key, value in module.model.state_dict().items():
-        assert max_err(value, after[key]) < 1e-6, key
+        # one AdamW step moves a weight by ~2e-4 (the lr), and by lr * g / (|g| + eps) where |g| is near eps:
+        # there other torch releases' rounding of g shows (up to 7.3e-6 with torch 2.10; < 1e-6 as recorded)
+        assert max_err(value, after[key]) < 2e-5, key
         if "rope" not in key:
             assert max_err(value, before[key]) > 1e-5, (
                 key
             )  # moved: pos_embed and the Fourier weights train too
     for key, value in module.ema.module.state_dict().items():
-        assert max_err(value - before[key], ema_after[key] - before[key]) < 1e-9, key  # the EMA's change
+        # the EMA's change (5e-4 of the step, ~1e-7): within one float32 ulp of the weights (1.5e-8 at 0.2),
+        # which other torch releases' rounding of the step can flip
+        assert max_err(value - before[key], ema_after[key] - before[key]) < 3e-8, key
 
 
 def test_draws_follow_the_originals_order_and_differ_by_step_and_rank() -> None:

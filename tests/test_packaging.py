@@ -195,6 +195,22 @@ def test_space_requirements_are_the_package_dependencies() -> None:
     assert reqs == deps
 
 
+def test_minimum_versions_tested_in_ci_are_the_declared_lower_bounds() -> None:
+    """.ci/run installs .ci/minimum-versions.txt and runs the suite: it must pin exactly the declared bounds."""
+    pins = {}
+    for ln in (ROOT / ".ci" / "minimum-versions.txt").read_text().splitlines():
+        if ln.strip() and not ln.startswith("#"):
+            name, version = ln.strip().split("==")
+            pins[name] = version
+    dev = [d for d in PYPROJECT["project"]["optional-dependencies"]["dev"] if d.split(">=")[0] in pins]
+    bounds = {}
+    for dep in PYPROJECT["project"]["dependencies"] + dev:
+        name, lower = dep.split(">=")  # every dependency has one lower bound and nothing else
+        bounds[name] = lower
+    assert bounds == pins
+    assert len(dev) == 4  # pytest, pytest-randomly, scikit-image, scikit-learn
+
+
 def test_space_front_matter() -> None:
     from huggingface_hub import SpaceCard
     from packaging.requirements import Requirement

@@ -287,7 +287,8 @@ def _free_port() -> int:
 
 
 def test_unreachable_endpoint_fails_fast_without_hf_hub_offline(tmp_path: Path) -> None:
-    """No HF_HUB_OFFLINE, endpoint on a closed local port: one clear error in well under a second."""
+    """No HF_HUB_OFFLINE, endpoint on a closed local port: one clear error within about a second (the first
+    call includes imports: 0.3-0.6 s with current huggingface_hub, 1.2 s with 0.30), not after retries."""
     code = """
 import time, uae
 for what in ("create_model", "from_pretrained"):
@@ -312,7 +313,7 @@ for what in ("create_model", "from_pretrained"):
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 2, res.stdout + res.stderr
     for line in lines:
-        assert float(line.split()[1]) < 1.0, line
+        assert float(line.split()[1]) < 2.0, line
         assert "unreachable" in line and "not in the local Hub cache" in line, line
     assert "checkpoints/DINOv2-B/ep-last.pt of Hub repo 'weepiess2383/UAE'" in lines[0]
     assert "config.json of Hub repo 'uae-zoo/not-cached'" in lines[1]

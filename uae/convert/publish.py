@@ -67,6 +67,11 @@ def check_repo_id(repo_id: str, param: str = "repo_id") -> str:
 
     if not isinstance(repo_id, str) or repo_id.count("/") != 1:
         raise InputError(f"{param} must be 'org/name', got {repo_id!r}", param=param)
+    if any(c.isspace() or not c.isprintable() for c in repo_id):  # older validators let a final "\n" through
+        raise InputError(
+            f"{param} {repo_id!r} is not a valid Hub repo id: it contains spaces or control characters",
+            param=param,
+        )
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:

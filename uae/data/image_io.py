@@ -131,7 +131,8 @@ def conversion_notes(im: Image.Image) -> list[str]:
     orientation = _exif_orientation(im)
     if orientation not in (None, 1):
         notes.append(f"EXIF orientation {orientation}: turned upright")
-    if im.mode.startswith("I;16"):
+    # Pillow < 10.3 opens a 16-bit grey PNG as I (a PNG has no 32-bit mode)
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):
         notes.append("16-bit image: scaled to 8 bits (not clipped)")
     elif im.mode in ("I", "F"):
         kind = "floating-point" if im.mode == "F" else "32-bit integer"

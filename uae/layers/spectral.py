@@ -135,6 +135,8 @@ class SpectralTransform:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Coefficients of ``x (..., H, W)``: complex ``(..., H, W // 2 + 1)`` (fft) or real ``(..., H, W)`` (dct)."""
         if self.transform == "fft":
+            if 0 in x.stride():  # an expanded input: MKL's FFT (torch < 2.9 on the CPU) rejects zero strides
+                x = x.contiguous()
             return torch.fft.rfft2(x, norm="ortho")
         return self.dct(x.shape[-2], x.device) @ x @ self.dct(x.shape[-1], x.device).mT
 

@@ -110,6 +110,8 @@ def hub_repo_ids(values: str | Iterable[str] | None) -> list[str]:
     for v in items:
         if not isinstance(v, str) or v.count("/") != 1 or Path(v).expanduser().exists():
             continue
+        if any(c.isspace() or not c.isprintable() for c in v):
+            continue
         try:
             validate_repo_id(v)
         except HFValidationError:
