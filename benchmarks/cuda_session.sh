@@ -13,15 +13,19 @@
 # a measurement).
 #
 # Order (most wanted first); each step has a time budget and is skipped when it could not finish
-# within 560 s of the start:
-#   1. `uae encode` with uae_demo: draft vs full decoding (benchmarks.encode_throughput), and this
-#      checkout vs the baseline (benchmarks.encode_vs_baseline)
-#   2. `uae eval` with uae_demo and with the B architecture (random weights): end to end vs the model's
-#      compute-only images/s (benchmarks.eval_throughput), 4 and 12 loader workers
-#   3. half-precision loading (benchmarks/loading_cuda_check.py)
-#   4. generation: golden fixtures on the GPU, full-size bf16 drift and speed (generation_cuda_check.py)
-#   5. the latent-diffusion training step on the GPU (ldm_cuda_check.py)
-#   6. `uae bench` of the B config in bf16 at batch 64 with the SDPA / torch.compile ablations
+# within 560 s of the start. The first run on an H200 (benchmarks/RESULTS.md) measured everything below;
+# what is still owed since then comes first:
+#   1. `uae encode` with uae_demo, this checkout vs the baseline (benchmarks.encode_vs_baseline) with 12
+#      loader workers, after uint8 transport and the faster channel moments
+#   2. `uae eval` with uae_demo, 12 workers: end to end vs the model's compute-only images/s, with the
+#      float-transport variant (benchmarks.eval_throughput)
+#   3. the loader alone at the B config's sizes (224 in, 256 reference), uint8 vs float32 pixels from
+#      12 workers (benchmarks.loader_transport)
+#   4. `uae eval` with the B architecture (random weights), 12 workers
+#   5. draft vs full decoding in `uae encode`, 12 workers (benchmarks.encode_throughput)
+# With ALL=1 also what the first run measured: 4-worker eval/encode, half-precision loading
+# (loading_cuda_check.py), generation (generation_cuda_check.py), the latent-diffusion step
+# (ldm_cuda_check.py) and `uae bench` of the B config in bf16 at batch 64 with its ablations.
 set -u
 if [ "${DRY:-0}" = 1 ]; then DEV=cpu N=64 REP=1 BIG=uae_test; export QUICK=1; else DEV=cuda N=4096 REP="" BIG=uae_base_p14_dinov2; fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 MPLBACKEND=Agg
@@ -68,29 +72,35 @@ for part in sorted(root.glob("p*")):
 print(len(list(root.glob("*.jpg"))), "images")
 EOF
 
-mark "encode: draft vs full"
-step 90 python3 -m benchmarks.encode_throughput --images $N --device $DEV --repeats ${REP:-3} --folder "$IMAGES" --out "$R/encode_w4"
+W=${WORKERS:-12}
 if [ -n "$BASE" ]; then
-    mark "encode: this checkout vs $BASE"
-    step 100 python3 -m benchmarks.encode_vs_baseline --baseline "$BASE" --images $N --device $DEV --rounds ${REP:-3} --folder "$IMAGES" --out "$R/encode_vs_baseline"
+    mark "encode: this checkout vs $BASE, $W workers"
+    step 100 python3 -m benchmarks.encode_vs_baseline --baseline "$BASE" --images $N --device $DEV --rounds ${REP:-3} --num-workers $W --folder "$IMAGES" --out "$R/encode_vs_baseline_w$W"
 fi
-mark "eval: uae_demo, 4 workers"
-step 120 python3 -m benchmarks.eval_throughput --images $N --device $DEV --repeats ${REP:-3} --folder "$IMAGES" --out "$R/eval_demo_w4"
-mark "eval: B architecture (random weights), 4 workers"
-step 120 python3 -m benchmarks.eval_throughput --model $BIG --random-init --images $N --device $DEV --repeats ${REP:-2} --folder "$IMAGES" --out "$R/eval_b_w4"
-mark "eval and encode: uae_demo, 12 workers"
-step 80 python3 -m benchmarks.eval_throughput --images $N --device $DEV --repeats ${REP:-2} --num-workers 12 --folder "$IMAGES" --out "$R/eval_demo_w12"
-step 50 python3 -m benchmarks.encode_throughput --images $N --device $DEV --repeats ${REP:-2} --num-workers 12 --folder "$IMAGES" --out "$R/encode_w12"
-mark "half-precision loading"
-LC=$(mktemp -d)
-step 60 env OUT="$LC" python3 benchmarks/loading_cuda_check.py
-cp "$LC"/*.json "$R/" 2>/dev/null
-mark "generation"
-mkdir -p "$R/generation"
-step 150 env OUT="$R/generation" python3 benchmarks/generation_cuda_check.py
-mark "latent-diffusion training step"
-step 90 env OUT="$R" python3 benchmarks/ldm_cuda_check.py
-mark "uae bench, B config, bf16"
-[ "$DEV" = cuda ] && step 150 python3 -m uae.cli bench --device $DEV --precision bf16 --batch-size 64 --peers rae-equiv --ablations sdpa,compile --peak-tflops 989 --out-dir "$R/bench"
+mark "eval: uae_demo, $W workers"
+step 90 python3 -m benchmarks.eval_throughput --images $N --device $DEV --repeats ${REP:-2} --num-workers $W --folder "$IMAGES" --out "$R/eval_demo_w$W"
+mark "loader alone, 224 / 256 px, uint8 vs float32, $W workers"
+step 60 python3 -m benchmarks.loader_transport --images $N --device $DEV --repeats ${REP:-3} --num-workers $W --folder "$IMAGES" --out "$R/loader_w$W"
+mark "eval: B architecture (random weights), $W workers"
+step 150 python3 -m benchmarks.eval_throughput --model $BIG --random-init --images $N --device $DEV --repeats ${REP:-2} --num-workers $W --folder "$IMAGES" --out "$R/eval_b_w$W"
+mark "encode: draft vs full, $W workers"
+step 50 python3 -m benchmarks.encode_throughput --images $N --device $DEV --repeats ${REP:-2} --num-workers $W --folder "$IMAGES" --out "$R/encode_w$W"
+if [ "${ALL:-0}" = 1 ]; then
+    mark "eval and encode: uae_demo, 4 workers"
+    step 120 python3 -m benchmarks.eval_throughput --images $N --device $DEV --repeats ${REP:-3} --folder "$IMAGES" --out "$R/eval_demo_w4"
+    step 90 python3 -m benchmarks.encode_throughput --images $N --device $DEV --repeats ${REP:-3} --folder "$IMAGES" --out "$R/encode_w4"
+    mark "half-precision loading"
+    LC=$(mktemp -d)
+    step 60 env OUT="$LC" python3 benchmarks/loading_cuda_check.py
+    cp "$LC"/*.json "$R/" 2>/dev/null
+    rm -rf "$LC"
+    mark "generation"
+    mkdir -p "$R/generation"
+    step 150 env OUT="$R/generation" python3 benchmarks/generation_cuda_check.py
+    mark "latent-diffusion training step"
+    step 90 env OUT="$R" python3 benchmarks/ldm_cuda_check.py
+    mark "uae bench, B config, bf16"
+    [ "$DEV" = cuda ] && step 150 python3 -m uae.cli bench --device $DEV --precision bf16 --batch-size 64 --peers rae-equiv --ablations sdpa,compile --peak-tflops 989 --out-dir "$R/bench"
+fi
 mark "done"
-rm -rf "$IMAGES" "$LC"
+rm -rf "$IMAGES"

@@ -14,9 +14,12 @@ In one process and on the same synthetic JPEG folder (:mod:`benchmarks.synthetic
   rFID off: decoding in the loader's workers, the model, PSNR and SSIM in a background thread;
 * **eval, metrics inline**: the same with the metrics between the model's batches (``background=False``);
 * **eval, no draft**: the same as **eval** with full-size JPEG decoding (``RunOptions(draft=False)``);
+* **eval, float transport**: the same as **eval** with the workers sending float32 pixels (4 bytes per
+  channel); **eval** sends ``uint8`` ones to a GPU, scaled there (on the CPU both send float32);
 * **eval, as before**: the same loop with the previous metric code (torchmetrics' ``PeakSignalNoiseRatio``
   with a per-batch list state and its 2-D ``StructuralSimilarityIndexMeasure``, :class:`LegacyMetrics`) on
-  the main thread and full-size decoding: what ``uae eval`` did before, measured in the same run;
+  the main thread, full-size decoding and float transport: what ``uae eval`` did before, measured in the
+  same run;
 * **eval, preloaded**: :func:`uae.evaluation.reconstruction.evaluate_reconstruction` over the decoded
   batches in memory (host tensors, as a loader yields them): the model and the metrics without the
   decoding, i.e. what the metrics cost the model (on a GPU the decoding, not the metrics, bounds **eval**).
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from uae.data.transforms import scale_uint8
     from uae.evaluation.common import make_loader, open_dataset, prepare_model
     from uae.evaluation.metrics import ReconstructionMetrics
     from uae.evaluation.options import RunOptions
@@ -113,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {"lpips": False, "fid": False}
 
     ds, _ = open_dataset(str(folder), model.config.img_size, options=options, out_size=size, labels=False)
-    batches = [b["image"] for b in make_loader(ds, args.batch_size, args.num_workers, device=device)]
+    batches = [
+        scale_uint8(b["image"]) for b in make_loader(ds, args.batch_size, args.num_workers, device=device)
+    ]
     n = sum(len(b) for b in batches)
 
     def compute() -> float:
@@ -125,15 +131,26 @@ def main(argv: list[str] | None = None) -> int:
         _sync(device)
         return n / (time.perf_counter() - start)
 
-    def run_eval(background: bool = True, draft: bool = True, legacy: bool = False) -> float:
+    def run_eval(
+        background: bool = True, draft: bool = True, legacy: bool = False, uint8: bool | None = None
+    ) -> float:
+        as_runner = uint8 is None  # the runners send uint8 pixels to a GPU only
+        uint8 = device.type == "cuda" if uint8 is None else uint8
         opts = RunOptions(
             batch_size=args.batch_size, num_workers=args.num_workers, progress=False, draft=draft
         )
         start = time.perf_counter()
-        if background and draft and not legacy:
+        if background and draft and as_runner and not legacy:
             res = evaluate_dataset(model, str(folder), metrics=metrics, options=opts)
         else:
-            d, _ = open_dataset(str(folder), model.config.img_size, options=opts, out_size=size, labels=False)
+            d, _ = open_dataset(
+                str(folder),
+                model.config.img_size,
+                options=opts,
+                out_size=size,
+                labels=False,
+                uint8=uint8 and not legacy,
+            )
             res = evaluate_reconstruction(
                 model,
                 make_loader(d, args.batch_size, args.num_workers, device=device),
@@ -163,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": run_eval,
         "eval_metrics_inline": lambda: run_eval(background=False),
         "eval_no_draft": lambda: run_eval(draft=False),
+        "eval_float_transport": lambda: run_eval(uint8=False),
         "eval_as_before": lambda: run_eval(background=False, draft=False, legacy=True),
     }
     compute()  # warm-up (first-call allocations, autotuning)

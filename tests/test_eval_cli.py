@@ -368,3 +368,37 @@ def test_no_draft_flag_reaches_the_dataset(image_folder):
 
     assert open_dataset(str(image_folder), 32, options=RunOptions(draft=False))[0].draft is False
     assert open_dataset(str(image_folder), 32, options=RunOptions())[0].draft is True
+
+
+@pytest.mark.parametrize("out_size", [None, 40])
+def test_uint8_transport_gives_the_same_batches_as_float_transport(image_folder: Path, out_size) -> None:
+    """The runners' datasets send uint8 pixels; batch_images scales them into exactly the floats the
+    workers used to send (input and reference, with and without a separate reference size)."""
+    from uae.evaluation.common import batch_images, make_loader
+
+    got = {}
+    for uint8 in (False, True):
+        ds = build_dataset(image_folder, 32, out_size=out_size, uint8=uint8)
+        batches = list(make_loader(ds, 3, num_workers=0))
+        assert batches[0]["image"].dtype == (torch.uint8 if uint8 else torch.float32)
+        pairs = [batch_images(b, torch.device("cpu")) for b in batches]
+        got[uint8] = (torch.cat([x for x, _ in pairs]), torch.cat([r for _, r in pairs]))
+    assert got[True][0].dtype == got[True][1].dtype == torch.float32
+    assert got[True][1].shape[-1] == (out_size or 32)
+    assert torch.equal(got[True][0], got[False][0]) and torch.equal(got[True][1], got[False][1])
+
+
+def test_uint8_transport_only_where_the_pipeline_ends_in_plain_pixels(image_folder: Path) -> None:
+    import uae
+    from uae.data import resolve_data_config
+
+    def first(preprocess: str, **args) -> torch.Tensor:
+        cfg = uae.get_config("uae_test").replace(preprocess=preprocess)
+        data_config = resolve_data_config(cfg, args={"img_size": 32, "target_size": 32, **args})
+        return build_dataset(image_folder, 32, data_config=data_config, uint8=True)[0]["image"]
+
+    assert first("uae").dtype == torch.uint8
+    # normalised in the workers, or a release's torch resize: floats
+    assert first("uae", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)).dtype == torch.float32
+    assert first("adm", resize_size=32).dtype == torch.float32
+    assert build_dataset(image_folder, 32, train=True, uint8=True)[0]["image"].dtype == torch.float32

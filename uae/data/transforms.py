@@ -54,10 +54,23 @@ _PIL_MODES = {
 }
 
 
-def to_tensor(im: Image.Image) -> torch.Tensor:
+def to_tensor(im: Image.Image, uint8: bool = False) -> torch.Tensor:
     """PIL RGB image -> ``(3, H, W)`` float32 in ``[0, 1]`` (``uint8 / 255``, as torchvision's ``ToTensor``;
-    without importing torchvision, which costs seconds at start-up)."""
-    return torch.from_numpy(np.array(im, copy=True)).permute(2, 0, 1).float().div_(255.0)
+    without importing torchvision, which costs seconds at start-up).
+
+    Args:
+        im: An RGB image.
+        uint8: Return the ``uint8`` pixels ``(3, H, W)`` unscaled instead (:func:`scale_uint8` makes the
+            same float tensor later, e.g. on the GPU).
+    """
+    x = torch.from_numpy(np.array(im, copy=True)).permute(2, 0, 1)
+    return x if uint8 else scale_uint8(x)
+
+
+def scale_uint8(x: torch.Tensor) -> torch.Tensor:
+    """``uint8`` pixels -> float32 ``x / 255`` (what :func:`to_tensor` returns; any shape and device, bit
+    for bit the same on each: IEEE division is correctly rounded); other dtypes are returned unchanged."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
 class ImageTransform:
@@ -74,6 +87,8 @@ class ImageTransform:
         scale: Train only: ``(min, max)`` area fraction of a random-resized crop (torchvision's
             ``RandomResizedCrop``, aspect ratio in [3/4, 4/3]); ``None`` keeps the full shorter side.
         interpolation: PIL resampling for resizing (``"bicubic"``, ``"bilinear"``, ``"lanczos"``).
+        uint8: Return ``uint8`` pixels instead of floats (a quarter of the bytes from the loader's workers
+            to the model; :func:`scale_uint8` turns a batch into exactly the floats).
     """
 
     def __init__(
@@ -84,6 +99,7 @@ class ImageTransform:
         hflip: bool = True,
         scale: tuple[float, float] | None = None,
         interpolation: str = "bicubic",
+        uint8: bool = False,
     ) -> None:
         if size <= 0 or (out_size is not None and out_size <= 0):
             raise InputError(f"image sizes must be positive, got size={size}, out_size={out_size}")
@@ -100,6 +116,7 @@ class ImageTransform:
         self.hflip = hflip
         self.scale = scale
         self.interpolation = _PIL_MODES[interpolation]
+        self.uint8 = uint8
 
     def _crop_box(self, w: int, h: int) -> tuple[int, int, int, int]:
         """``(top, left, height, width)`` of the crop in the original image."""
@@ -133,9 +150,9 @@ class ImageTransform:
 
         def resized(side: int) -> torch.Tensor:
             if crop.size == (side, side):
-                return to_tensor(crop)
+                return to_tensor(crop, self.uint8)
             # what torchvision's resize does with a PIL image (PIL always antialiases)
-            return to_tensor(crop.resize((side, side), self.interpolation))
+            return to_tensor(crop.resize((side, side), self.interpolation), self.uint8)
 
         image = resized(self.size)
         if self.out_size is None:
@@ -145,7 +162,7 @@ class ImageTransform:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(size={self.size}, train={self.train}, out_size={self.out_size}, "
-            f"hflip={self.hflip}, scale={self.scale})"
+            f"hflip={self.hflip}, scale={self.scale}" + (", uint8=True)" if self.uint8 else ")")
         )
 
 
@@ -156,6 +173,7 @@ def image_transform(
     hflip: bool = True,
     scale: tuple[float, float] | None = None,
     interpolation: str = "bicubic",
+    uint8: bool = False,
 ) -> Callable[[Image.Image], torch.Tensor | dict[str, torch.Tensor]]:
     """The standard transform: resize shorter side + center crop (random crop + flip in train).
 
@@ -167,12 +185,19 @@ def image_transform(
         hflip: Random horizontal flips in train mode.
         scale: Train only: area range of a random-resized crop (``None``: full shorter side).
         interpolation: ``"bicubic"`` (default), ``"bilinear"`` or ``"lanczos"``.
+        uint8: ``uint8`` pixels instead of floats (see :class:`ImageTransform`).
 
     Returns:
         A callable ``PIL.Image -> (3, size, size) float tensor in [0, 1]`` (or the dict above).
     """
     return ImageTransform(
-        size, train=train, out_size=out_size, hflip=hflip, scale=scale, interpolation=interpolation
+        size,
+        train=train,
+        out_size=out_size,
+        hflip=hflip,
+        scale=scale,
+        interpolation=interpolation,
+        uint8=uint8,
     )
 
 
@@ -396,6 +421,7 @@ def create_transform(
     *,
     train: bool = False,
     target: bool = True,
+    uint8: bool = False,
     **kwargs: Any,
 ) -> Callable[[Image.Image], torch.Tensor | dict[str, torch.Tensor]]:
     """The transform a data config describes (timm's ``create_transform`` with uae's pipelines).
@@ -410,6 +436,9 @@ def create_transform(
             config's sizes, whatever the pipeline; ``is_training`` is the same (timm's name).
         target: Also return the reference (``{"image", "target"}``) when ``target_size`` differs from
             the input size; ``False``: the input only.
+        uint8: Where the pipeline ends in plain ``[0, 1]`` pixels (uae's evaluation pipeline with the
+            identity ``mean``/``std``), return them as ``uint8`` (:func:`scale_uint8` gives the floats);
+            the other pipelines return floats regardless.
         **kwargs: Overrides of ``cfg`` (as :func:`resolve_data_config`'s ``args``).
 
     Returns:
@@ -445,6 +474,8 @@ def create_transform(
     mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
     if any(not math.isclose(m, 0.0) for m in mean) or any(not math.isclose(s, 1.0) for s in std):
         tf = Normalized(tf, mean, std)
+    elif uint8 and isinstance(tf, ImageTransform) and not train:
+        tf.uint8 = True
     return tf
 
 
@@ -458,5 +489,6 @@ __all__ = [
     "image_transform",
     "resize_images",
     "resolve_data_config",
+    "scale_uint8",
     "to_tensor",
 ]

@@ -150,6 +150,7 @@ def filtered_evaluation(
             out_size=size,
             labels=False,
             data_config=resolve_data_config(model),
+            uint8=model_device(model).type == "cuda",
         )
     for kind, radius in variants:
         name = kind if kind == "original" else f"{kind}@{radius:g}"

@@ -448,8 +448,7 @@ def _finalize(out: Path, index: dict[str, Any], index_path: Path) -> dict[str, A
         tensors[f"{k}.std"] = std.float().contiguous()
     with output_errors(out, STATS_NAME):
         write_shard(tensors, out / STATS_NAME)
-    index["stats"] = stats
-    index["complete"] = True
+    index.update(stats=stats, complete=True)
     _atomic_json(index_path, index)
     return index
 
@@ -481,8 +480,9 @@ def encode_dataset(
         The final index dict.
     """
     options = options or RunOptions()
+    device, cfg = model_device(model), resolve_data_config(model)  # uint8 pixels go to a GPU
     ds, root = open_dataset(
-        data, model.config.img_size, options=options, labels=None, data_config=resolve_data_config(model)
+        data, model.config.img_size, options=options, data_config=cfg, uint8=device.type == "cuda"
     )
     return export_latents(
         model,
@@ -493,7 +493,7 @@ def encode_dataset(
         batch_size=options.batch_size,
         num_workers=options.num_workers,
         dtype=dtype,
-        device=model_device(model),
+        device=device,
         amp=options.amp,
         progress=options.progress,
         metadata={**(metadata or {}), "data": data, "data_path": str(root)},

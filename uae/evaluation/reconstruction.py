@@ -206,6 +206,7 @@ def evaluate_dataset(
         out_size=size,
         labels=False,
         data_config=resolve_data_config(model),
+        uint8=device.type == "cuda",
     )
     res = evaluate_reconstruction(
         model,

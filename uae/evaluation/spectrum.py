@@ -285,7 +285,7 @@ def latent_spectra(
     if not built:
         raise MissingFileError(f"no encoder could be built: {skipped}", param="encoders")
     size = max(e.size for e in built)
-    ds, _ = open_dataset(data, size, options=options, labels=False)
+    ds, _ = open_dataset(data, size, options=options, labels=False, uint8=device.type == "cuda")
     log = SkipLog()
     results = compute_spectra(
         built,
