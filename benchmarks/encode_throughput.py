@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.report import write_result
+from benchmarks.report import device_env, write_result
 from benchmarks.synthetic_images import write_images
 
 
@@ -81,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "settings": {**{k: v for k, v in vars(args).items() if k not in ("out", "folder")},
                      "torch_threads": torch.get_num_threads()},
-        "env": {"device": str(device), "cpus": os.cpu_count(), "torch": torch.__version__,
-                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()},
+        "env": device_env(device),
         "images_per_s": {k: [round(r, 1) for r in v] for k, v in rates.items()},
         "median_images_per_s": {k: round(v, 1) for k, v in med.items()},
         "draft_over_full": {

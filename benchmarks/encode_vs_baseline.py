@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.baseline:
         p.error("--baseline is required")
     sys.path.insert(0, str(REPO))
-    from benchmarks.report import write_result
+    from benchmarks.report import device_env, write_result
     from benchmarks.synthetic_images import write_images
 
     tmp = tempfile.TemporaryDirectory()
@@ -126,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: str(v) for k, v in vars(args).items() if k not in ("out", "folder", "child")},
         "baseline_commit": _commit(Path(args.baseline)),
         "this_commit": _commit(REPO),
-        "env": {"cpus": os.cpu_count(), "torch": torch.__version__, "processor": platform.processor()},
+        "env": device_env(torch.device(args.device)),
         "images_per_s": {k: [round(v, 1) for v in vs] for k, vs in rates.items()},
         "median_images_per_s": {k: round(statistics.median(vs), 1) for k, vs in rates.items()},
         "this_over_baseline": {

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -40,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.report import write_result
+from benchmarks.report import device_env, write_result
 from benchmarks.synthetic_images import write_images
 
 
@@ -207,14 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             "images_used": n,
             "output_size": size,
         },
-        "env": {
-            "device": str(device),
-            "device_name": torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else platform.processor(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-        },
+        "env": device_env(device),
         "images_per_s": {k: [round(r, 1) for r in v] for k, v in rates.items()},
         "median_images_per_s": {k: round(v, 1) for k, v in med.items()},
         "ratio_to_compute": ratios,

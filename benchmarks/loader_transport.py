@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.report import write_result
+from benchmarks.report import device_env, write_result
 from benchmarks.synthetic_images import write_images
 
 
@@ -88,14 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result = {
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "folder")},
-        "env": {
-            "device": device.type,
-            "device_name": torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else platform.processor(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-        },
+        "env": device_env(device),
         "images_per_s": {k: [round(r, 1) for r in v] for k, v in rates.items()},
         **summary,
     }

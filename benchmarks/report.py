@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+
+def device_env(device: torch.device) -> dict[str, Any]:
+    """What a result was measured on: the device, its name (the GPU's, else the processor), CPUs, torch."""
+    import torch
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {"device": str(device), "device_name": name, "cpus": os.cpu_count(), "torch": torch.__version__}
 
 
 def write_result(out: str | Path, stem: str, result: Any, summary: Any) -> Path:
