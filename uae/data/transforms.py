@@ -64,7 +64,7 @@ def to_tensor(im: Image.Image, uint8: bool = False) -> torch.Tensor:
             same float tensor later, e.g. on the GPU).
     """
     x = torch.from_numpy(np.array(im, copy=True)).permute(2, 0, 1)
-    return x if uint8 else scale_uint8(x)
+    return x if uint8 else x.float().div_(255.0)
 
 
 def scale_uint8(x: torch.Tensor) -> torch.Tensor:
