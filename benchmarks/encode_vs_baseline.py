@@ -47,7 +47,8 @@ def _child(args: argparse.Namespace) -> int:
         encode_dataset(model, args.folder, out, options=RunOptions(limit=2 * args.batch_size, **opts))
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        index = encode_dataset(model, args.folder, out, options=RunOptions(**opts))
+        kw = {"shard_size": args.shard_size} if args.shard_size else {}
+        index = encode_dataset(model, args.folder, out, options=RunOptions(**opts), **kw)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
@@ -59,7 +60,7 @@ def _run_side(root: Path, args: argparse.Namespace) -> dict:
     env = {**os.environ, "PYTHONPATH": str(root)}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--folder", str(args.folder)]
     cmd += ["--model", args.model, "--device", args.device, "--batch-size", str(args.batch_size)]
-    cmd += ["--num-workers", str(args.num_workers)]
+    cmd += ["--num-workers", str(args.num_workers), "--shard-size", str(args.shard_size)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise SystemExit(f"run with uae from {root} failed:\n{res.stderr[-2000:]}")
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("--device", default="cpu")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--shard-size", type=int, default=0, help="images per shard (0: uae encode's default)")
     p.add_argument("--size", default="500x375", help="source image size WxH")
     p.add_argument("--folder", default=None, help="reuse (or fill) this image folder")
     p.add_argument("--out", default="benchmarks/results")

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from uae.errors import OutputError
 from uae.evaluation.common import build_dataset
 from uae.evaluation.latents import channel_moments, combine_moments, export_latents
-from uae.evaluation.shards import STATS_NAME, load_shard, read_index, verify_export
+from uae.evaluation.shards import (
+    STATS_NAME,
+    ShardBuffer,
+    ShardWriter,
+    load_shard,
+    read_index,
+    verify_export,
+)
 
 
 class Crash(RuntimeError):
@@ -296,3 +306,76 @@ def test_journals_of_a_multi_process_run_are_merged_on_resume(tiny_model, image_
     assert events == []  # nothing recomputed
     assert not list(out.glob(".journal-*"))
     _same_export(out, clean)
+
+
+def test_shard_writer_writes_while_the_caller_goes_on_and_keeps_the_order():
+    started, release, done, events = threading.Event(), threading.Event(), [], []
+
+    def commit(buf: ShardBuffer) -> None:
+        started.set()
+        assert release.wait(10)
+        done.append(buf.shard)
+
+    with ShardWriter(commit, lambda e, s, b: events.append((e, s, b))) as writer:
+        writer.submit(ShardBuffer(0, 0, 2, torch.float32), 3)
+        assert started.wait(10)  # shard 0 is being written ...
+        assert done == [] and events == []  # ... and submit returned: the caller encodes the next one
+        release.set()
+        writer.submit(ShardBuffer(1, 2, 4, torch.float32), 1)  # waits for shard 0 first
+        assert done == [0] and events == [("shard", 0, 3)]
+        writer.wait()
+    assert done == [0, 1] and events == [("shard", 0, 3), ("shard", 1, 1)]
+
+
+def test_shard_writer_raises_write_errors_in_the_caller_and_finishes_a_write_when_the_caller_fails():
+    def full_disk(buf: ShardBuffer) -> None:
+        raise OutputError("cannot write shard-00000.safetensors: No space left on device")
+
+    writer = ShardWriter(full_disk, None)
+    writer.submit(ShardBuffer(0, 0, 1, torch.float32), 1)
+    with pytest.raises(OutputError, match="No space left"):
+        writer.wait()
+    writer.close()
+
+    written = []
+
+    def slow(buf: ShardBuffer) -> None:
+        time.sleep(0.2)
+        written.append(buf.shard)
+
+    with pytest.raises(RuntimeError, match="the caller failed"):
+        with ShardWriter(slow, None) as writer:
+            writer.submit(ShardBuffer(3, 0, 1, torch.float32), 1)
+            raise RuntimeError("the caller failed")
+    assert written == [3]  # the shard already being written was finished, not abandoned
+
+
+def test_shard_writer_without_background_writes_in_submit():
+    done, events = [], []
+    with ShardWriter(lambda b: done.append(b.shard), lambda *e: events.append(e), background=False) as writer:
+        writer.submit(ShardBuffer(2, 0, 1, torch.float32), 5)
+        assert writer.pool is None and done == [2] and events == [("shard", 2, 5)]
+
+
+def test_export_with_background_writes_crashes_resumes_and_equals_the_synchronous_one(
+    tiny_model, image_folder, tmp_path, monkeypatch
+):
+    """What a GPU export does (shards written in the background thread), forced on the CPU."""
+    import uae.evaluation.latents as latents
+
+    class Background(ShardWriter):
+        def __init__(self, commit, callback, background: bool = True) -> None:
+            super().__init__(commit, callback, background=True)
+
+    ds = build_dataset(image_folder, 32)  # 8 images -> 3 shards
+    kw = dict(what=("bands", "latent"), shard_size=3, batch_size=2, progress=False)
+    export_latents(tiny_model, ds, tmp_path / "sync", **kw)
+    monkeypatch.setattr(latents, "ShardWriter", Background)
+    out = tmp_path / "background"
+    with pytest.raises(Crash):
+        export_latents(tiny_model, ds, out, callback=_crash_at(shard=1, batch=1), **kw)
+    assert [e["shard"] for e in verify_export(out)["shards"]] == [0]  # the shard in writing was kept
+    events = []
+    export_latents(tiny_model, ds, out, callback=lambda e, s, b: events.append((e, s)), **kw)
+    assert [s for e, s in events if e == "shard"] == [1, 2]
+    _same_export(out, tmp_path / "sync")

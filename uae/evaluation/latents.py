@@ -57,6 +57,7 @@ from uae.evaluation.shards import (
     INDEX_NAME,
     STATS_NAME,
     ShardBuffer,
+    ShardWriter,
     append_journal,
     channel_moments,  # noqa: F401 - re-exported (uae.evaluation.latents.channel_moments)
     combine_moments,
@@ -310,33 +311,31 @@ def export_latents(
     buf: ShardBuffer | None = None
     batch_in_shard = 0
     try:
-        for bi, batch in enumerate(loader):
-            s = owner[bi]
-            if buf is not None and s != cur:
-                commit(buf)
+        with ShardWriter(commit, callback, background=device.type == "cuda") as writer:  # GPU: overlapped
+            for bi, batch in enumerate(loader):
+                s = owner[bi]
+                if buf is not None and s != cur:
+                    writer.submit(buf, batch_in_shard)
+                    buf, batch_in_shard = None, 0
+                if buf is None:
+                    buf = ShardBuffer(s, s * shard_size, min((s + 1) * shard_size, n), store)
+                cur = s
+                for u in batch["unreadable"]:
+                    logger.warning("Skipped: %s", u.reason)
+                    buf.skipped.append((int(u.index), _relpath(u.path, root)))
+                if "image" in batch:
+                    x, _ = batch_images(batch, device)
+                    buf.add(_encode(model, x, what, amp), batch["index"], batch["label"])
+                    del x
+                if device.type == "cpu":
+                    trim_heap()  # no heap growth batch after batch (glibc fragmentation)
+                bar.update(len(batches[bi]))
+                batch_in_shard += 1
                 if callback is not None:
-                    callback("shard", cur, batch_in_shard)
-                buf, batch_in_shard = None, 0
-            if buf is None:
-                buf = ShardBuffer(s, s * shard_size, min((s + 1) * shard_size, n), store)
-            cur = s
-            for u in batch["unreadable"]:
-                logger.warning("Skipped: %s", u.reason)
-                buf.skipped.append((int(u.index), _relpath(u.path, root)))
-            if "image" in batch:
-                x, _ = batch_images(batch, device)
-                buf.add(_encode(model, x, what, amp), batch["index"], batch["label"])
-                del x
-            if device.type == "cpu":
-                trim_heap()  # no heap growth batch after batch (glibc fragmentation)
-            bar.update(len(batches[bi]))
-            batch_in_shard += 1
-            if callback is not None:
-                callback("batch", s, batch_in_shard)
-        if buf is not None:
-            commit(buf)
-            if callback is not None:
-                callback("shard", cur, batch_in_shard)
+                    callback("batch", s, batch_in_shard)
+            if buf is not None:
+                writer.submit(buf, batch_in_shard)
+            writer.wait()
     finally:
         bar.close()
     barrier()

@@ -39,7 +39,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,78 @@ class ShardBuffer:
         self.index.append(torch.as_tensor(index).long())
         self.label.append(torch.as_tensor(label).long())
         self.count += b
+
+
+class ShardWriter:
+    """Commits finished shards in a background thread, one at a time, while the next shard is encoded.
+
+    Writing a shard (serialise, SHA-256, fsync, rename, index) takes seconds per GiB and releases the
+    GIL, so on a GPU it overlaps the encoding of the next shard instead of stalling it. At most one
+    shard is being written: :meth:`submit` first waits for the previous one, so memory holds at most
+    two shards and shards are committed in order. A write's error (a full disk: ``OutputError``) is
+    raised in the caller's thread by the next :meth:`submit` or :meth:`wait`. As a context manager it
+    closes on exit (:meth:`close`, ``failed`` when leaving with an exception).
+
+    Args:
+        commit: Writes and records one :class:`ShardBuffer` (the commit point).
+        callback: Called as ``callback("shard", shard, batches)`` in the caller's thread once a shard
+            is committed.
+        background: Write in the background thread; ``False`` writes in :meth:`submit` itself (for a
+            model on the CPU, whose cores the thread would take: measured 0.92x on 2 cores).
+    """
+
+    def __init__(
+        self,
+        commit: Callable[[ShardBuffer], None],
+        callback: Callable[[str, int, int], None] | None,
+        background: bool = True,
+    ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.commit, self.callback = commit, callback
+        self.pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="uae-shard-writer") if background else None
+        )
+        self.pending: tuple[Any, int, int] | None = None
+
+    def submit(self, buf: ShardBuffer, batches: int) -> None:
+        """Start writing ``buf`` (a complete shard of ``batches`` batches) after the previous write ends."""
+        self.wait()
+        if self.pool is None:
+            self.commit(buf)
+            if self.callback is not None:
+                self.callback("shard", buf.shard, batches)
+            return
+        self.pending = (self.pool.submit(self.commit, buf), buf.shard, batches)
+
+    def wait(self) -> None:
+        """Wait for the shard being written; raise its error, else report it to the callback."""
+        if self.pending is None:
+            return
+        future, shard, batches = self.pending
+        self.pending = None
+        future.result()
+        if self.callback is not None:
+            self.callback("shard", shard, batches)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close(failed=exc_type is not None)
+
+    def close(self, failed: bool = False) -> None:
+        """Stop the thread. With ``failed`` (the caller is raising), a shard still being written is
+        finished first and its own error only logged, so what was complete is kept."""
+        if failed and self.pending is not None:
+            future, shard, _ = self.pending
+            self.pending = None
+            try:
+                future.result()
+            except Exception as e:  # noqa: BLE001 - the caller's error is the one raised
+                logger.warning("Writing shard %d failed as well: %s", shard, e)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 def shard_name(shard: int) -> str:
