@@ -16,7 +16,8 @@
 # within 560 s of the start. The first run on an H200 (benchmarks/RESULTS.md) measured everything below;
 # what is still owed since then comes first:
 #   1. `uae encode` with uae_demo, this checkout vs the baseline (benchmarks.encode_vs_baseline) with 12
-#      loader workers, after uint8 transport and the faster channel moments
+#      loader workers, after uint8 transport and the faster channel moments; again with 8 shards, which
+#      this checkout writes in the background while encoding
 #   2. `uae eval` with uae_demo, 12 workers: end to end vs the model's compute-only images/s, with the
 #      float-transport variant (benchmarks.eval_throughput)
 #   3. the loader alone at the B config's sizes (224 in, 256 reference), uint8 vs float32 pixels from
@@ -76,6 +77,8 @@ W=${WORKERS:-12}
 if [ -n "$BASE" ]; then
     mark "encode: this checkout vs $BASE, $W workers"
     step 100 python3 -m benchmarks.encode_vs_baseline --baseline "$BASE" --images $N --device $DEV --rounds ${REP:-3} --num-workers $W --folder "$IMAGES" --out "$R/encode_vs_baseline_w$W"
+    mark "encode: this checkout vs $BASE, 8 shards (background writes), $W workers"
+    step 100 python3 -m benchmarks.encode_vs_baseline --baseline "$BASE" --images $N --device $DEV --rounds ${REP:-3} --num-workers $W --shard-size $((N / 8)) --folder "$IMAGES" --out "$R/encode_vs_baseline_8shards_w$W"
 fi
 mark "eval: uae_demo, $W workers"
 step 90 python3 -m benchmarks.eval_throughput --images $N --device $DEV --repeats ${REP:-2} --num-workers $W --folder "$IMAGES" --out "$R/eval_demo_w$W"
