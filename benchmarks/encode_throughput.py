@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.report import device_env, write_result
+from benchmarks.report import device_env, rate_fields, ratio_fields, write_result
 from benchmarks.synthetic_images import write_images
 
 
@@ -76,18 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, draft in (("full", False), ("draft", True)):
             rates[name].append(run(draft))
             print(f"{name:6s} {rates[name][-1]:8.1f} images/s", flush=True)
-    med = {k: statistics.median(v) for k, v in rates.items()}
     result = {
         "settings": {**{k: v for k, v in vars(args).items() if k not in ("out", "folder")},
                      "torch_threads": torch.get_num_threads()},
         "env": device_env(device),
-        "images_per_s": {k: [round(r, 1) for r in v] for k, v in rates.items()},
-        "median_images_per_s": {k: round(v, 1) for k, v in med.items()},
-        "draft_over_full": {
-            "median": round(statistics.median(d / f for d, f in zip(rates["draft"], rates["full"])), 3),
-            "of_medians": round(med["draft"] / med["full"], 3),
-            "per_round": [round(d / f, 3) for d, f in zip(rates["draft"], rates["full"])],
-        },
+        **rate_fields(rates),
+        "draft_over_full": ratio_fields(rates["draft"], rates["full"]),
     }  # fmt: skip
     summary = {k: result[k] for k in ("median_images_per_s", "draft_over_full")}
     write_result(args.out, f"encode_throughput_{device.type}", result, summary)

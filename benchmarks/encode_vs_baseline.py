@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.baseline:
         p.error("--baseline is required")
     sys.path.insert(0, str(REPO))
-    from benchmarks.report import device_env, write_result
+    from benchmarks.report import device_env, rate_fields, ratio_fields, write_result
     from benchmarks.synthetic_images import write_images
 
     tmp = tempfile.TemporaryDirectory()
@@ -120,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
             row = _run_side(root, args)
             rates[name].append(row["images"] / row["seconds"])
             print(f"round {r}: {name:8s} {rates[name][-1]:8.1f} images/s", flush=True)
-    per_round = [t / b for t, b in zip(rates["this"], rates["baseline"])]
     import torch
 
     result = {
@@ -128,14 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_commit": _commit(Path(args.baseline)),
         "this_commit": _commit(REPO),
         "env": device_env(torch.device(args.device)),
-        "images_per_s": {k: [round(v, 1) for v in vs] for k, vs in rates.items()},
-        "median_images_per_s": {k: round(statistics.median(vs), 1) for k, vs in rates.items()},
-        "this_over_baseline": {
-            "median": round(statistics.median(per_round), 3),
-            "min": round(min(per_round), 3),
-            "max": round(max(per_round), 3),
-            "per_round": [round(v, 3) for v in per_round],
-        },
+        **rate_fields(rates),
+        "this_over_baseline": ratio_fields(rates["this"], rates["baseline"]),
     }
     summary = {k: result[k] for k in ("median_images_per_s", "this_over_baseline")}
     write_result(args.out, f"encode_vs_baseline_{args.device.split(':')[0]}", result, summary)

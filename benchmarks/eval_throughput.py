@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.report import device_env, write_result
+from benchmarks.report import device_env, rate_fields, ratio_fields, write_result
 from benchmarks.synthetic_images import write_images
 
 
@@ -189,16 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in variants.items():
             rates[name].append(fn())
             print(f"{name:22s} {rates[name][-1]:9.1f} images/s", flush=True)
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    ratios = {}
-    for k in variants:
-        if k != "compute":
-            per_round = [a / c for a, c in zip(rates[k], rates["compute"])]  # each round's A/B pair
-            ratios[k] = {
-                "median": round(statistics.median(per_round), 3),
-                "of_medians": round(med[k] / med["compute"], 3),
-                "per_round": [round(r, 3) for r in per_round],
-            }
+    ratios = {k: ratio_fields(rates[k], rates["compute"]) for k in variants if k != "compute"}
     result = {
         "settings": {
             **{k: v for k, v in vars(args).items() if k not in ("out", "folder")},
@@ -207,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             "output_size": size,
         },
         "env": device_env(device),
-        "images_per_s": {k: [round(r, 1) for r in v] for k, v in rates.items()},
-        "median_images_per_s": {k: round(v, 1) for k, v in med.items()},
+        **rate_fields(rates),
         "ratio_to_compute": ratios,
     }
     summary = {"median_images_per_s": result["median_images_per_s"], "ratios": ratios}
