@@ -34,6 +34,7 @@ from uae.models.card import (
     card_data,
     check_card,
     eval_results,
+    repo_id_problem,
 )
 from uae.models.hub import CONFIG_NAME, PROVENANCE_NAME, WEIGHTS_NAME, HubOptions
 from uae.models.pretrained import (
@@ -63,22 +64,11 @@ def check_repo_id(repo_id: str, param: str = "repo_id") -> str:
         InputError: Not a string of the form ``org/name`` (one slash), or characters the Hub refuses
             (spaces, newlines, ``--``, ``..``, a trailing ``.git``, more than 96 characters).
     """
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     if not isinstance(repo_id, str) or repo_id.count("/") != 1:
         raise InputError(f"{param} must be 'org/name', got {repo_id!r}", param=param)
-    if any(c.isspace() or not c.isprintable() for c in repo_id):  # older validators let a final "\n" through
-        raise InputError(
-            f"{param} {repo_id!r} is not a valid Hub repo id: it contains spaces or control characters",
-            param=param,
-        )
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as e:
-        text = str(e).strip()
-        why = text[: text.rfind(": '")] if ": '" in text else text  # the id again, maybe over two lines
-        why = why.splitlines()[0].strip() if why.strip() else "refused by huggingface_hub"
-        raise InputError(f"{param} {repo_id!r} is not a valid Hub repo id: {why}", param=param) from e
+    why = repo_id_problem(repo_id)
+    if why is not None:
+        raise InputError(f"{param} {repo_id!r} is not a valid Hub repo id: {why}", param=param)
     return repo_id
 
 

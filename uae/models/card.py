@@ -101,22 +101,32 @@ LINEAR_PROBE = ("image-classification", "Linear probe on band-0 features")
 LOCAL_PATH = re.compile(r"(?<![\w:/.~-])(?:/[\w.~-]+/[\w.~-]|[A-Za-z]:\\\w|~/\w)")
 
 
-def hub_repo_ids(values: str | Iterable[str] | None) -> list[str]:
-    """The Hub repo ids among ``values`` (``org/name`` that huggingface_hub accepts and no local path)."""
+def repo_id_problem(repo_id: str) -> str | None:
+    """Why the Hub refuses ``repo_id`` (huggingface_hub's validator, in one line), or ``None``.
+
+    Spaces and control characters are refused first: older validators let a final newline through.
+    """
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    if any(c.isspace() or not c.isprintable() for c in repo_id):
+        return "it contains spaces or control characters"
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        text = str(e).strip()
+        why = text[: text.rfind(": '")] if ": '" in text else text  # the id again, maybe over two lines
+        return why.splitlines()[0].strip() if why.strip() else "refused by huggingface_hub"
+    return None
+
+
+def hub_repo_ids(values: str | Iterable[str] | None) -> list[str]:
+    """The Hub repo ids among ``values`` (``org/name`` that huggingface_hub accepts and no local path)."""
     items = [values] if isinstance(values, str) else list(values or [])
     out = []
     for v in items:
         if not isinstance(v, str) or v.count("/") != 1 or Path(v).expanduser().exists():
             continue
-        if any(c.isspace() or not c.isprintable() for c in v):
-            continue
-        try:
-            validate_repo_id(v)
-        except HFValidationError:
-            continue
-        if v not in out:
+        if repo_id_problem(v) is None and v not in out:
             out.append(v)
     return out
 
@@ -265,6 +275,7 @@ __all__ = [
     "display_source",
     "eval_results",
     "hub_repo_ids",
+    "repo_id_problem",
 ]
 
 
