@@ -13,13 +13,16 @@
 # a measurement).
 #
 # Order (most wanted first); each step has a time budget and is skipped when it could not finish
-# within 560 s of the start. The first run on an H200 (benchmarks/RESULTS.md) measured everything below;
-# what is still owed since then comes first:
+# within $LIMIT s (default 540) of the start. The first run on an H200 (benchmarks/RESULTS.md) measured
+# everything below except 0 and 2b; what is still owed since then comes first:
 #   1. `uae encode` with uae_demo, this checkout vs the baseline (benchmarks.encode_vs_baseline) with 12
-#      loader workers, after uint8 transport and the faster channel moments; again with 8 shards, which
-#      this checkout writes in the background while encoding
+#      loader workers, after uint8 transport and the faster channel moments
+#   0. where the loader's time goes (benchmarks.loader_pipeline): one core's decode rate, each worker
+#      count's start and steady rate, the transport ceiling, before and after CUDA is initialised
 #   2. `uae eval` with uae_demo, 12 workers: end to end vs the model's compute-only images/s, with the
-#      float-transport variant (benchmarks.eval_throughput)
+#      float-transport variant (benchmarks.eval_throughput); 2b. the same over 4x as many files (hard
+#      links), so the loader's start weighs a quarter as much
+#   1b. `uae encode` vs the baseline with 8 shards, which this checkout writes in the background
 #   3. the loader alone at the B config's sizes (224 in, 256 reference), uint8 vs float32 pixels from
 #      12 workers (benchmarks.loader_transport)
 #   4. `uae eval` with the B architecture (random weights), 12 workers
@@ -43,7 +46,7 @@ mark() {
 step() { # step BUDGET_S COMMAND...: run under a time limit, or skip when it could not end in time
     local budget=$1
     shift
-    if (($(date +%s) - T0 + budget > 560)); then
+    if (($(date +%s) - T0 + budget > ${LIMIT:-540})); then
         echo "SKIPPED (time): $*"
         return
     fi
@@ -77,11 +80,20 @@ W=${WORKERS:-12}
 if [ -n "$BASE" ]; then
     mark "encode: this checkout vs $BASE, $W workers"
     step 100 python3 -m benchmarks.encode_vs_baseline --baseline "$BASE" --images $N --device $DEV --rounds ${REP:-3} --num-workers $W --folder "$IMAGES" --out "$R/encode_vs_baseline_w$W"
+fi
+mark "loader pipeline: serial decode, worker start and steady rate, transport ceiling"
+step 80 python3 -m benchmarks.loader_pipeline --images $N --device $DEV --repeats 2 --workers "$([ "$DEV" = cuda ] && echo 4,8,12,15 || echo 1,2)" --folder "$IMAGES" --out "$R/loader_pipeline"
+mark "eval: uae_demo, $W workers"
+step 90 python3 -m benchmarks.eval_throughput --images $N --device $DEV --repeats ${REP:-2} --num-workers $W --folder "$IMAGES" --out "$R/eval_demo_w$W"
+mark "eval: uae_demo, $W workers, 4x the files (hard links)"
+MANY=$(mktemp -d)
+python3 -c 'import os, sys; [os.link(f.path, f"{sys.argv[2]}/l{k}_{f.name}") for k in range(4) for f in os.scandir(sys.argv[1]) if f.name.endswith(".jpg")]' "$IMAGES" "$MANY"
+step 70 python3 -m benchmarks.eval_throughput --images $((4 * N)) --device $DEV --repeats ${REP:-2} --num-workers $W --folder "$MANY" --variants eval,eval_preloaded --out "$R/eval_demo_x4_w$W"
+rm -rf "$MANY"
+if [ -n "$BASE" ]; then
     mark "encode: this checkout vs $BASE, 8 shards (background writes), $W workers"
     step 100 python3 -m benchmarks.encode_vs_baseline --baseline "$BASE" --images $N --device $DEV --rounds ${REP:-3} --num-workers $W --shard-size $((N / 8)) --folder "$IMAGES" --out "$R/encode_vs_baseline_8shards_w$W"
 fi
-mark "eval: uae_demo, $W workers"
-step 90 python3 -m benchmarks.eval_throughput --images $N --device $DEV --repeats ${REP:-2} --num-workers $W --folder "$IMAGES" --out "$R/eval_demo_w$W"
 mark "loader alone, 224 / 256 px, uint8 vs float32, $W workers"
 step 60 python3 -m benchmarks.loader_transport --images $N --device $DEV --repeats ${REP:-3} --num-workers $W --folder "$IMAGES" --out "$R/loader_w$W"
 mark "eval: B architecture (random weights), $W workers"

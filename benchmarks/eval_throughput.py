@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--size", default="500x375", help="source image size WxH")
     p.add_argument("--folder", default=None, help="reuse (or fill) this image folder")
+    p.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated variants to run besides compute (default: all; see the module docstring)",
+    )
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
     if args.threads:
@@ -181,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         "eval_float_transport": lambda: run_eval(uint8=False),
         "eval_as_before": lambda: run_eval(background=False, draft=False, legacy=True),
     }
+    if args.variants:
+        wanted = {"compute", *args.variants.split(",")}
+        unknown = wanted - set(variants)
+        if unknown:
+            p.error(f"unknown variants {sorted(unknown)}; known: {sorted(variants)}")
+        variants = {k: v for k, v in variants.items() if k in wanted}
     compute()  # warm-up (first-call allocations, autotuning)
     run_eval()
     rates: dict[str, list[float]] = {k: [] for k in variants}
