@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         "serial_images_per_s": round(serial, 1),
         "serial_ms_per_image": round(1e3 / serial, 3),
         "loaders": results,
-        "median_efficiency": round(statistics.median(r["efficiency"] for r in results.values()), 3),
+        "median_efficiency": round(
+            statistics.median(r["efficiency"] for r in results.values() if "efficiency" in r), 3
+        ),
     }
     summary = {"serial_ms_per_image": result["serial_ms_per_image"], **{k: v for k, v in results.items()}}
     write_result(args.out, f"loader_pipeline_{device.type}_{args.model}", result, summary)

@@ -379,3 +379,32 @@ def test_export_with_background_writes_crashes_resumes_and_equals_the_synchronou
     export_latents(tiny_model, ds, out, callback=lambda e, s, b: events.append((e, s)), **kw)
     assert [s for e, s in events if e == "shard"] == [1, 2]
     _same_export(out, tmp_path / "sync")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_export_copies_asynchronously_and_stores_what_the_model_encodes(
+    tiny_model, image_folder, tmp_path, monkeypatch
+):
+    """On a GPU each batch is copied into pinned memory without waiting and its moments stay on the GPU
+    until the shard is finished: the shards must still hold exactly what the model encodes there, with
+    statistics equal to float64 ones recomputed from the stored tensors."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    model = tiny_model.to("cuda")
+    ds = build_dataset(image_folder, 32)  # 8 images -> 3 shards, the pinned buffers reused
+    kw = dict(what=("bands", "latent"), shard_size=3, batch_size=2, progress=False, amp=False, device="cuda")
+    index = export_latents(model, ds, tmp_path / "gpu", dtype="bfloat16", **kw)
+    assert index["complete"] and len(index["shards"]) == 3
+    with torch.no_grad():  # the export's batches (batches do not cross shards: same shapes, same kernels)
+        pairs = [
+            model.encode(torch.stack([ds[i]["image"] for i in batch]).cuda())
+            for batch in ([0, 1], [2], [3, 4], [5], [6, 7])
+        ]
+    for key in ("bands", "latent"):
+        want = torch.cat([getattr(e, key) for e in pairs])
+        order, got = _all(tmp_path / "gpu", key)
+        assert torch.equal(order, torch.arange(len(ds)))
+        assert torch.equal(got, want.float().to(torch.bfloat16).cpu())  # converted on the GPU, copied as is
+        count, mean, _ = channel_moments(want.float().cpu(), channel_dim=2 if key == "bands" else 1)
+        stats = load_file(tmp_path / "gpu" / STATS_NAME)
+        assert count == index["stats"][key]["count"]
+        torch.testing.assert_close(stats[f"{key}.mean"], mean.float(), rtol=1e-5, atol=1e-6)

@@ -318,7 +318,7 @@ def export_latents(
                     writer.submit(buf, batch_in_shard)
                     buf, batch_in_shard = None, 0
                 if buf is None:
-                    buf = ShardBuffer(s, s * shard_size, min((s + 1) * shard_size, n), store)
+                    buf = ShardBuffer(s, s * shard_size, min((s + 1) * shard_size, n), store, device)
                 cur = s
                 for u in batch["unreadable"]:
                     logger.warning("Skipped: %s", u.reason)

@@ -95,14 +95,23 @@ class ShardBuffer:
     """One shard being encoded: its tensors preallocated in the storage dtype (memory: one shard, not a
     list of batches plus their concatenation), per-batch float64 moments, indices, labels, skipped files.
 
+    With ``device`` a CUDA device, :meth:`add` never waits for the GPU: the shard's tensors are in pinned
+    host memory and each batch is converted to the storage dtype on the GPU and copied there
+    asynchronously; its float64 moments stay on the GPU. :meth:`finish` (called before the shard is
+    written) waits for those copies once and brings the moments to the CPU. Elsewhere every batch is
+    copied as it comes.
+
     Args:
         shard: The shard number.
         lo: Its first dataset index.
         hi: One past its last dataset index.
         store: Storage dtype of the encoded tensors.
+        device: Where the encoded batches come from (``None``: the CPU).
     """
 
-    def __init__(self, shard: int, lo: int, hi: int, store: torch.dtype) -> None:
+    def __init__(
+        self, shard: int, lo: int, hi: int, store: torch.dtype, device: torch.device | None = None
+    ) -> None:
         self.shard, self.lo, self.capacity, self.store = shard, lo, hi - lo, store
         self.count = 0
         self.tensors: dict[str, torch.Tensor] = {}
@@ -110,22 +119,39 @@ class ShardBuffer:
         self.index: list[torch.Tensor] = []
         self.label: list[torch.Tensor] = []
         self.skipped: list[tuple[int, str]] = []
+        self.device = device if device is not None and device.type == "cuda" else None
 
     def add(self, encoded: dict[str, torch.Tensor], index: Any, label: Any) -> None:
-        """Store a batch of encoded tensors (float32, any device) with their dataset indices and labels."""
+        """Store a batch of encoded tensors (float32, on the buffer's device) with their dataset indices and
+        labels."""
         b = len(index)
         for k, v in encoded.items():
-            # float64 moments where the batch is when that is a CUDA device (a GPU encode then does not wait
-            # for them on the CPU); only the small (K, C) / (C,) results are copied back
+            # float64 moments where the batch is (a GPU encode does not wait for them on the CPU)
             n, mean, m2 = channel_moments(v, channel_dim=2 if k == "bands" else 1)
-            self.moments.setdefault(k, []).append((n, mean.cpu(), m2.cpu()))
-            v = v.cpu()
+            if self.device is None:
+                mean, m2 = mean.cpu(), m2.cpu()
+            self.moments.setdefault(k, []).append((n, mean, m2))
             if k not in self.tensors:
-                self.tensors[k] = torch.empty((self.capacity, *v.shape[1:]), dtype=self.store)
-            self.tensors[k][self.count : self.count + b] = v
+                shape = (self.capacity, *v.shape[1:])
+                self.tensors[k] = torch.empty(shape, dtype=self.store, pin_memory=self.device is not None)
+            rows = self.tensors[k][self.count : self.count + b]
+            if self.device is not None:
+                rows.copy_(v.to(self.store), non_blocking=True)  # ordered on the stream: v may be freed
+            else:
+                rows.copy_(v)
         self.index.append(torch.as_tensor(index).long())
         self.label.append(torch.as_tensor(label).long())
         self.count += b
+
+    def finish(self) -> None:
+        """Wait for the asynchronous copies of a CUDA shard and bring its moments to the CPU (a no-op
+        elsewhere). Call it in the thread that added the batches, before the shard is written."""
+        if self.device is None:
+            return
+        torch.cuda.current_stream(self.device).synchronize()
+        self.moments = {
+            k: [(n, mean.cpu(), m2.cpu()) for n, mean, m2 in parts] for k, parts in self.moments.items()
+        }
 
 
 class ShardWriter:
@@ -162,6 +188,7 @@ class ShardWriter:
 
     def submit(self, buf: ShardBuffer, batches: int) -> None:
         """Start writing ``buf`` (a complete shard of ``batches`` batches) after the previous write ends."""
+        buf.finish()
         self.wait()
         if self.pool is None:
             self.commit(buf)
