@@ -402,3 +402,30 @@ def test_uint8_transport_only_where_the_pipeline_ends_in_plain_pixels(image_fold
     assert first("uae", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)).dtype == torch.float32
     assert first("adm", resize_size=32).dtype == torch.float32
     assert build_dataset(image_folder, 32, train=True, uint8=True)[0]["image"].dtype == torch.float32
+
+
+def test_default_loader_workers_follow_the_device_cores_and_processes(image_folder, monkeypatch):
+    """A GPU gets a worker per core but one (at most 16, shared by torchrun's processes); the CPU at most 4;
+    an explicit --num-workers is kept."""
+    import uae.evaluation.options as options
+    from uae.commands._options import run_options
+    from uae.evaluation.options import default_num_workers
+
+    assert default_num_workers("cuda", cores=16, processes=1) == 15
+    assert default_num_workers("cuda", cores=64, processes=1) == options.MAX_DEFAULT_WORKERS
+    assert default_num_workers("cuda", cores=64, processes=8) == 7
+    assert default_num_workers("cuda", cores=2, processes=4) == 1
+    assert default_num_workers("cpu", cores=2, processes=1) == 2
+    assert default_num_workers("cpu", cores=32, processes=1) == 4
+    assert default_num_workers("cpu", cores=32, processes=16) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert default_num_workers("cuda", cores=16) == 7
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "not a number")
+    assert default_num_workers("cuda", cores=16) == 15
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setattr(options, "usable_cores", lambda: 12)
+    for cmd in (eval_cmd, encode_cmd, probe_cmd, filtered_cmd):
+        argv = ["--model", "m", "--data", str(image_folder), "--device", "cpu"]
+        argv += ["--out", "x"] if cmd is encode_cmd else []
+        assert run_options(cmd.build_parser().parse_args(argv)).num_workers == 4
+        assert run_options(cmd.build_parser().parse_args([*argv, "--num-workers", "0"])).num_workers == 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -148,7 +147,13 @@ def add_model_data(p: argparse.ArgumentParser, data_help: str = "") -> None:
         "--limit", type=positive_int, default=None, help="use only the first N images (sorted paths)"
     )
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--num-workers", type=non_negative_int, default=min(4, os.cpu_count() or 1))
+    p.add_argument(
+        "--num-workers",
+        type=non_negative_int,
+        default=None,
+        help="image loading processes (default: one per core but one, at most 16, when the model is on a "
+        "GPU; min(4, cores) on the CPU; divided among the processes of a torchrun launch)",
+    )
     p.add_argument(
         "--max-pixels",
         type=non_negative_int,
@@ -220,15 +225,20 @@ def add_probe_opts(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------- parsed options -> library settings
 def run_options(args: argparse.Namespace) -> RunOptions:
     """The :class:`~uae.evaluation.options.RunOptions` of :func:`add_model_data`'s options."""
-    from uae.evaluation.options import RunOptions
+    from uae.evaluation.options import RunOptions, default_num_workers
 
+    workers = args.num_workers
+    if workers is None:
+        from uae.evaluation.common import resolve_device
+
+        workers = default_num_workers(resolve_device(args.device).type)
     return RunOptions(
         data_root=args.data_root,
         limit=args.limit,
         # --max-pixels: not given -> the default budget, 0 -> no limit
         max_pixels="default" if args.max_pixels is None else (args.max_pixels or None),
         batch_size=args.batch_size,
-        num_workers=args.num_workers,
+        num_workers=workers,
         amp=not args.no_amp,
         progress=not args.no_progress,
         draft=not args.no_draft,
