@@ -13,11 +13,12 @@
 # a measurement).
 #
 # Order (most wanted first); each step has a time budget and is skipped when it could not finish
-# within $LIMIT s (default 540) of the start. The first run on an H200 (benchmarks/RESULTS.md) measured
-# everything below except 0 and 2b; what is still owed since then comes first:
-#   1. `uae encode` with uae_demo, this checkout vs the baseline (benchmarks.encode_vs_baseline) with 12
-#      loader workers, after uint8 transport and the faster channel moments
-#   1a. a cProfile of `uae encode` with 12 workers (benchmarks.encode_profile)
+# within $LIMIT s (default 540) of the start. Three H200 runs (benchmarks/RESULTS.md) measured all of
+# it but the first step and the trace:
+#   1. `uae encode` with uae_demo, this checkout vs the baseline (benchmarks.encode_vs_baseline), each
+#      side with its own default loader workers (this checkout: one per core but one on a GPU), then
+#      both with 12 workers
+#   1a. a cProfile and a torch.profiler trace of `uae encode` with 12 workers (benchmarks.encode_profile)
 #   0. where the loader's time goes (benchmarks.loader_pipeline): one core's decode rate, each worker
 #      count's start and steady rate, the transport ceiling, before and after CUDA is initialised
 #   2. `uae eval` with uae_demo, 12 workers: end to end vs the model's compute-only images/s, with the
@@ -79,11 +80,13 @@ EOF
 
 W=${WORKERS:-12}
 if [ -n "$BASE" ]; then
+    mark "encode: this checkout vs $BASE, each side's default workers"
+    step 100 python3 -m benchmarks.encode_vs_baseline --baseline "$BASE" --images $N --device $DEV --rounds ${REP:-3} --num-workers default --folder "$IMAGES" --out "$R/encode_vs_baseline_default_workers"
     mark "encode: this checkout vs $BASE, $W workers"
     step 100 python3 -m benchmarks.encode_vs_baseline --baseline "$BASE" --images $N --device $DEV --rounds ${REP:-3} --num-workers $W --folder "$IMAGES" --out "$R/encode_vs_baseline_w$W"
 fi
 mark "profile of uae encode, $W workers"
-step 40 sh -c "python3 -m benchmarks.encode_profile '$IMAGES' --num-workers $W --device $DEV > '$R/encode_profile_w$W.txt' 2>&1"
+step 60 sh -c "python3 -m benchmarks.encode_profile '$IMAGES' --num-workers $W --device $DEV --trace '$R/encode_trace_w$W.json' > '$R/encode_profile_w$W.txt' 2>&1"
 mark "loader pipeline: serial decode, worker start and steady rate, transport ceiling"
 step 80 python3 -m benchmarks.loader_pipeline --images $N --device $DEV --repeats 2 --workers "$([ "$DEV" = cuda ] && echo 4,8,12,15 || echo 1,2)" --folder "$IMAGES" --out "$R/loader_pipeline"
 mark "eval: uae_demo, $W workers"

@@ -5,7 +5,8 @@ Run from the repository root::
     python -m benchmarks.encode_profile FOLDER --num-workers 12 --device cuda
 
 :func:`uae.evaluation.latents.encode_dataset` with ``uae encode``'s settings (bands, float32, batch 32)
-over ``FOLDER``, once to warm up, then once under ``cProfile``; prints the rate and the top entries by
+over ``FOLDER``, once to warm up, then once under ``cProfile`` (and with ``--trace`` once more under
+``torch.profiler``); prints the rate and the top entries by
 cumulative and by own time. Where Python's profiler records every thread (3.12 does: the loader's
 pin-memory thread shows up), the cumulative times of the threads overlap; the own times stay exact.
 """
@@ -27,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--top", type=int, default=35, help="entries listed per ordering")
+    p.add_argument(
+        "--trace",
+        default=None,
+        help="also record the export with torch.profiler (CPU and CUDA activity, every thread) and write "
+        "a Chrome trace here (open it in chrome://tracing or Perfetto)",
+    )
     args = p.parse_args(argv)
 
     from uae.evaluation.common import prepare_model
@@ -43,6 +50,16 @@ def main(argv: list[str] | None = None) -> int:
         index = encode_dataset(model, args.folder, f"{d}/profiled", options=opts)
         prof.disable()
         took = time.perf_counter() - start
+        if args.trace:
+            from torch.profiler import ProfilerActivity, profile
+
+            activities = [ProfilerActivity.CPU]
+            if model.device.type == "cuda":
+                activities.append(ProfilerActivity.CUDA)
+            with profile(activities=activities) as trace:
+                encode_dataset(model, args.folder, f"{d}/traced", options=opts)
+            trace.export_chrome_trace(args.trace)
+            print(f"trace written to {args.trace}")
     n = index["num_images"]
     print(f"images {n} in {took:.2f} s = {n / took:.0f} images/s, shards {index['num_shards']}")
     stats = pstats.Stats(prof)

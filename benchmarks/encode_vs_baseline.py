@@ -8,8 +8,8 @@ Run from the repository root, with the older commit checked out beside it::
 Each run is a fresh Python process that imports ``uae`` from one checkout (``PYTHONPATH``; the process
 checks where ``uae`` came from), loads the model, encodes the first batches once as a warm-up, then
 times :func:`uae.evaluation.latents.encode_dataset` (what ``uae encode`` runs) over the whole folder
-with ``uae encode``'s defaults (bands, float32, batch 32, ``min(4, cores)`` loader workers, torch's
-threads) into a fresh folder. Only the export is timed, not the start-up. The two sides alternate
+with ``uae encode``'s defaults (bands, float32, batch 32, ``min(4, cores)`` loader workers or, with
+``--num-workers default``, each side's own default, torch's threads) into a fresh folder. Only the export is timed, not the start-up. The two sides alternate
 (baseline, this checkout, baseline, ...), and the figure of merit is the median of each round's
 this / baseline images/s. Both sides must have that API (``prepare_model``, ``encode_dataset``,
 ``RunOptions``), which main has had since the issue asking for this figure was filed (``6cd89f0``).
@@ -41,7 +41,15 @@ def _child(args: argparse.Namespace) -> int:
 
     where = Path(uae.__file__).resolve().parents[1]
     model, device = prepare_model(args.model, device=args.device)
-    opts = dict(batch_size=args.batch_size, num_workers=args.num_workers, progress=False)
+    workers = args.num_workers
+    if workers == "default":  # what this checkout's `uae encode` starts when not told
+        try:
+            from uae.evaluation.options import default_num_workers
+        except ImportError:  # checkouts before it: the command line's min(4, cores)
+            workers = min(4, os.cpu_count() or 1)
+        else:
+            workers = default_num_workers(device.type)
+    opts = dict(batch_size=args.batch_size, num_workers=int(workers), progress=False)
     with tempfile.TemporaryDirectory() as out:  # warm-up: first-call allocations, the page cache
         encode_dataset(model, args.folder, out, options=RunOptions(limit=2 * args.batch_size, **opts))
     with tempfile.TemporaryDirectory() as out:
@@ -51,7 +59,9 @@ def _child(args: argparse.Namespace) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
-    print(json.dumps({"uae": str(where), "images": index["num_used"], "seconds": seconds}))
+    print(
+        json.dumps({"uae": str(where), "images": index["num_used"], "seconds": seconds, "workers": workers})
+    )
     return 0
 
 
@@ -90,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="uae_demo")
     p.add_argument("--images", type=int, default=2048)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument(
+        "--num-workers",
+        default=str(min(4, os.cpu_count() or 1)),
+        help="loader workers of both sides, or 'default': each side's own `uae encode` default",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--shard-size", type=int, default=0, help="images per shard (0: uae encode's default)")
@@ -113,10 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(list(args.folder.glob("*.jpg"))) < args.images:
         write_images(args.folder, args.images, size=(w, h))
     sides = {"baseline": Path(args.baseline), "this": REPO}
+    if args.num_workers != "default" and not args.num_workers.isdigit():
+        p.error(f"--num-workers must be a count or 'default', got {args.num_workers!r}")
     rates: dict[str, list[float]] = {k: [] for k in sides}
+    workers: dict[str, int] = {}
     for r in range(args.rounds):
         for name, root in sides.items():
             row = _run_side(root, args)
+            workers[name] = row["workers"]
             rates[name].append(row["images"] / row["seconds"])
             print(f"round {r}: {name:8s} {rates[name][-1]:8.1f} images/s", flush=True)
     import torch
@@ -126,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_commit": _commit(Path(args.baseline)),
         "this_commit": _commit(REPO),
         "env": device_env(torch.device(args.device)),
+        "workers": workers,
         **rate_fields(rates),
         "this_over_baseline": ratio_fields(rates["this"], rates["baseline"]),
     }
