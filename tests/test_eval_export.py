@@ -408,3 +408,32 @@ def test_a_cuda_export_copies_asynchronously_and_stores_what_the_model_encodes(
         stats = load_file(tmp_path / "gpu" / STATS_NAME)
         assert count == index["stats"][key]["count"]
         torch.testing.assert_close(stats[f"{key}.mean"], mean.float(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_cuda_shard_buffer_without_pinned_memory_copies_its_batches_as_they_come(monkeypatch, caplog):
+    """Pinned host memory is limited: when it cannot be had, the shard's tensor is pageable, a warning
+    says so, and every batch is still stored with its moments."""
+    real_empty = torch.empty
+
+    def empty(*args, pin_memory: bool = False, **kwargs):
+        if pin_memory:
+            raise RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be reported later")
+        return real_empty(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", empty)
+    buf = ShardBuffer(3, 0, 6, torch.float32, torch.device("cuda"))
+    a, b = torch.randn(4, 3, 5, 2, 2), torch.randn(2, 3, 5, 2, 2)  # bands (n, K, C, h, w)
+    with caplog.at_level("WARNING", logger="uae.evaluation.shards"):
+        buf.add({"bands": a}, [0, 1, 2, 3], [0] * 4)
+        buf.add({"bands": b}, [4, 5], [1] * 2)
+    assert buf.pinned == {"bands": False}
+    assert len(caplog.records) == 1 and "Could not pin" in caplog.text and "shard 3" in caplog.text
+    assert "out of memory" in caplog.text and "reported later" not in caplog.text
+    buf.finish()  # nothing pinned, nothing on a GPU: no CUDA needed
+    both = torch.cat([a, b])
+    assert torch.equal(buf.tensors["bands"], both)
+    n, mean, m2 = combine_moments(buf.moments["bands"])
+    want = channel_moments(both, channel_dim=2)
+    assert n == want[0]
+    torch.testing.assert_close(mean, want[1])
+    torch.testing.assert_close(m2, want[2])

@@ -95,11 +95,12 @@ class ShardBuffer:
     """One shard being encoded: its tensors preallocated in the storage dtype (memory: one shard, not a
     list of batches plus their concatenation), per-batch float64 moments, indices, labels, skipped files.
 
-    With ``device`` a CUDA device, :meth:`add` never waits for the GPU: the shard's tensors are in pinned
-    host memory and each batch is converted to the storage dtype on the GPU and copied there
-    asynchronously; its float64 moments stay on the GPU. :meth:`finish` (called before the shard is
-    written) waits for those copies once and brings the moments to the CPU. Elsewhere every batch is
-    copied as it comes.
+    With ``device`` a CUDA device, :meth:`add` does not wait for the GPU: the shard's tensors are
+    allocated in pinned host memory, each batch is converted to the storage dtype on the GPU and copied
+    there asynchronously, and its float64 moments stay on the GPU. :meth:`finish` (called before the
+    shard is written) waits for the GPU once and brings the moments to the CPU. When the pinned memory
+    cannot be had, that tensor is pageable and its batches are copied as they come (a warning says so).
+    PyTorch keeps freed pinned memory for reuse: the next shard takes the same buffers.
 
     Args:
         shard: The shard number.
@@ -115,11 +116,31 @@ class ShardBuffer:
         self.shard, self.lo, self.capacity, self.store = shard, lo, hi - lo, store
         self.count = 0
         self.tensors: dict[str, torch.Tensor] = {}
+        self.pinned: dict[str, bool] = {}
         self.moments: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
         self.index: list[torch.Tensor] = []
         self.label: list[torch.Tensor] = []
         self.skipped: list[tuple[int, str]] = []
         self.device = device if device is not None and device.type == "cuda" else None
+
+    def _allocate(self, key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """The shard's tensor for ``key``: pinned for a CUDA buffer when the memory can be had."""
+        self.pinned[key] = False
+        if self.device is not None:
+            try:
+                tensor = torch.empty(shape, dtype=self.store, pin_memory=True)
+            except RuntimeError as e:  # pinned (page-locked) memory is a limited resource
+                size = math.prod(shape) * torch.empty(0, dtype=self.store).element_size()
+                logger.warning(
+                    "Could not pin %.1f MiB of host memory for shard %d (%s); copying its batches one at a time",
+                    size / 2**20,
+                    self.shard,
+                    str(e).splitlines()[0] if str(e) else type(e).__name__,
+                )
+            else:
+                self.pinned[key] = True
+                return tensor
+        return torch.empty(shape, dtype=self.store)
 
     def add(self, encoded: dict[str, torch.Tensor], index: Any, label: Any) -> None:
         """Store a batch of encoded tensors (float32, on the buffer's device) with their dataset indices and
@@ -132,10 +153,9 @@ class ShardBuffer:
                 mean, m2 = mean.cpu(), m2.cpu()
             self.moments.setdefault(k, []).append((n, mean, m2))
             if k not in self.tensors:
-                shape = (self.capacity, *v.shape[1:])
-                self.tensors[k] = torch.empty(shape, dtype=self.store, pin_memory=self.device is not None)
+                self.tensors[k] = self._allocate(k, (self.capacity, *v.shape[1:]))
             rows = self.tensors[k][self.count : self.count + b]
-            if self.device is not None:
+            if self.pinned[k]:
                 rows.copy_(v.to(self.store), non_blocking=True)  # ordered on the stream: v may be freed
             else:
                 rows.copy_(v)
@@ -148,7 +168,8 @@ class ShardBuffer:
         elsewhere). Call it in the thread that added the batches, before the shard is written."""
         if self.device is None:
             return
-        torch.cuda.current_stream(self.device).synchronize()
+        if any(self.pinned.values()):
+            torch.cuda.current_stream(self.device).synchronize()
         self.moments = {
             k: [(n, mean.cpu(), m2.cpu()) for n, mean, m2 in parts] for k, parts in self.moments.items()
         }
