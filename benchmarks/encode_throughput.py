@@ -18,12 +18,11 @@ import argparse
 import os
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
 from benchmarks.report import device_env, rate_fields, ratio_fields, write_result
-from benchmarks.synthetic_images import write_images
+from benchmarks.synthetic_images import add_folder_args, jpeg_folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--size", default="500x375")
-    p.add_argument("--folder", default=None)
+    add_folder_args(p)
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
     if args.threads:
@@ -50,11 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from uae.evaluation.latents import encode_dataset
     from uae.evaluation.options import RunOptions
 
-    tmp = tempfile.TemporaryDirectory()
-    folder = Path(args.folder) if args.folder else Path(tmp.name) / "images"
-    w, h = (int(v) for v in args.size.split("x"))
-    if len(list(folder.glob("*.jpg"))) < args.images:
-        write_images(folder, args.images, size=(w, h))
+    folder, tmp = jpeg_folder(args.folder, args.images, args.size)
     model, device = prepare_model(args.model, random_init=args.random_init, device=args.device)
 
     def run(draft: bool) -> float:
@@ -84,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     summary = {k: result[k] for k in ("median_images_per_s", "draft_over_full")}
     write_result(args.out, f"encode_throughput_{device.type}", result, summary)
-    tmp.cleanup()
+    if tmp is not None:
+        tmp.cleanup()
     return 0
 
 

@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--shard-size", type=int, default=0, help="images per shard (0: uae encode's default)")
+    # not synthetic_images.add_folder_args: a run's own process parses these too and imports only uae
     p.add_argument("--size", default="500x375", help="source image size WxH")
     p.add_argument("--folder", default=None, help="reuse (or fill) this image folder")
     p.add_argument("--out", default="benchmarks/results")
@@ -119,13 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--baseline is required")
     sys.path.insert(0, str(REPO))
     from benchmarks.report import device_env, rate_fields, ratio_fields, write_result
-    from benchmarks.synthetic_images import write_images
+    from benchmarks.synthetic_images import jpeg_folder
 
-    tmp = tempfile.TemporaryDirectory()
-    args.folder = Path(args.folder) if args.folder else Path(tmp.name) / "images"
-    w, h = (int(v) for v in args.size.split("x"))
-    if len(list(args.folder.glob("*.jpg"))) < args.images:
-        write_images(args.folder, args.images, size=(w, h))
+    args.folder, tmp = jpeg_folder(args.folder, args.images, args.size)
     sides = {"baseline": Path(args.baseline), "this": REPO}
     if args.num_workers != "default" and not args.num_workers.isdigit():
         p.error(f"--num-workers must be a count or 'default', got {args.num_workers!r}")
@@ -150,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     summary = {k: result[k] for k in ("median_images_per_s", "this_over_baseline")}
     write_result(args.out, f"encode_vs_baseline_{args.device.split(':')[0]}", result, summary)
-    tmp.cleanup()
+    if tmp is not None:
+        tmp.cleanup()
     return 0
 
 

@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from benchmarks.report import device_env, rate_fields, ratio_fields, write_result
-from benchmarks.synthetic_images import write_images
+from benchmarks.report import device_env, rate_fields, ratio_fields, sync, write_result
+from benchmarks.synthetic_images import add_folder_args, jpeg_folder
 
 
 class LegacyMetrics:
@@ -67,11 +65,6 @@ class LegacyMetrics:
         return {"num_images": self.n, "psnr": float(self.psnr.compute()), "ssim": float(self.ssim.compute())}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="uae_demo")
@@ -86,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--size", default="500x375", help="source image size WxH")
-    p.add_argument("--folder", default=None, help="reuse (or fill) this image folder")
+    add_folder_args(p)
     p.add_argument(
         "--variants",
         default=None,
@@ -104,15 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from uae.evaluation.options import RunOptions
     from uae.evaluation.reconstruction import evaluate_dataset, evaluate_reconstruction, reconstruct_batch
 
-    tmp = None
-    if args.folder is None:
-        tmp = tempfile.TemporaryDirectory()
-        folder = Path(tmp.name)
-    else:
-        folder = Path(args.folder)
-    w, h = (int(v) for v in args.size.split("x"))
-    if len(list(folder.glob("*.jpg"))) < args.images:
-        write_images(folder, args.images, size=(w, h))
+    folder, tmp = jpeg_folder(args.folder, args.images, args.size)
     model, device = prepare_model(args.model, random_init=args.random_init, device=args.device)
     model.eval()
     size = model.config.output_size
@@ -127,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def compute() -> float:
         xs = [b.to(device) for b in batches]
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         for x in xs:
             reconstruct_batch(model, x, size)
-        _sync(device)
+        sync(device)
         return n / (time.perf_counter() - start)
 
     def run_eval(
@@ -163,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress=False,
                 background=background,
             )
-        _sync(device)
+        sync(device)
         assert res["num_images"] == n, res["num_images"]
         return n / (time.perf_counter() - start)
 
@@ -173,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         res = evaluate_reconstruction(
             model, host, ReconstructionMetrics(**metrics, device=device), size, device=device, progress=False
         )
-        _sync(device)
+        sync(device)
         assert res["num_images"] == n, res["num_images"]
         return n / (time.perf_counter() - start)
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from benchmarks.report import device_env, write_result
-from benchmarks.synthetic_images import write_images
+from benchmarks.report import device_env, sync, write_result
+from benchmarks.synthetic_images import add_folder_args, jpeg_folder
 
 
 class OneSample(Dataset):
@@ -82,7 +81,7 @@ def device_decode(
                 top, left = (size[0] - side) // 2, (size[1] - side) // 2
                 out.append(im[..., top : top + side, left : left + side])
             torch.cat(out)
-        _sync(device)
+        sync(device)
         return len(files) / (time.perf_counter() - start)
 
     try:
@@ -91,11 +90,6 @@ def device_decode(
     except Exception as e:  # noqa: BLE001 - a yardstick: report why it could not run
         return {"error": f"{type(e).__name__}: {e}"}
     return {"images_per_s": round(max(rates), 1), "rounds": [round(r, 1) for r in rates]}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=2, help="rounds per setting (the best is reported)")
     p.add_argument("--serial", type=int, default=256, help="images decoded in this process")
-    p.add_argument("--size", default="500x375", help="size of the synthetic JPEGs, WIDTHxHEIGHT")
-    p.add_argument("--folder", default=None, help="folder of JPEGs (written when it has too few)")
+    add_folder_args(p)
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
 
@@ -116,11 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from uae.evaluation.options import RunOptions
     from uae.models.registry import get_config
 
-    tmp = None
-    folder = Path(args.folder) if args.folder else Path((tmp := tempfile.TemporaryDirectory()).name)
-    w, h = (int(v) for v in args.size.split("x"))
-    if len(list(folder.glob("*.jpg"))) < args.images:
-        write_images(folder, args.images, size=(w, h))
+    folder, tmp = jpeg_folder(args.folder, args.images, args.size)
     device = torch.device(args.device)
     cfg = get_config(args.model)
     uint8 = device.type == "cuda"  # as the runners send them
@@ -148,11 +137,11 @@ def main(argv: list[str] | None = None) -> int:
             for batch in make_loader(dataset, args.batch_size, workers, device=device):
                 x, _ref = batch_images(batch, device)
                 if first is None:
-                    _sync(device)
+                    sync(device)
                     first = time.perf_counter()
                     after = -len(x)
                 seen += len(x)
-            _sync(device)
+            sync(device)
             end = time.perf_counter()
             assert seen == len(dataset), seen
             after += seen
@@ -178,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             model = create_model(args.model, pretrained=False).to(device).eval()
             with torch.no_grad():
                 model(torch.rand(args.batch_size, 3, cfg.img_size, cfg.img_size, device=device))
-            _sync(device)
+            sync(device)
         for kind, dataset in (("decode", ds), ("transport", OneSample(ds, n))):
             for workers in counts:
                 rec = run(dataset, workers)

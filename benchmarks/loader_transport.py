@@ -17,19 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from benchmarks.report import device_env, rate_fields, ratio_fields, write_result
-from benchmarks.synthetic_images import write_images
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from benchmarks.report import device_env, rate_fields, ratio_fields, sync, write_result
+from benchmarks.synthetic_images import add_folder_args, jpeg_folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,19 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--size", default="500x375", help="size of the synthetic JPEGs, WIDTHxHEIGHT")
-    p.add_argument("--folder", default=None, help="folder of JPEGs (written when it has too few)")
+    add_folder_args(p)
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
 
     from uae.evaluation.common import batch_images, make_loader, open_dataset
     from uae.evaluation.options import RunOptions
 
-    tmp = None
-    folder = Path(args.folder) if args.folder else Path((tmp := tempfile.TemporaryDirectory()).name)
-    w, h = (int(v) for v in args.size.split("x"))
-    if len(list(folder.glob("*.jpg"))) < args.images:
-        write_images(folder, args.images, size=(w, h))
+    folder, tmp = jpeg_folder(args.folder, args.images, args.size)
     device = torch.device(args.device)
     opts = RunOptions(batch_size=args.batch_size, num_workers=args.num_workers, progress=False)
 
@@ -66,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         for batch in make_loader(ds, args.batch_size, args.num_workers, device=device):
             x, ref = batch_images(batch, device)
             n += len(x)
-        _sync(device)
+        sync(device)
         assert n == len(ds), n  # every image, none dropped
         return n / (time.perf_counter() - start)
 

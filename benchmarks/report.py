@@ -21,6 +21,14 @@ def device_env(device: torch.device) -> dict[str, Any]:
     return {"device": str(device), "device_name": name, "cpus": os.cpu_count(), "torch": torch.__version__}
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (a CUDA device; nothing to wait for elsewhere)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def rate_fields(rates: dict[str, list[float]]) -> dict[str, Any]:
     """``images_per_s`` (each variant's rate per round) and ``median_images_per_s``, to 0.1 image/s."""
     return {

@@ -7,7 +7,9 @@ and decoding costs what a photograph costs. Written as JPEG (quality 90) or PNG.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -69,3 +71,22 @@ def write_images(
         Image.fromarray(arr).save(path, quality=90) if fmt == "jpg" else Image.fromarray(arr).save(path)
         paths.append(path)
     return paths
+
+
+def add_folder_args(parser: Any) -> None:
+    """``--size`` and ``--folder`` of a benchmark that reads a folder of synthetic JPEGs (:func:`jpeg_folder`)."""
+    parser.add_argument("--size", default="500x375", help="size of the synthetic JPEGs, WIDTHxHEIGHT")
+    parser.add_argument("--folder", default=None, help="folder of JPEGs (written when it has too few)")
+
+
+def jpeg_folder(
+    folder: str | Path | None, images: int, size: str = "500x375"
+) -> tuple[Path, tempfile.TemporaryDirectory | None]:
+    """``(folder, tmp)``: ``folder`` (or, for ``None``, a new temporary one, ``tmp``, to clean up) holding at
+    least ``images`` JPEGs of ``size`` (``"WIDTHxHEIGHT"``), written by :func:`write_images` when it has fewer."""
+    tmp = tempfile.TemporaryDirectory() if folder is None else None
+    path = Path(tmp.name if tmp is not None else folder)
+    w, h = (int(v) for v in size.split("x"))
+    if len(list(path.glob("*.jpg"))) < images:
+        write_images(path, images, size=(w, h))
+    return path, tmp
