@@ -423,7 +423,7 @@ def test_default_loader_workers_follow_the_device_cores_and_processes(image_fold
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "not a number")
     assert default_num_workers("cuda", cores=16) == 15
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
-    monkeypatch.setattr(options, "usable_cores", lambda: 12)
+    monkeypatch.setattr(options, "available_cpus", lambda: 12)
     for cmd in (eval_cmd, encode_cmd, probe_cmd, filtered_cmd):
         argv = ["--model", "m", "--data", str(image_folder), "--device", "cpu"]
         argv += ["--out", "x"] if cmd is encode_cmd else []

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from uae.data.datasets import ImageFolderDataset, coco_split, find_images, image_transform, imagenet_split
 from uae.data.resumable import ResumableDataLoader, ResumableSampler, SeededDataset
 from uae.errors import ConfigError, InputError, MissingFileError
+from uae.hardware import available_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -26,14 +27,6 @@ MAX_AUTO_WORKERS = {"gpu": 8, "cpu": 2}
 #: Lightning's advice to use more DataLoader workers (a ``warnings`` message regex), ignored once the number
 #: of workers was chosen from the hardware.
 FEW_WORKERS_ADVICE = r"The '\w+' does not have many workers"
-
-
-def available_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS / Windows
-        return os.cpu_count() or 1
 
 
 def auto_num_workers(devices_per_node: int = 1, accelerator: str = "gpu") -> int:

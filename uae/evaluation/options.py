@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 
 from uae.errors import InputError
+from uae.hardware import available_cpus
 
 #: Dataset names accepted as ``data`` besides a folder path (under :attr:`RunOptions.data_root`).
 NAMED_DATASETS = ("imagenet-val", "imagenet-train", "coco-val", "coco-train")
@@ -32,13 +33,6 @@ EXPORTABLE = ("bands", "latent", "fused")
 #: Most loader workers :func:`default_num_workers` gives one process: beyond this the main process that
 #: receives the batches, not the decoding, bounds the loader (``benchmarks/loader_pipeline.py``).
 MAX_DEFAULT_WORKERS = 16
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the platform has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def default_num_workers(device_type: str, cores: int | None = None, processes: int | None = None) -> int:
@@ -54,13 +48,13 @@ def default_num_workers(device_type: str, cores: int | None = None, processes: i
 
     Args:
         device_type: ``"cuda"``, ``"cpu"``, ``"mps"``...
-        cores: Usable cores (default: :func:`usable_cores`).
+        cores: Usable cores (default: :func:`uae.hardware.available_cpus`).
         processes: Processes sharing them (default: ``LOCAL_WORLD_SIZE``, set by ``torchrun``, else 1).
 
     Returns:
         The worker count per process (at least 1).
     """
-    cores = usable_cores() if cores is None else cores
+    cores = available_cpus() if cores is None else cores
     if processes is None:
         try:
             processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
