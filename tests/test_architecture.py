@@ -5,7 +5,7 @@ The picture (also in ``docs/design.md``)::
 
     cli ─► commands ─► app ─► training, evaluation, generation, inference, explorer, bench
                                    ─► factory (weights that need converters)
-                                   ─► convert, data, visualize ─► models ─► layers ─► errors, files, utils
+                                   ─► convert, data, visualize ─► models ─► layers ─► errors, files, hardware, utils
 
 Every ``import`` counts, at module level or inside a function: a lazy import still ties two files together.
 """
@@ -26,6 +26,7 @@ LEVELS: dict[str, int] = {
     "uae._version": 0,
     "uae.errors": 0,
     "uae.files": 0,
+    "uae.hardware": 0,
     "uae.utils": 0,
     "uae.online": 0,
     "uae.paths": 0,
