@@ -350,11 +350,20 @@ def test_shard_writer_raises_write_errors_in_the_caller_and_finishes_a_write_whe
     assert written == [3]  # the shard already being written was finished, not abandoned
 
 
-def test_shard_writer_without_background_writes_in_submit():
+def test_shard_writer_without_background_writes_in_submit(monkeypatch):
+    import uae.evaluation.shards as shards
+
+    released = []
+    monkeypatch.setattr(shards, "release_pinned_memory", lambda: released.append(True))
     done, events = [], []
     with ShardWriter(lambda b: done.append(b.shard), lambda *e: events.append(e), background=False) as writer:
         writer.submit(ShardBuffer(2, 0, 1, torch.float32), 5)
         assert writer.pool is None and done == [2] and events == [("shard", 2, 5)]
+    assert released == []  # a CPU export holds no pinned memory
+    with ShardWriter(lambda b: done.append(b.shard), None, background=True) as writer:  # a GPU export's
+        writer.submit(ShardBuffer(3, 0, 1, torch.float32), 1)
+        assert released == []  # not while shards are still written
+    assert done == [2, 3] and released == [True]  # the written shards' pinned buffers go back once
 
 
 def test_export_with_background_writes_crashes_resumes_and_equals_the_synchronous_one(

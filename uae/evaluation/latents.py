@@ -335,6 +335,7 @@ def export_latents(
                     callback("batch", s, batch_in_shard)
             if buf is not None:
                 writer.submit(buf, batch_in_shard)
+                buf = None  # the writer holds it: its pinned buffers go back with it (ShardWriter.close)
             writer.wait()
     finally:
         bar.close()
