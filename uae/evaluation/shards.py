@@ -180,7 +180,7 @@ def release_pinned_memory() -> None:
     buffers of a GPU export: up to two shards, ~2 GiB by default), where this torch can
     (``torch.accelerator.empty_host_cache``)."""
     empty = getattr(getattr(torch, "accelerator", None), "empty_host_cache", None)
-    if empty is not None:
+    if empty is not None and torch.cuda.is_initialized():  # no CUDA context: nothing was pinned
         empty()
 
 
