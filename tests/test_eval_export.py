@@ -350,7 +350,9 @@ def test_shard_writer_raises_write_errors_in_the_caller_and_finishes_a_write_whe
     assert written == [3]  # the shard already being written was finished, not abandoned
 
 
-def test_shard_writer_without_background_writes_in_submit(monkeypatch):
+def test_shard_writer_without_background_writes_in_submit_and_only_a_background_one_frees_pinned_memory(
+    monkeypatch,
+):
     import uae.evaluation.shards as shards
 
     released = []
@@ -396,7 +398,7 @@ def test_a_cuda_export_copies_asynchronously_and_stores_what_the_model_encodes(
 ):
     """On a GPU each batch is copied into pinned memory without waiting and its moments stay on the GPU
     until the shard is finished: the shards must still hold exactly what the model encodes there, with
-    statistics equal to float64 ones recomputed from the stored tensors."""
+    statistics equal to float64 ones recomputed from those encodings."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     model = tiny_model.to("cuda")
     ds = build_dataset(image_folder, 32)  # 8 images -> 3 shards, the pinned buffers reused

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from uae.data.datasets import ImageFolderDataset, coco_split, find_images, image_transform, imagenet_split
 from uae.data.resumable import ResumableDataLoader, ResumableSampler, SeededDataset
 from uae.errors import ConfigError, InputError, MissingFileError
-from uae.hardware import available_cpus
+from uae.hardware import available_cpus, workers_beside_gpu
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,10 @@ def auto_num_workers(devices_per_node: int = 1, accelerator: str = "gpu") -> int
         devices_per_node: Training processes on this machine.
         accelerator: ``"gpu"`` (any accelerator) or ``"cpu"``.
     """
-    per_device = available_cpus() // max(1, int(devices_per_node))
+    cores = available_cpus()
     if accelerator == "cpu":
-        return max(0, min(MAX_AUTO_WORKERS["cpu"], per_device // 4))
-    return max(0, min(MAX_AUTO_WORKERS["gpu"], per_device - 1))
+        return max(0, min(MAX_AUTO_WORKERS["cpu"], cores // max(1, int(devices_per_node)) // 4))
+    return workers_beside_gpu(devices_per_node, MAX_AUTO_WORKERS["gpu"], cores)
 
 
 def _check_readable(ds: ImageFolderDataset, split: str) -> None:

@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 
 from uae.errors import InputError
-from uae.hardware import available_cpus
+from uae.hardware import available_cpus, workers_beside_gpu
 
 #: Dataset names accepted as ``data`` besides a folder path (under :attr:`RunOptions.data_root`).
 NAMED_DATASETS = ("imagenet-val", "imagenet-train", "coco-val", "coco-train")
@@ -30,8 +30,9 @@ NAMED_DATASETS = ("imagenet-val", "imagenet-train", "coco-val", "coco-train")
 EXPORTABLE = ("bands", "latent", "fused")
 
 
-#: Most loader workers :func:`default_num_workers` gives one process: beyond this the main process that
-#: receives the batches, not the decoding, bounds the loader (``benchmarks/loader_pipeline.py``).
+#: Most loader workers :func:`default_num_workers` gives one process beside a GPU (each is a process with its
+#: own memory; measured up to 15 in ``benchmarks/loader_pipeline.py``, where the main process still had
+#: room: it moves 19-30k decoded images/s).
 MAX_DEFAULT_WORKERS = 16
 
 
@@ -43,7 +44,7 @@ def default_num_workers(device_type: str, cores: int | None = None, processes: i
     :data:`MAX_DEFAULT_WORKERS`, shared among the ``processes`` of a ``torchrun`` launch on this machine.
     Measured on an H200 with 16 cores (``benchmarks/RESULTS.md``): the loader alone delivers 2.1k
     images/s with 4 workers and 7.3k with 15 (500x375 JPEGs for ``uae_demo``), and ``uae eval`` of the
-    B architecture runs at 757 images/s with 12 workers against 528 with 4. On the CPU the workers take
+    B architecture runs at 754 images/s with 12 workers against 528 with 4. On the CPU the workers take
     cores from the model itself: at most 4.
 
     Args:
@@ -60,10 +61,9 @@ def default_num_workers(device_type: str, cores: int | None = None, processes: i
             processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         except ValueError:
             processes = 1
-    share = max(1, cores // processes)
     if device_type == "cuda":
-        return max(1, min(MAX_DEFAULT_WORKERS, share - 1))
-    return min(4, share)
+        return max(1, workers_beside_gpu(processes, MAX_DEFAULT_WORKERS, cores))
+    return min(4, max(1, cores // processes))
 
 
 def _positive(name: str, value: int | float | None, minimum: int | float = 1) -> None:
