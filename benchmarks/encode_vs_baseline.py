@@ -9,10 +9,11 @@ Each run is a fresh Python process that imports ``uae`` from one checkout (``PYT
 checks where ``uae`` came from), loads the model, encodes the first batches once as a warm-up, then
 times :func:`uae.evaluation.latents.encode_dataset` (what ``uae encode`` runs) over the whole folder
 with ``uae encode``'s defaults (bands, float32, batch 32, ``min(4, cores)`` loader workers or, with
-``--num-workers default``, each side's own default, torch's threads) into a fresh folder. Only the export is timed, not the start-up. The two sides alternate
-(baseline, this checkout, baseline, ...), and the figure of merit is the median of each round's
-this / baseline images/s. Both sides must have that API (``prepare_model``, ``encode_dataset``,
-``RunOptions``), which main has had since the issue asking for this figure was filed (``6cd89f0``).
+``--num-workers default``, each side's own default, torch's threads) into a fresh folder. Only the
+export is timed, not the start-up. The two sides alternate (baseline, this checkout, baseline, ...),
+and the figure of merit is the median of each round's this / baseline images/s. Both sides must have
+that API (``prepare_model``, ``encode_dataset``, ``RunOptions``), which main has had since the issue
+asking for this figure was filed (``6cd89f0``).
 Results: ``benchmarks/results/encode_vs_baseline_<device>.json``.
 """
 
@@ -118,14 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         return _child(args)
     if not args.baseline:
         p.error("--baseline is required")
+    if args.num_workers != "default" and not args.num_workers.isdigit():
+        p.error(f"--num-workers must be a count or 'default', got {args.num_workers!r}")
     sys.path.insert(0, str(REPO))
     from benchmarks.report import device_env, rate_fields, ratio_fields, write_result
     from benchmarks.synthetic_images import jpeg_folder
 
     args.folder, tmp = jpeg_folder(args.folder, args.images, args.size)
     sides = {"baseline": Path(args.baseline), "this": REPO}
-    if args.num_workers != "default" and not args.num_workers.isdigit():
-        p.error(f"--num-workers must be a count or 'default', got {args.num_workers!r}")
     rates: dict[str, list[float]] = {k: [] for k in sides}
     workers: dict[str, int] = {}
     for r in range(args.rounds):
