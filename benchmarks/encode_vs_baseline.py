@@ -32,7 +32,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _child(args: argparse.Namespace) -> int:
-    """One timed export in this process (``uae`` imported from ``PYTHONPATH``)."""
+    """One timed export in this process (``uae`` imported from ``PYTHONPATH``), set up as ``uae encode``
+    sets itself up (where the checkout does: its OpenMP wait policy, before torch is imported)."""
+    try:
+        from uae.hardware import passive_openmp_waits
+    except ImportError:  # checkouts before it
+        pass
+    else:
+        passive_openmp_waits()
     import torch
 
     import uae

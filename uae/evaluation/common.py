@@ -59,7 +59,7 @@ def trim_heap() -> None:
     A thread that allocates and frees tensors batch after batch (the metrics' thread of an evaluation)
     otherwise leaves its glibc arena fragmented, and the process grows with the number of batches
     (measured: ~70 KiB per image on ``uae eval``). One call costs a few milliseconds with a ~1 GB
-    heap, so the evaluations call it once per batch, and only when the model runs on the CPU.
+    heap; the evaluations call it through a :class:`HeapTrimmer`, and only when the model runs on the CPU.
     """
     global _LIBC
     if _LIBC is None:
@@ -73,6 +73,65 @@ def trim_heap() -> None:
             _LIBC = False
     if _LIBC:
         _LIBC.malloc_trim(0)
+
+
+TRIM_SLACK_BYTES = 8 * 2**20
+"""The growth of the resident size past its reference at which a :class:`HeapTrimmer` trims by default."""
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set size in bytes (``/proc/self/statm``), or ``None`` where there is none."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+class HeapTrimmer:
+    """Calls :func:`trim_heap` in a loop over batches: after every batch, or only when the process has grown.
+
+    After every batch (``slack=None``) the resident size stays flattest (``uae eval`` and the probe's
+    features: 300 vs 9000 images within 6-12 MiB), at a cost: the next batch faults the memory handed
+    back in again (8 % of ``uae eval``'s time with ``uae_demo`` on 2 CPU cores, 12-15 % of ``uae
+    encode``'s). With a ``slack`` in bytes, :meth:`step` reads the resident size and trims only when it
+    exceeds its reference by more than that; the batch after a trim sets the reference again when the
+    process is still above it (live memory grew: nothing left to trim). ``uae encode`` does so (its
+    memory is bounded by its shards, about 1 GiB each by default; with 256-image shards 300 vs 9000
+    images grew by 44 MiB instead of 27) and is 1.14x faster for it. Where the resident size cannot be
+    read, every step trims (:func:`trim_heap` is a no-op off glibc anyway).
+
+    Args:
+        enabled: Trim at all (the loops pass ``device.type == "cpu"``: the host heap churns only when the
+            model runs there).
+        slack: Bytes of growth over the reference allowed before a trim (``"default"``:
+            :data:`TRIM_SLACK_BYTES`, what ``uae encode`` uses; ``None``: trim after every batch).
+    """
+
+    def __init__(self, enabled: bool, slack: int | None | str = "default") -> None:
+        self.enabled = enabled
+        self.slack = TRIM_SLACK_BYTES if slack == "default" else None if slack is None else int(slack)
+        self.reference: int | None = None
+        self.just_trimmed = False
+
+    def step(self) -> bool:
+        """Call after each batch; trims when the process has grown past its reference. Returns whether it did."""
+        if not self.enabled:
+            return False
+        rss = None if self.slack is None else resident_bytes()
+        if rss is None:
+            trim_heap()
+            return True
+        if self.reference is None or self.just_trimmed:
+            self.just_trimmed = False
+            if self.reference is None or rss > self.reference + self.slack:
+                self.reference = rss  # the first batch, or live memory that a trim could not give back
+            return False
+        if rss <= self.reference + self.slack:
+            return False
+        trim_heap()
+        self.just_trimmed = True
+        return True
 
 
 def process_group() -> tuple[int, int]:

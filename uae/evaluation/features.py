@@ -22,11 +22,11 @@ from torch.utils.data import Dataset
 
 from uae.errors import InputError
 from uae.evaluation.common import (
+    HeapTrimmer,
     batch_images,
     iterate,
     make_loader,
     model_device,
-    trim_heap,
     weights_fingerprint,
 )
 from uae.evaluation.options import RunOptions
@@ -129,6 +129,7 @@ def extract_features(
     label_t = torch.empty(n, dtype=torch.long)
     pos = 0
     local = SkipLog()
+    trimmer = HeapTrimmer(enabled=device.type == "cpu", slack=None)
     for batch in iterate(loader, f"features band={band}", progress):
         if not local.update(batch):
             continue
@@ -148,8 +149,7 @@ def extract_features(
         label_t[pos : pos + b] = torch.as_tensor(batch["label"]).long()
         pos += b
         del x, f
-        if device.type == "cpu":
-            trim_heap()  # no heap growth batch after batch (glibc fragmentation)
+        trimmer.step()  # no heap growth batch after batch (glibc fragmentation)
     if features is None:
         raise InputError(f"none of the {n} images could be read ({len(local.skipped)} skipped)")
     if pos + len(local.skipped) != n:

@@ -40,6 +40,7 @@ from uae.data.datasets import collate_skipping
 from uae.data.transforms import resolve_data_config
 from uae.errors import InputError
 from uae.evaluation.common import (
+    HeapTrimmer,
     barrier,
     batch_images,
     gather_objects,
@@ -47,7 +48,6 @@ from uae.evaluation.common import (
     open_dataset,
     process_group,
     tokenizer_fingerprint,
-    trim_heap,
     weights_fingerprint,
 )
 from uae.evaluation.options import EXPORTABLE, RunOptions
@@ -310,6 +310,7 @@ def export_latents(
     cur: int | None = None
     buf: ShardBuffer | None = None
     batch_in_shard = 0
+    trimmer = HeapTrimmer(enabled=device.type == "cpu")  # on growth only: memory is bounded by the shards
     try:
         with ShardWriter(commit, callback, background=device.type == "cuda") as writer:  # GPU: overlapped
             for bi, batch in enumerate(loader):
@@ -327,8 +328,7 @@ def export_latents(
                     x, _ = batch_images(batch, device)
                     buf.add(_encode(model, x, what, amp), batch["index"], batch["label"])
                     del x
-                if device.type == "cpu":
-                    trim_heap()  # no heap growth batch after batch (glibc fragmentation)
+                trimmer.step()  # no heap growth batch after batch (glibc fragmentation)
                 bar.update(len(batches[bi]))
                 batch_in_shard += 1
                 if callback is not None:

@@ -5,7 +5,7 @@ main thread, and the metrics (on the model's device) run in a background thread
 (:class:`BackgroundUpdates`) that takes the reconstructions batch by batch, with at most one batch
 waiting. Memory does not grow with the number of images: the metrics keep running sums (see
 :mod:`uae.evaluation.metrics`) and the freed heap is handed back after each batch
-(:func:`uae.evaluation.common.trim_heap`).
+(:class:`uae.evaluation.common.HeapTrimmer`).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from torch.utils.data import DataLoader
 from uae.data.transforms import resolve_data_config
 from uae.errors import InputError
 from uae.evaluation.common import (
+    HeapTrimmer,
     batch_images,
     iterate,
     make_loader,
     match_size,
     model_device,
     open_dataset,
-    trim_heap,
 )
 from uae.evaluation.metrics import ReconstructionMetrics, as_metrics
 from uae.evaluation.options import RunOptions
@@ -144,6 +144,9 @@ def evaluate_reconstruction(
     skips = SkipLog()
     worker = BackgroundUpdates(metrics.update) if background else None
     update = worker.put if worker is not None else metrics.update
+    trimmer = HeapTrimmer(
+        enabled=device.type == "cpu", slack=None
+    )  # the host heap churns only when the model runs there
     try:
         for batch in iterate(loader, desc, progress):
             if not skips.update(batch):
@@ -155,8 +158,7 @@ def evaluate_reconstruction(
                 ref = input_filter(ref).clamp(0.0, 1.0)
             update(reconstruct_batch(model, x, eval_size, amp=amp), ref)
             del x, ref, batch
-            if device.type == "cpu":  # the host heap churns only when the model runs there
-                trim_heap()
+            trimmer.step()
     except BaseException:
         if worker is not None:
             worker.close(check=False)

@@ -71,7 +71,7 @@ def channel_moments(x: torch.Tensor, channel_dim: int) -> tuple[int, torch.Tenso
     rows = x.reshape(x.shape[0], k, rest).transpose(0, 1)  # (channels, n, rest)
     if x.device.type not in ("cpu", "cuda"):  # MPS has no float64
         rows = rows.cpu()
-    rows = rows.double().reshape(k, -1)
+    rows = rows.to(torch.float64, memory_format=torch.contiguous_format).reshape(k, -1)  # one copy, not two
     mean = rows.mean(dim=1, keepdim=True)
     m2 = (rows - mean).square_().sum(dim=1)
     return rows.shape[1], mean.view(keep), m2.view(keep)

@@ -1,0 +1,150 @@
+"""How the streaming loops share a CPU with their loader: heap trimming when the process has grown, and
+OpenMP threads that sleep instead of spinning in ``uae encode`` (loader workers beside the model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import uae.evaluation.common as common
+from uae.evaluation.common import HeapTrimmer, build_dataset
+from uae.hardware import OPENMP_WAIT_VARIABLES
+
+
+@pytest.fixture
+def trims(monkeypatch):
+    """Every :func:`trim_heap` call, counted (the trimmer calls it through the module)."""
+    calls: list[int] = []
+    monkeypatch.setattr(common, "trim_heap", lambda: calls.append(1))
+    return calls
+
+
+def _sizes(monkeypatch, mib):
+    """``resident_bytes`` reads these sizes (MiB) one after the other."""
+    it = iter(mib)
+    monkeypatch.setattr(common, "resident_bytes", lambda: next(it) * 2**20)
+
+
+def test_the_trimmer_trims_only_when_the_process_grew_past_its_reference(monkeypatch, trims):
+    t = HeapTrimmer(enabled=True, slack=8 * 2**20)
+    # reference 100; within the slack; grown -> trim; the batch after it sets no new reference (back to 101)
+    _sizes(monkeypatch, [100, 104, 108, 109, 101, 107, 120])
+    assert [t.step() for _ in range(7)] == [False, False, False, True, False, False, True]
+    assert len(trims) == 2 and t.reference == 100 * 2**20
+
+
+def test_live_memory_that_a_trim_cannot_give_back_becomes_the_new_reference(monkeypatch, trims):
+    t = HeapTrimmer(enabled=True, slack=8 * 2**20)
+    _sizes(monkeypatch, [100, 150, 150, 155, 158, 170])  # grew by 50 MiB of live memory
+    assert [t.step() for _ in range(6)] == [False, True, False, False, False, True]
+    assert t.reference == 150 * 2**20 and len(trims) == 2
+
+
+def test_without_a_slack_or_a_resident_size_every_step_trims_and_disabled_never(monkeypatch, trims):
+    _sizes(monkeypatch, [100] * 3)
+    every = HeapTrimmer(enabled=True, slack=None)
+    assert all(every.step() for _ in range(3)) and len(trims) == 3
+    monkeypatch.setattr(common, "resident_bytes", lambda: None)
+    assert HeapTrimmer(enabled=True).slack == common.TRIM_SLACK_BYTES
+    assert all(HeapTrimmer(enabled=True).step() for _ in range(3)) and len(trims) == 6
+    assert not any(HeapTrimmer(enabled=False).step() for _ in range(3)) and len(trims) == 6
+
+
+def test_the_resident_size_is_read_from_the_process():
+    import torch
+
+    rss = common.resident_bytes()
+    if rss is None:
+        pytest.skip("no /proc/self/statm on this OS")
+    big = torch.ones(64 * 2**20, dtype=torch.uint8)  # 64 MiB, touched
+    assert common.resident_bytes() >= rss + 60 * 2**20
+    del big
+
+
+@pytest.mark.parametrize(("loop", "expected"), [("encode", 2), ("features", 4), ("eval", 4)])
+def test_the_export_trims_on_growth_and_the_evaluations_after_every_batch(
+    loop, expected, tiny_model, image_folder, tmp_path, monkeypatch, trims
+):
+    """8 images in batches of 2, a process that grows by 10 MiB per batch. The export: the first batch
+    sets the reference, the 2nd and 4th trim (the 3rd follows a trim and moves the reference); the
+    evaluations (memory first): after each of the 4 batches."""
+    sizes = iter(range(100, 10_000, 10))
+    monkeypatch.setattr(common, "resident_bytes", lambda: next(sizes) * 2**20)
+    if loop == "encode":
+        from uae.evaluation.latents import export_latents
+
+        export_latents(
+            tiny_model, build_dataset(image_folder, 32), tmp_path / "x", batch_size=2, progress=False
+        )
+    elif loop == "features":
+        from uae.evaluation.features import extract_features
+
+        extract_features(tiny_model, build_dataset(image_folder, 32), band=0, batch_size=2, progress=False)
+    else:
+        from uae.evaluation.options import RunOptions
+        from uae.evaluation.reconstruction import evaluate_dataset
+
+        opts = RunOptions(batch_size=2, num_workers=0, progress=False)
+        evaluate_dataset(tiny_model, str(image_folder), metrics={"lpips": False, "fid": False}, options=opts)
+    assert len(trims) == expected
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
+def _run(code: str, **extra: str) -> dict:
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**_clean_env(), **extra},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+PROBE = """
+import json, os, sys
+{before}
+from uae.hardware import passive_openmp_waits
+set_ = passive_openmp_waits()
+print(json.dumps({{"set": set_, "policy": os.environ.get("OMP_WAIT_POLICY")}}))
+"""
+
+
+def test_passive_waits_are_set_before_torch_only_and_never_over_the_users_choice():
+    assert _run(PROBE.format(before="")) == {"set": True, "policy": "PASSIVE"}
+    # after `import torch` the OpenMP runtime has read its settings: nothing to gain, nothing set
+    assert _run(PROBE.format(before="import torch")) == {"set": False, "policy": None}
+    assert _run(PROBE.format(before=""), OMP_WAIT_POLICY="ACTIVE") == {"set": False, "policy": "ACTIVE"}
+    assert _run(PROBE.format(before=""), GOMP_SPINCOUNT="10000") == {"set": False, "policy": None}
+
+
+CLI = """
+import json, os, sys
+from uae import cli
+for name in sys.argv[1:]:
+    try:
+        cli.main([name, "--help"])
+    except SystemExit:
+        pass
+print(json.dumps({"policy": os.environ.get("OMP_WAIT_POLICY"), "torch": "torch" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "policy"), [("encode", "PASSIVE"), ("eval", None), ("probe", None), ("models", None)]
+)
+def test_uae_encode_lets_openmp_threads_sleep_and_the_other_commands_keep_the_default(command, policy):
+    res = subprocess.run(
+        [sys.executable, "-c", CLI, command], env=_clean_env(), capture_output=True, text=True, check=True
+    )
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out == {"policy": policy, "torch": False}  # set (or not) before torch was ever imported
