@@ -4,10 +4,10 @@ Run from the repository root::
 
     python -m benchmarks.encode_profile FOLDER --num-workers 12 --device cuda
 
-:func:`uae.evaluation.latents.encode_dataset` with ``uae encode``'s settings (bands, float32, batch 32)
-over ``FOLDER``, once to warm up, then once under ``cProfile`` (and with ``--trace`` once more under
-``torch.profiler``); prints the rate and the top entries by
-cumulative and by own time. Where Python's profiler records every thread (3.12 does: the loader's
+:func:`uae.evaluation.latents.encode_dataset` with ``uae encode``'s settings (bands, float32, batch 32,
+the command's OpenMP wait policy) over ``FOLDER``, once to warm up, then once under ``cProfile`` (and with
+``--trace`` once more under ``torch.profiler``); prints the rate and the top entries by cumulative and by
+own time. Where Python's profiler records every thread (3.12 does: the loader's
 pin-memory thread shows up), the cumulative times of the threads overlap; the own times stay exact.
 """
 
@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         "a Chrome trace here (open it in chrome://tracing or Perfetto)",
     )
     args = p.parse_args(argv)
+    from uae.hardware import passive_openmp_waits
 
+    passive_openmp_waits()  # as `uae encode` sets itself up, before torch is imported
     from uae.evaluation.common import prepare_model
     from uae.evaluation.latents import encode_dataset
     from uae.evaluation.options import RunOptions
