@@ -40,7 +40,7 @@ def passive_openmp_waits() -> bool:
     workers on the same cores, that spinning takes their time, and a worker that preempts one of the
     model's threads holds up the region it belongs to. Measured with ``uae encode --model uae_demo`` on
     2 cores (2 threads, 2 workers): 1.2x the images/s. It is not free: the same model alone on those
-    cores ran 25-50 % slower (each parallel region then wakes a sleeping thread), so ``uae`` sets it
+    cores ran 20-50 % slower (each parallel region then wakes a sleeping thread), so ``uae`` sets it
     only for the command where it was measured to help (:data:`uae.commands.PASSIVE_OPENMP_COMMANDS`).
     The number of threads, hence every float, is unchanged. The OpenMP runtime reads the variable
     once, when torch is loaded, so this only acts before ``import torch``, and never overrides a wait

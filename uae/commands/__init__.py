@@ -68,5 +68,5 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 # Commands whose idle OpenMP threads uae.cli lets sleep instead of spin (uae.hardware.passive_openmp_waits,
 # before torch is imported): measured to help only where loader workers decode beside a small model on the
 # same cores (`uae encode --model uae_demo` on 2 cores: 1.2x); `uae eval` gained nothing (the same images/s)
-# and a model running alone lost up to 25 % at that size, so the others keep OpenMP's default.
+# and a model running alone lost 20-50 % at that size, so the others keep OpenMP's default.
 PASSIVE_OPENMP_COMMANDS: frozenset[str] = frozenset({"encode"})

@@ -92,25 +92,25 @@ class HeapTrimmer:
     """Calls :func:`trim_heap` in a loop over batches: after every batch, or only when the process has grown.
 
     After every batch (``slack=None``) the resident size stays flattest (``uae eval`` and the probe's
-    features: 300 vs 9000 images within 6-12 MiB), at a cost: the next batch faults the memory handed
+    features: 300 vs 9000 images within 6-20 MiB), at a cost: the next batch faults the memory handed
     back in again (8 % of ``uae eval``'s time with ``uae_demo`` on 2 CPU cores, 12-15 % of ``uae
     encode``'s). With a ``slack`` in bytes, :meth:`step` reads the resident size and trims only when it
     exceeds its reference by more than that; the batch after a trim sets the reference again when the
     process is still above it (live memory grew: nothing left to trim). ``uae encode`` does so (its
     memory is bounded by its shards, about 1 GiB each by default; with 256-image shards 300 vs 9000
-    images grew by 44 MiB instead of 27) and is 1.14x faster for it. Where the resident size cannot be
+    images grew by 46 MiB instead of 27) and is 1.14x faster for it. Where the resident size cannot be
     read, every step trims (:func:`trim_heap` is a no-op off glibc anyway).
 
     Args:
         enabled: Trim at all (the loops pass ``device.type == "cpu"``: the host heap churns only when the
             model runs there).
-        slack: Bytes of growth over the reference allowed before a trim (``"default"``:
-            :data:`TRIM_SLACK_BYTES`, what ``uae encode`` uses; ``None``: trim after every batch).
+        slack: Bytes of growth over the reference allowed before a trim (``uae encode`` uses the default,
+            :data:`TRIM_SLACK_BYTES`); ``None``: trim after every batch.
     """
 
-    def __init__(self, enabled: bool, slack: int | None | str = "default") -> None:
+    def __init__(self, enabled: bool, slack: int | None = TRIM_SLACK_BYTES) -> None:
         self.enabled = enabled
-        self.slack = TRIM_SLACK_BYTES if slack == "default" else None if slack is None else int(slack)
+        self.slack = None if slack is None else int(slack)
         self.reference: int | None = None
         self.just_trimmed = False
 
