@@ -9,10 +9,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import uae.evaluation.common as common
 from uae.evaluation.common import HeapTrimmer, build_dataset
 from uae.hardware import OPENMP_WAIT_VARIABLES
+
+CPU = torch.device("cpu")
 
 
 @pytest.fixture
@@ -30,7 +33,7 @@ def _sizes(monkeypatch, mib):
 
 
 def test_the_trimmer_trims_only_when_the_process_grew_past_its_reference(monkeypatch, trims):
-    t = HeapTrimmer(enabled=True, slack=8 * 2**20)
+    t = HeapTrimmer(CPU, slack=8 * 2**20)
     # reference 100; within the slack; grown -> trim; the batch after it sets no new reference (back to 101)
     _sizes(monkeypatch, [100, 104, 108, 109, 101, 107, 120])
     assert [t.step() for _ in range(7)] == [False, False, False, True, False, False, True]
@@ -38,20 +41,20 @@ def test_the_trimmer_trims_only_when_the_process_grew_past_its_reference(monkeyp
 
 
 def test_live_memory_that_a_trim_cannot_give_back_becomes_the_new_reference(monkeypatch, trims):
-    t = HeapTrimmer(enabled=True, slack=8 * 2**20)
+    t = HeapTrimmer(CPU, slack=8 * 2**20)
     _sizes(monkeypatch, [100, 150, 150, 155, 158, 170])  # grew by 50 MiB of live memory
     assert [t.step() for _ in range(6)] == [False, True, False, False, False, True]
     assert t.reference == 150 * 2**20 and len(trims) == 2
 
 
-def test_without_a_slack_or_a_resident_size_every_step_trims_and_disabled_never(monkeypatch, trims):
+def test_without_a_slack_or_a_resident_size_every_step_trims_and_a_gpu_model_never(monkeypatch, trims):
     _sizes(monkeypatch, [100] * 3)
-    every = HeapTrimmer(enabled=True, slack=None)
+    every = HeapTrimmer(CPU, slack=None)
     assert all(every.step() for _ in range(3)) and len(trims) == 3
     monkeypatch.setattr(common, "resident_bytes", lambda: None)
-    assert HeapTrimmer(enabled=True).slack == common.TRIM_SLACK_BYTES
-    assert all(HeapTrimmer(enabled=True).step() for _ in range(3)) and len(trims) == 6
-    assert not any(HeapTrimmer(enabled=False).step() for _ in range(3)) and len(trims) == 6
+    assert HeapTrimmer(CPU).slack == common.TRIM_SLACK_BYTES
+    assert all(HeapTrimmer(CPU).step() for _ in range(3)) and len(trims) == 6
+    assert not any(HeapTrimmer(torch.device("cuda")).step() for _ in range(3)) and len(trims) == 6
 
 
 def test_the_resident_size_is_read_from_the_process():

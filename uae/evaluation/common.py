@@ -102,14 +102,13 @@ class HeapTrimmer:
     read, every step trims (:func:`trim_heap` is a no-op off glibc anyway).
 
     Args:
-        enabled: Trim at all (the loops pass ``device.type == "cpu"``: the host heap churns only when the
-            model runs there).
+        device: Where the loop's model runs; only a CPU model trims (the host heap churns only then).
         slack: Bytes of growth over the reference allowed before a trim (``uae encode`` uses the default,
             :data:`TRIM_SLACK_BYTES`); ``None``: trim after every batch.
     """
 
-    def __init__(self, enabled: bool, slack: int | None = TRIM_SLACK_BYTES) -> None:
-        self.enabled = enabled
+    def __init__(self, device: torch.device, slack: int | None = TRIM_SLACK_BYTES) -> None:
+        self.enabled = torch.device(device).type == "cpu"
         self.slack = None if slack is None else int(slack)
         self.reference: int | None = None
         self.just_trimmed = False

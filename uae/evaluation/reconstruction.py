@@ -144,8 +144,8 @@ def evaluate_reconstruction(
     skips = SkipLog()
     worker = BackgroundUpdates(metrics.update) if background else None
     update = worker.put if worker is not None else metrics.update
-    # the host heap churns only when the model runs there; trimmed after every batch: memory first
-    trimmer = HeapTrimmer(enabled=device.type == "cpu", slack=None)
+    # trimmed after every batch: memory first
+    trimmer = HeapTrimmer(device, slack=None)
     try:
         for batch in iterate(loader, desc, progress):
             if not skips.update(batch):
