@@ -35,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         "a Chrome trace here (open it in chrome://tracing or Perfetto)",
     )
     args = p.parse_args(argv)
-    from uae.hardware import passive_openmp_waits
+    from uae.hardware import passive_openmp_waits, steady_heap
 
     passive_openmp_waits()  # as `uae encode` sets itself up, before torch is imported
+    steady_heap()
     from uae.evaluation.common import prepare_model
     from uae.evaluation.latents import encode_dataset
     from uae.evaluation.options import RunOptions

@@ -33,13 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _child(args: argparse.Namespace) -> int:
     """One timed export in this process (``uae`` imported from ``PYTHONPATH``), set up as ``uae encode``
-    sets itself up (where the checkout does: its OpenMP wait policy, before torch is imported)."""
+    sets itself up (where the checkout does: its OpenMP wait policy, before torch is imported, and its heap
+    thresholds)."""
     try:
-        from uae.hardware import passive_openmp_waits
+        import uae.hardware as hardware
     except ImportError:  # checkouts before it
-        pass
-    else:
-        passive_openmp_waits()
+        hardware = None
+    for setup in ("passive_openmp_waits", "steady_heap"):  # what this checkout's command sets up, if anything
+        getattr(hardware, setup, lambda: None)()
     import torch
 
     import uae

@@ -1,5 +1,6 @@
-"""How the streaming loops share a CPU with their loader: heap trimming when the process has grown, and
-OpenMP threads that sleep instead of spinning in ``uae encode`` (loader workers beside the model)."""
+"""How the streaming loops share a CPU with their loader: heap trimming when the process has grown,
+OpenMP threads that sleep instead of spinning in ``uae encode`` (loader workers beside the model), and a
+heap that keeps freed tensors' memory for the next ones (every command)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 
 import uae.evaluation.common as common
 from uae.evaluation.common import HeapTrimmer, build_dataset
-from uae.hardware import OPENMP_WAIT_VARIABLES
+from uae.hardware import MALLOC_VARIABLES, OPENMP_WAIT_VARIABLES
 
 CPU = torch.device("cpu")
 
@@ -98,7 +99,11 @@ def test_the_export_trims_on_growth_and_the_evaluations_after_every_batch(
 
 
 def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_VARIABLES}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in OPENMP_WAIT_VARIABLES and k not in MALLOC_VARIABLES and k != "GLIBC_TUNABLES"
+    }
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     return env
 
@@ -152,3 +157,87 @@ def test_uae_encode_lets_openmp_threads_sleep_and_the_other_commands_keep_the_de
     )
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out == {"policy": policy, "torch": False}  # set (or not) before torch was ever imported
+
+
+GLIBC = bool(getattr(os, "confstr", lambda _: "")("CS_GNU_LIBC_VERSION"))
+
+CHURN = """
+import ctypes, json, sys
+from uae.hardware import steady_heap
+set_ = steady_heap() if sys.argv[1] == "steady" else None
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+for _ in range(3):  # what a small model's forward does: a few MiB-sized activations made, written, freed
+    blocks = [libc.malloc(3 * 2**20) for _ in range(3)]
+    for b in blocks:
+        ctypes.memset(b, 1, 3 * 2**20)
+    for b in blocks:
+        libc.free(b)
+print(json.dumps({"set": set_, "kept": libc.mallinfo2().keepcost}))
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc thresholds")
+def test_a_steady_heap_keeps_freed_memory_for_the_next_blocks_instead_of_giving_it_back():
+    default, steady = (
+        _run(CHURN.replace("sys.argv[1]", "'default'")),
+        _run(CHURN.replace("sys.argv[1]", "'steady'")),
+    )
+    assert steady["set"] is True
+    # glibc's default thresholds give the top of the heap back after every round (the next round faults
+    # those pages in again); kept, the 9 MiB freed stay at the top of the heap for the next round
+    assert default["kept"] < 2**20
+    assert steady["kept"] >= 9 * 2**20
+
+
+STEADY = """
+import json, os
+from uae.hardware import steady_heap
+print(json.dumps({"set": steady_heap()}))
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc thresholds")
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, True),
+        ({"MALLOC_TRIM_THRESHOLD_": "131072"}, False),
+        ({"MALLOC_MMAP_THRESHOLD_": "1048576"}, False),
+        ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"}, False),
+        ({"GLIBC_TUNABLES": "glibc.rtld.optional_static_tls=2048"}, True),  # not a malloc setting
+    ],
+)
+def test_the_heap_thresholds_are_never_set_over_the_users_malloc_settings(env, expected):
+    assert _run(STEADY, **env) == {"set": expected}
+
+
+CLI_HEAP = """
+import json, sys
+import uae.hardware
+calls = []
+from uae import cli
+cli.steady_heap = lambda: calls.append(1) or True
+for name in sys.argv[1:]:
+    try:
+        cli.main([name, "--help"])
+    except SystemExit:
+        pass
+print(json.dumps({"calls": len(calls)}))
+"""
+
+
+def test_every_command_runs_with_a_steady_heap():
+    res = subprocess.run(
+        [sys.executable, "-c", CLI_HEAP, "encode", "eval", "models", "reconstruct"],
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == {"calls": 4}

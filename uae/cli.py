@@ -20,7 +20,7 @@ from uae._version import __version__
 from uae.commands import COMMANDS, PASSIVE_OPENMP_COMMANDS
 from uae.commands._options import USER_ERRORS, CLIError, command_flags
 from uae.errors import for_flags
-from uae.hardware import passive_openmp_waits
+from uae.hardware import passive_openmp_waits, steady_heap
 
 __all__ = ["COMMANDS", "USER_ERRORS", "CLIError", "main"]
 
@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, func, _ = COMMANDS[name]
     if name in PASSIVE_OPENMP_COMMANDS:
         passive_openmp_waits()
+    steady_heap()  # freed tensors' memory reused, not faulted in again op after op (glibc; 1.25x uae_demo)
     module = None
     try:
         module = importlib.import_module(module_name)
