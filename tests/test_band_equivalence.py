@@ -46,13 +46,13 @@ def test_dct_matrices_are_cached_once_per_size_and_device() -> None:
     torch.testing.assert_close(d16 @ d16.T, torch.eye(16), atol=1e-6, rtol=0)  # orthonormal
     torch.testing.assert_close(d16, dct_matrix(16))
     proj(torch.randn(1, 2, 16, 16))
-    proj(torch.randn(1, 2, 7, 5))
-    assert set(proj._dct_cache) == {(16, "cpu"), (7, "cpu"), (5, "cpu")}
+    proj(torch.randn(1, 2, 9, 12))  # above MATRIX_MAX_CELLS: the transform runs on every call
+    assert set(proj._dct_cache) == {(16, "cpu"), (9, "cpu"), (12, "cpu")}
 
 
 @pytest.mark.parametrize("transform", ["fft", "dct"])
 @pytest.mark.parametrize("k", [1, 2, 4, 8])
-@pytest.mark.parametrize("hw", [(16, 16), (9, 12)])
+@pytest.mark.parametrize("hw", [(16, 16), (9, 12), (8, 8), (7, 9), (4, 6), (1, 1)])
 def test_fused_split_equals_iterative_reference(transform: str, k: int, hw: tuple[int, int]) -> None:
     torch.manual_seed(k)
     z = torch.randn(2, 64, *hw) * 2 + 0.5
@@ -101,3 +101,26 @@ def test_model_bands_and_decode_equal_the_reference_split(transform: str, photos
         out = model.decode(enc.latent).sample
         ref = model.render(model.fuse(ref_bands))
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "transform"), [("smooth", "fft"), ("smooth", "dct"), ("authors_v1", "fft")]
+)
+def test_small_grids_split_by_one_matrix_product_equal_the_transform(scheme: str, transform: str) -> None:
+    torch.manual_seed(3)
+    proj = build_band_scheme(3, transform=transform, grid_size=8, scheme=scheme)
+    count = None if scheme == "authors_v1" else 2
+    for hw in [(8, 8), (5, 7), (9, 12)]:
+        z = torch.randn(4, 32, *hw) * 3 + 1
+        masks = proj.band_masks(*hw, z.device)
+        via_transform = proj.apply_masks(z, masks if count is None else masks[:count])
+        bands = proj.masked_bands(z, count)
+        assert bands.shape == via_transform.shape and bands.is_contiguous()
+        torch.testing.assert_close(bands, via_transform, rtol=0, atol=4e-6)
+        torch.testing.assert_close(proj(z), proj.split_iterative(z), rtol=0, atol=4e-6)
+    # the operator is built once per grid, device and count, for the grids up to MATRIX_MAX_CELLS only
+    assert set(proj._operators) == {(8, 8, "cpu", count), (5, 7, "cpu", count)}
+    op = proj._operators[(8, 8, "cpu", count)]
+    proj(torch.randn(1, 32, 8, 8))
+    assert proj._operators[(8, 8, "cpu", count)] is op and op.dtype == torch.float32
+    assert op.shape == (64, (3 if count is None else count) * 64)

@@ -108,6 +108,11 @@ def zigzag_rank(height: int, width: int, device: torch.device | None = None) -> 
     return rank.view(height, width).to(device)
 
 
+def _dct_dtype(x: torch.Tensor) -> torch.dtype:
+    """The DCT matrices' dtype for ``x``: float64 for float64 grids, float32 otherwise."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 class SpectralTransform:
     """An orthonormal 2-D transform over the last two axes: ``"fft"`` (real half spectrum) or ``"dct"``.
 
@@ -123,13 +128,13 @@ class SpectralTransform:
         self.transform = transform
         self.dct_cache: dict[tuple[int, str], torch.Tensor] = {}
 
-    def dct(self, n: int, device: torch.device) -> torch.Tensor:
-        """Cached float32 DCT-II matrix ``(n, n)`` on ``device``."""
-        key = (n, str(device))
+    def dct(self, n: int, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Cached DCT-II matrix ``(n, n)`` on ``device`` (float32, or float64 for float64 inputs)."""
+        key = (n, str(device)) if dtype == torch.float32 else (n, str(device), str(dtype))
         if key not in self.dct_cache:
             # Cached tensors must not be inference tensors, or a later autograd pass could not save them.
             with torch.inference_mode(False):
-                self.dct_cache[key] = dct_matrix(n, device)
+                self.dct_cache[key] = dct_matrix(n, device, dtype)
         return self.dct_cache[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,13 +143,15 @@ class SpectralTransform:
             if 0 in x.stride():  # an expanded input: MKL's FFT (torch < 2.9 on the CPU) rejects zero strides
                 x = x.contiguous()
             return torch.fft.rfft2(x, norm="ortho")
-        return self.dct(x.shape[-2], x.device) @ x @ self.dct(x.shape[-1], x.device).mT
+        dtype = _dct_dtype(x)
+        return self.dct(x.shape[-2], x.device, dtype) @ x @ self.dct(x.shape[-1], x.device, dtype).mT
 
     def inverse(self, spec: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """The grid ``(..., H, W)`` of coefficients ``spec``; ``size`` is ``(H, W)``."""
         if self.transform == "fft":
             return torch.fft.irfft2(spec, s=size, norm="ortho")
-        return self.dct(size[0], spec.device).mT @ spec @ self.dct(size[1], spec.device)
+        dtype = _dct_dtype(spec)
+        return self.dct(size[0], spec.device, dtype).mT @ spec @ self.dct(size[1], spec.device, dtype)
 
     def power(self, x: torch.Tensor) -> torch.Tensor:
         """``|X|^2`` of every coefficient ``(..., H, W')``, each half-spectrum column weighted by how often

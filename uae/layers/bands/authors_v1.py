@@ -170,8 +170,9 @@ class AuthorsV1Bands(BandScheme):
         return authors_v1_band_masks(height, width, self.num_bands, self.schedule, device=device)
 
     def split(self, z: torch.Tensor) -> torch.Tensor:
-        """Every band ``(B, K, C, H, W)`` from its effective mask, from one FFT and one batched inverse."""
-        return self.apply_masks(z, self.band_masks(*z.shape[-2:], z.device))
+        """Every band ``(B, K, C, H, W)`` from its effective mask: one FFT and one batched inverse (one matrix
+        product on small grids, :meth:`masked_bands`)."""
+        return self.masked_bands(z)
 
     def _split_iterative(self, z: torch.Tensor) -> torch.Tensor:
         return authors_v1_split_iterative(z, self.num_bands, self.schedule)

@@ -96,7 +96,8 @@ class SmoothBands(BandScheme):
         return band_masks(rho, self.num_bands, self.softness)
 
     def split(self, z: torch.Tensor) -> torch.Tensor:
-        """Fused split: bands ``0..K-2`` from one transform and one batched inverse, the last as the residual.
+        """Fused split: bands ``0..K-2`` from one transform and one batched inverse (one matrix product on
+        small grids, :meth:`masked_bands`), the last as the residual.
 
         Args:
             z: Float32 latent grid ``(B, C, H, W)``.
@@ -106,7 +107,7 @@ class SmoothBands(BandScheme):
         """
         if self.num_bands == 1:
             return z.unsqueeze(1)
-        lower = self.apply_masks(z, self.band_masks(*z.shape[-2:], z.device)[:-1])  # (B, K-1, C, H, W)
+        lower = self.masked_bands(z, self.num_bands - 1)  # (B, K-1, C, H, W)
         last = z - lower.sum(dim=1)
         return torch.cat([lower, last.unsqueeze(1)], dim=1)
 
