@@ -74,10 +74,11 @@ def test_the_resident_size_is_read_from_the_process():
 def test_the_export_trims_on_growth_and_the_evaluations_after_every_batch(
     loop, expected, tiny_model, image_folder, tmp_path, monkeypatch, trims
 ):
-    """8 images in batches of 2, a process that grows by 10 MiB per batch. The export: the first batch
+    """8 images in batches of 2, a process that grows by 70 MiB per batch (past the default slack). The export: the first batch
     sets the reference, the 2nd and 4th trim (the 3rd follows a trim and moves the reference); the
     evaluations (memory first): after each of the 4 batches."""
-    sizes = iter(range(100, 10_000, 10))
+    sizes = iter(range(100, 100_000, 70))
+    assert common.TRIM_SLACK_BYTES < 70 * 2**20
     monkeypatch.setattr(common, "resident_bytes", lambda: next(sizes) * 2**20)
     if loop == "encode":
         from uae.evaluation.latents import export_latents

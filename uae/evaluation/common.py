@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from uae.errors import InputError, MissingFileError
 from uae.evaluation.options import NAMED_DATASETS, RunOptions
 from uae.factory import load_model
+from uae.hardware import HEAP_TRIM_THRESHOLD_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +76,10 @@ def trim_heap() -> None:
         _LIBC.malloc_trim(0)
 
 
-TRIM_SLACK_BYTES = 8 * 2**20
-"""The growth of the resident size past its reference at which a :class:`HeapTrimmer` trims by default."""
+TRIM_SLACK_BYTES = HEAP_TRIM_THRESHOLD_BYTES
+"""The growth of the resident size past its reference at which a :class:`HeapTrimmer` trims by default:
+the free memory a steady heap (:func:`uae.hardware.steady_heap`, set by every command) keeps at its top
+anyway, so that the trimmer does not hand back what the next batch would fault in again."""
 
 
 def resident_bytes() -> int | None:
@@ -96,10 +99,11 @@ class HeapTrimmer:
     back in again (8 % of ``uae eval``'s time with ``uae_demo`` on 2 CPU cores, 12-15 % of ``uae
     encode``'s). With a ``slack`` in bytes, :meth:`step` reads the resident size and trims only when it
     exceeds its reference by more than that; the batch after a trim sets the reference again when the
-    process is still above it (live memory grew: nothing left to trim). ``uae encode`` does so (its
-    memory is bounded by its shards, about 1 GiB each by default; with 256-image shards 300 vs 9000
-    images grew by 46 MiB instead of 27) and is 1.14x faster for it. Where the resident size cannot be
-    read, every step trims (:func:`trim_heap` is a no-op off glibc anyway).
+    process is still above it (live memory grew: nothing left to trim). ``uae encode`` does so, with
+    :data:`TRIM_SLACK_BYTES` (its memory is bounded by its shards, about 1 GiB each by default, which
+    are allocated and touched at once, so the resident size grows once per shard and not batch by
+    batch). Where the resident size cannot be read, every step trims (:func:`trim_heap` is a no-op off
+    glibc anyway).
 
     Args:
         device: Where the loop's model runs; only a CPU model trims (the host heap churns only then).

@@ -373,7 +373,7 @@ class _Committer:
         """Write one complete shard (tmp + hash + rename), then record it (the commit point)."""
         index, shard, lo = self.index, buf.shard, buf.lo
         entry: dict[str, Any] = {"shard": shard, "file": shard_name(shard)}
-        idx = torch.cat(buf.index) if buf.index else torch.zeros(0, dtype=torch.long)
+        idx = buf.index[: buf.count]  # rows of a preallocated tensor: no copy
         skipped_pairs = sorted(buf.skipped)
         skipped = [i for i, _ in skipped_pairs]
         skipped_info = {"skipped": skipped, "skipped_files": [f for _, f in skipped_pairs]}
@@ -386,11 +386,11 @@ class _Committer:
         if not len(idx):  # every image of the shard is unreadable: nothing to store
             entry.update({"file": None, "start": lo, "count": 0, "bytes": 0, **skipped_info})
         else:
-            tensors: dict[str, torch.Tensor] = {"index": idx, "label": torch.cat(buf.label)}
+            tensors: dict[str, torch.Tensor] = {"index": idx, "label": buf.label[: buf.count]}
             for k in EXPORTABLE:
                 if k not in buf.tensors:
                     continue
-                count, mean, m2 = combine_moments(buf.moments[k])
+                count, mean, m2 = buf.moments[k]
                 tensors[k] = buf.tensors[k][: buf.count]  # rows of a contiguous tensor: no copy
                 tensors[f"stats.{k}.mean"] = mean
                 tensors[f"stats.{k}.m2"] = m2

@@ -92,8 +92,13 @@ def combine_moments(
 
 
 class ShardBuffer:
-    """One shard being encoded: its tensors preallocated in the storage dtype (memory: one shard, not a
-    list of batches plus their concatenation), per-batch float64 moments, indices, labels, skipped files.
+    """One shard being encoded: its tensors, indices and labels preallocated (memory: one shard, not a
+    list of batches plus their concatenation), running float64 moments, skipped files.
+
+    Nothing a batch leaves behind is allocated per batch (the moments are folded into one running
+    ``(count, mean, M2)`` per tensor, in the order :func:`combine_moments` would combine the batches,
+    so the floats are the same): small long-lived blocks between each batch's temporaries would
+    fragment the heap, and the process would grow batch after batch.
 
     With ``device`` a CUDA device, :meth:`add` does not wait for the GPU: the shard's tensors are
     allocated in pinned host memory, each batch is converted to the storage dtype on the GPU and copied
@@ -117,9 +122,9 @@ class ShardBuffer:
         self.count = 0
         self.tensors: dict[str, torch.Tensor] = {}
         self.pinned: dict[str, bool] = {}
-        self.moments: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
-        self.index: list[torch.Tensor] = []
-        self.label: list[torch.Tensor] = []
+        self.moments: dict[str, tuple[int, torch.Tensor, torch.Tensor]] = {}
+        self.index = torch.empty(self.capacity, dtype=torch.long)
+        self.label = torch.empty(self.capacity, dtype=torch.long)
         self.skipped: list[tuple[int, str]] = []
         self.device = device if device is not None and device.type == "cuda" else None
 
@@ -140,7 +145,9 @@ class ShardBuffer:
             else:
                 self.pinned[key] = True
                 return tensor
-        return torch.empty(shape, dtype=self.store)
+        # Touched now, not page by page as the batches arrive: the process's resident size then grows once
+        # per shard, so a HeapTrimmer watching it for heap growth is not set off batch after batch.
+        return torch.zeros(shape, dtype=self.store)
 
     def add(self, encoded: dict[str, torch.Tensor], index: Any, label: Any) -> None:
         """Store a batch of encoded tensors (float32, on the buffer's device) with their dataset indices and
@@ -151,7 +158,8 @@ class ShardBuffer:
             n, mean, m2 = channel_moments(v, channel_dim=2 if k == "bands" else 1)
             if self.device is None:
                 mean, m2 = mean.cpu(), m2.cpu()
-            self.moments.setdefault(k, []).append((n, mean, m2))
+            part = (n, mean, m2)
+            self.moments[k] = combine_moments([self.moments[k], part]) if k in self.moments else part
             if k not in self.tensors:
                 self.tensors[k] = self._allocate(k, (self.capacity, *v.shape[1:]))
             rows = self.tensors[k][self.count : self.count + b]
@@ -159,8 +167,8 @@ class ShardBuffer:
                 rows.copy_(v.to(self.store), non_blocking=True)  # ordered on the stream: v may be freed
             else:
                 rows.copy_(v)
-        self.index.append(torch.as_tensor(index).long())
-        self.label.append(torch.as_tensor(label).long())
+        self.index[self.count : self.count + b] = torch.as_tensor(index)
+        self.label[self.count : self.count + b] = torch.as_tensor(label)
         self.count += b
 
     def finish(self) -> None:
@@ -170,9 +178,7 @@ class ShardBuffer:
             return
         if any(self.pinned.values()):
             torch.cuda.current_stream(self.device).synchronize()
-        self.moments = {
-            k: [(n, mean.cpu(), m2.cpu()) for n, mean, m2 in parts] for k, parts in self.moments.items()
-        }
+        self.moments = {k: (n, mean.cpu(), m2.cpu()) for k, (n, mean, m2) in self.moments.items()}
 
 
 def release_pinned_memory() -> None:
