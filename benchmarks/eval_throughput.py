@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from uae.hardware import steady_heap
+
+    steady_heap()  # as every `uae` command sets itself up
 
     from uae.data.transforms import scale_uint8
     from uae.evaluation.common import make_loader, open_dataset, prepare_model
