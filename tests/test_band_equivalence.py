@@ -124,3 +124,11 @@ def test_small_grids_split_by_one_matrix_product_equal_the_transform(scheme: str
     proj(torch.randn(1, 32, 8, 8))
     assert proj._operators[(8, 8, "cpu", count)] is op and op.dtype == torch.float32
     assert op.shape == (64, (3 if count is None else count) * 64)
+
+
+@pytest.mark.parametrize("scheme", ["smooth", "authors_v1"])
+@pytest.mark.parametrize("shape", [(0, 4, 8, 8), (2, 0, 8, 8), (0, 4, 16, 16), (2, 0, 16, 16)])
+def test_empty_batches_split_into_empty_bands(scheme: str, shape: tuple[int, ...]) -> None:
+    proj = build_band_scheme(3, grid_size=8, scheme=scheme)
+    bands = proj(torch.zeros(shape))
+    assert bands.shape == (shape[0], 3, *shape[1:])

@@ -127,6 +127,8 @@ class BandScheme(nn.Module):
     def apply_masks(self, z: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """``z (B, C, H, W)`` filtered by each of ``masks (N, H, W')`` -> ``(B, N, C, H, W)``: one forward
         transform, one batched inverse."""
+        if z.numel() == 0:  # an empty batch (MKL's FFT rejects it)
+            return z.new_zeros((z.shape[0], masks.shape[0], *z.shape[1:]))
         spec = self.spectral.forward(z)  # (B, C, H, W')
         return self.spectral.inverse(spec.unsqueeze(1) * masks[None, :, None], tuple(z.shape[-2:]))
 
@@ -144,7 +146,7 @@ class BandScheme(nn.Module):
         op = self.band_operator(h, w, z.device, count)  # (H*W, N*H*W)
         b, c = z.shape[:2]
         out = z.reshape(b * c, h * w) @ op
-        return out.view(b, c, -1, h, w).transpose(1, 2).contiguous()
+        return out.view(b, c, op.shape[1] // (h * w), h, w).transpose(1, 2).contiguous()
 
     def band_operator(
         self, height: int, width: int, device: torch.device, count: int | None = None
