@@ -35,10 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         "a Chrome trace here (open it in chrome://tracing or Perfetto)",
     )
     args = p.parse_args(argv)
-    from uae.hardware import passive_openmp_waits, steady_heap
+    from uae.commands import prepare_process
 
-    passive_openmp_waits()  # as `uae encode` sets itself up, before torch is imported
-    steady_heap()
+    prepare_process("encode")  # as `uae encode` sets itself up, before torch is imported
     from uae.evaluation.common import prepare_model
     from uae.evaluation.latents import encode_dataset
     from uae.evaluation.options import RunOptions

@@ -35,12 +35,18 @@ def _child(args: argparse.Namespace) -> int:
     """One timed export in this process (``uae`` imported from ``PYTHONPATH``), set up as ``uae encode``
     sets itself up (where the checkout does: its OpenMP wait policy, before torch is imported, and its heap
     thresholds)."""
-    try:
-        import uae.hardware as hardware
-    except ImportError:  # checkouts before it
-        hardware = None
-    for setup in ("passive_openmp_waits", "steady_heap"):  # what this checkout's command sets up, if anything
-        getattr(hardware, setup, lambda: None)()
+    import uae.commands
+
+    prepare = getattr(uae.commands, "prepare_process", None)
+    if prepare is not None:
+        prepare("encode")
+    else:  # checkouts before it: what their `uae encode` set up, if anything
+        try:
+            from uae.hardware import passive_openmp_waits
+        except ImportError:
+            pass
+        else:
+            passive_openmp_waits()
     import torch
 
     import uae

@@ -39,12 +39,9 @@ MODES = ("eval", "encode", "probe")
 
 def child(mode: str, folder: str, args: argparse.Namespace) -> dict:
     """Run one mode in this process, set up as its command sets itself up; its peak RSS in MiB."""
-    from uae.commands import PASSIVE_OPENMP_COMMANDS
-    from uae.hardware import passive_openmp_waits, steady_heap
+    from uae.commands import prepare_process
 
-    if mode in PASSIVE_OPENMP_COMMANDS:  # before torch is imported, as uae.cli does
-        passive_openmp_waits()
-    steady_heap()
+    prepare_process(mode)  # before torch is imported, as uae.cli does
     import torch
 
     torch.set_num_threads(args.threads)

@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from uae.hardware import steady_heap
+    from uae.commands import prepare_process
 
-    steady_heap()  # as every `uae` command sets itself up
+    prepare_process("eval")  # as `uae eval` sets itself up
 
     from uae.data.transforms import scale_uint8
     from uae.evaluation.common import make_loader, open_dataset, prepare_model

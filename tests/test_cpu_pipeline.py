@@ -222,8 +222,8 @@ CLI_HEAP = """
 import json, sys
 import uae.hardware
 calls = []
+uae.hardware.steady_heap = lambda: calls.append(1) or True
 from uae import cli
-cli.steady_heap = lambda: calls.append(1) or True
 for name in sys.argv[1:]:
     try:
         cli.main([name, "--help"])

@@ -17,10 +17,9 @@ import traceback
 from collections.abc import Sequence
 
 from uae._version import __version__
-from uae.commands import COMMANDS, PASSIVE_OPENMP_COMMANDS
+from uae.commands import COMMANDS, prepare_process
 from uae.commands._options import USER_ERRORS, CLIError, command_flags
 from uae.errors import for_flags
-from uae.hardware import passive_openmp_waits, steady_heap
 
 __all__ = ["COMMANDS", "USER_ERRORS", "CLIError", "main"]
 
@@ -69,9 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"uae: error: unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module_name, func, _ = COMMANDS[name]
-    if name in PASSIVE_OPENMP_COMMANDS:
-        passive_openmp_waits()
-    steady_heap()  # freed tensors' memory reused, not faulted in again op after op (glibc; 1.25x uae_demo)
+    prepare_process(name)  # before the command module (and torch) is imported
     module = None
     try:
         module = importlib.import_module(module_name)

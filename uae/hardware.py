@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from typing import Any
 
 
 def available_cpus() -> int:
@@ -93,18 +95,30 @@ def steady_heap() -> bool:
         "GLIBC_TUNABLES", ""
     ):
         return False
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return False
-    except (AttributeError, ValueError, OSError):  # not glibc (macOS, musl, Windows)
+    libc = glibc()
+    if libc is None:
         return False
     import ctypes
 
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD_BYTES)) and bool(
         mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD_BYTES)
     )
+
+
+@functools.cache
+def glibc() -> Any:
+    """This process's C library (a ``ctypes.CDLL``) when it is glibc, whose malloc :func:`steady_heap` tunes
+    and ``malloc_trim`` trims; ``None`` elsewhere (macOS, musl, Windows)."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return None
+    except (AttributeError, ValueError, OSError):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None

@@ -70,3 +70,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 # same cores (`uae encode --model uae_demo` on 2 cores: 1.2x); `uae eval` gained nothing (the same images/s)
 # and a model running alone lost 20-50 % at that size, so the others keep OpenMP's default.
 PASSIVE_OPENMP_COMMANDS: frozenset[str] = frozenset({"encode"})
+
+
+def prepare_process(name: str) -> None:
+    """Set this process up as ``uae <name>`` runs (call before torch is imported): OpenMP's passive waits
+    for :data:`PASSIVE_OPENMP_COMMANDS`, and a steady heap for every command (:mod:`uae.hardware`)."""
+    from uae.hardware import passive_openmp_waits, steady_heap
+
+    if name in PASSIVE_OPENMP_COMMANDS:
+        passive_openmp_waits()
+    steady_heap()  # freed tensors' memory reused, not faulted in again op after op (glibc; 1.25x uae_demo)

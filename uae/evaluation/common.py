@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from uae.errors import InputError, MissingFileError
 from uae.evaluation.options import NAMED_DATASETS, RunOptions
 from uae.factory import load_model
+from uae.hardware import glibc
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +50,6 @@ def prepare_model(
     return load_model(model, pretrained=not random_init, device=dev), dev
 
 
-_LIBC: Any = None
-
-
 def trim_heap() -> None:
     """Give the heap memory freed so far back to the operating system (glibc's ``malloc_trim(0)``, every
     thread's arena; nothing on other C libraries).
@@ -61,18 +59,9 @@ def trim_heap() -> None:
     (measured: ~70 KiB per image on ``uae eval``). One call costs a few milliseconds with a ~1 GB
     heap; the evaluations call it through a :class:`HeapTrimmer`, and only when the model runs on the CPU.
     """
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC.malloc_trim  # noqa: B018 - glibc only
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 TRIM_SLACK_BYTES = 8 * 2**20
