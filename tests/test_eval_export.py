@@ -217,40 +217,38 @@ def test_a_shard_with_flipped_bytes_is_found_and_recomputed(tiny_model, image_fo
     _same_export(out, clean)
 
 
-@pytest.mark.parametrize("raised", ["oserror", "safetensors"])
+@pytest.mark.parametrize("when", ["batch", "commit", "whole"])
 def test_a_full_disk_is_one_output_error_and_the_resume_is_exact(
-    tiny_model, image_folder, tmp_path, monkeypatch, raised
+    tiny_model, image_folder, tmp_path, monkeypatch, when
 ):
+    """The disk fills while a shard streamed to its file takes a batch (``batch``), while its indices and
+    moments are added (``commit``), or while a shard kept in memory is written whole (``whole``)."""
     import errno
 
-    import safetensors.torch
-    from safetensors import SafetensorError
-
     from uae.errors import OutputError
+    from uae.evaluation.shards import ShardFile
 
     ds = build_dataset(image_folder, 32)
     kw = dict(what=("bands", "latent"), shard_size=3, batch_size=2, progress=False)
     out, clean = tmp_path / "export", tmp_path / "clean"
-    real = safetensors.torch.save_file
-    calls = {"n": 0}
+    method = "write_rows" if when == "batch" else "write"
+    real = getattr(ShardFile, method)
 
-    def full_disk(tensors, filename, metadata=None):
-        calls["n"] += 1
-        if calls["n"] == 2:  # the second shard: the disk is full
-            real(tensors, filename, metadata)  # partly written, then the error
-            if raised == "oserror":
-                raise OSError(errno.ENOSPC, "No space left on device", str(filename))
-            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
-        real(tensors, filename, metadata)
+    def full_disk(self, name, *args):
+        real(self, name, *args)  # partly written, then the error
+        if "shard-00001" in self.path.name:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    if when == "whole":  # shards kept in memory (as on a GPU), written at their end
+        monkeypatch.setattr(ShardBuffer, "_open_file", lambda self: None)
+    monkeypatch.setattr(ShardFile, method, full_disk)
     with pytest.raises(OutputError, match="No space left on device") as e:
         export_latents(tiny_model, ds, out, **kw)
     msg = str(e.value)
     assert str(out) in msg and "shard-00001.safetensors" in msg and "ENOSPC" in msg and "\n" not in msg
     assert e.value.param == "out_dir" and isinstance(e.value, OSError)
     assert [p.name for p in out.iterdir() if p.name.startswith(".tmp")] == []  # no half-written file
-    monkeypatch.setattr(safetensors.torch, "save_file", real)
+    monkeypatch.undo()
     final = export_latents(tiny_model, ds, out, **kw)
     assert final["complete"]
     export_latents(tiny_model, ds, clean, **kw)

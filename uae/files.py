@@ -85,20 +85,38 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         IsADirectoryError: ``path`` is an existing folder.
     """
     path = Path(path)
+    tmp = new_temp_file(path)
+    try:
+        yield tmp
+        replace_with_temp_file(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def new_temp_file(path: str | os.PathLike) -> Path:
+    """Create the empty temp file of ``path`` (``.tmp-<random>-<name>`` in its folder, made if missing).
+
+    :func:`atomic_write` uses it; a writer that keeps its file open for longer (a latent shard written
+    batch by batch) creates it here and finishes with :func:`replace_with_temp_file`.
+
+    Raises:
+        IsADirectoryError: ``path`` is an existing folder.
+    """
+    path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder, expected a file path")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}-", suffix=f"-{path.name}", dir=path.parent)
     os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, default_file_mode())  # the writer may have replaced our file by its own 0600 one
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    return Path(name)
+
+
+def replace_with_temp_file(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give a finished temp file the usual mode and rename it to ``path`` (atomic on one file system)."""
+    os.chmod(tmp, default_file_mode())  # the writer may have replaced our file by its own 0600 one
+    os.replace(tmp, path)
 
 
 def write_text(path: str | os.PathLike, text: str, fsync: bool = False) -> Path:

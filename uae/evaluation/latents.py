@@ -4,7 +4,7 @@ The folder's layout, and reading, writing and checking it, are in :mod:`uae.eval
 Unreadable images are never replaced by another image: each shard's index entry lists them. The index
 states ``num_used`` and ``num_skipped`` (and ``skipped_files``), each file counted once, and the tokenizer's
 :func:`~uae.evaluation.common.tokenizer_fingerprint` (``model.fingerprint``). A shard is
-written to a hidden temp file, hashed (SHA-256), renamed into place, and only then recorded in
+written to a hidden temp file (on the CPU batch by batch, as it is encoded), hashed (SHA-256), renamed into place, and only then recorded in
 ``index.json`` (itself replaced atomically) or, in a multi-process run, in its rank's journal. A restart
 with the same arguments deletes stale temp files (``.tmp*``, ``*.tmp``), verifies each finished shard
 (size, header and SHA-256: a truncated, corrupt or altered one is recomputed), skips the good ones and
@@ -64,6 +64,7 @@ from uae.evaluation.shards import (
     output_errors,
     read_journals,
     remove_journals,
+    shard_metadata,
     shard_name,
     shard_problem,
     write_shard,
@@ -319,7 +320,8 @@ def export_latents(
                     writer.submit(buf, batch_in_shard)
                     buf, batch_in_shard = None, 0
                 if buf is None:
-                    buf = ShardBuffer(s, s * shard_size, min((s + 1) * shard_size, n), store, device)
+                    lo, hi = s * shard_size, min((s + 1) * shard_size, n)
+                    buf = ShardBuffer(s, lo, hi, store, device, path=out / shard_name(s))
                 cur = s
                 for u in batch["unreadable"]:
                     logger.warning("Skipped: %s", u.reason)
@@ -337,6 +339,10 @@ def export_latents(
                 writer.submit(buf, batch_in_shard)
                 buf = None  # the writer holds it: its pinned buffers go back with it (ShardWriter.close)
             writer.wait()
+    except BaseException:
+        if buf is not None:  # a shard in progress: its streamed temp file goes
+            buf.discard()
+        raise
     finally:
         bar.close()
     barrier()
@@ -382,26 +388,20 @@ class _Committer:
             raise RuntimeError(
                 f"shard {shard} got indices {idx[:4].tolist()}... (skipped {skipped[:4]}) instead of {lo}..{hi - 1}"
             )
-        shapes: dict[str, list[int]] = {}
+        shapes = {k: list(buf.shapes[k]) for k in EXPORTABLE if k in buf.shapes} if len(idx) else {}
         if not len(idx):  # every image of the shard is unreadable: nothing to store
+            buf.discard()
             entry.update({"file": None, "start": lo, "count": 0, "bytes": 0, **skipped_info})
         else:
-            tensors: dict[str, torch.Tensor] = {"index": idx, "label": buf.label[: buf.count]}
-            for k in EXPORTABLE:
-                if k not in buf.tensors:
-                    continue
-                count, mean, m2 = buf.moments[k]
-                tensors[k] = buf.tensors[k][: buf.count]  # rows of a contiguous tensor: no copy
-                tensors[f"stats.{k}.mean"] = mean
-                tensors[f"stats.{k}.m2"] = m2
-                tensors[f"stats.{k}.count"] = torch.tensor([count], dtype=torch.int64)
-                shapes[k] = list(tensors[k].shape[1:])
             name = shard_name(shard)
             with output_errors(self.out, name):
-                # One metadata entry: safetensors writes several in a random order (the bytes, and so
-                # the SHA-256, would differ between identical runs).
-                where = json.dumps({"count": len(idx), "shard": shard, "start": lo}, sort_keys=True)
-                size, digest = write_shard(tensors, self.out / name, {"uae_shard": where})
+                if buf.streamed:  # on its way to the disk since its first batch
+                    size, digest = buf.commit_file()
+                else:
+                    rows = buf.row_tensors()
+                    buf.discard()
+                    tensors = {**{k: rows[k] for k in EXPORTABLE if k in rows}, **buf.tail_tensors()}
+                    size, digest = write_shard(tensors, self.out / name, shard_metadata(len(idx), shard, lo))
             entry.update({"start": lo, "count": len(idx), "bytes": size, "sha256": digest, **skipped_info})
         if self.world > 1:
             with output_errors(self.out, "the journal"):
