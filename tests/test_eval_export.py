@@ -13,10 +13,9 @@ from safetensors.torch import load_file
 from uae.errors import OutputError
 from uae.evaluation.common import build_dataset
 from uae.evaluation.latents import channel_moments, combine_moments, export_latents
+from uae.evaluation.shard_writer import ShardBuffer, ShardWriter
 from uae.evaluation.shards import (
     STATS_NAME,
-    ShardBuffer,
-    ShardWriter,
     load_shard,
     read_index,
     verify_export,
@@ -226,7 +225,7 @@ def test_a_full_disk_is_one_output_error_and_the_resume_is_exact(
     import errno
 
     from uae.errors import OutputError
-    from uae.evaluation.shards import ShardFile
+    from uae.evaluation.shard_writer import ShardFile
 
     ds = build_dataset(image_folder, 32)
     kw = dict(what=("bands", "latent"), shard_size=3, batch_size=2, progress=False)
@@ -351,10 +350,10 @@ def test_shard_writer_raises_write_errors_in_the_caller_and_finishes_a_write_whe
 def test_shard_writer_without_background_writes_in_submit_and_only_a_background_one_frees_pinned_memory(
     monkeypatch,
 ):
-    import uae.evaluation.shards as shards
+    import uae.evaluation.shard_writer as shard_writer
 
     released = []
-    monkeypatch.setattr(shards, "release_pinned_memory", lambda: released.append(True))
+    monkeypatch.setattr(shard_writer, "release_pinned_memory", lambda: released.append(True))
     done, events = [], []
     with ShardWriter(lambda b: done.append(b.shard), lambda *e: events.append(e), background=False) as writer:
         writer.submit(ShardBuffer(2, 0, 1, torch.float32), 5)

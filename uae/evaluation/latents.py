@@ -51,23 +51,20 @@ from uae.evaluation.common import (
     weights_fingerprint,
 )
 from uae.evaluation.options import EXPORTABLE, RunOptions
+from uae.evaluation.shard_writer import ShardBuffer, ShardWriter, shard_metadata, write_shard
 from uae.evaluation.shards import (
     FILES_NAME,
     FORMAT_VERSION,
     INDEX_NAME,
     STATS_NAME,
-    ShardBuffer,
-    ShardWriter,
     append_journal,
     channel_moments,  # noqa: F401 - re-exported (uae.evaluation.latents.channel_moments)
     combine_moments,
     output_errors,
     read_journals,
     remove_journals,
-    shard_metadata,
     shard_name,
     shard_problem,
-    write_shard,
 )
 from uae.files import remove_temp_files, write_json, write_text
 from uae.utils import maybe_autocast
