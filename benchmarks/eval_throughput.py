@@ -14,11 +14,13 @@ In one process and on the same synthetic JPEG folder (:mod:`benchmarks.synthetic
   rFID off: decoding in the loader's workers, the model, PSNR and SSIM in a background thread;
 * **eval, metrics inline**: the same with the metrics between the model's batches (``background=False``);
 * **eval, no draft**: the same as **eval** with full-size JPEG decoding (``RunOptions(draft=False)``);
+* **eval, workers not niced**: the same as **eval** with the loader's workers at the main process's
+  priority (``RunOptions(worker_niceness=0)``; by default they yield the CPU to the model's threads);
 * **eval, float transport**: the same as **eval** with the workers sending float32 pixels (4 bytes per
   channel); **eval** sends ``uint8`` ones to a GPU, scaled there (on the CPU both send float32);
 * **eval, as before**: the same loop with the previous metric code (torchmetrics' ``PeakSignalNoiseRatio``
   with a per-batch list state and its 2-D ``StructuralSimilarityIndexMeasure``, :class:`LegacyMetrics`) on
-  the main thread, full-size decoding and float transport: what ``uae eval`` did before, measured in the
+  the main thread, full-size decoding, float transport and workers at the main process's priority: what ``uae eval`` did before, measured in the
   same run;
 * **eval, preloaded**: :func:`uae.evaluation.reconstruction.evaluate_reconstruction` over the decoded
   batches in memory (host tensors, as a loader yields them): the model and the metrics without the
@@ -122,12 +124,22 @@ def main(argv: list[str] | None = None) -> int:
         return n / (time.perf_counter() - start)
 
     def run_eval(
-        background: bool = True, draft: bool = True, legacy: bool = False, uint8: bool | None = None
+        background: bool = True,
+        draft: bool = True,
+        legacy: bool = False,
+        uint8: bool | None = None,
+        niceness: int | None = None,
     ) -> float:
         as_runner = uint8 is None  # the runners send uint8 pixels to a GPU only
         uint8 = device.type == "cuda" if uint8 is None else uint8
+        if niceness is None:  # the runners' default; the previous code left the workers' priority alone
+            niceness = 0 if legacy else RunOptions().worker_niceness
         opts = RunOptions(
-            batch_size=args.batch_size, num_workers=args.num_workers, progress=False, draft=draft
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            progress=False,
+            draft=draft,
+            worker_niceness=niceness,
         )
         start = time.perf_counter()
         if background and draft and as_runner and not legacy:
@@ -143,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             res = evaluate_reconstruction(
                 model,
-                make_loader(d, args.batch_size, args.num_workers, device=device),
+                make_loader(d, args.batch_size, args.num_workers, device=device, worker_niceness=niceness),
                 LegacyMetrics(device) if legacy else ReconstructionMetrics(**metrics, device=device),
                 size,
                 device=device,
@@ -171,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval_metrics_inline": lambda: run_eval(background=False),
         "eval_no_draft": lambda: run_eval(draft=False),
         "eval_float_transport": lambda: run_eval(uint8=False),
+        "eval_workers_not_niced": lambda: run_eval(niceness=0),
         "eval_as_before": lambda: run_eval(background=False, draft=False, legacy=True),
     }
     if args.variants:

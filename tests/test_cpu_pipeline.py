@@ -1,6 +1,7 @@
 """How the streaming loops share a CPU with their loader: heap trimming when the process has grown,
-OpenMP threads that sleep instead of spinning in ``uae encode`` (loader workers beside the model), and a
-heap that keeps freed tensors' memory for the next ones (every command)."""
+OpenMP threads that sleep instead of spinning in ``uae encode`` (loader workers beside the model), loader
+workers that yield the cores to a CPU model, and a heap that keeps freed tensors' memory for the next ones
+(every command)."""
 
 from __future__ import annotations
 
@@ -242,3 +243,63 @@ def test_every_command_runs_with_a_steady_heap():
         check=True,
     )
     assert json.loads(res.stdout.strip().splitlines()[-1]) == {"calls": 4}
+
+
+class _Niceness(torch.utils.data.Dataset):
+    """Wraps an image dataset; each sample's label is the niceness of the process that loaded it."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        sample = dict(self.ds[i])
+        sample["label"] = os.nice(0)
+        return sample
+
+
+def test_loader_workers_beside_a_cpu_model_yield_to_it_and_gpu_ones_do_not(image_folder):
+    from uae.evaluation.common import make_loader
+    from uae.hardware import WORKER_NICENESS, worker_init_beside_model
+
+    ds = _Niceness(build_dataset(image_folder, 32))
+    parent = os.nice(0)
+    want = min(19, parent + WORKER_NICENESS)
+    seen = [int(v) for b in make_loader(ds, 4, num_workers=1, device="cpu") for v in b["label"]]
+    assert seen == [want] * len(ds) and os.nice(0) == parent  # the workers only
+    seen = [
+        int(v) for b in make_loader(ds, 4, num_workers=1, device="cpu", worker_niceness=3) for v in b["label"]
+    ]
+    assert seen == [min(19, parent + 3)] * len(ds)
+    assert [int(v) for b in make_loader(ds, 4, num_workers=0, device="cpu") for v in b["label"]] == [
+        parent
+    ] * 8
+    assert worker_init_beside_model("cuda") is None and worker_init_beside_model("cpu", 0) is None
+    assert make_loader(ds, 4, num_workers=1).worker_init_fn is None  # model's device unknown: left alone
+
+
+def test_the_export_loader_workers_yield_to_a_cpu_model(tiny_model, image_folder, tmp_path):
+    from safetensors.torch import load_file
+
+    from uae.evaluation.latents import export_latents
+    from uae.hardware import WORKER_NICENESS
+
+    ds = _Niceness(build_dataset(image_folder, 32))
+    parent = os.nice(0)
+    kw = dict(what=("latent",), shard_size=8, batch_size=4, num_workers=1, progress=False)
+    export_latents(tiny_model, ds, tmp_path / "a", **kw)
+    export_latents(tiny_model, ds, tmp_path / "b", worker_niceness=0, **kw)
+    labels = {k: load_file(str(tmp_path / k / "shard-00000.safetensors"))["label"].tolist() for k in "ab"}
+    assert labels == {"a": [min(19, parent + WORKER_NICENESS)] * 8, "b": [parent] * 8}
+
+
+@pytest.mark.parametrize("bad", [-1, 20])
+def test_worker_niceness_outside_0_19_is_refused(bad):
+    from uae.errors import InputError
+    from uae.evaluation.options import RunOptions
+
+    with pytest.raises(InputError, match="worker_niceness") as e:
+        RunOptions(worker_niceness=bad)
+    assert e.value.param == "worker_niceness"

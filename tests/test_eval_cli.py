@@ -356,13 +356,16 @@ def test_eval_counts_each_image_once_in_a_folder_with_a_symlink_loop(
     assert json.loads(out.read_text())["num_images"] == 8  # was 328
 
 
-def test_no_draft_flag_reaches_the_dataset(image_folder):
+def test_no_draft_and_worker_niceness_flags_reach_the_run_options(image_folder):
     from uae.commands._options import run_options
 
     for cmd in (eval_cmd, encode_cmd, probe_cmd, filtered_cmd):
         argv = ["--model", "m", "--data", str(image_folder)] + (["--out", "x"] if cmd is encode_cmd else [])
         assert run_options(cmd.build_parser().parse_args(argv)).draft is True
         assert run_options(cmd.build_parser().parse_args([*argv, "--no-draft"])).draft is False
+        assert run_options(cmd.build_parser().parse_args(argv)).worker_niceness == 10
+        niceness = ["--worker-niceness", "0"]
+        assert run_options(cmd.build_parser().parse_args([*argv, *niceness])).worker_niceness == 0
     from uae.evaluation.common import open_dataset
     from uae.evaluation.options import RunOptions
 

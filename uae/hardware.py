@@ -30,6 +30,46 @@ def workers_beside_gpu(processes: int, cap: int, cores: int | None = None) -> in
     return max(0, min(cap, cores // max(1, int(processes)) - 1))
 
 
+#: Niceness the loader's worker processes add to their own while they decode beside a model on the same CPU
+#: cores (:func:`worker_init_beside_model`).
+WORKER_NICENESS = 10
+
+
+def nice_process(niceness: int, worker_id: int | None = None) -> None:
+    """Add ``niceness`` to this process's (``os.nice``); nothing where the OS has no niceness or refuses.
+
+    Bound with :func:`functools.partial`, it is a ``DataLoader`` ``worker_init_fn`` (``worker_id`` is the
+    loader's, unused).
+    """
+    if niceness <= 0:
+        return
+    try:
+        os.nice(niceness)
+    except (AttributeError, OSError):  # Windows; a sandbox that forbids it
+        pass
+
+
+def worker_init_beside_model(device_type: str, niceness: int = WORKER_NICENESS) -> Any:
+    """The ``worker_init_fn`` of a loader whose workers decode images while a model on ``device_type`` runs.
+
+    On the CPU the workers and the model's threads share the cores, and the model is what the loop
+    waits for: a worker that holds a core when one of the model's threads becomes ready holds up that
+    thread's whole parallel region. With ``niceness`` added to the workers' own, the scheduler runs the
+    model's threads as soon as they are ready and the workers take the time the model leaves (they are
+    ahead of it, two batches per worker). Measured with ``uae encode --model uae_demo`` on 2 cores, 2
+    workers: 1.12x the images/s at niceness 10 (1.05-1.20 over 7 rounds; 5: 0.94x of that, 19: the
+    same). The workers' results are unchanged. It only lowers the workers' priority (an unprivileged
+    process cannot raise it back), which also yields to other programs on a busy machine; 0 leaves it.
+
+    Returns:
+        ``functools.partial(nice_process, niceness)`` for a CPU model, else ``None`` (a GPU model waits
+        for the workers: they keep their priority).
+    """
+    if device_type != "cpu" or niceness <= 0:
+        return None
+    return functools.partial(nice_process, int(niceness))
+
+
 OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 """Environment variables that set how OpenMP's idle threads wait (the standard one, GNU's, Intel's)."""
 

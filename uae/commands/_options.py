@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from uae.errors import UAEError
 from uae.evaluation.options import NAMED_DATASETS
+from uae.hardware import WORKER_NICENESS
 
 if TYPE_CHECKING:  # pragma: no cover
     from uae.evaluation.options import ProbeOptions, RunOptions
@@ -170,6 +171,13 @@ def add_model_data(p: argparse.ArgumentParser, data_help: str = "") -> None:
         help="decode large JPEGs at full size (default: at a reduced scale when the model's input is "
         "less than half the image's shorter side; 1.3-9x faster, not bit-identical)",
     )
+    p.add_argument(
+        "--worker-niceness",
+        type=non_negative_int,
+        default=WORKER_NICENESS,
+        help="niceness the image loading processes add to their own when the model is on the CPU, so that "
+        "the model's threads preempt them (0-19; 0: keep their priority; default: %(default)s)",
+    )
 
 
 def add_metric_opts(p: argparse.ArgumentParser) -> None:
@@ -242,6 +250,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         amp=not args.no_amp,
         progress=not args.no_progress,
         draft=not args.no_draft,
+        worker_niceness=args.worker_niceness,
     )
 
 

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from uae.errors import InputError, MissingFileError
 from uae.evaluation.options import NAMED_DATASETS, RunOptions
 from uae.factory import load_model
-from uae.hardware import glibc
+from uae.hardware import WORKER_NICENESS, glibc, worker_init_beside_model
 
 logger = logging.getLogger(__name__)
 
@@ -360,9 +360,11 @@ def make_loader(
     num_workers: int = 0,
     shuffle: bool = False,
     device: str | torch.device | None = None,
+    worker_niceness: int = WORKER_NICENESS,
 ) -> DataLoader:
     """A ``DataLoader`` of dict batches (``pin_memory`` when the batches go to a CUDA ``device``; with
-    ``device=None``, whenever CUDA is available).
+    ``device=None``, whenever CUDA is available). With ``device`` the CPU, the workers add
+    ``worker_niceness`` to their own (:func:`uae.hardware.worker_init_beside_model`).
 
     Batches come from :func:`uae.data.datasets.collate_skipping`: samples the dataset could not read
     are left out and listed under ``batch["unreadable"]``; a batch without any readable image has
@@ -380,6 +382,9 @@ def make_loader(
         pin_memory=torch.cuda.is_available() if device is None else torch.device(device).type == "cuda",
         persistent_workers=False,
         collate_fn=collate_skipping,
+        worker_init_fn=None
+        if device is None or not num_workers
+        else worker_init_beside_model(torch.device(device).type, worker_niceness),
     )
 
 

@@ -178,7 +178,13 @@ def filtered_evaluation(
             metrics.reset()
             rec = evaluate_reconstruction(
                 model,
-                make_loader(rec_ds, options.batch_size, options.num_workers, device=model_device(model)),
+                make_loader(
+                    rec_ds,
+                    options.batch_size,
+                    options.num_workers,
+                    device=model_device(model),
+                    worker_niceness=options.worker_niceness,
+                ),
                 metrics,
                 size,
                 input_filter=flt,

@@ -67,6 +67,7 @@ from uae.evaluation.shards import (
     shard_problem,
 )
 from uae.files import remove_temp_files, write_json, write_text
+from uae.hardware import WORKER_NICENESS, worker_init_beside_model
 from uae.utils import maybe_autocast
 
 logger = logging.getLogger(__name__)
@@ -196,6 +197,7 @@ def export_latents(
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
     callback: Callable[[str, int, int], None] | None = None,
+    worker_niceness: int = WORKER_NICENESS,
 ) -> dict[str, Any]:
     """Encode a dataset into sharded safetensors; resumable; shared by the processes of a ``torchrun`` launch.
 
@@ -216,6 +218,8 @@ def export_latents(
         metadata: Extra JSON-able entries for the index (e.g. the model spec).
         callback: Called as ``callback(event, shard, batch)`` with ``event`` ``"batch"`` (after each
             batch inside a shard) or ``"shard"`` (after a shard is committed); for progress hooks and tests.
+        worker_niceness: Niceness the loader's workers add to their own on the CPU
+            (:func:`uae.hardware.worker_init_beside_model`; 0: none).
 
     Returns:
         The final index dict (every process gets it).
@@ -295,6 +299,7 @@ def export_latents(
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         collate_fn=collate_skipping,
+        worker_init_fn=worker_init_beside_model(device.type, worker_niceness) if num_workers else None,
     )
     store = DTYPES[dtype]
     commit = _Committer(out, index, index_path, store, rank, world)
@@ -494,4 +499,5 @@ def encode_dataset(
         amp=options.amp,
         progress=options.progress,
         metadata={**(metadata or {}), "data": data, "data_path": str(root)},
+        worker_niceness=options.worker_niceness,
     )

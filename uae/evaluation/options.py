@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 
 from uae.errors import InputError
-from uae.hardware import available_cpus, workers_beside_gpu
+from uae.hardware import WORKER_NICENESS, available_cpus, workers_beside_gpu
 
 #: Dataset names accepted as ``data`` besides a folder path (under :attr:`RunOptions.data_root`).
 NAMED_DATASETS = ("imagenet-val", "imagenet-train", "coco-val", "coco-train")
@@ -88,6 +88,9 @@ class RunOptions:
         progress: tqdm progress bars.
         draft: Decode a JPEG much larger than the model's input at a reduced scale (1.3-9x faster; the
             pixels are not bit-identical to a full decode, see :mod:`uae.data.image_io`).
+        worker_niceness: Niceness the loader's workers add to their own when the model runs on the CPU,
+            so that the model's threads preempt them (:func:`uae.hardware.worker_init_beside_model`;
+            0-19, 0: keep their priority).
 
     Raises:
         InputError: ``limit`` or ``batch_size`` below 1, ``num_workers`` below 0 (naming the field).
@@ -101,11 +104,17 @@ class RunOptions:
     amp: bool = True
     progress: bool = True
     draft: bool = True
+    worker_niceness: int = WORKER_NICENESS
 
     def __post_init__(self) -> None:
         _positive("limit", self.limit)
         _positive("batch_size", self.batch_size)
         _positive("num_workers", self.num_workers, 0)
+        _positive("worker_niceness", self.worker_niceness, 0)
+        if self.worker_niceness > 19:
+            raise InputError(
+                f"worker_niceness must be at most 19, got {self.worker_niceness}", param="worker_niceness"
+            )
 
 
 @dataclass(frozen=True)

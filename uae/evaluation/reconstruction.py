@@ -211,7 +211,13 @@ def evaluate_dataset(
     )
     res = evaluate_reconstruction(
         model,
-        make_loader(ds, options.batch_size, options.num_workers, device=device),
+        make_loader(
+            ds,
+            options.batch_size,
+            options.num_workers,
+            device=device,
+            worker_niceness=options.worker_niceness,
+        ),
         as_metrics(metrics, device),
         size,
         device=device,
