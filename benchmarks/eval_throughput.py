@@ -11,7 +11,10 @@ In one process and on the same synthetic JPEG folder (:mod:`benchmarks.synthetic
 * **compute**: the model alone (:func:`uae.evaluation.reconstruction.reconstruct_batch`, what the
   evaluation calls) on batches already decoded and in memory;
 * **eval**: :func:`uae.evaluation.reconstruction.evaluate_dataset` (what ``uae eval`` runs) with LPIPS and
-  rFID off: decoding in the loader's workers, the model, PSNR and SSIM in a background thread;
+  rFID off: decoding in the loader's workers, the model, then PSNR and SSIM: between the model's batches
+  for a model on the CPU (whose cores a thread would take), in a background thread for a GPU model;
+* **eval, metrics in a thread**: the same with the metrics in the background thread on any device
+  (``background=True``);
 * **eval, metrics inline**: the same with the metrics between the model's batches (``background=False``);
 * **eval, no draft**: the same as **eval** with full-size JPEG decoding (``RunOptions(draft=False)``);
 * **eval, workers not niced**: the same as **eval** with the loader's workers at the main process's
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return n / (time.perf_counter() - start)
 
     def run_eval(
-        background: bool = True,
+        background: bool | None = None,
         draft: bool = True,
         legacy: bool = False,
         uint8: bool | None = None,
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             worker_niceness=niceness,
         )
         start = time.perf_counter()
-        if background and draft and as_runner and not legacy:
+        if background is None and draft and as_runner and not legacy:
             res = evaluate_dataset(model, str(folder), metrics=metrics, options=opts)
         else:
             d, _ = open_dataset(
@@ -180,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "compute": compute,
         "eval_preloaded": run_preloaded,
         "eval": run_eval,
+        "eval_metrics_in_thread": lambda: run_eval(background=True),
         "eval_metrics_inline": lambda: run_eval(background=False),
         "eval_no_draft": lambda: run_eval(draft=False),
         "eval_float_transport": lambda: run_eval(uint8=False),

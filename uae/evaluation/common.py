@@ -80,23 +80,20 @@ def resident_bytes() -> int | None:
 
 
 class HeapTrimmer:
-    """Calls :func:`trim_heap` in a loop over batches: after every batch, or only when the process has grown.
+    """Calls :func:`trim_heap` in a loop over batches: only when the process has grown, or after every batch.
 
-    After every batch (``slack=None``) the resident size stays flattest (``uae eval`` and the probe's
-    features: 300 vs 9000 images within 6-20 MiB), at a cost: the next batch faults the memory handed
-    back in again (8 % of ``uae eval``'s time with ``uae_demo`` on 2 CPU cores, 12-15 % of ``uae
-    encode``'s). With a ``slack`` in bytes, :meth:`step` reads the resident size and trims only when it
-    exceeds its reference by more than that; the batch after a trim sets the reference again when the
-    process is still above it (live memory grew: nothing left to trim). ``uae encode`` does so, with
-    :data:`TRIM_SLACK_BYTES` (its memory is bounded by its shards, about 1 GiB each by default, which
-    are allocated and touched at once, so the resident size grows once per shard and not batch by
-    batch). Where the resident size cannot be read, every step trims (:func:`trim_heap` is a no-op off
-    glibc anyway).
+    With a ``slack`` in bytes (the default, :data:`TRIM_SLACK_BYTES`, used by ``uae encode``, ``uae eval``
+    and the probe's features), :meth:`step` reads the resident size and trims only when it exceeds its
+    reference by more than that; the batch after a trim sets the reference again when the process is
+    still above it (live memory grew: nothing left to trim). Their resident size stays flat (300 vs 9000
+    images: ``uae eval`` +10.7 MiB, the probe's features -1.6 MiB beyond the features themselves). After
+    every batch (``slack=None``) it is flattest, at a cost: the next batch faults the memory handed back
+    in again (``uae eval`` with ``uae_demo`` on 2 CPU cores: the model alone 0.82x of its speed). Where the
+    resident size cannot be read, every step trims (:func:`trim_heap` is a no-op off glibc anyway).
 
     Args:
         device: Where the loop's model runs; only a CPU model trims (the host heap churns only then).
-        slack: Bytes of growth over the reference allowed before a trim (``uae encode`` uses the default,
-            :data:`TRIM_SLACK_BYTES`); ``None``: trim after every batch.
+        slack: Bytes of growth over the reference allowed before a trim; ``None``: trim after every batch.
     """
 
     def __init__(self, device: torch.device, slack: int | None = TRIM_SLACK_BYTES) -> None:

@@ -129,7 +129,7 @@ def extract_features(
     label_t = torch.empty(n, dtype=torch.long)
     pos = 0
     local = SkipLog()
-    trimmer = HeapTrimmer(device, slack=None)
+    trimmer = HeapTrimmer(device)  # on growth only
     for batch in iterate(loader, f"features band={band}", progress):
         if not local.update(batch):
             continue

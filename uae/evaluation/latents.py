@@ -313,7 +313,7 @@ def export_latents(
     cur: int | None = None
     buf: ShardBuffer | None = None
     batch_in_shard = 0
-    trimmer = HeapTrimmer(device)  # on growth only: memory is bounded by the shards
+    trimmer = HeapTrimmer(device)  # on growth only
     try:
         with ShardWriter(commit, callback, background=device.type == "cuda") as writer:  # GPU: overlapped
             for bi, batch in enumerate(loader):
