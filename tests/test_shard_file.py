@@ -98,8 +98,14 @@ def test_a_shard_file_refuses_wrong_pieces_and_an_incomplete_close(tmp_path):
     with pytest.raises(ValueError, match="index"):
         f.write("index", t["index"][:3])
     f.write_rows("bands", 0, t["bands"][:5])
-    with pytest.raises(RuntimeError, match="not written in full"):
+    with pytest.raises(RuntimeError, match="not written exactly once"):
         f.close()
+    g = ShardFile(tmp_path / "g.safetensors", {"bands": (torch.float32, (6, 2, 3, 4))})
+    g.write_rows("bands", 0, t["bands"][:3])
+    g.write_rows("bands", 0, t["bands"][:3])  # as many bytes as the tensor holds, rows 3..6 never written
+    with pytest.raises(RuntimeError, match="written twice"):
+        g.close()
+    g.discard()
     f.discard()
     assert list(tmp_path.iterdir()) == []
 

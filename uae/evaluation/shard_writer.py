@@ -91,7 +91,9 @@ class ShardFile:
         self.path = Path(path)
         self.data_start = len(head)
         self.size = self.data_start + end
-        self.written = dict.fromkeys(self.regions, 0)
+        self._spans: dict[str, list[tuple[int, int]]] = {
+            k: [] for k in self.regions
+        }  # bytes written, per tensor
         self._hash = hashlib.sha256()
         self._hashed = 0  # the file's bytes [0, _hashed) went into _hash
         self._in_order = True
@@ -128,7 +130,7 @@ class ShardFile:
         data = _raw_bytes(tensor.cpu())
         row_bytes = nbytes // shape[0] if shape[0] else 0
         self._write(data, self.data_start + start + row * row_bytes)
-        self.written[name] += len(data)
+        self._spans[name].append((row * row_bytes, row * row_bytes + len(data)))
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         """Write the whole of ``name`` (its dtype and shape)."""
@@ -138,7 +140,7 @@ class ShardFile:
                 f"{name}: expected {dtype} {list(shape)}, got {tensor.dtype} {list(tensor.shape)}"
             )
         self._write(_raw_bytes(tensor.cpu()), self.data_start + start)
-        self.written[name] += nbytes
+        self._spans[name].append((0, nbytes))
 
     def read_rows(self, name: str, count: int) -> torch.Tensor:
         """Rows ``0 .. count`` of ``name`` as written so far (read back from the file)."""
@@ -151,17 +153,28 @@ class ShardFile:
                 raise OSError(errno_codes.EIO, f"{name}: fewer bytes than written", str(self.path))
         return out
 
+    def _coverage_problem(self, name: str) -> str | None:
+        """Why ``name``'s bytes are not each written exactly once, or ``None``."""
+        pos, nbytes = 0, self.regions[name][1]
+        for lo, hi in sorted(self._spans[name]):
+            if lo < pos:
+                return f"bytes {lo}..{min(hi, pos)} written twice"
+            if lo > pos:
+                return f"bytes {pos}..{lo} not written"
+            pos = hi
+        return None if pos == nbytes else f"bytes {pos}..{nbytes} not written"
+
     def close(self) -> tuple[int, str]:
-        """Finish the file: check every tensor was written in full, close it, and return ``(bytes, sha256)``.
+        """Finish the file: check every byte of every tensor was written exactly once, close it, and return
+        ``(bytes, sha256)``.
 
         Raises:
-            RuntimeError: A tensor was not written in full (nothing is returned for an incomplete file).
+            RuntimeError: A tensor was not written in full or in part twice (nothing is returned for such a
+                file).
         """
-        short = {k: (n, self.regions[k][1]) for k, n in self.written.items() if n != self.regions[k][1]}
-        if short:
-            raise RuntimeError(
-                f"{self.path.name}: tensors not written in full (bytes written, expected): {short}"
-            )
+        problems = {k: p for k in self.regions if (p := self._coverage_problem(k)) is not None}
+        if problems:
+            raise RuntimeError(f"{self.path.name}: tensors not written exactly once: {problems}")
         self._file.close()
         if self._in_order and self._hashed == self.size:
             return self.size, self._hash.hexdigest()
