@@ -11,8 +11,8 @@ peak resident set size (``ru_maxrss``; the loader's worker processes are reporte
 
 * ``eval``: :func:`uae.evaluation.reconstruction.evaluate_dataset`, LPIPS and rFID off;
 * ``encode``: :func:`uae.evaluation.latents.encode_dataset` of the bands, ``--shard-size`` images per shard
-  (a shard is held in memory until written, so its size bounds the memory; the default shard is about
-  1 GiB of tensors);
+  (on the CPU each shard goes to its file batch by batch, so memory holds a batch, not a shard; before
+  that, a shard was held in memory until written and its size bounded the memory);
 * ``probe``: :func:`uae.evaluation.features.extract_features` (band 0, mean pool): the features themselves,
   ``N x D`` float32, are the result and are reported apart.
 
