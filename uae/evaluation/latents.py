@@ -3,9 +3,9 @@
 The folder's layout, and reading, writing and checking it, are in :mod:`uae.evaluation.shards`.
 Unreadable images are never replaced by another image: each shard's index entry lists them. The index
 states ``num_used`` and ``num_skipped`` (and ``skipped_files``), each file counted once, and the tokenizer's
-:func:`~uae.evaluation.common.tokenizer_fingerprint` (``model.fingerprint``). A shard is
-written to a hidden temp file (on the CPU batch by batch, as it is encoded), hashed (SHA-256), renamed into place, and only then recorded in
-``index.json`` (itself replaced atomically) or, in a multi-process run, in its rank's journal. A restart
+:func:`~uae.evaluation.common.tokenizer_fingerprint` (``model.fingerprint``). A shard is written to a
+hidden temp file (on the CPU batch by batch), hashed (SHA-256), renamed into place, and only then recorded
+in ``index.json`` (replaced atomically) or, in a multi-process run, in its rank's journal. A restart
 with the same arguments deletes stale temp files (``.tmp*``, ``*.tmp``), verifies each finished shard
 (size, header and SHA-256: a truncated, corrupt or altered one is recomputed), skips the good ones and
 recomputes any shard file that the index does not list (a crash between rename and index update), so
@@ -13,8 +13,8 @@ no shard is lost or duplicated. A failed write (a full disk) stops the export wi
 :class:`~uae.errors.OutputError` naming the folder and the cause; the same command resumes it.
 
 Launched with ``torchrun`` (one process per GPU or CPU worker, :func:`uae.evaluation.common.init_distributed`)
-each process encodes its own share of the pending shards; the shards do not depend on the number of
-processes (shard ``s`` always holds images ``s * shard_size ...``), so neither does the finished export.
+each process encodes its share of the pending shards; shard ``s`` always holds images ``s * shard_size
+...``, so the finished export does not depend on the number of processes.
 
 Per-channel statistics are exact (:func:`uae.evaluation.shards.channel_moments`, combined with Chan et
 al.'s formula), so resumed and multi-process runs give the same statistics as uninterrupted ones.
@@ -434,13 +434,8 @@ def _finalize(out: Path, index: dict[str, Any], index_path: Path) -> dict[str, A
             if e.get("file") is None:
                 continue
             with safe_open(str(out / e["file"]), framework="pt") as f:
-                parts.append(
-                    (
-                        int(f.get_tensor(f"stats.{k}.count")[0]),
-                        f.get_tensor(f"stats.{k}.mean"),
-                        f.get_tensor(f"stats.{k}.m2"),
-                    )
-                )
+                get = f.get_tensor
+                parts.append((int(get(f"stats.{k}.count")[0]), get(f"stats.{k}.mean"), get(f"stats.{k}.m2")))
         if not parts:
             raise InputError(f"none of the {index['num_images']} images could be read")
         count, mean, m2 = combine_moments(parts)

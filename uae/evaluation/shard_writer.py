@@ -69,9 +69,7 @@ class ShardFile:
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         if sys.byteorder != "little":
-            raise NotImplementedError(
-                "writing safetensors files piece by piece needs a little-endian machine"
-            )
+            raise NotImplementedError("writing safetensors files piece by piece needs a little-endian CPU")
         header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
         self.regions: dict[str, tuple[int, int, torch.dtype, tuple[int, ...]]] = {}
         end = 0
@@ -229,22 +227,19 @@ def shard_metadata(count: int, shard: int, start: int) -> dict[str, str]:
 
 
 class ShardBuffer:
-    """One shard being encoded: its encoded tensors, indices and labels, running float64 moments, skipped
-    files.
+    """One shard being encoded: its encoded tensors, indices, labels, running float64 moments, skipped files.
 
-    On the CPU, given the shard's ``path``, the shard goes to its file as it is encoded: the first batch
-    fixes the file's layout (:class:`ShardFile`, a temp file beside ``path``) and every batch is written
-    there as it comes, so the disk works while the next batches are encoded (instead of receiving the
-    whole shard, ~1 GiB by default, at its end) and memory holds a batch, not a shard; :meth:`commit_file`
-    then adds the indices, labels and moments and renames the file into place. A shard that turns out to
-    have unreadable images (fewer rows than planned) is read back and written whole at its commit
-    (:meth:`row_tensors`). Elsewhere (no ``path``, or a GPU) the tensors are preallocated, one shard in
-    memory, not a list of batches plus their concatenation.
+    On the CPU, given the shard's ``path``, the first batch fixes the file's layout (:class:`ShardFile`, a
+    temp file beside ``path``) and every batch is written there as it comes: the disk works while the next
+    batches are encoded and memory holds a batch, not a shard (~1 GiB by default); :meth:`commit_file` adds
+    the indices, labels and moments and renames the file into place. A shard that turns out to have
+    unreadable images (fewer rows than planned) is read back and written whole (:meth:`row_tensors`).
+    Elsewhere (no ``path``, or a GPU) the tensors are preallocated: one shard in memory.
 
     Nothing a batch leaves behind is allocated per batch (the moments are folded into one running
-    ``(count, mean, M2)`` per tensor, in the order :func:`combine_moments` would combine the batches,
-    so the floats are the same): small long-lived blocks between each batch's temporaries would
-    fragment the heap, and the process would grow batch after batch.
+    ``(count, mean, M2)`` per tensor, in the order :func:`combine_moments` would combine the batches, so
+    the floats are the same): small long-lived blocks between each batch's temporaries would fragment
+    the heap, and the process would grow batch after batch.
 
     With ``device`` a CUDA device, :meth:`add` does not wait for the GPU: the shard's tensors are
     allocated in pinned host memory, each batch is converted to the storage dtype on the GPU and copied
