@@ -190,3 +190,56 @@ def test_a_streamed_shard_that_meets_an_unreadable_image_is_written_whole(
     torch.testing.assert_close(shard["latent"], tiny_model.encode(x).latent, rtol=1e-4, atol=1e-5)
     with safe_open(str(out / entry["file"]), framework="pt") as f:
         assert json.loads(f.metadata()["uae_shard"]) == {"count": 8, "shard": 0, "start": 0}
+
+
+_KILLED_EXPORT = """
+import os, signal, sys
+import torch
+import uae
+from uae.evaluation.common import build_dataset
+from uae.evaluation.latents import export_latents
+
+def kill(event, shard, batch):
+    if event == "batch" and shard == 1 and batch == 2:  # shard 1 half streamed to its temp file
+        os.kill(os.getpid(), signal.SIGKILL)
+
+torch.manual_seed(0)
+model = uae.create_model("uae_test").eval()
+export_latents(model, build_dataset(sys.argv[1], 32), sys.argv[2], what=("bands",), shard_size=3,
+               batch_size=1, progress=False, callback=kill)
+"""
+
+
+def test_a_sigkill_while_a_shard_is_streamed_leaves_its_temp_file_and_the_resume_is_exact(
+    tiny_model, image_folder, tmp_path
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out, clean = tmp_path / "export", tmp_path / "clean"
+    script = tmp_path / "child.py"
+    script.write_text(_KILLED_EXPORT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(image_folder), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    temps = [p for p in out.iterdir() if p.name.startswith(".tmp")]
+    assert [p.name.endswith("-shard-00001.safetensors") for p in temps] == [True]  # the half-written shard
+    assert 0 < temps[0].stat().st_size and not (out / "shard-00001.safetensors").exists()
+    assert [e["shard"] for e in verify_export(out)["shards"]] == [0]  # shard 0 committed, whole
+    kw = dict(what=("bands",), shard_size=3, batch_size=1, progress=False)
+    ds = build_dataset(image_folder, 32)
+    final = export_latents(tiny_model, ds, out, **kw)
+    assert final["complete"] and not [p for p in out.iterdir() if p.name.startswith(".tmp")]
+    export_latents(tiny_model, ds, clean, **kw)
+    assert verify_export(out) == verify_export(clean)  # SHA-256 of every shard included
+    assert {p.name: p.read_bytes() for p in out.glob("shard-*")} == {
+        p.name: p.read_bytes() for p in clean.glob("shard-*")
+    }
