@@ -225,7 +225,7 @@ def test_a_full_disk_is_one_output_error_and_the_resume_is_exact(
     import errno
 
     from uae.errors import OutputError
-    from uae.evaluation.shard_writer import ShardFile
+    from uae.evaluation.shard_file import ShardFile
 
     ds = build_dataset(image_folder, 32)
     kw = dict(what=("bands", "latent"), shard_size=3, batch_size=2, progress=False)

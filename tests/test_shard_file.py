@@ -1,4 +1,4 @@
-"""Shards written piece by piece (:class:`uae.evaluation.shard_writer.ShardFile`): a valid safetensors file, its
+"""Shards written piece by piece (:class:`uae.evaluation.shard_file.ShardFile`): a valid safetensors file, its
 SHA-256 taken as it is written, and an export whose shards go to the disk batch by batch."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import uae.evaluation.shard_writer as shard_writer
+import uae.evaluation.shard_file as shard_file
 from uae.evaluation.common import build_dataset
 from uae.evaluation.latents import export_latents
-from uae.evaluation.shard_writer import ShardBuffer, ShardFile, write_shard
+from uae.evaluation.shard_file import ShardFile, write_shard
+from uae.evaluation.shard_writer import ShardBuffer
 from uae.evaluation.shards import read_index, verify_export
 from uae.files import file_sha256
 
@@ -38,7 +39,7 @@ def _no_reread(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(path):
         raise AssertionError(f"{path} was read back to be hashed")
 
-    monkeypatch.setattr(shard_writer, "file_sha256", fail)
+    monkeypatch.setattr(shard_file, "file_sha256", fail)
 
 
 def test_rows_written_in_file_order_give_a_safetensors_file_hashed_as_written(tmp_path, monkeypatch):

@@ -380,7 +380,7 @@ def make_loader(
         persistent_workers=False,
         collate_fn=collate_skipping,
         worker_init_fn=None
-        if device is None or not num_workers
+        if device is None
         else worker_init_beside_model(torch.device(device).type, worker_niceness),
     )
 

@@ -51,7 +51,8 @@ from uae.evaluation.common import (
     weights_fingerprint,
 )
 from uae.evaluation.options import EXPORTABLE, RunOptions
-from uae.evaluation.shard_writer import ShardBuffer, ShardWriter, shard_metadata, write_shard
+from uae.evaluation.shard_file import write_shard
+from uae.evaluation.shard_writer import ShardBuffer, ShardWriter, shard_metadata
 from uae.evaluation.shards import (
     FILES_NAME,
     FORMAT_VERSION,
@@ -299,7 +300,7 @@ def export_latents(
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         collate_fn=collate_skipping,
-        worker_init_fn=worker_init_beside_model(device.type, worker_niceness) if num_workers else None,
+        worker_init_fn=worker_init_beside_model(device.type, worker_niceness),
     )
     store = DTYPES[dtype]
     commit = _Committer(out, index, index_path, store, rank, world)
@@ -400,9 +401,8 @@ class _Committer:
                 if buf.streamed:  # on its way to the disk since its first batch
                     size, digest = buf.commit_file()
                 else:
-                    rows = buf.row_tensors()
+                    tensors = {**buf.row_tensors(), **buf.tail_tensors()}  # the streamed layout's order
                     buf.discard()
-                    tensors = {**{k: rows[k] for k in EXPORTABLE if k in rows}, **buf.tail_tensors()}
                     size, digest = write_shard(tensors, self.out / name, shard_metadata(len(idx), shard, lo))
             entry.update({"start": lo, "count": len(idx), "bytes": size, "sha256": digest, **skipped_info})
         if self.world > 1:

@@ -19,10 +19,11 @@ Shard ``s`` always covers dataset indices ``[s * shard_size, min((s + 1) * shard
 the readable ones (its ``"index"`` tensor) and its index entry lists the unreadable ones under
 ``"skipped"`` (a shard whose images are all unreadable has ``"file": null``).
 
-Shard files are plain safetensors files written by :class:`uae.evaluation.shard_writer.ShardFile`: on the CPU a shard goes to its
-(hidden temp) file batch by batch as it is encoded and is renamed into place when complete, so the disk
-works while the model does and memory holds a batch, not a shard; shards kept in memory (a GPU export)
-are written whole with the same layout, so the bytes do not depend on the path taken.
+Shard files are plain safetensors files written by :class:`uae.evaluation.shard_file.ShardFile`: on the
+CPU a shard goes to its (hidden temp) file batch by batch as it is encoded and is renamed into place
+when complete, so the disk works while the model does and memory holds a batch, not a shard; shards
+kept in memory (a GPU export) are written whole with the same layout, so the bytes do not depend on the
+path taken.
 
 Every shard's entry records the SHA-256 of its file (``"sha256"``), computed from the bytes as they are
 written (before the file is renamed into place); :func:`shard_problem` and :func:`verify_export` re-hash
