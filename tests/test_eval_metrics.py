@@ -242,3 +242,27 @@ def test_psnr_and_ssim_per_image_equal_torchmetrics_in_float64(photos32):
     mean.update(torch.tensor([1.0, 2.0]))
     mean.update(torch.tensor([6.0]))
     assert mean.total.dtype == torch.float64 and mean.compute() == 3.0 and mean.count == 3
+
+
+@pytest.mark.parametrize("hw", [(6, 6), (7, 40), (33, 12), (64, 64)])
+def test_ssim_on_small_and_non_square_images_equals_torchmetrics(photos32, hw):
+    """The window's matrices fold the reflect padding (down to 6 pixels, where a tap mirrors past the
+    border's neighbour) and are built per axis: a non-square image must not mix H and W."""
+    from uae.evaluation.metrics import ssim_per_image
+
+    ref = torch.nn.functional.interpolate(photos32, size=hw, mode="bilinear", antialias=True).clamp(0, 1)
+    recon = (ref + 0.05 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    exact = structural_similarity_index_measure(recon.double(), ref.double(), data_range=1.0, reduction="none")
+    torch.testing.assert_close(ssim_per_image(recon, ref).double(), exact, rtol=0, atol=1e-6)
+    # One image at a time gives the same values as the chunked batch.
+    one = torch.cat([ssim_per_image(recon[i : i + 1], ref[i : i + 1]) for i in range(len(ref))])
+    torch.testing.assert_close(ssim_per_image(recon, ref), one, rtol=0, atol=1e-6)
+
+
+def test_quantize_equals_rounding_through_uint8():
+    from uae.evaluation.metrics import quantize, to_uint8
+
+    x = torch.linspace(-0.5, 1.5, 200_001)  # every 8-bit step, its halves and values out of range
+    q = quantize(x)
+    assert torch.equal(q, to_uint8(x).float() / 255.0)
+    assert q.min() == 0 and q.max() == 1 and torch.unique(q).numel() == 256

@@ -3,8 +3,8 @@
 Nothing holds a whole dataset, and the memory does not grow with the number of images: PSNR and SSIM
 are computed per image and only their sum (float64) and count are kept (:class:`RunningMean`). The
 values are torchmetrics' per-image PSNR and SSIM (:func:`psnr_per_image`, :func:`ssim_per_image`: the
-SSIM's 11x11 Gaussian window applied as two 1-D passes, a few images at a time on CPU, about 7x faster
-than torchmetrics' at 64 px; on mean-centred images, so its float32 error against a float64 computation
+SSIM's 11x11 Gaussian window applied along each axis as a matrix product, a few images at a time on CPU,
+about 12x faster than torchmetrics' at 64 px; on mean-centred images, so its float32 error against a float64 computation
 is ~1e-7 where torchmetrics' reaches 1e-5 on flat images). LPIPS is torchmetrics' (a sum and a
 count), and rFID accumulates the first and second moments of the 2048-d Inception pool features in
 float64 and turns them into the Frechet distance with torch-fidelity's own formula. (torchmetrics'
@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from uae import online
@@ -128,8 +127,11 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Round ``[0, 1]`` images to the 8-bit grid (what a saved PNG holds), back to float."""
-    return to_uint8(x).float() / 255.0
+    """Round ``[0, 1]`` images to the 8-bit grid (what a saved PNG holds), back to float.
+
+    The same values as ``to_uint8(x).float() / 255``, without the round trip through uint8.
+    """
+    return (x.detach().float().clamp(0.0, 1.0) * 255.0).round_().div_(255.0)
 
 
 class InceptionFeatures(nn.Module):
@@ -190,6 +192,22 @@ def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Ten
     return g / g.sum()
 
 
+def _reflect_blur_matrix(n: int, window: torch.Tensor) -> torch.Tensor:
+    """The 1-D filter ``window`` over ``n`` samples with reflect padding, as an ``(n, n)`` matrix.
+
+    ``M @ v`` equals ``conv1d(pad(v, reflect), window)`` for a length-``n`` ``v``: row ``i`` holds the
+    window's taps at the columns they read, the padded ones folded back onto the samples they mirror.
+    Requires ``n > len(window) // 2``.
+    """
+    size = window.numel()
+    pad = (size - 1) // 2
+    cols = torch.arange(n, device=window.device).view(n, 1) + torch.arange(size, device=window.device) - pad
+    cols = cols.abs()  # reflect on the left: -j -> j
+    cols = torch.where(cols > n - 1, 2 * (n - 1) - cols, cols)  # and on the right
+    m = torch.zeros(n, n, dtype=window.dtype, device=window.device)
+    return m.scatter_add_(1, cols, window.expand(n, size).contiguous())
+
+
 def ssim_per_image(
     recon: torch.Tensor,
     ref: torch.Tensor,
@@ -200,7 +218,7 @@ def ssim_per_image(
 ) -> torch.Tensor:
     """SSIM of each image, as torchmetrics' ``structural_similarity_index_measure`` (Gaussian window,
     11x11 for ``sigma`` 1.5, reflect padding, mean over every pixel and channel), the window applied
-    as two 1-D passes.
+    along each axis as a matrix product (reflect padding folded in).
 
     Args:
         recon: ``(B, C, H, W)`` (``H, W`` > 5).
@@ -214,39 +232,54 @@ def ssim_per_image(
         ``(B,)`` float32.
     """
     x, y = recon.float(), ref.float()
-    b, c = x.shape[:2]
+    size = int(3.5 * sigma + 0.5) * 2 + 1
+    g = _gaussian_window(size, sigma, x.device)
+    # The window as two matrix products (reflect padding folded into the matrices): 2-3x faster than
+    # reflect-padding and two depthwise convolutions on CPU, equal to them within float32 rounding.
+    blur_h = _reflect_blur_matrix(x.shape[-2], g)
+    blur_wt = _reflect_blur_matrix(x.shape[-1], g).t()
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    b = x.shape[0]
+    chunk = b
     if x.device.type == "cpu":  # a few images at a time stay in the CPU's caches: 2-6x faster
         chunk = max(1, _CPU_CHUNK_ELEMENTS // max(1, x[0].numel()))
-        if b > chunk:
-            return torch.cat(
-                [
-                    ssim_per_image(x[i : i + chunk], y[i : i + chunk], data_range, sigma, k1, k2)
-                    for i in range(0, b, chunk)
-                ]
-            )
-    size = int(3.5 * sigma + 0.5) * 2 + 1
-    pad = (size - 1) // 2
-    g = _gaussian_window(size, sigma, x.device)
+    parts = [
+        _ssim_index(x[i : i + chunk], y[i : i + chunk], blur_h, blur_wt, c1, c2) for i in range(0, b, chunk)
+    ]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _ssim_index(
+    x: torch.Tensor, y: torch.Tensor, blur_h: torch.Tensor, blur_wt: torch.Tensor, c1: float, c2: float
+) -> torch.Tensor:
+    """Mean SSIM of each image of ``(B, C, H, W)`` float32 ``x`` against ``y``: ``(B,)``.
+
+    ``blur_h`` ``(H, H)`` and ``blur_wt`` ``(W, W)`` apply the Gaussian window along H (from the left)
+    and W (from the right); the arithmetic after the window runs in place on its output.
+    """
+    b, c = x.shape[:2]
     # Local (co)variances from images centred on their mean: E[x^2] - E[x]^2 then cancels far less in
     # flat areas (float32 error ~1e-7 instead of ~1e-5 of torchmetrics' on flat reconstructions).
     mx = x.mean(dim=(2, 3), keepdim=True)
     my = y.mean(dim=(2, 3), keepdim=True)
-    xc, yc = x - mx, y - my
-    stack = torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=1)  # (B, 5C, H, W)
-    stack = F.pad(stack, (pad, pad, pad, pad), mode="reflect")
-    ch = stack.shape[1]
-    stack = F.conv2d(stack, g.view(1, 1, size, 1).expand(ch, 1, size, 1), groups=ch)
-    stack = F.conv2d(stack, g.view(1, 1, 1, size).expand(ch, 1, 1, size), groups=ch)
+    stack = x.new_empty((b, 5 * c) + x.shape[2:])
+    xc, yc, xx, yy, xy = stack.split(c, dim=1)
+    torch.sub(x, mx, out=xc)
+    torch.sub(y, my, out=yc)
+    torch.mul(xc, xc, out=xx)
+    torch.mul(yc, yc, out=yy)
+    torch.mul(xc, yc, out=xy)
+    stack = torch.matmul(torch.matmul(blur_h, stack), blur_wt)  # Gaussian over H, then over W
     mu_xc, mu_yc, xx, yy, xy = stack.split(c, dim=1)
-    var_x = (xx - mu_xc * mu_xc).clamp_min(0.0)
-    var_y = (yy - mu_yc * mu_yc).clamp_min(0.0)
-    cov = xy - mu_xc * mu_yc
-    mu_x, mu_y = mu_xc + mx, mu_yc + my
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
-        (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
-    )
-    return index.reshape(b, -1).mean(-1)
+    tmp = mu_xc * mu_yc
+    cs_num = xy.sub_(tmp).mul_(2.0).add_(c2)  # 2 cov + c2
+    var_x = xx.sub_(mu_xc * mu_xc).clamp_min_(0.0)
+    var_y = yy.sub_(mu_yc * mu_yc).clamp_min_(0.0)
+    cs_den = var_x.add_(var_y).add_(c2)
+    mu_x, mu_y = mu_xc.add_(mx), mu_yc.add_(my)
+    l_num = torch.mul(mu_x, mu_y, out=tmp).mul_(2.0).add_(c1)  # 2 mu_x mu_y + c1
+    l_den = mu_x.mul_(mu_x).add_(mu_y.mul_(mu_y)).add_(c1)  # mu_x^2 + mu_y^2 + c1
+    return l_num.mul_(cs_num).div_(l_den.mul_(cs_den)).reshape(b, -1).mean(-1)
 
 
 def _sum_dtype(device: torch.device) -> torch.dtype:
