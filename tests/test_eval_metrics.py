@@ -266,3 +266,20 @@ def test_quantize_equals_rounding_through_uint8():
     q = quantize(x)
     assert torch.equal(q, to_uint8(x).float() / 255.0)
     assert q.min() == 0 and q.max() == 1 and torch.unique(q).numel() == 256
+
+
+def test_metrics_ignore_an_enclosing_autocast(photos32):
+    """Called from a bf16-mixed step, the metrics still compute in float32 (the window's matrix products
+    would otherwise run in bfloat16, ~1e-3 off)."""
+    from uae.evaluation.metrics import ReconstructionMetrics, ssim_per_image
+
+    recon, ref = _pairs(photos32)
+    plain = ReconstructionMetrics(lpips=False, fid=False)
+    plain.update(recon, ref)
+    mixed = ReconstructionMetrics(lpips=False, fid=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = ssim_per_image(recon, ref)
+        mixed.update(recon, ref)
+    assert inside.dtype == torch.float32
+    torch.testing.assert_close(inside, ssim_per_image(recon, ref), rtol=0, atol=0)
+    assert mixed.compute() == plain.compute()

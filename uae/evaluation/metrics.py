@@ -24,6 +24,7 @@ it, immediately, and the other metrics still run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -166,6 +167,14 @@ class InceptionFeatures(nn.Module):
         return feats.double()
 
 
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context where an enclosing ``torch.autocast`` on ``device`` is off: the metrics compute in
+    float32 even when called from a mixed-precision step (SSIM's window in bfloat16 is off by ~1e-3)."""
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def psnr_per_image(recon: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """PSNR in dB of each image (torchmetrics' ``peak_signal_noise_ratio(dim=(1, 2, 3))`` per image).
 
@@ -231,7 +240,13 @@ def ssim_per_image(
     Returns:
         ``(B,)`` float32.
     """
-    x, y = recon.float(), ref.float()
+    with full_precision(recon.device):
+        return _ssim_per_image(recon.float(), ref.float(), data_range, sigma, k1, k2)
+
+
+def _ssim_per_image(
+    x: torch.Tensor, y: torch.Tensor, data_range: float, sigma: float, k1: float, k2: float
+) -> torch.Tensor:
     size = int(3.5 * sigma + 0.5) * 2 + 1
     g = _gaussian_window(size, sigma, x.device)
     # The window as two matrix products (reflect padding folded into the matrices): 2-3x faster than
@@ -434,6 +449,10 @@ class ReconstructionMetrics:
             raise InputError(
                 f"reconstruction {tuple(recon.shape)} and reference {tuple(ref.shape)} differ in shape"
             )
+        with full_precision(recon.device):
+            self._update_chunks(recon, ref)
+
+    def _update_chunks(self, recon: torch.Tensor, ref: torch.Tensor) -> None:
         b = recon.shape[0]
         # On CPU a few images at a time: faster (cache) and a small, steady working set (no heap growth
         # from large temporaries when the metrics run in their own thread).
