@@ -244,19 +244,40 @@ def test_psnr_and_ssim_per_image_equal_torchmetrics_in_float64(photos32):
     assert mean.total.dtype == torch.float64 and mean.compute() == 3.0 and mean.count == 3
 
 
-@pytest.mark.parametrize("hw", [(6, 6), (7, 40), (33, 12), (64, 64)])
-def test_ssim_on_small_and_non_square_images_equals_torchmetrics(photos32, hw):
+@pytest.mark.parametrize("hw", [(6, 6), (7, 40), (33, 12), (64, 64), (129, 20), (150, 140)])
+def test_ssim_on_small_large_and_non_square_images_equals_torchmetrics(photos32, hw):
     """The window's matrices fold the reflect padding (down to 6 pixels, where a tap mirrors past the
-    border's neighbour) and are built per axis: a non-square image must not mix H and W."""
-    from uae.evaluation.metrics import ssim_per_image
+    border's neighbour) and are built per axis: a non-square image must not mix H and W. Above 128 px the
+    CPU uses convolutions instead: the same values."""
+    from uae.evaluation.metrics import _MATRIX_BLUR_MAX_SIDE, _gaussian_window, _GaussianBlur, ssim_per_image
 
+    g = _gaussian_window(11, 1.5, torch.device("cpu"))
+    assert _GaussianBlur(*hw, g).matrices == (max(hw) <= _MATRIX_BLUR_MAX_SIDE)
     ref = torch.nn.functional.interpolate(photos32, size=hw, mode="bilinear", antialias=True).clamp(0, 1)
     recon = (ref + 0.05 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
-    exact = structural_similarity_index_measure(recon.double(), ref.double(), data_range=1.0, reduction="none")
-    torch.testing.assert_close(ssim_per_image(recon, ref).double(), exact, rtol=0, atol=1e-6)
+    exact = structural_similarity_index_measure(
+        recon.double(), ref.double(), data_range=1.0, reduction="none"
+    )
+    # float32 per-pixel arithmetic: ~5e-7 at 64 px, ~1.2e-6 at 150 px (either way of applying the window)
+    atol = 1e-6 if max(hw) <= 64 else 2e-6
+    torch.testing.assert_close(ssim_per_image(recon, ref).double(), exact, rtol=0, atol=atol)
     # One image at a time gives the same values as the chunked batch.
     one = torch.cat([ssim_per_image(recon[i : i + 1], ref[i : i + 1]) for i in range(len(ref))])
     torch.testing.assert_close(ssim_per_image(recon, ref), one, rtol=0, atol=1e-6)
+
+
+def test_ssim_window_as_matrices_equals_the_convolutions(photos32, monkeypatch):
+    """The two ways of applying the window (what non-CPU devices and small images use, and what large
+    images on CPU use) give the same blurred maps on the same images."""
+    import uae.evaluation.metrics as metrics
+
+    g = metrics._gaussian_window(11, 1.5, torch.device("cpu"))
+    x = torch.rand(2, 5, 37, 50, generator=torch.Generator().manual_seed(1))
+    as_matrices = metrics._GaussianBlur(37, 50, g)
+    monkeypatch.setattr(metrics, "_MATRIX_BLUR_MAX_SIDE", 16)
+    as_convolutions = metrics._GaussianBlur(37, 50, g)
+    assert as_matrices.matrices and not as_convolutions.matrices
+    torch.testing.assert_close(as_matrices(x), as_convolutions(x), rtol=0, atol=1e-6)
 
 
 def test_quantize_equals_rounding_through_uint8():

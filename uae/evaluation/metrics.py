@@ -3,9 +3,10 @@
 Nothing holds a whole dataset, and the memory does not grow with the number of images: PSNR and SSIM
 are computed per image and only their sum (float64) and count are kept (:class:`RunningMean`). The
 values are torchmetrics' per-image PSNR and SSIM (:func:`psnr_per_image`, :func:`ssim_per_image`: the
-SSIM's 11x11 Gaussian window applied along each axis as a matrix product, a few images at a time on CPU,
-about 12x faster than torchmetrics' at 64 px; on mean-centred images, so its float32 error against a float64 computation
-is ~1e-7 where torchmetrics' reaches 1e-5 on flat images). LPIPS is torchmetrics' (a sum and a
+SSIM's 11x11 Gaussian window applied along each axis, as a matrix product up to 128 px on CPU and on
+GPUs, as two depthwise convolutions above, a few images at a time on CPU: about 12x faster than
+torchmetrics' at 64 px; on mean-centred images, so its float32 error against a float64 computation is
+~1e-7 where torchmetrics' reaches 1e-5 on flat images). LPIPS is torchmetrics' (a sum and a
 count), and rFID accumulates the first and second moments of the 2048-d Inception pool features in
 float64 and turns them into the Frechet distance with torch-fidelity's own formula. (torchmetrics'
 ``PeakSignalNoiseRatio(dim=...)`` keeps a list entry per batch: +61 KiB of heap per image measured.)
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from uae import online
@@ -227,7 +229,7 @@ def ssim_per_image(
 ) -> torch.Tensor:
     """SSIM of each image, as torchmetrics' ``structural_similarity_index_measure`` (Gaussian window,
     11x11 for ``sigma`` 1.5, reflect padding, mean over every pixel and channel), the window applied
-    along each axis as a matrix product (reflect padding folded in).
+    along each axis (:class:`_GaussianBlur`).
 
     Args:
         recon: ``(B, C, H, W)`` (``H, W`` > 5).
@@ -248,29 +250,58 @@ def _ssim_per_image(
     x: torch.Tensor, y: torch.Tensor, data_range: float, sigma: float, k1: float, k2: float
 ) -> torch.Tensor:
     size = int(3.5 * sigma + 0.5) * 2 + 1
-    g = _gaussian_window(size, sigma, x.device)
-    # The window as two matrix products (reflect padding folded into the matrices): 2-3x faster than
-    # reflect-padding and two depthwise convolutions on CPU, equal to them within float32 rounding.
-    blur_h = _reflect_blur_matrix(x.shape[-2], g)
-    blur_wt = _reflect_blur_matrix(x.shape[-1], g).t()
+    blur = _GaussianBlur(x.shape[-2], x.shape[-1], _gaussian_window(size, sigma, x.device))
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     b = x.shape[0]
     chunk = b
     if x.device.type == "cpu":  # a few images at a time stay in the CPU's caches: 2-6x faster
         chunk = max(1, _CPU_CHUNK_ELEMENTS // max(1, x[0].numel()))
-    parts = [
-        _ssim_index(x[i : i + chunk], y[i : i + chunk], blur_h, blur_wt, c1, c2) for i in range(0, b, chunk)
-    ]
+    parts = [_ssim_index(x[i : i + chunk], y[i : i + chunk], blur, c1, c2) for i in range(0, b, chunk)]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def _ssim_index(
-    x: torch.Tensor, y: torch.Tensor, blur_h: torch.Tensor, blur_wt: torch.Tensor, c1: float, c2: float
-) -> torch.Tensor:
+#: Largest image side whose Gaussian window runs as dense matrix products on CPU. A dense product's cost
+#: per pixel grows with the side: 1.6x faster than two depthwise convolutions at 64 px, even at 96-128 px,
+#: 0.8x at 192-224 px (``benchmarks/metrics_speed.py``).
+_MATRIX_BLUR_MAX_SIDE = 128
+
+
+class _GaussianBlur:
+    """The SSIM window over ``(..., H, W)`` images with reflect padding, the way that is fastest here.
+
+    On CPU up to :data:`_MATRIX_BLUR_MAX_SIDE` px, and on other devices (where float32 matrix products do
+    not use TF32 unless the user enabled it, unlike cuDNN's convolutions), one matrix product per axis,
+    the padding folded into the matrices (:func:`_reflect_blur_matrix`); on CPU above it, reflect padding
+    and two depthwise convolutions. Both give the same values within float32 rounding.
+
+    Args:
+        h: Image height.
+        w: Image width.
+        window: The 1-D window ``(size,)``; ``size // 2`` < ``h, w``.
+    """
+
+    def __init__(self, h: int, w: int, window: torch.Tensor) -> None:
+        self.window = window
+        self.matrices = window.device.type != "cpu" or max(h, w) <= _MATRIX_BLUR_MAX_SIDE
+        if self.matrices:
+            self.along_h = _reflect_blur_matrix(h, window)
+            self.along_w_t = _reflect_blur_matrix(w, window).t()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> the same shape, blurred along H and W."""
+        if self.matrices:
+            return torch.matmul(torch.matmul(self.along_h, x), self.along_w_t)
+        size, ch = self.window.numel(), x.shape[1]
+        pad = (size - 1) // 2
+        x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        x = F.conv2d(x, self.window.view(1, 1, size, 1).expand(ch, 1, size, 1), groups=ch)
+        return F.conv2d(x, self.window.view(1, 1, 1, size).expand(ch, 1, 1, size), groups=ch)
+
+
+def _ssim_index(x: torch.Tensor, y: torch.Tensor, blur: _GaussianBlur, c1: float, c2: float) -> torch.Tensor:
     """Mean SSIM of each image of ``(B, C, H, W)`` float32 ``x`` against ``y``: ``(B,)``.
 
-    ``blur_h`` ``(H, H)`` and ``blur_wt`` ``(W, W)`` apply the Gaussian window along H (from the left)
-    and W (from the right); the arithmetic after the window runs in place on its output.
+    ``blur`` applies the Gaussian window; the arithmetic after it runs in place on its output.
     """
     b, c = x.shape[:2]
     # Local (co)variances from images centred on their mean: E[x^2] - E[x]^2 then cancels far less in
@@ -284,7 +315,7 @@ def _ssim_index(
     torch.mul(xc, xc, out=xx)
     torch.mul(yc, yc, out=yy)
     torch.mul(xc, yc, out=xy)
-    stack = torch.matmul(torch.matmul(blur_h, stack), blur_wt)  # Gaussian over H, then over W
+    stack = blur(stack)
     mu_xc, mu_yc, xx, yy, xy = stack.split(c, dim=1)
     tmp = mu_xc * mu_yc
     cs_num = xy.sub_(tmp).mul_(2.0).add_(c2)  # 2 cov + c2
