@@ -493,10 +493,10 @@ class ReconstructionMetrics:
         self.num_images += b
 
     def _update(self, recon: torch.Tensor, ref: torch.Tensor) -> None:
-        recon = recon.float().clamp(0.0, 1.0)
-        ref = ref.float().clamp(0.0, 1.0)
-        if self.quantize:
+        if self.quantize:  # clamped and rounded to the 8-bit grid
             recon, ref = quantize(recon), quantize(ref)
+        else:
+            recon, ref = recon.float().clamp(0.0, 1.0), ref.float().clamp(0.0, 1.0)
         self._psnr.update(psnr_per_image(recon, ref))
         self._ssim.update(ssim_per_image(recon, ref))
         if self._lpips is not None and self._lpips_net is not None:
