@@ -304,3 +304,27 @@ def test_metrics_ignore_an_enclosing_autocast(photos32):
     assert inside.dtype == torch.float32
     torch.testing.assert_close(inside, ssim_per_image(recon, ref), rtol=0, atol=0)
     assert mixed.compute() == plain.compute()
+
+
+def test_a_reconstruction_with_nan_pixels_is_reported_not_rounded_away(photos32, caplog):
+    """NaN pixels used to become 0 on the way through uint8 (a finite, made-up PSNR); now the image's PSNR
+    and SSIM are NaN, and the result says how many reconstructions held NaN."""
+    import logging
+    import math
+
+    from uae.evaluation.metrics import ReconstructionMetrics
+
+    recon, ref = _pairs(photos32)
+    recon = recon.clone()
+    recon[1, 0, 3, 3] = float("nan")
+    m = ReconstructionMetrics(lpips=False, fid=False)
+    with caplog.at_level(logging.WARNING, logger="uae.evaluation.metrics"):
+        m.update(recon, ref)
+        out = m.compute()
+    assert math.isnan(out["psnr"]) and math.isnan(out["ssim"])
+    assert out["notes"]["nan"] == f"1 of {len(ref)} reconstructions hold NaN pixels"
+    assert "1 of" in caplog.text and "NaN" in caplog.text
+    m.reset()
+    m.update(ref, ref)
+    out = m.compute()
+    assert "nan" not in out["notes"] and out["ssim"] == pytest.approx(1.0)

@@ -436,6 +436,7 @@ class ReconstructionMetrics:
         self._real = GaussianStats()
         self._fake = GaussianStats()
         self.num_images = 0
+        self._with_nan = torch.zeros((), dtype=torch.int64, device=dev)  # reconstructions holding NaN
         if self.lpips:
             try:
                 resolve_lpips_backbone(self.lpips_net, allow_download=self.allow_download)
@@ -467,6 +468,7 @@ class ReconstructionMetrics:
         self._real = GaussianStats()
         self._fake = GaussianStats()
         self.num_images = 0
+        self._with_nan.zero_()
 
     @torch.no_grad()
     def update(self, recon: torch.Tensor, ref: torch.Tensor) -> None:
@@ -493,6 +495,9 @@ class ReconstructionMetrics:
         self.num_images += b
 
     def _update(self, recon: torch.Tensor, ref: torch.Tensor) -> None:
+        # Counted on the device (no host synchronisation per batch); NaN pixels make the image's PSNR and
+        # SSIM NaN rather than a number for pixels that were never there.
+        self._with_nan += recon.isnan().flatten(1).any(1).sum()
         if self.quantize:  # clamped and rounded to the 8-bit grid
             recon, ref = quantize(recon), quantize(ref)
         else:
@@ -526,6 +531,11 @@ class ReconstructionMetrics:
                         "rFID on %d images (< 2048, the feature size) is strongly biased", self.num_images
                     )
         out["unavailable"] = dict(self.unavailable)
+        with_nan = int(self._with_nan)
+        if with_nan:
+            logger.warning(
+                "%d of %d reconstructions hold NaN pixels: PSNR and SSIM are NaN", with_nan, self.num_images
+            )
         out["notes"] = {
             "rfid": RFID_NOTE,
             "psnr": "per-image PSNR (data range 1) averaged over images"
@@ -533,6 +543,8 @@ class ReconstructionMetrics:
             "ssim": "torchmetrics SSIM (gaussian 11x11, sigma 1.5, data range 1)",
             "lpips": f"torchmetrics LPIPS ({self.lpips_net})",
         }
+        if with_nan:
+            out["notes"]["nan"] = f"{with_nan} of {self.num_images} reconstructions hold NaN pixels"
         return out
 
 
