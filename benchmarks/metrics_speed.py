@@ -13,7 +13,7 @@ time), the variants are:
 * **uae_ssim**: :func:`uae.evaluation.metrics.ssim_per_image` alone (the window as matrix products up
   to 128 px, two depthwise convolutions above).
 * **uae_ssim_convolutions**: the same with the window as two depthwise convolutions at every size (the
-  crossover of ``uae.evaluation.metrics._MATRIX_BLUR_MAX_SIDE``).
+  crossover of ``uae.evaluation.pixel_metrics._MATRIX_BLUR_MAX_SIDE``).
 * **torchmetrics_ssim**: ``torchmetrics.functional.image.structural_similarity_index_measure`` with
   ``reduction="none"`` (the same values: an 11x11 Gaussian window as a 2-D convolution).
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 
-    import uae.evaluation.metrics as metrics_module
+    import uae.evaluation.pixel_metrics as metrics_module
     from uae.data.image_io import read_image
     from uae.data.transforms import image_transform
     from uae.evaluation.metrics import ReconstructionMetrics, ssim_per_image

@@ -249,7 +249,12 @@ def test_ssim_on_small_large_and_non_square_images_equals_torchmetrics(photos32,
     """The window's matrices fold the reflect padding (down to 6 pixels, where a tap mirrors past the
     border's neighbour) and are built per axis: a non-square image must not mix H and W. Above 128 px the
     CPU uses convolutions instead: the same values."""
-    from uae.evaluation.metrics import _MATRIX_BLUR_MAX_SIDE, _gaussian_window, _GaussianBlur, ssim_per_image
+    from uae.evaluation.pixel_metrics import (
+        _MATRIX_BLUR_MAX_SIDE,
+        _gaussian_window,
+        _GaussianBlur,
+        ssim_per_image,
+    )
 
     g = _gaussian_window(11, 1.5, torch.device("cpu"))
     assert _GaussianBlur(*hw, g).matrices == (max(hw) <= _MATRIX_BLUR_MAX_SIDE)
@@ -269,7 +274,7 @@ def test_ssim_on_small_large_and_non_square_images_equals_torchmetrics(photos32,
 def test_ssim_window_as_matrices_equals_the_convolutions(photos32, monkeypatch):
     """The two ways of applying the window (what non-CPU devices and small images use, and what large
     images on CPU use) give the same blurred maps on the same images."""
-    import uae.evaluation.metrics as metrics
+    import uae.evaluation.pixel_metrics as metrics
 
     g = metrics._gaussian_window(11, 1.5, torch.device("cpu"))
     x = torch.rand(2, 5, 37, 50, generator=torch.Generator().manual_seed(1))
