@@ -333,3 +333,13 @@ def test_a_reconstruction_with_nan_pixels_is_reported_not_rounded_away(photos32,
     m.update(ref, ref)
     out = m.compute()
     assert "nan" not in out["notes"] and out["ssim"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("hw", [(5, 40), (40, 5), (1, 1)])
+def test_ssim_of_images_too_small_for_its_window_is_one_clear_error(hw):
+    from uae.errors import InputError
+    from uae.evaluation.metrics import ssim_per_image
+
+    x = torch.rand(2, 3, *hw)
+    with pytest.raises(InputError, match=rf"more than 5 px on each side .*got {hw[0]}x{hw[1]}"):
+        ssim_per_image(x, x)

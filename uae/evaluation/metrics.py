@@ -37,7 +37,7 @@ from torch import nn
 from uae import online
 from uae.errors import InputError, MissingFileError
 from uae.evaluation.pixel_metrics import (  # noqa: F401 - re-exported (uae.evaluation.metrics.<name>)
-    _CPU_CHUNK_ELEMENTS,
+    CPU_CHUNK_ELEMENTS,
     full_precision,
     psnr_per_image,
     quantize,
@@ -321,7 +321,7 @@ class ReconstructionMetrics:
         b = recon.shape[0]
         # On CPU a few images at a time: faster (cache) and a small, steady working set (no heap growth
         # from large temporaries when the metrics run in their own thread).
-        step = max(1, _CPU_CHUNK_ELEMENTS // max(1, recon[0].numel())) if recon.device.type == "cpu" else b
+        step = max(1, CPU_CHUNK_ELEMENTS // max(1, recon[0].numel())) if recon.device.type == "cpu" else b
         for i in range(0, b, step):
             self._update(recon[i : i + step], ref[i : i + step])
         self.num_images += b

@@ -17,6 +17,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from uae.errors import InputError
+
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """``[0, 1]`` float images -> uint8 ``0..255`` (rounded, clamped)."""
@@ -55,7 +57,7 @@ def psnr_per_image(recon: torch.Tensor, ref: torch.Tensor, data_range: float = 1
 
 
 #: Elements of one SSIM chunk on CPU (about 8 images of 3x64x64, 1 of 3x256x256).
-_CPU_CHUNK_ELEMENTS = 2**17
+CPU_CHUNK_ELEMENTS = 2**17
 
 
 def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:
@@ -112,12 +114,17 @@ def _ssim_per_image(
     x: torch.Tensor, y: torch.Tensor, data_range: float, sigma: float, k1: float, k2: float
 ) -> torch.Tensor:
     size = int(3.5 * sigma + 0.5) * 2 + 1
+    if min(x.shape[-2:]) <= size // 2:
+        raise InputError(
+            f"SSIM needs images of more than {size // 2} px on each side (its {size}x{size} window with "
+            f"reflect padding), got {x.shape[-2]}x{x.shape[-1]}"
+        )
     blur = _GaussianBlur(x.shape[-2], x.shape[-1], _gaussian_window(size, sigma, x.device))
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     b = x.shape[0]
     chunk = b
     if x.device.type == "cpu":  # a few images at a time stay in the CPU's caches: 2-6x faster
-        chunk = max(1, _CPU_CHUNK_ELEMENTS // max(1, x[0].numel()))
+        chunk = max(1, CPU_CHUNK_ELEMENTS // max(1, x[0].numel()))
     parts = [_ssim_index(x[i : i + chunk], y[i : i + chunk], blur, c1, c2) for i in range(0, b, chunk)]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
