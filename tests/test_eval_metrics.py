@@ -343,3 +343,16 @@ def test_ssim_of_images_too_small_for_its_window_is_one_clear_error(hw):
     x = torch.rand(2, 3, *hw)
     with pytest.raises(InputError, match=rf"more than 5 px on each side .*got {hw[0]}x{hw[1]}"):
         ssim_per_image(x, x)
+
+
+def test_ssim_off_the_cpu_uses_the_matrices_at_every_size():
+    """GPUs take the matrix products whatever the side (cuDNN's convolutions would run in TF32 by default);
+    the meta device stands in for one here: the dispatch and every shape, without a GPU."""
+    from uae.evaluation.pixel_metrics import _gaussian_window, _GaussianBlur, ssim_per_image
+
+    meta = torch.device("meta")
+    blur = _GaussianBlur(300, 200, _gaussian_window(11, 1.5, meta))
+    assert blur.matrices and blur.along_h.shape == (300, 300) and blur.along_w_t.shape == (200, 200)
+    x = torch.empty(5, 3, 300, 200, device=meta)
+    out = ssim_per_image(x, x)
+    assert out.shape == (5,) and out.device == meta and out.dtype == torch.float32
