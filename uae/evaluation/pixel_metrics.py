@@ -35,7 +35,14 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
 
 def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
     """A context where an enclosing ``torch.autocast`` on ``device`` is off: the metrics compute in
-    float32 even when called from a mixed-precision step (SSIM's window in bfloat16 is off by ~1e-3)."""
+    float32 even when called from a mixed-precision step (SSIM's window in bfloat16 is off by ~1e-3).
+
+    Args:
+        device: The device of the tensors the metrics run on.
+
+    Returns:
+        ``torch.autocast(device.type, enabled=False)`` on CPU and CUDA, a no-op context elsewhere.
+    """
     if device.type in ("cpu", "cuda"):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
