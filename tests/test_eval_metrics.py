@@ -356,3 +356,19 @@ def test_ssim_off_the_cpu_uses_the_matrices_at_every_size():
     x = torch.empty(5, 3, 300, 200, device=meta)
     out = ssim_per_image(x, x)
     assert out.shape == (5,) and out.device == meta and out.dtype == torch.float32
+
+
+def test_ssim_window_is_built_once_per_size_and_follows_the_crossover(monkeypatch):
+    """A metric update calls SSIM chunk by chunk: the window's operator is built once per image size and
+    device, and a change of the matrix/convolution crossover is not hidden by the cache."""
+    import uae.evaluation.pixel_metrics as pm
+
+    cpu = torch.device("cpu")
+
+    def blur() -> object:
+        return pm._gaussian_blur(37, 50, 11, 1.5, cpu, pm._blur_as_matrices(37, 50, cpu))
+
+    first = blur()
+    assert blur() is first and first.matrices
+    monkeypatch.setattr(pm, "_MATRIX_BLUR_MAX_SIDE", 16)
+    assert not blur().matrices

@@ -13,6 +13,7 @@ Everything runs in float32 even inside an enclosing ``torch.autocast`` (:func:`f
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +21,14 @@ import torch.nn.functional as F
 from uae.errors import InputError
 
 
+def _levels(x: torch.Tensor) -> torch.Tensor:
+    """``[0, 1]`` images -> their 8-bit levels ``0..255`` as float32 (clamped, rounded half to even)."""
+    return (x.detach().float().clamp(0.0, 1.0) * 255.0).round_()
+
+
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """``[0, 1]`` float images -> uint8 ``0..255`` (rounded, clamped)."""
-    return (x.detach().float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    return _levels(x).to(torch.uint8)
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
@@ -30,7 +36,7 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
 
     The same values as ``to_uint8(x).float() / 255``, without the round trip through uint8.
     """
-    return (x.detach().float().clamp(0.0, 1.0) * 255.0).round_().div_(255.0)
+    return _levels(x).div_(255.0)
 
 
 def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
@@ -126,7 +132,8 @@ def _ssim_per_image(
             f"SSIM needs images of more than {size // 2} px on each side (its {size}x{size} window with "
             f"reflect padding), got {x.shape[-2]}x{x.shape[-1]}"
         )
-    blur = _GaussianBlur(x.shape[-2], x.shape[-1], _gaussian_window(size, sigma, x.device))
+    h, w = x.shape[-2:]
+    blur = _gaussian_blur(h, w, size, sigma, x.device, _blur_as_matrices(h, w, x.device))
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     b = x.shape[0]
     chunk = b
@@ -140,6 +147,23 @@ def _ssim_per_image(
 #: per pixel grows with the side: 1.6x faster than two depthwise convolutions at 64 px, even at 96-128 px,
 #: 0.8x at 192-224 px (``benchmarks/metrics_speed.py``).
 _MATRIX_BLUR_MAX_SIDE = 128
+
+
+def _blur_as_matrices(h: int, w: int, device: torch.device) -> bool:
+    """Whether :class:`_GaussianBlur` applies the window as matrix products on ``h x w`` images on ``device``."""
+    return device.type != "cpu" or max(h, w) <= _MATRIX_BLUR_MAX_SIDE
+
+
+@functools.lru_cache(maxsize=16)
+def _gaussian_blur(
+    h: int, w: int, size: int, sigma: float, device: torch.device, as_matrices: bool
+) -> _GaussianBlur:
+    """The :class:`_GaussianBlur` of a ``size``-tap window of ``sigma`` over ``h x w`` images on ``device``,
+    built once (a metric update calls SSIM a few images at a time, each with the same window; building it
+    took ~75 us). ``as_matrices``, :func:`_blur_as_matrices`'s answer, is only part of the key: a cached
+    blur follows the crossover in force (tests and ``benchmarks/metrics_speed.py`` change it)."""
+    del as_matrices  # the key only
+    return _GaussianBlur(h, w, _gaussian_window(size, sigma, device))
 
 
 class _GaussianBlur:
@@ -158,7 +182,7 @@ class _GaussianBlur:
 
     def __init__(self, h: int, w: int, window: torch.Tensor) -> None:
         self.window = window
-        self.matrices = window.device.type != "cpu" or max(h, w) <= _MATRIX_BLUR_MAX_SIDE
+        self.matrices = _blur_as_matrices(h, w, window.device)
         if self.matrices:
             self.along_h = _reflect_blur_matrix(h, window)
             self.along_w_t = _reflect_blur_matrix(w, window).t()
