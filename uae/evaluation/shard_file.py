@@ -201,6 +201,21 @@ class ShardFile:
             raise
         return size, digest
 
+    def commit_with(self, tensors: Mapping[str, torch.Tensor], path: str | os.PathLike) -> tuple[int, str]:
+        """Write the remaining ``tensors`` whole (:meth:`write`), then :meth:`commit` onto ``path``; on
+        failure the file is deleted.
+
+        Returns:
+            ``(bytes, sha256)`` of the file.
+        """
+        try:
+            for k, v in tensors.items():
+                self.write(k, v)
+        except BaseException:
+            self.discard()
+            raise
+        return self.commit(path)
+
     def discard(self) -> None:
         """Close and delete the file (an export that stopped)."""
         with contextlib.suppress(OSError):
@@ -227,10 +242,4 @@ def write_shard(
         OSError: Writing failed (disk full, no permission...).
     """
     file = ShardFile.beside(path, {k: (v.dtype, tuple(v.shape)) for k, v in tensors.items()}, metadata)
-    try:
-        for k, v in tensors.items():
-            file.write(k, v)
-    except BaseException:
-        file.discard()
-        raise
-    return file.commit(path)
+    return file.commit_with(tensors, path)

@@ -187,14 +187,9 @@ class ShardBuffer:
         """
         if not self.streamed or self.file is None or self.path is None:
             raise RuntimeError(f"shard {self.shard} was not streamed to a file in full")
+        tail = self.tail_tensors()  # before the file is handed over: a failure here leaves it to discard()
         file, self.file = self.file, None
-        try:
-            for k, t in self.tail_tensors().items():
-                file.write(k, t)
-        except BaseException:
-            file.discard()
-            raise
-        return file.commit(self.path)
+        return file.commit_with(tail, self.path)
 
     def discard(self) -> None:
         """Delete the streamed temp file, if any (a shard that is written whole, or an export that stopped)."""
