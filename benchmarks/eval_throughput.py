@@ -25,6 +25,11 @@ In one process and on the same synthetic JPEG folder (:mod:`benchmarks.synthetic
   with a per-batch list state and its 2-D ``StructuralSimilarityIndexMeasure``, :class:`LegacyMetrics`) on
   the main thread, full-size decoding, float transport and workers at the main process's priority: what ``uae eval`` did before, measured in the
   same run;
+* **eval, packed**: :func:`uae.evaluation.reconstruction.evaluate_dataset` over the same images packed once
+  (:func:`uae.evaluation.packing.pack_dataset`, ``uae pack``: the eval crops at the model's output size as
+  one uint8 ``.npy``, decoded at full size) instead of the JPEG folder, with ``--num-workers`` workers;
+  **eval, packed, no workers**: the same read in the main process (``num_workers=0``); the packing's own
+  time is recorded once (``pack_seconds``);
 * **eval, preloaded**: :func:`uae.evaluation.reconstruction.evaluate_reconstruction` over the decoded
   batches in memory (host tensors, as a loader yields them): the model and the metrics without the
   decoding, i.e. what the metrics cost the model (on a GPU the decoding, not the metrics, bounds **eval**).
@@ -37,7 +42,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -116,6 +123,20 @@ def main(argv: list[str] | None = None) -> int:
         scale_uint8(b["image"]) for b in make_loader(ds, args.batch_size, args.num_workers, device=device)
     ]
     n = sum(len(b) for b in batches)
+    from uae.evaluation.packing import pack_dataset
+
+    pack_dir = tempfile.TemporaryDirectory()
+    packed = Path(pack_dir.name) / f"packed-{size}.npy"
+    start = time.perf_counter()
+    pack_dataset(
+        str(folder),
+        packed,
+        size,
+        options=RunOptions(
+            batch_size=args.batch_size, num_workers=args.num_workers, progress=False, draft=False
+        ),
+    )
+    pack_seconds = time.perf_counter() - start
 
     def compute() -> float:
         xs = [b.to(device) for b in batches]
@@ -132,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         legacy: bool = False,
         uint8: bool | None = None,
         niceness: int | None = None,
+        data: str | None = None,
+        workers: int | None = None,
     ) -> float:
         as_runner = uint8 is None  # the runners send uint8 pixels to a GPU only
         uint8 = device.type == "cuda" if uint8 is None else uint8
@@ -139,14 +162,14 @@ def main(argv: list[str] | None = None) -> int:
             niceness = 0 if legacy else RunOptions().worker_niceness
         opts = RunOptions(
             batch_size=args.batch_size,
-            num_workers=args.num_workers,
+            num_workers=args.num_workers if workers is None else workers,
             progress=False,
             draft=draft,
             worker_niceness=niceness,
         )
         start = time.perf_counter()
         if background is None and draft and as_runner and not legacy:
-            res = evaluate_dataset(model, str(folder), metrics=metrics, options=opts)
+            res = evaluate_dataset(model, data or str(folder), metrics=metrics, options=opts)
         else:
             d, _ = open_dataset(
                 str(folder),
@@ -185,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         "eval": run_eval,
         "eval_metrics_in_thread": lambda: run_eval(background=True),
         "eval_metrics_inline": lambda: run_eval(background=False),
+        "eval_packed": lambda: run_eval(data=str(packed)),
+        "eval_packed_no_workers": lambda: run_eval(data=str(packed), workers=0),
         "eval_no_draft": lambda: run_eval(draft=False),
         "eval_float_transport": lambda: run_eval(uint8=False),
         "eval_workers_not_niced": lambda: run_eval(niceness=0),
@@ -210,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch_threads": torch.get_num_threads(),
             "images_used": n,
             "output_size": size,
+            "pack_seconds": round(pack_seconds, 3),
         },
         "env": device_env(device),
         **rate_fields(rates),
@@ -217,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     summary = {"median_images_per_s": result["median_images_per_s"], "ratios": ratios}
     write_result(args.out, f"eval_throughput_{device.type}", result, summary)
+    pack_dir.cleanup()
     if tmp is not None:
         tmp.cleanup()
     return 0

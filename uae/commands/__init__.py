@@ -39,6 +39,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "filtered-eval": ("uae.commands.filtered_eval", "main", "low-pass / high-pass filtered evaluation"),
     "bands": ("uae.commands.bands", "main", "picture of progressive band decodes and band energies"),
+    "pack": (
+        "uae.commands.pack",
+        "main",
+        "decode an image set once into a uint8 array (.npy / ADM .npz) that --data accepts",
+    ),
     "encode": (
         "uae.commands.encode",
         "main",

@@ -137,7 +137,10 @@ def add_model_data(p: argparse.ArgumentParser, data_help: str = "") -> None:
         "--random-init", action="store_true", help="registered name without trained weights (smoke tests)"
     )
     p.add_argument(
-        "--data", required=True, help=data_help or f"image folder or one of {', '.join(NAMED_DATASETS)}"
+        "--data",
+        required=True,
+        help=data_help
+        or f"image folder, image array (.npy, ADM .npz; uae pack) or one of {', '.join(NAMED_DATASETS)}",
     )
     p.add_argument(
         "--data-root",
@@ -153,7 +156,8 @@ def add_model_data(p: argparse.ArgumentParser, data_help: str = "") -> None:
         type=non_negative_int,
         default=None,
         help="image loading processes (default: one per core but one, at most 16, when the model is on a "
-        "GPU; min(4, cores) on the CPU; divided among the processes of a torchrun launch)",
+        "GPU; min(4, cores) on the CPU, none there for an image array; divided among the processes of a "
+        "torchrun launch)",
     )
     p.add_argument(
         "--max-pixels",
@@ -237,9 +241,11 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 
     workers = args.num_workers
     if workers is None:
+        from uae.data.arrays import is_image_array_file
         from uae.evaluation.common import resolve_device
 
-        workers = default_num_workers(resolve_device(args.device).type)
+        decoded = is_image_array_file(args.data)
+        workers = default_num_workers(resolve_device(args.device).type, decoded=decoded)
     return RunOptions(
         data_root=args.data_root,
         limit=args.limit,

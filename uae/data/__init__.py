@@ -1,5 +1,7 @@
-"""Data: image folders (plain, ImageNet, MS-COCO), transforms and the training DataModule."""
+"""Data: image folders (plain, ImageNet, MS-COCO), image arrays, transforms and the training DataModule."""
 
+from uae.data.array_writer import pack_images
+from uae.data.arrays import ImageArray, ImageArrayDataset
 from uae.data.datasets import (
     IMAGE_EXTENSIONS,
     ImageFolderDataset,
@@ -30,6 +32,8 @@ __all__ = [
     "RepeatDataset",
     "UAEDataModule",
     "IMAGE_EXTENSIONS",
+    "ImageArray",
+    "ImageArrayDataset",
     "ImageFolderDataset",
     "ImageTransform",
     "coco_split",
@@ -37,6 +41,7 @@ __all__ = [
     "image_transform",
     "imagenet_split",
     "is_image_file",
+    "pack_images",
     "ImageTooLargeError",
     "read_image",
     "create_transform",

@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from uae.data.arrays import ImageArrayDataset, is_image_array_file
 from uae.data.datasets import ImageFolderDataset, coco_split, find_images, image_transform, imagenet_split
 from uae.data.resumable import ResumableDataLoader, ResumableSampler, SeededDataset
 from uae.errors import ConfigError, InputError, MissingFileError
@@ -44,7 +45,7 @@ def auto_num_workers(devices_per_node: int = 1, accelerator: str = "gpu") -> int
     return workers_beside_gpu(devices_per_node, MAX_AUTO_WORKERS["gpu"], cores)
 
 
-def _check_readable(ds: ImageFolderDataset, split: str) -> None:
+def _check_readable(ds: ImageFolderDataset | ImageArrayDataset, split: str) -> None:
     """Raise a one-line :class:`~uae.errors.InputError` now (not after training starts) when no file of ``split`` can be
     read; costs one decoded image when the first file is fine."""
     try:
@@ -103,7 +104,9 @@ class UAEDataModule(pl.LightningDataModule):
             available to the process and the devices of the trainer (:func:`auto_num_workers`).
         pin_memory: Pinned host memory for faster host-to-GPU copies; ``None``: when training on CUDA.
         val_fraction: ``"folder"`` only: fraction of the files held out for validation (0 = no validation).
-        val_root: A separate validation folder (overrides ``val_fraction`` and the layout's val split).
+        val_root: A separate validation folder, or an image array (``.npy`` / ``.npz``, ``uae pack``; read
+            without decoding, see :mod:`uae.data.arrays`) (overrides ``val_fraction`` and the layout's val
+            split).
         max_val_images: Use at most this many validation images (the first ones, deterministic).
         train_scale: Area range of a random-resized crop for training (``None``: full shorter side).
         hflip: Random horizontal flips for training.
@@ -164,7 +167,7 @@ class UAEDataModule(pl.LightningDataModule):
         self.seed = seed
         self.labels = labels
         self.train_set: ImageFolderDataset | None = None
-        self.val_set: ImageFolderDataset | None = None
+        self.val_set: ImageFolderDataset | ImageArrayDataset | None = None
 
     # ------------------------------------------------------------------ sizes
     def _resolve_sizes(self) -> tuple[int, int]:
@@ -200,7 +203,7 @@ class UAEDataModule(pl.LightningDataModule):
             va = pathlib.Path(self.val_root).expanduser()
         train_files = find_images(tr)
         if va is not None:
-            val_files = find_images(va)
+            val_files = [] if is_image_array_file(va) and va.is_file() else find_images(va)
         else:
             files = list(train_files)
             random.Random(self.seed).shuffle(files)
@@ -228,17 +231,24 @@ class UAEDataModule(pl.LightningDataModule):
             class_root=train_root,
         )
         classes = self.train_set.classes or None
-        self.val_set = (
-            ImageFolderDataset(
+        val_transform = image_transform(size, train=False, out_size=out)
+        self.val_set = None
+        if val_root is not None and is_image_array_file(val_root) and val_root.is_file():
+            self.val_set = ImageArrayDataset(
+                val_root,
+                val_transform,
+                labels=labels,
+                limit=self.max_val_images,
+                classes=classes if labels is not False else None,
+            )
+        elif val_files:
+            self.val_set = ImageFolderDataset(
                 val_files,
-                transform=image_transform(size, train=False, out_size=out),
+                transform=val_transform,
                 labels=labels,
                 class_root=val_root,
                 classes=classes if labels is not False else None,
             )
-            if val_files
-            else None
-        )
         for name, ds in (("training", self.train_set), ("validation", self.val_set)):
             if ds is not None:
                 _check_readable(ds, name)

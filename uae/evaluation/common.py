@@ -209,13 +209,15 @@ def tokenizer_fingerprint(model: torch.nn.Module) -> str:
 
 
 def resolve_data(data: str, data_root: str | None = None) -> Path:
-    """Folder of ``data``: a folder path, or a named dataset under ``data_root``.
+    """Folder or file of ``data``: a folder path, an image array file (``.npy``/``.npz``, see
+    :mod:`uae.data.arrays`), or a named dataset under ``data_root``.
 
     ``imagenet-val`` -> ``<root>/val`` (class sub-folders), ``coco-val`` -> ``<root>/val2017`` (flat).
 
     Raises:
-        MissingFileError: The folder does not exist, or a named dataset without ``data_root``.
+        MissingFileError: The folder or file does not exist, or a named dataset without ``data_root``.
     """
+    from uae.data.arrays import IMAGE_ARRAY_SUFFIXES, is_image_array_file
     from uae.data.datasets import coco_split, imagenet_split
 
     if data in NAMED_DATASETS:
@@ -228,9 +230,13 @@ def resolve_data(data: str, data_root: str | None = None) -> Path:
         family, split = data.split("-")
         return imagenet_split(data_root, split) if family == "imagenet" else coco_split(data_root, split)
     path = Path(data).expanduser()
+    if is_image_array_file(path) and path.is_file():
+        return path
     if not path.is_dir():
         raise MissingFileError(
-            f"data {data!r} is not a folder nor one of {', '.join(NAMED_DATASETS)}", param="data"
+            f"data {data!r} is not a folder, an image array ({', '.join(IMAGE_ARRAY_SUFFIXES)}) nor one of "
+            f"{', '.join(NAMED_DATASETS)}",
+            param="data",
         )
     return path
 
@@ -291,7 +297,8 @@ def build_dataset(
     draft: bool = True,
     uint8: bool = False,
 ) -> Dataset:
-    """An :class:`~uae.data.ImageFolderDataset` with the eval transform (center crop).
+    """An :class:`~uae.data.ImageFolderDataset` (or, for an ``.npy``/``.npz`` file, an
+    :class:`~uae.data.arrays.ImageArrayDataset`) with the eval transform (center crop).
 
     With ``data_config`` (``uae.data.resolve_data_config(model)``: a converted release's own
     evaluation crop and resize, see :mod:`uae.data.transforms`) images are read as the model's release
@@ -302,7 +309,7 @@ def build_dataset(
     under ``batch["unreadable"]`` (count them with :class:`uae.data.datasets.SkipLog`).
 
     Args:
-        root: Image folder.
+        root: Image folder, or image array file (``max_pixels``, ``on_error`` and ``draft`` do not apply).
         size: Encoder input side.
         out_size: Reference side (the decoder's output); when it differs from ``size`` samples also
             hold ``"target"`` cut from the same crop.
@@ -320,14 +327,12 @@ def build_dataset(
             resize or a normalisation): a quarter of the bytes from the loader's workers to the model;
             :func:`batch_images` scales them (exactly ``to_tensor``'s floats) on the model's device.
     """
+    from uae.data.arrays import ImageArrayDataset, is_image_array_file
     from uae.data.datasets import ImageFolderDataset, find_images
     from uae.data.transforms import create_transform, image_transform
 
-    files: Sequence[Path] | Path = Path(root)
-    if limit is not None:
-        if limit <= 0:
-            raise InputError(f"limit must be positive, got {limit}", param="limit")
-        files = find_images(root)[:limit]
+    if limit is not None and limit <= 0:
+        raise InputError(f"limit must be positive, got {limit}", param="limit")
     if data_config is not None:
         transform = create_transform(
             data_config,
@@ -339,6 +344,11 @@ def build_dataset(
         )
     else:
         transform = image_transform(size, train=train, out_size=out_size, uint8=uint8 and not train)
+    if is_image_array_file(root) and Path(root).is_file():
+        return ImageArrayDataset(
+            root, transform, labels=labels, limit=limit, classes=None if classes is None else list(classes)
+        )
+    files: Sequence[Path] | Path = Path(root) if limit is None else find_images(root)[:limit]
     return ImageFolderDataset(
         files,
         transform=transform,

@@ -36,7 +36,9 @@ EXPORTABLE = ("bands", "latent", "fused")
 MAX_DEFAULT_WORKERS = 16
 
 
-def default_num_workers(device_type: str, cores: int | None = None, processes: int | None = None) -> int:
+def default_num_workers(
+    device_type: str, cores: int | None = None, processes: int | None = None, *, decoded: bool = False
+) -> int:
     """How many loader workers an evaluation or export starts when not told (``uae eval``, ``uae encode``...).
 
     With the model on a GPU the loader's workers decode every image while the model takes microseconds per
@@ -45,15 +47,19 @@ def default_num_workers(device_type: str, cores: int | None = None, processes: i
     Measured on an H200 with 16 cores (``benchmarks/RESULTS.md``): the loader alone delivers 2.1k
     images/s with 4 workers and 7.3k with 15 (500x375 JPEGs for ``uae_demo``), and ``uae eval`` of the
     B architecture runs at 754 images/s with 12 workers against 528 with 4. On the CPU the workers take
-    cores from the model itself: at most 4.
+    cores from the model itself: at most 4, and none for images already decoded (``decoded``: an image
+    array, :mod:`uae.data.arrays`), which the main process reads in microseconds (``uae eval`` of
+    ``uae_demo`` on 2 cores: 0.85 of the model's compute-only images/s read in the main process, 0.71
+    with 2 workers).
 
     Args:
         device_type: ``"cuda"``, ``"cpu"``, ``"mps"``...
         cores: Usable cores (default: :func:`uae.hardware.available_cpus`).
         processes: Processes sharing them (default: ``LOCAL_WORLD_SIZE``, set by ``torchrun``, else 1).
+        decoded: The images need no decoding (an image array).
 
     Returns:
-        The worker count per process (at least 1).
+        The worker count per process (at least 1, except 0 for ``decoded`` data on a CPU).
     """
     cores = available_cpus() if cores is None else cores
     if processes is None:
@@ -63,7 +69,7 @@ def default_num_workers(device_type: str, cores: int | None = None, processes: i
             processes = 1
     if device_type == "cuda":
         return max(1, workers_beside_gpu(processes, MAX_DEFAULT_WORKERS, cores))
-    return min(4, max(1, cores // processes))
+    return 0 if decoded else min(4, max(1, cores // processes))
 
 
 def _positive(name: str, value: int | float | None, minimum: int | float = 1) -> None:

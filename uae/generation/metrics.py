@@ -22,19 +22,23 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from uae.errors import DamagedFileError, InputError, MissingFileError
+from uae.errors import DamagedFileError, InputError, MissingFileError, UnsafeFileError
 from uae.evaluation.metrics import MetricUnavailable, resolve_inception_weights
 from uae.generation.sample_folder import missing_indices, read_manifest, sample_name
+
+if TYPE_CHECKING:
+    from uae.data.arrays import ImageArray
 
 logger = logging.getLogger(__name__)
 
@@ -137,33 +141,41 @@ def sample_files(
     return [root / sample_name(i, total) for i in range(n)], info
 
 
-def read_reference_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_reference_npz(path: str | os.PathLike) -> dict[str, Any]:
     """An ADM-style reference batch: ``mu`` + ``sigma`` (2048-d statistics) and/or ``arr_0`` images.
 
     Returns:
-        The arrays present among ``mu``, ``sigma``, ``arr_0`` (``arr_0``: ``(N, H, W, 3)`` uint8).
+        What is present among ``mu``, ``sigma`` (arrays) and ``arr_0`` (a
+        :class:`uae.data.arrays.ImageArray` of ``(N, H, W, 3)`` uint8 images, read a batch at a time: ADM's
+        10k-image ImageNet batch is never held whole).
 
     Raises:
         MissingFileError: No such file.
-        DamagedFileError: Not an ``.npz``, pickled objects, or neither statistics nor images.
+        DamagedFileError: Not an ``.npz``, neither statistics nor images, images that are not
+            ``(N, H, W, 3)`` uint8 or a size that disagrees with their header.
+        UnsafeFileError: Pickled objects.
     """
+    from uae.data.arrays import ImageArray
+
     p = Path(path).expanduser()
     if not p.is_file():
         raise MissingFileError(f"reference {str(p)!r} does not exist", param="reference")
     try:
         with np.load(p, allow_pickle=False) as data:
-            out = {k: data[k] for k in ("mu", "sigma", "arr_0") if k in data.files}
-    except (OSError, ValueError) as e:
+            out: dict[str, Any] = {k: data[k] for k in ("mu", "sigma") if k in data.files}
+            has_images = "arr_0" in data.files
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise DamagedFileError(f"cannot read reference {p}: {e}", param="reference") from e
     has_stats = "mu" in out and "sigma" in out
-    if not has_stats and "arr_0" not in out:
+    if not has_stats and not has_images:
         raise DamagedFileError(f"{p} holds neither 'mu' and 'sigma' nor 'arr_0' images", param="reference")
-    if "arr_0" in out:
-        a = out["arr_0"]
-        if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
-            raise DamagedFileError(
-                f"{p}: arr_0 must be (N, H, W, 3) uint8 images, got {a.shape} {a.dtype}", param="reference"
-            )
+    if has_images:
+        try:
+            out["arr_0"] = ImageArray(p)
+        except UnsafeFileError as e:
+            raise UnsafeFileError(str(e), param="reference") from e
+        except InputError as e:  # not images, or a damaged member
+            raise DamagedFileError(f"reference {e}", param="reference") from e
     if has_stats and (out["mu"].ndim != 1 or out["sigma"].shape != (out["mu"].shape[0],) * 2):
         raise DamagedFileError(f"{p}: mu must be (D,) and sigma (D, D)", param="reference")
     return out
@@ -179,15 +191,17 @@ def _image_batches(files: list[Path], size: int, batch_size: int) -> Iterator[to
         yield (torch.stack(batch) * 255.0).round().to(torch.uint8)  # type: ignore[arg-type]
 
 
-def _array_batches(images: np.ndarray, size: int, batch_size: int) -> Iterator[torch.Tensor]:
-    """uint8 batches of ``(N, H, W, 3)`` arrays (resized like files when another size)."""
+def _array_batches(images: np.ndarray | ImageArray, size: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """uint8 batches of ``(N, H, W, 3)`` images (resized like files when another size)."""
     from PIL import Image
 
     from uae.data import image_transform
+    from uae.data.arrays import ImageArray
 
     tf = image_transform(size)
     for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
+        stop = min(start + batch_size, len(images))
+        chunk = images.read_run(start, stop) if isinstance(images, ImageArray) else images[start:stop]
         if chunk.shape[1:3] == (size, size):
             yield torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2).contiguous()
         else:
