@@ -14,7 +14,10 @@ peak resident set size (``ru_maxrss``; the loader's worker processes are reporte
   (on the CPU each shard goes to its file batch by batch, so memory holds a batch, not a shard; before
   that, a shard was held in memory until written and its size bounded the memory);
 * ``probe``: :func:`uae.evaluation.features.extract_features` (band 0, mean pool): the features themselves,
-  ``N x D`` float32, are the result and are reported apart.
+  ``N x D`` float32, are the result and are reported apart;
+* ``eval_packed``: ``eval`` of the same images packed beforehand (by the parent process) into one uint8
+  ``.npy`` at the model's output size (:func:`uae.evaluation.packing.pack_dataset`, ``uae pack``), read in
+  the main process as ``uae eval`` reads a pack on the CPU (``num_workers=0``).
 
 Target: the peak for the largest count within 20 MB of the smallest's (eval), and likewise for encode at a
 fixed shard size and for the probe beyond its features. Results: ``benchmarks/results/eval_memory.json``.
@@ -34,7 +37,7 @@ from pathlib import Path
 from benchmarks.report import write_result
 from benchmarks.synthetic_images import write_images
 
-MODES = ("eval", "encode", "probe")
+MODES = ("eval", "encode", "probe", "eval_packed")
 
 
 def child(mode: str, folder: str, args: argparse.Namespace) -> dict:
@@ -51,9 +54,11 @@ def child(mode: str, folder: str, args: argparse.Namespace) -> dict:
     model, device = prepare_model(args.model, device="cpu")
     opts = RunOptions(batch_size=args.batch_size, num_workers=args.num_workers, progress=False)
     out: dict = {}
-    if mode == "eval":
+    if mode in ("eval", "eval_packed"):
         from uae.evaluation.reconstruction import evaluate_dataset
 
+        if mode == "eval_packed":
+            opts = RunOptions(batch_size=args.batch_size, num_workers=0, progress=False)
         res = evaluate_dataset(model, folder, metrics={"lpips": False, "fid": False}, options=opts)
         out["images"] = res["num_images"]
     elif mode == "encode":
@@ -73,6 +78,19 @@ def child(mode: str, folder: str, args: argparse.Namespace) -> dict:
         out["features_mib"] = feats.numel() * feats.element_size() / 2**20
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["workers_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return out
+
+
+def pack(folder: Path, model: str) -> Path:
+    """``folder``'s images packed at ``model``'s output size into ``<folder>.npy`` (made once)."""
+    out = folder.parent / f"{folder.name}.npy"
+    if not out.is_file():
+        import uae
+        from uae.evaluation.options import RunOptions
+        from uae.evaluation.packing import pack_dataset
+
+        size = uae.create_model(model).config.output_size
+        pack_dataset(str(folder), out, size, options=RunOptions(num_workers=2, progress=False, draft=False))
     return out
 
 
@@ -100,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         if len(list(folder.glob("*.jpg"))) != n:
             write_images(folder, n, size=(160, 120))
         for mode in args.modes:
-            cmd = [sys.executable, "-m", "benchmarks.eval_memory", "--child", mode, str(folder)]
+            data = folder
+            if mode == "eval_packed":
+                data = pack(folder, args.model)
+            cmd = [sys.executable, "-m", "benchmarks.eval_memory", "--child", mode, str(data)]
             for k in ("model", "batch_size", "num_workers", "threads", "shard_size"):
                 cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
             run = subprocess.run(
