@@ -79,9 +79,24 @@ def _uae_commands(body: str) -> list[list[str]]:
 
 
 RUN_COMMANDS = [c for mark, body in _blocks("bash") if mark.startswith("run") for c in _uae_commands(body)]
+OUTPUT_FLAGS = ("--out", "--output", "--out-dir")
+
+
+def _made_before(argv: list[str]) -> list[list[str]]:
+    """The commands of ``argv``'s block before it whose outputs ``argv`` reads (``uae pack`` then ``uae eval``
+    of the pack): each test runs them first, in its own folder, so the tests stay independent."""
+    for mark, body in _blocks("bash"):
+        cmds = _uae_commands(body) if mark.startswith("run") else []
+        if argv in cmds:
+            earlier = cmds[: cmds.index(argv)]
+            return [
+                c for c in earlier if any(c[i + 1] in argv for i, a in enumerate(c[:-1]) if a in OUTPUT_FLAGS)
+            ]
+    return []
+
+
 PLAN_COMMANDS = [c for mark, body in _blocks("bash") if mark.startswith("plan") for c in _uae_commands(body)]
 MAIN_JOB = [c for _, body in _blocks("bash") if "pip install" in body for c in _uae_commands(body)]
-OUTPUT_FLAGS = ("--out", "--output", "--out-dir")
 
 
 @pytest.mark.parametrize("argv", RUN_COMMANDS + MAIN_JOB, ids=lambda a: " ".join(a[:2]))
@@ -92,6 +107,8 @@ def test_bash_uae_commands_run(argv: list[str], tmp_path: Path, monkeypatch: pyt
         (tmp_path / name).symlink_to(ROOT / name)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # the same answer on every machine
+    for before in _made_before(argv):
+        assert main(before) == 0, before
     assert main(argv) == 0
     outs = [argv[i + 1] for i, a in enumerate(argv) if a in OUTPUT_FLAGS]
     for out in outs:
