@@ -428,3 +428,20 @@ def test_reference_npz_images_are_read_in_place_and_checked(tmp_path, images):
     with pytest.raises(UnsafeFileError, match="pickle") as e:
         read_reference_npz(tmp_path / "obj.npz")
     assert e.value.param == "reference"
+
+
+def test_reads_where_the_system_has_no_positioned_reads(tmp_path, images, monkeypatch):
+    """Windows has neither ``os.pread`` nor ``os.preadv``: seek + read under the array's lock."""
+    import uae.data.arrays as arrays
+
+    class NoPread:
+        def __getattr__(self, name: str):
+            if name in ("pread", "preadv"):
+                raise AttributeError(name)
+            return getattr(os, name)
+
+    np.save(tmp_path / "a.npy", images)
+    a = ImageArray(tmp_path / "a.npy")
+    monkeypatch.setattr(arrays, "os", NoPread())
+    np.testing.assert_array_equal(a[4], images[4])
+    np.testing.assert_array_equal(a.read_run(1, 6), images[1:6])

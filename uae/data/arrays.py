@@ -131,7 +131,7 @@ class ImageArray:
         self._offset = 0
         self._fd: int | None = None
         self._pid = -1
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # _file() takes it inside a locked read
         if suffix == ".npy":
             with self.path.open("rb") as f:
                 shape, dtype, header = _read_npy_header(f, str(self.path))
@@ -244,8 +244,10 @@ class ImageArray:
     def _file(self) -> int:
         pid = os.getpid()
         if self._fd is None or self._pid != pid:  # a forked worker opens its own
-            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            self._pid = pid
+            with self._lock:
+                if self._fd is None or self._pid != pid:
+                    self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                    self._pid = pid
         return self._fd
 
     def __getitem__(self, i: int) -> np.ndarray:
@@ -265,7 +267,7 @@ class ImageArray:
         at = self._offset + i * size
         if hasattr(os, "pread"):
             data = os.pread(self._file(), size, at)
-        else:  # pragma: no cover - Windows
+        else:  # Windows
             with self._lock:
                 fd = self._file()
                 os.lseek(fd, at, os.SEEK_SET)
@@ -289,16 +291,14 @@ class ImageArray:
             raise IndexError(f"images {start}:{stop} out of range for {len(self)} images")
         if self._memory is not None:
             return self._memory[start:stop].copy()
+        if not hasattr(os, "preadv"):  # Windows, macOS before 11
+            return np.stack([self[i] for i in range(start, stop)])
         size = self.shape[1] * self.shape[2] * 3
         want = (stop - start) * size
         data = bytearray(want)
         view, at, got = memoryview(data), self._offset + start * size, 0
         while got < want:  # a large read may come back in pieces
-            if hasattr(os, "preadv"):
-                n = os.preadv(self._file(), [view[got:]], at + got)
-            else:  # pragma: no cover - Windows and macOS before 11
-                n = len(piece := self[start + got // size].tobytes()) if got % size == 0 else 0
-                view[got : got + n] = piece
+            n = os.preadv(self._file(), [view[got:]], at + got)
             if n <= 0:
                 raise DamagedFileError(
                     f"{self.path}: images {start}:{stop} are cut short ({got} of {want} bytes); the file "
@@ -321,7 +321,7 @@ class ImageArray:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # _file() takes it inside a locked read
 
     def __del__(self) -> None:
         try:
