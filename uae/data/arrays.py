@@ -419,7 +419,7 @@ class ImageArrayDataset(Dataset):
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for {n} images")
         i %= n
-        im = Image.fromarray(self.array[i], "RGB")
+        im = Image.fromarray(self.array[i])  # (H, W, 3) uint8: RGB
         return self._sample(i, self.transform(im) if self.transform is not None else to_tensor(im))
 
     def _passes_through(self) -> bool | None:
