@@ -445,3 +445,52 @@ def test_reads_where_the_system_has_no_positioned_reads(tmp_path, images, monkey
     monkeypatch.setattr(arrays, "os", NoPread())
     np.testing.assert_array_equal(a[4], images[4])
     np.testing.assert_array_equal(a.read_run(1, 6), images[1:6])
+
+
+def test_a_killed_packs_temp_file_is_removed_by_the_next_run(tmp_path, images):
+    from uae.data.array_writer import remove_stale_temp_files
+
+    stale = tmp_path / ".tmp-abc123-p.npy"
+    fresh = tmp_path / ".tmp-def456-p.npy"  # a pack of the same output still running
+    other = tmp_path / ".tmp-ghi789-q.npy"  # another output's
+    other2 = tmp_path / ".tmp-jkl012-q-p.npy"  # the output q-p.npy's
+    for f in (stale, fresh, other, other2):
+        f.write_bytes(b"x" * 100)
+    for f in (stale, other, other2):
+        os.utime(f, (1e9, 1e9))
+    pack_images([torch.from_numpy(images).permute(0, 3, 1, 2)], tmp_path / "p.npz", count=6)
+    assert not stale.exists() and fresh.exists() and other.exists() and other2.exists()
+    assert remove_stale_temp_files(tmp_path / "p.npz", stale_seconds=0) == [fresh]
+
+
+def test_killed_pack_leaves_the_previous_file_and_a_temp_the_next_run_removes(tmp_path, images):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    np.save(tmp_path / "p.npy", images[:1])  # the previous pack
+    script = (
+        "import time, torch\n"
+        "from uae.data.array_writer import pack_images\n"
+        "def batches():\n"
+        "    yield torch.zeros(2, 3, 12, 10, dtype=torch.uint8)\n"
+        "    print('written', flush=True)\n"
+        "    time.sleep(60)\n"
+        f"pack_images(batches(), {str(tmp_path / 'p.npy')!r}, count=6)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "written"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    temps = [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    assert len(temps) == 1 and temps[0].name.endswith("-p.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), images[:1])
+    os.utime(temps[0], (time.time() - 3600,) * 2)
+    pack_images([torch.from_numpy(images).permute(0, 3, 1, 2)], tmp_path / "p.npy", count=6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npy"]
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), images)

@@ -22,6 +22,9 @@ from uae.errors import InputError
 
 PathLike = str | os.PathLike
 
+#: A temp file of an output not written to for this long belongs to a writer that was killed.
+STALE_SECONDS = 600.0
+
 
 def _npy_header(shape: tuple[int, ...], reserve: tuple[int, ...] | None = None) -> bytes:
     """An NPY 1.0 header for a C-ordered uint8 array of ``shape``, padded to the length the header of
@@ -35,6 +38,36 @@ def _npy_header(shape: tuple[int, ...], reserve: tuple[int, ...] | None = None) 
     total = -(-(10 + longest + 1) // 64) * 64  # magic 6 + version 2 + length 2, the dict, "\n"
     body = body.ljust(total - 10 - 1) + "\n"
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
+
+
+def remove_stale_temp_files(path: PathLike, stale_seconds: float = STALE_SECONDS) -> list[pathlib.Path]:
+    """Delete the temp files a killed :func:`pack_images` of ``path`` left beside it (those of this output's
+    name, not written to for ``stale_seconds``: a pack still running writes all the time).
+
+    Returns:
+        The removed paths.
+    """
+    import logging
+    import time
+
+    from uae.files import TEMP_PREFIX
+
+    path = pathlib.Path(path)
+    names = {path.name, path.with_suffix(".npy").name}  # temp names: .tmp-<random, no dash>-<name>
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for p in path.parent.glob(f"{TEMP_PREFIX}-*"):
+        try:
+            old = time.time() - p.stat().st_mtime > stale_seconds
+        except FileNotFoundError:
+            continue
+        parts = p.name.split("-", 2)
+        if p.is_file() and old and len(parts) == 3 and parts[2] in names:
+            logging.getLogger(__name__).info("Removing the partial file %s of a pack that was stopped", p)
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def pack_images(
@@ -63,6 +96,9 @@ def pack_images(
     Raises:
         InputError: Not uint8 ``(B, 3, H, W)``; sizes that change; more images than ``count``; labels
             for an ``.npy``; a suffix not in :data:`IMAGE_ARRAY_SUFFIXES`.
+
+    A killed run leaves its temp file beside ``path``; the next run of the same output removes it
+    (:func:`remove_stale_temp_files`).
     """
     from uae.files import new_temp_file, replace_with_temp_file
 
@@ -73,6 +109,7 @@ def pack_images(
         raise InputError("labels are stored in an .npz (arr_1); name the output .npz", param="output")
     if count <= 0:
         raise InputError(f"count must be positive, got {count}", param="count")
+    remove_stale_temp_files(path)
     tmp = new_temp_file(path.with_suffix(".npy"))
     written, hw = 0, None
     try:
