@@ -22,7 +22,8 @@
 #   0. where the loader's time goes (benchmarks.loader_pipeline): one core's decode rate, each worker
 #      count's start and steady rate, the transport ceiling, before and after CUDA is initialised
 #   2. `uae eval` with uae_demo, 12 workers: end to end vs the model's compute-only images/s, with the
-#      float-transport variant (benchmarks.eval_throughput); 2b. the same over 4x as many files (hard
+#      float-transport variant and the same images packed into a uint8 .npy (uae pack; read by the
+#      workers and by the main process) (benchmarks.eval_throughput); 2b. the same over 4x as many files (hard
 #      links), so the loader's start weighs a quarter as much
 #   1b. `uae encode` vs the baseline with 8 shards, which this checkout writes in the background
 #   3. the loader alone at the B config's sizes (224 in, 256 reference), uint8 vs float32 pixels from
