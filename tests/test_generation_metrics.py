@@ -116,6 +116,10 @@ def test_adm_npz_references(inception, sample_folder: Path, image_folder: Path, 
     with_images = evaluate_samples(sample_folder, tmp_path / "ref_images.npz", progress=False)
     for k in ("fid", "is", "precision", "recall"):
         assert with_images[k] == pytest.approx(folder[k], rel=1e-9), k
+    np.save(tmp_path / "ref_images.npy", imgs)  # a pack (uae pack) of the reference images
+    packed = evaluate_samples(sample_folder, tmp_path / "ref_images.npy", progress=False)
+    for k in ("fid", "is", "precision", "recall"):
+        assert packed[k] == pytest.approx(folder[k], rel=1e-9), k
     from torch_fidelity.metric_fid import fid_features_to_statistics
 
     stats = fid_features_to_statistics(

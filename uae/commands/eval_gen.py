@@ -25,7 +25,9 @@ def build_parser() -> ArgumentParser:
         "--samples", required=True, help="sample folder (uae generate --num-samples) or image folder"
     )
     p.add_argument(
-        "--reference", required=True, help="reference image folder, or .npz with mu/sigma and/or arr_0"
+        "--reference",
+        required=True,
+        help="reference image folder, .npz with mu/sigma and/or arr_0, or .npy of images (uae pack)",
     )
     p.add_argument(
         "--num-samples", type=positive_int, default=None, help="use (with --model: write) N samples"

@@ -141,8 +141,21 @@ def sample_files(
     return [root / sample_name(i, total) for i in range(n)], info
 
 
+def _reference_images(path: Path) -> ImageArray:
+    """:class:`~uae.data.arrays.ImageArray` of a reference file, its errors naming ``reference``."""
+    from uae.data.arrays import ImageArray
+
+    try:
+        return ImageArray(path)
+    except UnsafeFileError as e:
+        raise UnsafeFileError(str(e), param="reference") from e
+    except InputError as e:  # not images, or a damaged file
+        raise DamagedFileError(f"reference {e}", param="reference") from e
+
+
 def read_reference_npz(path: str | os.PathLike) -> dict[str, Any]:
-    """An ADM-style reference batch: ``mu`` + ``sigma`` (2048-d statistics) and/or ``arr_0`` images.
+    """An ADM-style reference batch: ``mu`` + ``sigma`` (2048-d statistics) and/or ``arr_0`` images; or an
+    ``.npy`` of images (``uae pack``), read as ``arr_0``.
 
     Returns:
         What is present among ``mu``, ``sigma`` (arrays) and ``arr_0`` (a
@@ -155,11 +168,11 @@ def read_reference_npz(path: str | os.PathLike) -> dict[str, Any]:
             ``(N, H, W, 3)`` uint8 or a size that disagrees with their header.
         UnsafeFileError: Pickled objects.
     """
-    from uae.data.arrays import ImageArray
-
     p = Path(path).expanduser()
     if not p.is_file():
         raise MissingFileError(f"reference {str(p)!r} does not exist", param="reference")
+    if p.suffix.lower() == ".npy":
+        return {"arr_0": _reference_images(p)}
     try:
         with np.load(p, allow_pickle=False) as data:
             out: dict[str, Any] = {k: data[k] for k in ("mu", "sigma") if k in data.files}
@@ -170,12 +183,7 @@ def read_reference_npz(path: str | os.PathLike) -> dict[str, Any]:
     if not has_stats and not has_images:
         raise DamagedFileError(f"{p} holds neither 'mu' and 'sigma' nor 'arr_0' images", param="reference")
     if has_images:
-        try:
-            out["arr_0"] = ImageArray(p)
-        except UnsafeFileError as e:
-            raise UnsafeFileError(str(e), param="reference") from e
-        except InputError as e:  # not images, or a damaged member
-            raise DamagedFileError(f"reference {e}", param="reference") from e
+        out["arr_0"] = _reference_images(p)
     if has_stats and (out["mu"].ndim != 1 or out["sigma"].shape != (out["mu"].shape[0],) * 2):
         raise DamagedFileError(f"{p}: mu must be (D,) and sigma (D, D)", param="reference")
     return out
