@@ -494,3 +494,22 @@ def test_killed_pack_leaves_the_previous_file_and_a_temp_the_next_run_removes(tm
     pack_images([torch.from_numpy(images).permute(0, 3, 1, 2)], tmp_path / "p.npy", count=6)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npy"]
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), images)
+
+
+def test_a_release_pipeline_sees_an_adm_pack_as_its_folder(image_folder, tmp_path, empty_hub):
+    """A model with the releases' evaluation pipeline (ADM crop at ``resize_size``) evaluated on a pack made
+    with ``crop="adm"`` at that size: the folder's numbers (the ADM crop of an ADM crop is itself)."""
+    import uae
+    from uae.data.transforms import resolve_data_config
+    from uae.evaluation.reconstruction import evaluate_dataset
+
+    torch.manual_seed(0)
+    model = uae.create_model("uae_test", preprocess="adm").eval()
+    side = resolve_data_config(model)["resize_size"]
+    opts = RunOptions(batch_size=3, progress=False)
+    pack_dataset(str(image_folder), tmp_path / "adm.npz", side, crop="adm", options=opts)
+    metrics = {"lpips": False, "fid": False}
+    folder = evaluate_dataset(model, str(image_folder), metrics=metrics, options=opts)
+    packed = evaluate_dataset(model, str(tmp_path / "adm.npz"), metrics=metrics, options=opts)
+    assert packed["num_images"] == folder["num_images"] == 8
+    assert (packed["psnr"], packed["ssim"]) == (folder["psnr"], folder["ssim"])
