@@ -30,7 +30,8 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -150,14 +151,23 @@ def save_safetensors(
     return path
 
 
-def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the hidden ``.tmp*`` files a killed writer left in ``folder`` (not recursive).
+def remove_temp_files(
+    folder: str | os.PathLike, *, names: Iterable[str] | None = None, min_age_s: float = 0.0
+) -> list[Path]:
+    """Delete the hidden ``.tmp*`` files a killed writer left in ``folder`` (not recursive); with ``names``
+    only the temp files of those file names (``.tmp-<random, no dash>-<name>``: for a folder that is not the
+    writer's own), with ``min_age_s`` only files not modified for that long (a running writer keeps writing).
 
     Returns:
         The removed paths.
     """
-    removed = []
+    wanted, removed = None if names is None else set(names), []
     for p in Path(folder).glob(f"{TEMP_PREFIX}*"):
+        if wanted is not None and (p.name.count("-") < 2 or p.name.split("-", 2)[2] not in wanted):
+            continue
+        with contextlib.suppress(FileNotFoundError):  # gone meanwhile: is_file() below says so
+            if min_age_s and time.time() - p.stat().st_mtime <= min_age_s:
+                continue
         if p.is_file():
             logger.info("Removing partial file %s", p)
             with contextlib.suppress(FileNotFoundError):
@@ -197,8 +207,6 @@ def write_manifest(folder: str | os.PathLike, names: list[str] | None = None) ->
     Returns:
         The manifest's path.
     """
-    import time
-
     folder = Path(folder)
     if names is None:
         names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -225,8 +233,6 @@ def verify_manifest(folder: str | os.PathLike, required: tuple[str, ...] = ()) -
     Returns:
         One short phrase per problem: a missing manifest or file, a size or SHA-256 that differs.
     """
-    import time
-
     folder = Path(folder)
     try:
         record = json.loads((folder / MANIFEST_NAME).read_text())
@@ -289,7 +295,6 @@ def remove_stale_temp_dirs(parent: str | os.PathLike, max_age_s: float = 86400.0
     """
     import shutil
     import socket
-    import time
 
     parent = Path(parent)
     host = socket.gethostname()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from uae.data.arrays import CLASSES_KEY, IMAGE_ARRAY_SUFFIXES, IMAGES_KEY, LABELS_KEY, is_image_array_file
+from uae.data.arrays import CLASSES_KEY, IMAGES_KEY, LABELS_KEY, is_image_array_file
 from uae.errors import InputError
 
 PathLike = str | os.PathLike
@@ -42,32 +42,34 @@ def _npy_header(shape: tuple[int, ...], reserve: tuple[int, ...] | None = None) 
 
 def remove_stale_temp_files(path: PathLike, stale_seconds: float = STALE_SECONDS) -> list[pathlib.Path]:
     """Delete the temp files a killed :func:`pack_images` of ``path`` left beside it (those of this output's
-    name, not written to for ``stale_seconds``: a pack still running writes all the time).
+    name, not written to for ``stale_seconds``: a pack still running writes all the time;
+    :func:`uae.files.remove_temp_files`).
 
     Returns:
         The removed paths.
     """
-    import logging
-    import time
-
-    from uae.files import TEMP_PREFIX
+    from uae.files import remove_temp_files
 
     path = pathlib.Path(path)
-    names = {path.name, path.with_suffix(".npy").name}  # temp names: .tmp-<random, no dash>-<name>
-    removed = []
     if not path.parent.is_dir():
-        return removed
-    for p in path.parent.glob(f"{TEMP_PREFIX}-*"):
-        try:
-            old = time.time() - p.stat().st_mtime > stale_seconds
-        except FileNotFoundError:
-            continue
-        parts = p.name.split("-", 2)
-        if p.is_file() and old and len(parts) == 3 and parts[2] in names:
-            logging.getLogger(__name__).info("Removing the partial file %s of a pack that was stopped", p)
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
+        return []
+    names = (path.name, path.with_suffix(".npy").name)
+    return remove_temp_files(path.parent, names=names, min_age_s=stale_seconds)
+
+
+def check_output(path: PathLike, labels: bool = False) -> pathlib.Path:
+    """``path`` as the output of :func:`pack_images`: an ``.npy`` or ``.npz``, an ``.npz`` when ``labels``
+    are to be stored.
+
+    Raises:
+        InputError: Another suffix, or labels for an ``.npy`` (naming ``output``).
+    """
+    path = pathlib.Path(path).expanduser()
+    if not is_image_array_file(path):
+        raise InputError(f"output {str(path)!r} must end in .npy or .npz", param="output")
+    if labels and path.suffix.lower() != ".npz":
+        raise InputError("labels are stored in an .npz (arr_1); name the output .npz", param="output")
+    return path
 
 
 def pack_images(
@@ -102,11 +104,7 @@ def pack_images(
     """
     from uae.files import new_temp_file, replace_with_temp_file
 
-    path = pathlib.Path(path).expanduser()
-    if not is_image_array_file(path):
-        raise InputError(f"{path} must end in one of {', '.join(IMAGE_ARRAY_SUFFIXES)}", param="output")
-    if (labels is not None or classes is not None) and path.suffix.lower() != ".npz":
-        raise InputError("labels are stored in an .npz (arr_1); name the output .npz", param="output")
+    path = check_output(path, labels is not None or classes is not None)
     if count <= 0:
         raise InputError(f"count must be positive, got {count}", param="count")
     remove_stale_temp_files(path)

@@ -60,6 +60,11 @@ def is_image_array_file(path: PathLike) -> bool:
     return pathlib.Path(path).suffix.lower() in IMAGE_ARRAY_SUFFIXES
 
 
+def is_image_array(path: PathLike) -> bool:
+    """Whether ``path`` is an existing image array file (read by :class:`ImageArrayDataset`)."""
+    return is_image_array_file(path) and pathlib.Path(path).expanduser().is_file()
+
+
 def _read_npy_header(f: Any, where: str) -> tuple[tuple[int, ...], np.dtype, int]:
     """``(shape, dtype, header bytes)`` of the NPY array starting at ``f``'s position.
 
@@ -261,24 +266,18 @@ class ImageArray:
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for {n} images")
         i %= n
-        if self._memory is not None:
-            return self._memory[i].copy()
-        size = self.shape[1] * self.shape[2] * 3
-        at = self._offset + i * size
-        if hasattr(os, "pread"):
-            data = os.pread(self._file(), size, at)
-        else:  # Windows
-            with self._lock:
-                fd = self._file()
-                os.lseek(fd, at, os.SEEK_SET)
-                data = os.read(fd, size)
-        if len(data) != size:
-            raise DamagedFileError(
-                f"{self.path}: image {i} is cut short ({len(data)} of {size} bytes); the file changed "
-                "after it was opened",
-                param="data",
-            )
-        return np.frombuffer(bytearray(data), dtype=np.uint8).reshape(self.shape[1:])
+        return self.read_run(i, i + 1)[0]
+
+    def _read_into(self, view: memoryview, at: int) -> int:
+        """One read of up to ``len(view)`` bytes of the file at offset ``at`` into ``view``; the count read."""
+        if hasattr(os, "preadv"):
+            return os.preadv(self._file(), [view], at)
+        with self._lock:  # Windows, macOS before 11: seek + read
+            fd = self._file()
+            os.lseek(fd, at, os.SEEK_SET)
+            chunk = os.read(fd, len(view))
+        view[: len(chunk)] = chunk
+        return len(chunk)
 
     def read_run(self, start: int, stop: int) -> np.ndarray:
         """Images ``start`` to ``stop - 1`` as a new ``(stop - start, H, W, 3)`` uint8 array (one read).
@@ -291,14 +290,12 @@ class ImageArray:
             raise IndexError(f"images {start}:{stop} out of range for {len(self)} images")
         if self._memory is not None:
             return self._memory[start:stop].copy()
-        if not hasattr(os, "preadv"):  # Windows, macOS before 11
-            return np.stack([self[i] for i in range(start, stop)])
         size = self.shape[1] * self.shape[2] * 3
         want = (stop - start) * size
         data = bytearray(want)
         view, at, got = memoryview(data), self._offset + start * size, 0
         while got < want:  # a large read may come back in pieces
-            n = os.preadv(self._file(), [view[got:]], at + got)
+            n = self._read_into(view[got:], at + got)
             if n <= 0:
                 raise DamagedFileError(
                     f"{self.path}: images {start}:{stop} are cut short ({got} of {want} bytes); the file "
@@ -404,12 +401,9 @@ class ImageArrayDataset(Dataset):
         return len(self.files)
 
     def _sample(self, i: int, out: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, Any]:
-        sample: dict[str, Any] = {"label": self.targets[i], "index": i, "path": self.files[i], "skipped": 0}
-        if isinstance(out, dict):
-            sample.update(out)
-        else:
-            sample["image"] = out
-        return sample
+        from uae.data.datasets import make_sample
+
+        return make_sample(out, label=self.targets[i], index=i, path=self.files[i])
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Sample ``i`` as ``{"image", "label", "index", "path", "skipped"}`` (and ``"target"``)."""
@@ -441,8 +435,10 @@ class ImageArrayDataset(Dataset):
         run = len(indices) > 1 and all(b == a + 1 for a, b in zip(indices, indices[1:], strict=False))
         if uint8 is None or not run or not 0 <= indices[0] <= indices[-1] < len(self):
             return [self[i] for i in indices]
+        from uae.data.transforms import scale_uint8
+
         x = torch.from_numpy(self.array.read_run(indices[0], indices[-1] + 1)).permute(0, 3, 1, 2)
-        x = x if uint8 else x.float().div_(255.0)  # to_tensor's floats, bit for bit
+        x = x if uint8 else scale_uint8(x)  # to_tensor's floats, bit for bit
         return [self._sample(i, x[k]) for k, i in enumerate(indices)]
 
     def __repr__(self) -> str:

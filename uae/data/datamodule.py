@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from uae.data.arrays import ImageArrayDataset, is_image_array_file
+from uae.data.arrays import ImageArrayDataset, is_image_array
 from uae.data.datasets import ImageFolderDataset, coco_split, find_images, image_transform, imagenet_split
 from uae.data.resumable import ResumableDataLoader, ResumableSampler, SeededDataset
 from uae.errors import ConfigError, InputError, MissingFileError
@@ -203,7 +203,7 @@ class UAEDataModule(pl.LightningDataModule):
             va = pathlib.Path(self.val_root).expanduser()
         train_files = find_images(tr)
         if va is not None:
-            val_files = [] if is_image_array_file(va) and va.is_file() else find_images(va)
+            val_files = [] if is_image_array(va) else find_images(va)
         else:
             files = list(train_files)
             random.Random(self.seed).shuffle(files)
@@ -233,7 +233,7 @@ class UAEDataModule(pl.LightningDataModule):
         classes = self.train_set.classes or None
         val_transform = image_transform(size, train=False, out_size=out)
         self.val_set = None
-        if val_root is not None and is_image_array_file(val_root) and val_root.is_file():
+        if val_root is not None and is_image_array(val_root):
             self.val_set = ImageArrayDataset(
                 val_root,
                 val_transform,

@@ -29,6 +29,7 @@ import pathlib
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
@@ -218,23 +219,26 @@ class ImageFolderDataset(Dataset):
 
     def _sample(self, j: int, im: Image.Image, skipped: int) -> dict[str, Any]:
         out = self.transform(im) if self.transform is not None else to_tensor(im)
-        sample: dict[str, Any] = {
-            "label": self.targets[j],
-            "index": j,
-            "path": str(self.files[j]),
-            "skipped": skipped,
-        }
-        if isinstance(out, dict):
-            sample.update(out)
-        else:
-            sample["image"] = out
-        return sample
+        return make_sample(out, label=self.targets[j], index=j, path=str(self.files[j]), skipped=skipped)
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(root={str(self.root)!r}, n={len(self)}, classes={len(self.classes)}, "
             f"transform={self.transform!r})"
         )
+
+
+def make_sample(
+    out: torch.Tensor | dict[str, torch.Tensor], *, label: int, index: int, path: str, skipped: int = 0
+) -> dict[str, Any]:
+    """A dataset sample: ``{"image", "label", "index", "path", "skipped"}`` with a transform's output
+    ``out`` as ``"image"``, or its ``"image"`` and ``"target"`` when it returned a dict."""
+    sample: dict[str, Any] = {"label": label, "index": index, "path": path, "skipped": skipped}
+    if isinstance(out, dict):
+        sample.update(out)
+    else:
+        sample["image"] = out
+    return sample
 
 
 class UnreadableSample(NamedTuple):

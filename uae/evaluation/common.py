@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +217,7 @@ def resolve_data(data: str, data_root: str | None = None) -> Path:
     Raises:
         MissingFileError: The folder or file does not exist, or a named dataset without ``data_root``.
     """
-    from uae.data.arrays import IMAGE_ARRAY_SUFFIXES, is_image_array_file
+    from uae.data.arrays import IMAGE_ARRAY_SUFFIXES, is_image_array
     from uae.data.datasets import coco_split, imagenet_split
 
     if data in NAMED_DATASETS:
@@ -230,7 +230,7 @@ def resolve_data(data: str, data_root: str | None = None) -> Path:
         family, split = data.split("-")
         return imagenet_split(data_root, split) if family == "imagenet" else coco_split(data_root, split)
     path = Path(data).expanduser()
-    if is_image_array_file(path) and path.is_file():
+    if is_image_array(path):
         return path
     if not path.is_dir():
         raise MissingFileError(
@@ -327,8 +327,6 @@ def build_dataset(
             resize or a normalisation): a quarter of the bytes from the loader's workers to the model;
             :func:`batch_images` scales them (exactly ``to_tensor``'s floats) on the model's device.
     """
-    from uae.data.arrays import ImageArrayDataset, is_image_array_file
-    from uae.data.datasets import ImageFolderDataset, find_images
     from uae.data.transforms import create_transform, image_transform
 
     if limit is not None and limit <= 0:
@@ -344,7 +342,39 @@ def build_dataset(
         )
     else:
         transform = image_transform(size, train=train, out_size=out_size, uint8=uint8 and not train)
-    if is_image_array_file(root) and Path(root).is_file():
+    return images_dataset(
+        root,
+        transform,
+        labels=labels,
+        limit=limit,
+        max_pixels=max_pixels,
+        on_error=on_error,
+        classes=classes,
+        draft=draft,
+    )
+
+
+def images_dataset(
+    root: str | os.PathLike,
+    transform: Callable[[Any], Any],
+    *,
+    labels: bool | None = None,
+    limit: int | None = None,
+    max_pixels: int | None | str = "default",
+    on_error: str = "skip",
+    classes: Sequence[str] | None = None,
+    draft: bool = True,
+) -> Dataset:
+    """The images of a folder (:class:`~uae.data.ImageFolderDataset`) or of an image array file
+    (:class:`~uae.data.arrays.ImageArrayDataset`, where ``max_pixels``, ``on_error`` and ``draft`` do not
+    apply) through ``transform``; the first ``limit`` (sorted paths). See :func:`build_dataset`.
+    """
+    from uae.data.arrays import ImageArrayDataset, is_image_array
+    from uae.data.datasets import ImageFolderDataset, find_images
+
+    if limit is not None and limit <= 0:
+        raise InputError(f"limit must be positive, got {limit}", param="limit")
+    if is_image_array(root):
         return ImageArrayDataset(
             root, transform, labels=labels, limit=limit, classes=None if classes is None else list(classes)
         )

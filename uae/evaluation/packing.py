@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
 from uae.errors import InputError
-from uae.evaluation.common import iterate, make_loader, resolve_data
+from uae.evaluation.common import images_dataset, iterate, make_loader, resolve_data
 from uae.evaluation.options import RunOptions
 
 logger = logging.getLogger(__name__)
@@ -102,32 +101,22 @@ def pack_dataset(
         InputError: Bad ``crop``/``size``/suffix, ``labels=True`` without class sub-folders or with an
             ``.npy``, or no readable image.
     """
-    from uae.data.array_writer import pack_images
-    from uae.data.arrays import ImageArrayDataset, is_image_array_file
-    from uae.data.datasets import ImageFolderDataset, SkipLog, find_images
+    from uae.data.array_writer import check_output, pack_images
+    from uae.data.datasets import SkipLog
 
     options = options or RunOptions()
-    output = Path(output).expanduser()
-    if not is_image_array_file(output):
-        raise InputError(f"output {str(output)!r} must end in .npy or .npz", param="output")
-    if labels and output.suffix.lower() != ".npz":
-        raise InputError("labels are stored in an .npz (arr_1); name the output .npz", param="labels")
+    output = check_output(output, bool(labels))  # before the folder is scanned
     transform = crop_transform(size, crop)
     root = resolve_data(data, options.data_root)
     want_labels = labels if output.suffix.lower() == ".npz" else False
-    if is_image_array_file(root) and root.is_file():
-        ds: Any = ImageArrayDataset(root, transform, labels=want_labels, limit=options.limit)
-    else:
-        files = find_images(root)[: options.limit] if options.limit else root
-        ds = ImageFolderDataset(
-            files,
-            transform=transform,
-            labels=want_labels,
-            class_root=root,
-            on_error="skip",
-            max_pixels=options.max_pixels,
-            draft=options.draft,
-        )
+    ds: Any = images_dataset(
+        root,
+        transform,
+        labels=want_labels,
+        limit=options.limit,
+        max_pixels=options.max_pixels,
+        draft=options.draft,
+    )
     keep = bool(ds.classes) and want_labels is not False
     loader = make_loader(ds, options.batch_size, options.num_workers, device="cpu", worker_niceness=0)
     skips = SkipLog()

@@ -199,19 +199,17 @@ def _image_batches(files: list[Path], size: int, batch_size: int) -> Iterator[to
         yield (torch.stack(batch) * 255.0).round().to(torch.uint8)  # type: ignore[arg-type]
 
 
-def _array_batches(images: np.ndarray | ImageArray, size: int, batch_size: int) -> Iterator[torch.Tensor]:
+def _array_batches(images: ImageArray, size: int, batch_size: int) -> Iterator[torch.Tensor]:
     """uint8 batches of ``(N, H, W, 3)`` images (resized like files when another size)."""
     from PIL import Image
 
     from uae.data import image_transform
-    from uae.data.arrays import ImageArray
 
     tf = image_transform(size)
     for start in range(0, len(images), batch_size):
-        stop = min(start + batch_size, len(images))
-        chunk = images.read_run(start, stop) if isinstance(images, ImageArray) else images[start:stop]
+        chunk = images.read_run(start, min(start + batch_size, len(images)))
         if chunk.shape[1:3] == (size, size):
-            yield torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2).contiguous()
+            yield torch.from_numpy(chunk).permute(0, 3, 1, 2).contiguous()  # a new array of its own
         else:
             batch = [tf(Image.fromarray(a)) for a in chunk]
             yield (torch.stack(batch) * 255.0).round().to(torch.uint8)  # type: ignore[arg-type]
