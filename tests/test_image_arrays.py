@@ -513,3 +513,17 @@ def test_a_release_pipeline_sees_an_adm_pack_as_its_folder(image_folder, tmp_pat
     packed = evaluate_dataset(model, str(tmp_path / "adm.npz"), metrics=metrics, options=opts)
     assert packed["num_images"] == folder["num_images"] == 8
     assert (packed["psnr"], packed["ssim"]) == (folder["psnr"], folder["ssim"])
+
+
+def test_pack_command_lists_the_images_it_left_out(image_folder, tmp_path, capsys):
+    from uae.cli import main
+
+    (image_folder / "a" / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    argv = ["pack", "--data", str(image_folder), "--output", str(tmp_path / "p.npz"), "--size", "8"]
+    assert main([*argv, "--no-progress", "--num-workers", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"uae pack: 8 images of {image_folder}") and "2 classes" in out[0]
+    assert out[1:] == [
+        "  skipped 1 unreadable or too large image(s):",
+        f"    cannot read image {image_folder / 'a' / 'bad.jpg'}: not an image (no format Pillow knows recognised it)",
+    ]

@@ -89,9 +89,9 @@ def main(argv: Sequence[str]) -> int:
     )
     skipped = res["images"]["skipped_files"]
     if skipped:
-        print(f"  skipped {len(skipped)} unreadable image(s):")
-        for path, reason in list(skipped.items())[:10]:
-            print(f"    {path}: {reason}")
+        print(f"  skipped {len(skipped)} unreadable or too large image(s):")
+        for reason in list(skipped.values())[:10]:  # each reason names its file
+            print(f"    {reason}")
         if len(skipped) > 10:
             print(f"    ... and {len(skipped) - 10} more")
     return 0
